@@ -1,0 +1,127 @@
+// Package model is the mesh model: plain Go data that the translator
+// produces from resources and the xDS layer turns into per-proxy views.
+// Everything here is immutable once built and sorted deterministically, so
+// two translations of the same resources are deep-equal.
+package model
+
+import (
+	"net/netip"
+)
+
+// Mesh is the whole translated mesh.
+type Mesh struct {
+	TrustDomain   string   `json:"trustDomain"`
+	RootNamespace string   `json:"rootNamespace"`
+	ClusterDomain string   `json:"clusterDomain"`
+	MTLSMode      MTLSMode `json:"mtlsMode"`
+
+	// Workloads sorted by Namespace, Name.
+	Workloads []Workload `json:"workloads,omitempty"`
+	// Services sorted by Namespace, Name.
+	Services []Service `json:"services,omitempty"`
+	// Gateways (waypoints and ingress gateways) sorted by Namespace, Name.
+	Gateways []Gateway `json:"gateways,omitempty"`
+	// Policies sorted by Namespace, Name.
+	Policies []Policy `json:"policies,omitempty"`
+}
+
+// MTLSMode is STRICT or PERMISSIVE.
+type MTLSMode string
+
+const (
+	MTLSStrict     MTLSMode = "STRICT"
+	MTLSPermissive MTLSMode = "PERMISSIVE"
+)
+
+// Ref names a namespaced object.
+type Ref struct {
+	Namespace string `json:"namespace"`
+	Name      string `json:"name"`
+}
+
+func (r Ref) String() string { return r.Namespace + "/" + r.Name }
+
+// IsZero reports whether r names nothing.
+func (r Ref) IsZero() bool { return r.Name == "" }
+
+// Locality is a workload's failure domain.
+type Locality struct {
+	Region  string `json:"region,omitempty"`
+	Zone    string `json:"zone,omitempty"`
+	Subzone string `json:"subzone,omitempty"`
+}
+
+// Workload is one addressable member of the mesh (a Workload object today,
+// a pod once the Kubernetes source lands).
+type Workload struct {
+	Ref
+	// UID distinguishes re-created objects with the same name.
+	UID            string            `json:"uid,omitempty"`
+	ServiceAccount string            `json:"serviceAccount"`
+	Identity       string            `json:"identity"` // spiffe://td/ns/<ns>/sa/<sa>
+	Addresses      []netip.Addr      `json:"addresses"`
+	Node           string            `json:"node"`
+	Network        string            `json:"network,omitempty"`
+	Labels         map[string]string `json:"labels,omitempty"`
+	Locality       Locality          `json:"locality,omitzero"`
+	// Ports maps named ports to numbers (for named Service targetPorts).
+	Ports map[string]int32 `json:"ports,omitempty"`
+	// Waypoint, when set, is the waypoint that traffic addressed directly
+	// to this workload must traverse.
+	Waypoint *WaypointBinding `json:"waypoint,omitempty"`
+}
+
+// WaypointBinding says which waypoint serves a service or workload and
+// from which label the binding came.
+type WaypointBinding struct {
+	Gateway Ref `json:"gateway"`
+	// From is "namespace", "service" or "workload": where the label was.
+	From string `json:"from"`
+}
+
+// Service is a set of workloads behind stable virtual IPs.
+type Service struct {
+	Ref
+	// Hostname is <name>.<namespace>.svc.<cluster domain>.
+	Hostname  string            `json:"hostname"`
+	VIPs      []netip.Addr      `json:"vips,omitempty"`
+	Ports     []ServicePort     `json:"ports,omitempty"`
+	Selector  map[string]string `json:"selector,omitempty"`
+	Labels    map[string]string `json:"labels,omitempty"`
+	Endpoints []Endpoint        `json:"endpoints,omitempty"`
+	// Waypoint, when set, is the waypoint all traffic to this service's
+	// VIPs traverses.
+	Waypoint *WaypointBinding `json:"waypoint,omitempty"`
+}
+
+// ServicePort is one port of a service.
+type ServicePort struct {
+	Name        string `json:"name,omitempty"`
+	Port        int32  `json:"port"`
+	Protocol    string `json:"protocol"` // TCP, UDP, SCTP
+	AppProtocol string `json:"appProtocol,omitempty"`
+	// TargetPort is the numeric target, or 0 when TargetPortName must be
+	// resolved per workload (see Endpoint.Ports).
+	TargetPort     int32  `json:"targetPort,omitempty"`
+	TargetPortName string `json:"targetPortName,omitempty"`
+}
+
+// Endpoint is a workload behind a service, with service ports resolved to
+// the workload's target ports.
+type Endpoint struct {
+	Workload  Ref          `json:"workload"`
+	Addresses []netip.Addr `json:"addresses"`
+	Node      string       `json:"node"`
+	Network   string       `json:"network,omitempty"`
+	Identity  string       `json:"identity"`
+	Locality  Locality     `json:"locality,omitzero"`
+	// Ports maps service port -> target port on this workload. A service
+	// port whose named target the workload does not define is absent.
+	Ports []PortMapping `json:"ports"`
+}
+
+// PortMapping maps a service port to a workload port.
+type PortMapping struct {
+	ServicePort int32 `json:"servicePort"`
+	TargetPort  int32 `json:"targetPort"`
+}
