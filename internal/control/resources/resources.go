@@ -8,6 +8,7 @@ package resources
 import (
 	"cmp"
 	"slices"
+	"strconv"
 
 	corev1 "k8s.io/api/core/v1"
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
@@ -48,6 +49,9 @@ type Resources struct {
 type SourceError struct {
 	// Source is where the input came from: a file path, or "kubernetes".
 	Source string `json:"source"`
+	// Document is the 1-based position of the YAML document within Source,
+	// or 0 when the problem is not tied to one document.
+	Document int `json:"document,omitempty"`
 	// Object names the object ("HTTPRoute default/web") when known.
 	Object  string `json:"object,omitempty"`
 	Message string `json:"message"`
@@ -55,6 +59,9 @@ type SourceError struct {
 
 func (e SourceError) Error() string {
 	s := e.Source
+	if e.Document > 0 {
+		s += ": document " + strconv.Itoa(e.Document)
+	}
 	if e.Object != "" {
 		s += ": " + e.Object
 	}
@@ -78,7 +85,7 @@ func (r *Resources) Sort() {
 	sortObjs(r.TCPRoutes)
 	sortObjs(r.ReferenceGrants)
 	slices.SortFunc(r.Errors, func(a, b SourceError) int {
-		return cmp.Or(cmp.Compare(a.Source, b.Source), cmp.Compare(a.Object, b.Object), cmp.Compare(a.Message, b.Message))
+		return cmp.Or(cmp.Compare(a.Source, b.Source), cmp.Compare(a.Document, b.Document), cmp.Compare(a.Object, b.Object), cmp.Compare(a.Message, b.Message))
 	})
 }
 
