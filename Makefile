@@ -10,9 +10,15 @@ generate-api:
 	go tool -modfile=tools/go.mod controller-gen object paths=./api/... 
 	go tool -modfile=tools/go.mod controller-gen crd:crdVersions=v1 paths=./api/... output:crd:artifacts:config=api/crds
 
+# protoc-gen-go comes from the version pinned in go.mod (tool directive) and
+# buf from tools/go.mod; buf.gen.yaml points at bin/protoc-gen-go, so no
+# globally installed plugin can change the output. Stale files are removed
+# first so a deleted .proto cannot leave its *.pb.go behind.
 generate-proto:
 	go build -o bin/protoc-gen-go google.golang.org/protobuf/cmd/protoc-gen-go
-	PATH="$(CURDIR)/bin:$$PATH" go tool -modfile=tools/go.mod buf generate
+	find proto -name '*.pb.go' -delete
+	go tool -modfile=tools/go.mod buf lint
+	go tool -modfile=tools/go.mod buf generate
 
 test:
 	go test -race ./...
