@@ -144,10 +144,15 @@ func (t *translator) translatePolicy(ap *v1alpha1.AuthorizationPolicy) (model.Po
 	for i, r := range ap.Spec.Rules {
 		rule, ruleErrs, ruleL7 := translatePolicyRule(spec.Child("rules").Index(i), r)
 		if len(ruleErrs) > 0 {
-			rule.Invalid = errors.Join(ruleErrs...).Error()
+			// Only Invalid is kept: a half-parsed rule would read as a
+			// narrower or broader match than the user wrote, and enforcers
+			// must treat the rule as a whole (fail closed) anyway.
+			rule = model.PolicyRule{Invalid: errors.Join(ruleErrs...).Error()}
 			pp.invalid = append(pp.invalid, ruleErrs...)
 		}
-		if nodeEnforced {
+		// An invalid rule is enforced as a whole (fail closed), so its HTTP
+		// attributes no longer matter.
+		if nodeEnforced && rule.Invalid == "" {
 			l7 = append(l7, ruleL7...)
 		}
 		p.Rules = append(p.Rules, rule)
@@ -184,6 +189,14 @@ func (t *translator) translatePolicy(ap *v1alpha1.AuthorizationPolicy) (model.Po
 }
 
 func policyScopeMessage(p *model.Policy) string {
+	msg := policyScopeText(p)
+	if p.Action == policyActionAllow && len(p.Rules) == 0 {
+		msg += "; it has no rules, so it allows nothing by itself (requests need another ALLOW policy that matches)"
+	}
+	return msg
+}
+
+func policyScopeText(p *model.Policy) string {
 	switch p.Scope {
 	case model.ScopeMesh:
 		return "applies to every workload in the mesh"
@@ -330,9 +343,9 @@ func (t *translator) unboundServiceTargets(targets []model.PolicyTarget) []strin
 	return out
 }
 
-// translatePolicyRule validates one rule. It returns the rule with every
-// valid value (invalid values are left out; the rule is marked Invalid by
-// the caller), the problems, and the paths of HTTP-only attributes in it.
+// translatePolicyRule validates one rule. It returns the rule with its
+// values normalised, the problems, and the paths of HTTP-only attributes in
+// it.
 func translatePolicyRule(path *field.Path, r v1alpha1.Rule) (model.PolicyRule, []error, []string) {
 	var (
 		rule model.PolicyRule

@@ -7,6 +7,7 @@ import (
 	"testing"
 
 	"github.com/google/go-cmp/cmp"
+	"github.com/google/go-cmp/cmp/cmpopts"
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
 
 	"github.com/ambitmesh/ambit/api/v1alpha1"
@@ -16,6 +17,8 @@ import (
 )
 
 const policyTestRoot = "ambit-system"
+
+var policyCmpOpts = cmpopts.EquateComparable(netip.Prefix{})
 
 // policyTestTranslator builds the state translatePolicies reads (the
 // outputs of the earlier stages) directly, so these tests pin the policy
@@ -256,7 +259,8 @@ func TestPolicyUnsupportedRanksFirst(t *testing.T) {
 }
 
 // TestPolicyRuleValidation: each class of malformed value is reported at
-// its field path; the rule is kept marked Invalid and its valid values stay.
+// its field path; the rule is kept, reduced to its Invalid message, and the
+// policy's other rules are untouched.
 func TestPolicyRuleValidation(t *testing.T) {
 	src := func(s v1alpha1.Source) v1alpha1.Rule { return v1alpha1.Rule{From: []v1alpha1.RuleFrom{{Source: s}}} }
 	op := func(o v1alpha1.Operation) v1alpha1.Rule { return v1alpha1.Rule{To: []v1alpha1.RuleTo{{Operation: o}}} }
@@ -336,11 +340,17 @@ func TestPolicyRuleValidation(t *testing.T) {
 			if !strings.HasPrefix(p.Rules[0].Invalid, tc.wantErr) {
 				t.Errorf("rule Invalid = %q, want prefix %q", p.Rules[0].Invalid, tc.wantErr)
 			}
-			if p.Rules[1].Invalid != "" {
-				t.Errorf("valid rule marked invalid: %q", p.Rules[1].Invalid)
+			if diff := cmp.Diff(model.PolicyRule{Invalid: p.Rules[0].Invalid}, p.Rules[0], policyCmpOpts); diff != "" {
+				t.Errorf("an invalid rule must carry only its Invalid message (-want +got):\n%s", diff)
+			}
+			if diff := cmp.Diff(model.PolicyRule{From: []model.PolicySource{{Namespaces: []string{"ok"}}}}, p.Rules[1], policyCmpOpts); diff != "" {
+				t.Errorf("valid rule changed (-want +got):\n%s", diff)
 			}
 			if p.Action != "DENY" {
 				t.Errorf("action = %q, an invalid rule must not change it", p.Action)
+			}
+			if p.NeedsWaypoint || policyCond(conds, "WaypointRequired") != nil {
+				t.Error("HTTP attributes of an invalid rule must not ask for a waypoint: the rule is enforced as a whole")
 			}
 			acc := policyCond(conds, "Accepted")
 			if acc.Status != "False" || acc.Reason != "Invalid" || !strings.HasPrefix(acc.Message, tc.wantErr) {
@@ -387,7 +397,7 @@ func TestPolicyValidValues(t *testing.T) {
 			{Key: "source.namespace", Values: []string{"default"}},
 		},
 	}
-	if diff := cmp.Diff([]model.PolicyRule{want}, p.Rules, cmp.Comparer(func(a, b netip.Prefix) bool { return a == b })); diff != "" {
+	if diff := cmp.Diff([]model.PolicyRule{want}, p.Rules, policyCmpOpts); diff != "" {
 		t.Errorf("rules (-want +got):\n%s", diff)
 	}
 	if acc := policyCond(conds, "Accepted"); acc.Status != "True" {
@@ -481,7 +491,9 @@ func TestPolicyStatusAndOrder(t *testing.T) {
 			t.Fatalf("no status for %s", ref)
 		}
 		want := []status.Condition{{Type: "Accepted", Status: "True", Reason: "Accepted",
-			Message: "applies to every workload in namespace " + ref.Namespace, ObservedGeneration: wantGen}}
+			Message: "applies to every workload in namespace " + ref.Namespace +
+				"; it has no rules, so it allows nothing by itself (requests need another ALLOW policy that matches)",
+			ObservedGeneration: wantGen}}
 		if diff := cmp.Diff(want, o.Conditions); diff != "" {
 			t.Errorf("%s conditions (-want +got):\n%s", ref, diff)
 		}
