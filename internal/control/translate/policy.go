@@ -209,11 +209,16 @@ func policyScopeText(p *model.Policy) string {
 }
 
 func policyL7Message(action string, fields []string) string {
-	effect := "these rules never match, so the policy allows less than written"
-	if action != policyActionAllow {
-		effect = "these rules match ignoring the HTTP attributes, so the policy matches more than written"
+	var effect string
+	switch action {
+	case policyActionAllow:
+		effect = "the rules using them never match, so the policy allows less than written"
+	case policyActionDeny:
+		effect = "the rules using them match ignoring those attributes, so the policy denies more than written"
+	default:
+		effect = "the rules using them match ignoring those attributes, so the policy audits more than written"
 	}
-	return fmt.Sprintf("node proxies cannot see HTTP attributes (%s); %s. Bind a waypoint (label %s=<waypoint> on the namespace or service) and attach the policy to it with spec.targetRefs instead of a selector",
+	return fmt.Sprintf("node proxies cannot see HTTP attributes (%s); %s. Bind a waypoint (label %s=<waypoint> on the namespace or service) and attach the policy to it with spec.targetRefs",
 		strings.Join(fields, ", "), effect, LabelUseWaypoint)
 }
 

@@ -423,9 +423,9 @@ func TestPolicyL7Fields(t *testing.T) {
 		wantNeed bool
 		wantWord string // how the message describes the effect
 	}{
-		{name: "namespace ALLOW", ns: "default", wantNeed: true, wantWord: "never match"},
-		{name: "mesh DENY", ns: policyTestRoot, action: "DENY", wantNeed: true, wantWord: "ignoring the HTTP attributes"},
-		{name: "selector ALLOW", ns: "default", selector: &v1alpha1.WorkloadSelector{MatchLabels: map[string]string{"app": "api"}}, wantNeed: true, wantWord: "never match"},
+		{name: "namespace ALLOW", ns: "default", wantNeed: true, wantWord: "never match, so the policy allows less"},
+		{name: "mesh DENY", ns: policyTestRoot, action: "DENY", wantNeed: true, wantWord: "denies more than written"},
+		{name: "selector ALLOW", ns: "default", selector: &v1alpha1.WorkloadSelector{MatchLabels: map[string]string{"app": "api"}}, wantNeed: true, wantWord: "never match, so the policy allows less"},
 		{name: "waypoint target", ns: "default", targets: []v1alpha1.PolicyTargetReference{{Group: gatewayGroup, Kind: "Gateway", Name: "waypoint"}}},
 	}
 	for _, tc := range tests {
