@@ -1,0 +1,513 @@
+// Package xds turns the mesh model into per-proxy resource views and serves
+// them over delta ADS (go-control-plane's server with ambit's own resource
+// types from proto/).
+package xds
+
+import (
+	"crypto/sha256"
+	"encoding/hex"
+	"errors"
+	"fmt"
+	"slices"
+	"strings"
+
+	discovery "github.com/envoyproxy/go-control-plane/envoy/service/discovery/v3"
+	"google.golang.org/protobuf/proto"
+	"google.golang.org/protobuf/types/known/anypb"
+
+	"github.com/ambitmesh/ambit/internal/control/model"
+	workloadv1 "github.com/ambitmesh/ambit/proto/ambit/workload/v1"
+)
+
+// Type URLs of ambit's xDS resources.
+const (
+	TypeWorkload      = "type.googleapis.com/ambit.workload.v1.Workload"
+	TypeService       = "type.googleapis.com/ambit.workload.v1.Service"
+	TypeAuthorization = "type.googleapis.com/ambit.authorization.v1.Authorization"
+	TypeListener      = "type.googleapis.com/ambit.gateway.v1.Listener"
+	TypeRouteTable    = "type.googleapis.com/ambit.gateway.v1.RouteTable"
+	TypeBackend       = "type.googleapis.com/ambit.gateway.v1.Backend"
+)
+
+// NodeTypes are the types a node proxy subscribes to, GatewayTypes those of
+// a waypoint or ingress gateway; both in dependency order (referenced types
+// first), which is also the order pushes go out in.
+var (
+	NodeTypes    = []string{TypeService, TypeWorkload, TypeAuthorization}
+	GatewayTypes = []string{TypeBackend, TypeRouteTable, TypeListener, TypeAuthorization}
+)
+
+// typeOrder is the push order across all types.
+var typeOrder = []string{TypeService, TypeWorkload, TypeBackend, TypeRouteTable, TypeListener, TypeAuthorization}
+
+// ProxyKind is the role of a connected proxy.
+type ProxyKind int
+
+const (
+	// KindNode is a node proxy: node ID "node/<node name>".
+	KindNode ProxyKind = iota + 1
+	// KindGateway is a waypoint or ingress gateway: node ID
+	// "gateway/<namespace>/<name>".
+	KindGateway
+)
+
+// ProxyID identifies a proxy by the node ID it connects with.
+type ProxyID struct {
+	Kind    ProxyKind
+	Node    string    // KindNode
+	Gateway model.Ref // KindGateway
+}
+
+// ErrBadNodeID is wrapped by ParseProxyID errors.
+var ErrBadNodeID = errors.New("invalid node ID")
+
+// ParseProxyID parses "node/<node>" or "gateway/<namespace>/<name>".
+func ParseProxyID(id string) (ProxyID, error) {
+	kind, rest, _ := strings.Cut(id, "/")
+	switch kind {
+	case "node":
+		if rest != "" && !strings.Contains(rest, "/") {
+			return ProxyID{Kind: KindNode, Node: rest}, nil
+		}
+	case "gateway":
+		ns, name, ok := strings.Cut(rest, "/")
+		if ok && ns != "" && name != "" && !strings.Contains(name, "/") {
+			return ProxyID{Kind: KindGateway, Gateway: model.Ref{Namespace: ns, Name: name}}, nil
+		}
+	}
+	return ProxyID{}, fmt.Errorf("xds: node ID %q: %w: want node/<node name> or gateway/<namespace>/<name>", id, ErrBadNodeID)
+}
+
+func (p ProxyID) String() string {
+	switch p.Kind {
+	case KindNode:
+		return "node/" + p.Node
+	case KindGateway:
+		return "gateway/" + p.Gateway.String()
+	}
+	return "unknown"
+}
+
+// Resource is one resource of one translation, marshaled and hashed once
+// and shared by every proxy whose view contains it.
+type Resource struct {
+	Name string
+	// Version is a content hash of the marshaled resource, so it is stable
+	// across translations, restarts and control-plane replicas.
+	Version string
+	Message proto.Message
+	wire    *discovery.Resource
+}
+
+// ResourceSet is the resources of one type in one view. Immutable.
+type ResourceSet struct {
+	TypeURL string
+	// Version hashes every (name, version) pair; it is the
+	// system_version_info of responses and what `ambit status` shows.
+	Version string
+	Items   map[string]*Resource
+	// versions is Items' name -> version, ready to be cloned into a
+	// subscription's returned-resources map.
+	versions map[string]string
+	// history says which names changed since earlier versions of the same
+	// view, newest first, so that a proxy one or a few translations behind
+	// gets its delta without a scan of every resource.
+	history []change
+}
+
+type change struct {
+	since string
+	names []string
+}
+
+// maxHistory bounds how many earlier versions a set remembers changes for.
+const maxHistory = 8
+
+// Names returns the resource names, sorted.
+func (s *ResourceSet) Names() []string {
+	names := make([]string, 0, len(s.Items))
+	for n := range s.Items {
+		names = append(names, n)
+	}
+	slices.Sort(names)
+	return names
+}
+
+// changesSince returns the names that differ between the set with version
+// `since` and s (changed, added or removed), or ok=false when s does not
+// remember that version.
+func (s *ResourceSet) changesSince(since string) (names []string, ok bool) {
+	for _, c := range s.history {
+		if c.since == since {
+			return c.names, true
+		}
+	}
+	return nil, false
+}
+
+// GatewayView is what one waypoint or ingress gateway receives.
+type GatewayView struct {
+	Listeners      *ResourceSet
+	RouteTables    *ResourceSet
+	Backends       *ResourceSet
+	Authorizations *ResourceSet
+}
+
+// Views is every proxy view of one translation.
+type Views struct {
+	// Workloads and Services go to every node proxy.
+	Workloads *ResourceSet
+	Services  *ResourceSet
+	// nodeAuthz is the authorization set per node that has workloads;
+	// meshAuthz (mesh-scope policies only) serves every other node.
+	nodeAuthz map[string]*ResourceSet
+	meshAuthz *ResourceSet
+	gateways  map[model.Ref]*GatewayView
+	empty     map[string]*ResourceSet
+
+	// sets and interned carry state to the next ComputeViews: set
+	// histories by view key, and resources by (type, name, version) so an
+	// unchanged resource keeps its marshaled bytes.
+	sets     map[string]*ResourceSet
+	interned map[internKey]*Resource
+}
+
+type internKey struct{ typeURL, name, version string }
+
+// Set returns the resources of typeURL in the view of proxy id; never nil
+// (an unknown gateway or a type the proxy kind does not use is empty).
+func (v *Views) Set(id ProxyID, typeURL string) *ResourceSet {
+	var s *ResourceSet
+	switch id.Kind {
+	case KindNode:
+		switch typeURL {
+		case TypeWorkload:
+			s = v.Workloads
+		case TypeService:
+			s = v.Services
+		case TypeAuthorization:
+			if s = v.nodeAuthz[id.Node]; s == nil {
+				s = v.meshAuthz
+			}
+		}
+	case KindGateway:
+		if g := v.gateways[id.Gateway]; g != nil {
+			switch typeURL {
+			case TypeListener:
+				s = g.Listeners
+			case TypeRouteTable:
+				s = g.RouteTables
+			case TypeBackend:
+				s = g.Backends
+			case TypeAuthorization:
+				s = g.Authorizations
+			}
+		}
+	}
+	if s == nil {
+		if s = v.empty[typeURL]; s == nil {
+			s = newSet(typeURL, nil)
+		}
+	}
+	return s
+}
+
+// builder holds the state of one ComputeViews call.
+type builder struct {
+	prev *Views
+	next *Views
+	errs []error
+}
+
+// resource marshals and hashes m once; an identical resource of the
+// previous translation is reused so that its wire form is shared.
+func (b *builder) resource(typeURL, name string, m proto.Message) *Resource {
+	raw, err := proto.MarshalOptions{Deterministic: true}.Marshal(m)
+	if err != nil {
+		b.errs = append(b.errs, fmt.Errorf("xds: marshal %s %s: %w", typeURL, name, err))
+		return nil
+	}
+	sum := sha256.Sum256(raw)
+	version := hex.EncodeToString(sum[:8])
+	key := internKey{typeURL, name, version}
+	if r := b.next.interned[key]; r != nil {
+		return r
+	}
+	if b.prev != nil {
+		if r := b.prev.interned[key]; r != nil {
+			b.next.interned[key] = r
+			return r
+		}
+	}
+	r := &Resource{
+		Name:    name,
+		Version: version,
+		Message: m,
+		wire: &discovery.Resource{
+			Name:     name,
+			Version:  version,
+			Resource: &anypb.Any{TypeUrl: typeURL, Value: raw},
+		},
+	}
+	b.next.interned[key] = r
+	return r
+}
+
+func newSet(typeURL string, items []*Resource) *ResourceSet {
+	s := &ResourceSet{
+		TypeURL:  typeURL,
+		Items:    make(map[string]*Resource, len(items)),
+		versions: make(map[string]string, len(items)),
+	}
+	for _, r := range items {
+		if r != nil {
+			s.Items[r.Name] = r
+			s.versions[r.Name] = r.Version
+		}
+	}
+	h := sha256.New()
+	for _, n := range s.Names() {
+		h.Write([]byte(n))
+		h.Write([]byte{0})
+		h.Write([]byte(s.versions[n]))
+		h.Write([]byte{0})
+	}
+	s.Version = hex.EncodeToString(h.Sum(nil)[:8])
+	return s
+}
+
+// set builds the set of view `key`, linking it to the previous translation's
+// set of the same key: an unchanged set is the previous one (so proxies
+// that hold it get nothing), a changed one records what changed.
+func (b *builder) set(key, typeURL string, items []*Resource) *ResourceSet {
+	s := newSet(typeURL, items)
+	var prev *ResourceSet
+	if b.prev != nil {
+		prev = b.prev.sets[key]
+	}
+	if prev != nil && prev.Version == s.Version {
+		s = prev
+	} else if prev != nil {
+		var diff []string
+		for n, v := range s.versions {
+			if prev.versions[n] != v {
+				diff = append(diff, n)
+			}
+		}
+		for n := range prev.versions {
+			if _, ok := s.versions[n]; !ok {
+				diff = append(diff, n)
+			}
+		}
+		slices.Sort(diff)
+		s.history = append(s.history, change{since: prev.Version, names: diff})
+		for _, c := range prev.history {
+			if len(s.history) == maxHistory {
+				break
+			}
+			names := slices.Concat(c.names, diff)
+			slices.Sort(names)
+			s.history = append(s.history, change{since: c.since, names: slices.Compact(names)})
+		}
+	}
+	b.next.sets[key] = s
+	return s
+}
+
+// ComputeViews computes every proxy view of mesh. It is a pure function of
+// mesh; prev (the previous result, or nil) only lets unchanged resources keep
+// their marshaled form and lets sets remember what changed, so that a
+// translation costs one marshal per resource however many proxies there are.
+//
+// A model object that cannot be converted (a translator bug) is left out
+// and reported in the error; everything else is still in the views.
+func ComputeViews(mesh *model.Mesh, prev *Views) (*Views, error) {
+	b := &builder{prev: prev, next: &Views{
+		nodeAuthz: map[string]*ResourceSet{},
+		gateways:  map[model.Ref]*GatewayView{},
+		empty:     map[string]*ResourceSet{},
+		sets:      map[string]*ResourceSet{},
+		interned:  map[internKey]*Resource{},
+	}}
+	v := b.next
+	for _, t := range typeOrder {
+		v.empty[t] = newSet(t, nil)
+	}
+
+	// Each workload lists the services it backs, so that an endpoint change
+	// touches one Workload and no Service.
+	backs := map[model.Ref]map[string]*workloadv1.PortList{}
+	services := make(map[model.Ref]*model.Service, len(mesh.Services))
+	for i := range mesh.Services {
+		s := &mesh.Services[i]
+		services[s.Ref] = s
+		for _, e := range s.Endpoints {
+			m := backs[e.Workload]
+			if m == nil {
+				m = map[string]*workloadv1.PortList{}
+				backs[e.Workload] = m
+			}
+			m[s.Ref.String()] = &workloadv1.PortList{Ports: portMappings(e.Ports)}
+		}
+	}
+
+	workloads := make([]*Resource, 0, len(mesh.Workloads))
+	nodeNamespaces := map[string]map[string]bool{}
+	workloadNode := make(map[model.Ref]string, len(mesh.Workloads))
+	for i := range mesh.Workloads {
+		w := &mesh.Workloads[i]
+		workloads = append(workloads, b.resource(TypeWorkload, w.Ref.String(), workloadProto(w, backs[w.Ref])))
+		if nodeNamespaces[w.Node] == nil {
+			nodeNamespaces[w.Node] = map[string]bool{}
+		}
+		nodeNamespaces[w.Node][w.Namespace] = true
+		workloadNode[w.Ref] = w.Node
+	}
+	v.Workloads = b.set("workloads", TypeWorkload, workloads)
+
+	svcs := make([]*Resource, 0, len(mesh.Services))
+	for i := range mesh.Services {
+		s := &mesh.Services[i]
+		svcs = append(svcs, b.resource(TypeService, s.Ref.String(), serviceProto(s)))
+	}
+	v.Services = b.set("services", TypeService, svcs)
+
+	// Authorization: which node proxies / gateways enforce each policy.
+	var meshPolicies []*Resource
+	nodePolicies := map[string][]*Resource{}
+	gatewayPolicies := map[model.Ref][]*Resource{}
+	for i := range mesh.Policies {
+		p := &mesh.Policies[i]
+		m, err := authorizationProto(p)
+		if err != nil {
+			b.errs = append(b.errs, fmt.Errorf("xds: %w", err))
+			continue
+		}
+		r := b.resource(TypeAuthorization, p.Ref.String(), m)
+		switch p.Scope {
+		case model.ScopeMesh:
+			meshPolicies = append(meshPolicies, r)
+		case model.ScopeNamespace:
+			for node, nss := range nodeNamespaces {
+				if nss[p.Namespace] {
+					nodePolicies[node] = append(nodePolicies[node], r)
+				}
+			}
+		case model.ScopeWorkloads:
+			seen := map[string]bool{}
+			for _, w := range p.Workloads {
+				if node, ok := workloadNode[w]; ok && !seen[node] {
+					seen[node] = true
+					nodePolicies[node] = append(nodePolicies[node], r)
+				}
+			}
+		case model.ScopeTargets:
+			seen := map[model.Ref]bool{}
+			for _, t := range p.Targets {
+				gw := t.Ref
+				if t.Kind == "Service" {
+					s := services[t.Ref]
+					if s == nil || s.Waypoint == nil {
+						continue
+					}
+					gw = s.Waypoint.Gateway
+				}
+				if !seen[gw] {
+					seen[gw] = true
+					gatewayPolicies[gw] = append(gatewayPolicies[gw], r)
+				}
+			}
+		}
+	}
+	v.meshAuthz = b.set("authz/mesh", TypeAuthorization, meshPolicies)
+	for node := range nodeNamespaces {
+		v.nodeAuthz[node] = b.set("authz/node/"+node, TypeAuthorization, slices.Concat(meshPolicies, nodePolicies[node]))
+	}
+
+	// Gateways: listeners, route tables, the backends they use.
+	backendRes := map[model.Ref]*Resource{}
+	backend := func(ref model.Ref) *Resource {
+		if r, ok := backendRes[ref]; ok {
+			return r
+		}
+		var r *Resource
+		if s := services[ref]; s != nil {
+			r = b.resource(TypeBackend, ref.String(), backendProto(s))
+		}
+		backendRes[ref] = r
+		return r
+	}
+	bound := map[model.Ref][]model.Ref{}
+	for i := range mesh.Services {
+		s := &mesh.Services[i]
+		if s.Waypoint != nil {
+			bound[s.Waypoint.Gateway] = append(bound[s.Waypoint.Gateway], s.Ref)
+		}
+	}
+	for i := range mesh.Gateways {
+		g := &mesh.Gateways[i]
+		key := "gateway/" + g.Ref.String() + "/"
+		used := map[model.Ref]bool{}
+		var listeners, tables []*Resource
+		for j := range g.Listeners {
+			l := &g.Listeners[j]
+			m, err := listenerProto(g, l)
+			if err != nil {
+				b.errs = append(b.errs, fmt.Errorf("xds: %w", err))
+				continue
+			}
+			listeners = append(listeners, b.resource(TypeListener, l.Name, m))
+			for _, vh := range l.VirtualHosts {
+				collectBackends(vh.Routes, used)
+			}
+		}
+		for j := range g.MeshRoutes {
+			sr := &g.MeshRoutes[j]
+			m, err := routeTableProto(g, sr)
+			if err != nil {
+				b.errs = append(b.errs, fmt.Errorf("xds: %w", err))
+				continue
+			}
+			tables = append(tables, b.resource(TypeRouteTable, routeTableName(sr), m))
+			collectBackends(sr.Routes, used)
+		}
+		if g.Class == model.ClassWaypoint {
+			for _, s := range bound[g.Ref] {
+				used[s] = true
+			}
+		}
+		var backends []*Resource
+		for ref := range used {
+			if r := backend(ref); r != nil {
+				backends = append(backends, r)
+			}
+		}
+		v.gateways[g.Ref] = &GatewayView{
+			Listeners:      b.set(key+"listeners", TypeListener, listeners),
+			RouteTables:    b.set(key+"routetables", TypeRouteTable, tables),
+			Backends:       b.set(key+"backends", TypeBackend, backends),
+			Authorizations: b.set(key+"authz", TypeAuthorization, gatewayPolicies[g.Ref]),
+		}
+	}
+	return v, errors.Join(b.errs...)
+}
+
+// collectBackends adds every Service that routes send or mirror traffic to.
+func collectBackends(routes []model.Route, used map[model.Ref]bool) {
+	addFilters := func(fs []model.Filter) {
+		for _, f := range fs {
+			if f.RequestMirror != nil && !f.RequestMirror.Backend.Service.IsZero() {
+				used[f.RequestMirror.Backend.Service] = true
+			}
+		}
+	}
+	for _, r := range routes {
+		addFilters(r.Filters)
+		for _, be := range r.Backends {
+			if !be.Service.IsZero() {
+				used[be.Service] = true
+			}
+			addFilters(be.Filters)
+		}
+	}
+}
