@@ -7,6 +7,7 @@ package status
 import (
 	"cmp"
 	"slices"
+	"strings"
 )
 
 // ObjectRef names any object the status is about.
@@ -109,4 +110,31 @@ func (o *Object) Rejected() bool {
 // Sort orders objects by ref so that output is deterministic.
 func Sort(objs []Object) {
 	slices.SortFunc(objs, func(a, b Object) int { return a.ObjectRef.Compare(b.ObjectRef) })
+}
+
+// Problem describes the first failing condition, looking at the object, then
+// its parents and listeners; "" when nothing failed.
+func (o *Object) Problem() string {
+	pick := func(prefix string, cs []Condition) string {
+		for _, c := range cs {
+			if c.Status == False && c.Type != "Conflicted" || c.Type == "Conflicted" && c.Status == True {
+				return prefix + c.Type + "=" + c.Status + " " + c.Reason + ": " + strings.ReplaceAll(c.Message, "\n", "; ")
+			}
+		}
+		return ""
+	}
+	if m := pick("", o.Conditions); m != "" {
+		return m
+	}
+	for _, p := range o.Parents {
+		if m := pick("parent "+p.ParentRef.Name+": ", p.Conditions); m != "" {
+			return m
+		}
+	}
+	for _, l := range o.Listeners {
+		if m := pick("listener "+l.Name+": ", l.Conditions); m != "" {
+			return m
+		}
+	}
+	return ""
 }
