@@ -33,6 +33,9 @@ import (
 // short enough that proxies see it at once.
 const DefaultDebounce = 100 * time.Millisecond
 
+// rootRetry is how often a vanished config directory is looked for.
+var rootRetry = time.Second
+
 // Options configure a Source.
 type Options struct {
 	// Debounce is how long no file event may arrive before changes are
@@ -121,14 +124,13 @@ func (s *Source) Run(ctx context.Context, emit func(*resources.Resources)) error
 		case <-ctx.Done():
 			timer.Stop()
 			return nil
-		case ev, ok := <-w.Events:
+		case _, ok := <-w.Events:
 			if !ok {
 				return fmt.Errorf("file source: watcher for %s closed unexpectedly", s.dir)
 			}
 			// Any event may matter: a hidden directory swap is how Kubernetes
 			// updates a mounted ConfigMap, a removed directory takes its files
 			// along. A rescan that finds nothing new emits nothing.
-			_ = ev
 			arm()
 		case err, ok := <-w.Errors:
 			if !ok {
@@ -140,10 +142,15 @@ func (s *Source) Run(ctx context.Context, emit func(*resources.Resources)) error
 		case <-timer.C:
 			pending = false
 			changed, newDirs, err := st.rescanWatched()
-			if err != nil {
-				s.log.Error("cannot read config directory; keeping the last configuration", "dir", s.dir, "err", err)
-			}
-			if newDirs {
+			switch {
+			case err != nil:
+				// The directory itself is gone, and its watch with it: poll
+				// until it is back.
+				if changed {
+					s.log.Error("cannot read config directory; keeping the last configuration", "dir", s.dir, "err", err)
+				}
+				timer.Reset(rootRetry)
+			case newDirs:
 				arm()
 			}
 			if changed {
@@ -204,6 +211,12 @@ func (st *state) rescanWatched() (changed, newDirs bool, err error) {
 		e := []resources.SourceError{{Source: st.root, Message: err.Error() + "; the last configuration read from it stays in force"}}
 		changed = !equalErrors(e, st.walkErr)
 		st.walkErr = e
+		// The kernel dropped the watches with the directory; forget them so
+		// that they are added again when it comes back.
+		for d := range st.watched {
+			_ = st.watcher.Remove(d)
+		}
+		clear(st.watched)
 		return changed, false, err
 	}
 	return st.lastChanged, newDirs, nil

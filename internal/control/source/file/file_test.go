@@ -418,3 +418,34 @@ func TestRunMissingDir(t *testing.T) {
 		t.Errorf("Run = %v, want an error naming %s", err, dir)
 	}
 }
+
+func TestRunDirectoryVanishesAndReturns(t *testing.T) {
+	defer func(d time.Duration) { rootRetry = d }(rootRetry)
+	rootRetry = 20 * time.Millisecond
+
+	dir := filepath.Join(t.TempDir(), "config")
+	write(t, filepath.Join(dir, "a.yaml"), service("a", "10.0.0.1"))
+	r := start(t, dir, Options{Debounce: 10 * time.Millisecond})
+	r.next(t, "the initial snapshot", hasNames("Service default/a@1"))
+
+	// Moved away in one step, as when a mount disappears: the objects stay
+	// and the snapshot says why.
+	if err := os.Rename(dir, dir+".old"); err != nil {
+		t.Fatal(err)
+	}
+	s := r.next(t, "an error for the directory", func(r *resources.Resources) bool { return len(r.Errors) > 0 })
+	if diff := cmp.Diff([]string{"Service default/a@1"}, names(s)); diff != "" {
+		t.Errorf("objects while the directory is gone (-want +got):\n%s", diff)
+	}
+	if e := s.Errors[0]; e.Source != dir || !strings.Contains(e.Message, "stays in force") {
+		t.Errorf("error = %v, want one for %s saying the configuration stays", e, dir)
+	}
+
+	write(t, filepath.Join(dir, "b.yaml"), service("b", "10.0.0.2"))
+	r.next(t, "the new directory's contents", func(r *resources.Resources) bool {
+		return len(r.Errors) == 0 && slices.Equal(names(r), []string{"Service default/b@1"})
+	})
+	// And it is watched again.
+	write(t, filepath.Join(dir, "c.yaml"), service("c", "10.0.0.3"))
+	r.next(t, "a file added after the return", hasNames("Service default/b@1", "Service default/c@1"))
+}
