@@ -151,8 +151,8 @@ func TestDecodeErrors(t *testing.T) {
 			wantErrs: []string{`f.yaml: document 2: invalid YAML: line 7: found a tab character that violates indentation`},
 		},
 		{
-			name:     "line numbers survive CRLF and repeated separators",
-			in:       strings.ReplaceAll("---\n---\n"+svc+"---\nfoo: [\n", "\n", "\r\n"),
+			name: "line numbers survive CRLF and repeated separators",
+			in:   strings.ReplaceAll("---\n---\n"+svc+"---\nfoo: [\n", "\n", "\r\n"),
 			// The reader returns the leading "---" as an empty document 1.
 			wantErrs: []string{`f.yaml: document 3: invalid YAML: line 8: did not find expected node content`},
 			wantObjs: []string{"Service default/web"},
