@@ -88,7 +88,7 @@ const (
 func (o *Object) Rejected() bool {
 	bad := func(cs []Condition) bool {
 		return slices.ContainsFunc(cs, func(c Condition) bool {
-			return (c.Type == "Accepted" || c.Type == "ResolvedRefs" || c.Type == "Programmed") && c.Status == False
+			return failing(c)
 		})
 	}
 	if bad(o.Conditions) {
@@ -117,7 +117,7 @@ func Sort(objs []Object) {
 func (o *Object) Problem() string {
 	pick := func(prefix string, cs []Condition) string {
 		for _, c := range cs {
-			if c.Status == False && c.Type != "Conflicted" || c.Type == "Conflicted" && c.Status == True {
+			if failing(c) {
 				return prefix + c.Type + "=" + c.Status + " " + c.Reason + ": " + strings.ReplaceAll(c.Message, "\n", "; ")
 			}
 		}
@@ -137,4 +137,17 @@ func (o *Object) Problem() string {
 		}
 	}
 	return ""
+}
+
+// failing reports whether a condition says the object (or part of it) is
+// not in force: a negative Accepted/ResolvedRefs/Programmed, or a positive
+// Conflicted/PartiallyInvalid.
+func failing(c Condition) bool {
+	switch c.Type {
+	case "Accepted", "ResolvedRefs", "Programmed":
+		return c.Status == False
+	case "Conflicted", "PartiallyInvalid":
+		return c.Status == True
+	}
+	return false
 }
