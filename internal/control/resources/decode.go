@@ -292,11 +292,11 @@ func decodeObject(js []byte, h header) (Object, []SourceError) {
 	}
 	switch {
 	case h.APIVersion == "" && h.Kind == "":
-		return fail("apiVersion and kind are required; supported kinds: %s", supportedKinds)
+		return fail("apiVersion and kind are required%s; supported kinds: %s", miscased(js, "apiVersion", "kind"), supportedKinds)
 	case h.APIVersion == "":
-		return fail("apiVersion is required")
+		return fail("apiVersion is required%s", miscased(js, "apiVersion"))
 	case h.Kind == "":
-		return fail("kind is required; supported kinds: %s", supportedKinds)
+		return fail("kind is required%s; supported kinds: %s", miscased(js, "kind"), supportedKinds)
 	}
 	gv, err := schema.ParseGroupVersion(h.APIVersion)
 	if err != nil {
@@ -359,6 +359,28 @@ func decodeObject(js []byte, h header) (Object, []SourceError) {
 		return nil, errs
 	}
 	return obj, nil
+}
+
+// miscased points out keys that differ from the wanted ones only in case,
+// the usual reason a required field seems missing.
+func miscased(js []byte, want ...string) string {
+	var m map[string]json.RawMessage
+	if json.Unmarshal(js, &m) != nil {
+		return ""
+	}
+	var found []string
+	for k := range m {
+		for _, w := range want {
+			if k != w && strings.EqualFold(k, w) {
+				found = append(found, fmt.Sprintf("%q is spelled %q", w, k))
+			}
+		}
+	}
+	if len(found) == 0 {
+		return ""
+	}
+	slices.Sort(found)
+	return " (" + strings.Join(found, ", ") + "; field names are case-sensitive)"
 }
 
 func objectRef(kind, ns, name string) string {

@@ -193,6 +193,11 @@ func TestDecodeErrors(t *testing.T) {
 			wantErrs: []string{`f.yaml: document 1: Service default/web: apiVersion is required`},
 		},
 		{
+			name:     "apiVersion in the wrong case",
+			in:       "apiversion: v1\nKind: Service\nmetadata:\n  name: web\n",
+			wantErrs: []string{`f.yaml: document 1: object web: apiVersion and kind are required ("apiVersion" is spelled "apiversion", "kind" is spelled "Kind"; field names are case-sensitive); supported kinds: ` + supportedKinds},
+		},
+		{
 			name:     "missing kind",
 			in:       "apiVersion: v1\nmetadata:\n  name: web\n",
 			wantErrs: []string{`f.yaml: document 1: object web: kind is required; supported kinds: ` + supportedKinds},
