@@ -40,6 +40,9 @@ It runs the same way on Kubernetes and on plain Linux hosts.`,
 	root.SetErr(os.Stderr)
 	root.AddCommand(
 		newVersionCmd(),
+		newControlCmd(),
+		newTranslateCmd(),
+		newStatusCmd(),
 	)
 	return root
 }
