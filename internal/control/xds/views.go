@@ -16,7 +16,6 @@ import (
 	"google.golang.org/protobuf/types/known/anypb"
 
 	"github.com/ambitmesh/ambit/internal/control/model"
-	workloadv1 "github.com/ambitmesh/ambit/proto/ambit/workload/v1"
 )
 
 // Type URLs of ambit's xDS resources.
@@ -168,8 +167,10 @@ type Views struct {
 	// sets and interned carry state to the next ComputeViews: set
 	// histories by view key, and resources by (type, name, version) so an
 	// unchanged resource keeps its marshaled bytes.
-	sets     map[string]*ResourceSet
-	interned map[internKey]*Resource
+	sets      map[string]*ResourceSet
+	interned  map[internKey]*Resource
+	workloads map[model.Ref]workloadMemo
+	services  map[model.Ref]*serviceMemo
 }
 
 type internKey struct{ typeURL, name, version string }
@@ -328,6 +329,8 @@ func ComputeViews(mesh *model.Mesh, prev *Views) (*Views, error) {
 		empty:     map[string]*ResourceSet{},
 		sets:      map[string]*ResourceSet{},
 		interned:  map[internKey]*Resource{},
+		workloads: make(map[model.Ref]workloadMemo, len(mesh.Workloads)),
+		services:  make(map[model.Ref]*serviceMemo, len(mesh.Services)),
 	}}
 	v := b.next
 	for _, t := range typeOrder {
@@ -336,18 +339,14 @@ func ComputeViews(mesh *model.Mesh, prev *Views) (*Views, error) {
 
 	// Each workload lists the services it backs, so that an endpoint change
 	// touches one Workload and no Service.
-	backs := map[model.Ref]map[string]*workloadv1.PortList{}
+	backs := map[model.Ref][]backing{}
 	services := make(map[model.Ref]*model.Service, len(mesh.Services))
 	for i := range mesh.Services {
 		s := &mesh.Services[i]
 		services[s.Ref] = s
+		key := s.Ref.String()
 		for _, e := range s.Endpoints {
-			m := backs[e.Workload]
-			if m == nil {
-				m = map[string]*workloadv1.PortList{}
-				backs[e.Workload] = m
-			}
-			m[s.Ref.String()] = &workloadv1.PortList{Ports: portMappings(e.Ports)}
+			backs[e.Workload] = append(backs[e.Workload], backing{service: key, ports: e.Ports})
 		}
 	}
 
@@ -356,7 +355,18 @@ func ComputeViews(mesh *model.Mesh, prev *Views) (*Views, error) {
 	workloadNode := make(map[model.Ref]string, len(mesh.Workloads))
 	for i := range mesh.Workloads {
 		w := &mesh.Workloads[i]
-		workloads = append(workloads, b.resource(TypeWorkload, w.Ref.String(), workloadProto(w, backs[w.Ref])))
+		bk := backs[w.Ref]
+		var r *Resource
+		if prev != nil {
+			if pm, ok := prev.workloads[w.Ref]; ok && pm.res != nil && workloadEqual(pm.w, w) && backingsEqual(pm.backs, bk) {
+				r = pm.res
+			}
+		}
+		if r == nil {
+			r = b.resource(TypeWorkload, w.Ref.String(), workloadProto(w, portLists(bk)))
+		}
+		v.workloads[w.Ref] = workloadMemo{w: w, backs: bk, res: r}
+		workloads = append(workloads, r)
 		if nodeNamespaces[w.Node] == nil {
 			nodeNamespaces[w.Node] = map[string]bool{}
 		}
@@ -368,7 +378,17 @@ func ComputeViews(mesh *model.Mesh, prev *Views) (*Views, error) {
 	svcs := make([]*Resource, 0, len(mesh.Services))
 	for i := range mesh.Services {
 		s := &mesh.Services[i]
-		svcs = append(svcs, b.resource(TypeService, s.Ref.String(), serviceProto(s)))
+		memo := &serviceMemo{s: s}
+		if prev != nil {
+			if pm := prev.services[s.Ref]; pm != nil && pm.svc != nil && serviceEqual(pm.s, s) {
+				memo.svc, memo.backend = pm.svc, pm.backend
+			}
+		}
+		if memo.svc == nil {
+			memo.svc = b.resource(TypeService, s.Ref.String(), serviceProto(s))
+		}
+		v.services[s.Ref] = memo
+		svcs = append(svcs, memo.svc)
 	}
 	v.Services = b.set("services", TypeService, svcs)
 
@@ -425,17 +445,15 @@ func ComputeViews(mesh *model.Mesh, prev *Views) (*Views, error) {
 	}
 
 	// Gateways: listeners, route tables, the backends they use.
-	backendRes := map[model.Ref]*Resource{}
 	backend := func(ref model.Ref) *Resource {
-		if r, ok := backendRes[ref]; ok {
-			return r
+		memo := v.services[ref]
+		if memo == nil {
+			return nil
 		}
-		var r *Resource
-		if s := services[ref]; s != nil {
-			r = b.resource(TypeBackend, ref.String(), backendProto(s))
+		if memo.backend == nil {
+			memo.backend = b.resource(TypeBackend, ref.String(), backendProto(memo.s))
 		}
-		backendRes[ref] = r
-		return r
+		return memo.backend
 	}
 	bound := map[model.Ref][]model.Ref{}
 	for i := range mesh.Services {

@@ -1,0 +1,65 @@
+package xds
+
+import (
+	"net/netip"
+	"reflect"
+	"testing"
+
+	"github.com/ambitmesh/ambit/internal/control/model"
+)
+
+// TestMemoEqualityCoversEveryField fails when a model type the memos compare
+// gains a field: a field the equality ignores would let a change go unsent.
+func TestMemoEqualityCoversEveryField(t *testing.T) {
+	for _, tt := range []struct {
+		typ    reflect.Type
+		fields int
+	}{
+		{reflect.TypeFor[model.Workload](), 11},
+		{reflect.TypeFor[model.Service](), 8},
+		{reflect.TypeFor[model.Endpoint](), 7},
+	} {
+		if n := tt.typ.NumField(); n != tt.fields {
+			t.Errorf("model.%s has %d fields, memo.go compares %d: update workloadEqual/serviceEqual/endpointEqual and this test",
+				tt.typ.Name(), n, tt.fields)
+		}
+	}
+}
+
+func TestMemoEquality(t *testing.T) {
+	base := testMesh()
+	w := base.Workloads[0]
+	s := base.Services[1]
+	tests := []struct {
+		name   string
+		mutW   func(*model.Workload)
+		mutS   func(*model.Service)
+		differ bool
+	}{
+		{name: "identical copy"},
+		{name: "workload address", mutW: func(w *model.Workload) { w.Addresses = []netip.Addr{netip.MustParseAddr("10.9.9.9")} }, differ: true},
+		{name: "workload label", mutW: func(w *model.Workload) { w.Labels = map[string]string{"app": "other"} }, differ: true},
+		{name: "workload waypoint", mutW: func(w *model.Workload) { w.Waypoint = &model.WaypointBinding{From: "workload"} }, differ: true},
+		{name: "workload locality", mutW: func(w *model.Workload) { w.Locality.Subzone = "x" }, differ: true},
+		{name: "service endpoint port", mutS: func(s *model.Service) {
+			s.Endpoints = append([]model.Endpoint(nil), s.Endpoints...)
+			s.Endpoints[0].Ports = []model.PortMapping{{ServicePort: 80, TargetPort: 1}}
+		}, differ: true},
+		{name: "service waypoint removed", mutS: func(s *model.Service) { s.Waypoint = nil }, differ: true},
+		{name: "service VIP", mutS: func(s *model.Service) { s.VIPs = nil }, differ: true},
+	}
+	for _, tt := range tests {
+		t.Run(tt.name, func(t *testing.T) {
+			w2, s2 := w, s
+			if tt.mutW != nil {
+				tt.mutW(&w2)
+			}
+			if tt.mutS != nil {
+				tt.mutS(&s2)
+			}
+			if got := !workloadEqual(&w, &w2) || !serviceEqual(&s, &s2); got != tt.differ {
+				t.Errorf("differ = %v, want %v", got, tt.differ)
+			}
+		})
+	}
+}
