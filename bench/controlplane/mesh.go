@@ -35,7 +35,9 @@ func Mesh(sz Size) *model.Mesh {
 	m := &model.Mesh{TrustDomain: "cluster.local", RootNamespace: "ambit-system", ClusterDomain: "cluster.local", MTLSMode: model.MTLSStrict}
 	ns := func(i int) string { return fmt.Sprintf("ns-%02d", i%sz.Namespaces) }
 	svcRef := func(s int) model.Ref { return model.Ref{Namespace: ns(s), Name: fmt.Sprintf("svc-%04d", s)} }
-	wpRef := func(s int) model.Ref { return model.Ref{Namespace: "waypoints", Name: fmt.Sprintf("wp-%02d", s%sz.Waypoints)} }
+	wpRef := func(s int) model.Ref {
+		return model.Ref{Namespace: "waypoints", Name: fmt.Sprintf("wp-%02d", s%sz.Waypoints)}
+	}
 
 	perSvc := sz.Workloads / sz.Services
 	m.Workloads = make([]model.Workload, 0, sz.Workloads)
