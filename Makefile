@@ -10,12 +10,13 @@ generate-api:
 	go tool -modfile=tools/go.mod controller-gen object paths=./api/... 
 	go tool -modfile=tools/go.mod controller-gen crd:crdVersions=v1 paths=./api/... output:crd:artifacts:config=api/crds
 
-# protoc-gen-go comes from the version pinned in go.mod (tool directive) and
-# buf from tools/go.mod; buf.gen.yaml points at bin/protoc-gen-go, so no
-# globally installed plugin can change the output. Stale files are removed
+# protoc-gen-go and protoc-gen-go-grpc come from the versions pinned in go.mod
+# (tool directives) and buf from tools/go.mod; buf.gen.yaml points at bin/, so
+# no globally installed plugin can change the output. Stale files are removed
 # first so a deleted .proto cannot leave its *.pb.go behind.
 generate-proto:
 	go build -o bin/protoc-gen-go google.golang.org/protobuf/cmd/protoc-gen-go
+	go build -o bin/protoc-gen-go-grpc google.golang.org/grpc/cmd/protoc-gen-go-grpc
 	find proto -name '*.pb.go' -delete
 	go tool -modfile=tools/go.mod buf lint
 	go tool -modfile=tools/go.mod buf generate
