@@ -73,7 +73,9 @@ func TestHandshakes(t *testing.T) {
 	}{
 		{
 			name: "mutual TLS with expected identity", serverCert: good, serverB: bundle,
-			client: func() *tls.Config { return mustClient(t, static(client), bundle, clientID, []spiffeid.ID{serverID}, "h2") },
+			client: func() *tls.Config {
+				return mustClient(t, static(client), bundle, clientID, []spiffeid.ID{serverID}, "h2")
+			},
 		},
 		{
 			name: "server not the expected identity", serverCert: good, serverB: bundle,
