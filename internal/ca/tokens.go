@@ -194,11 +194,11 @@ func (s *TokenStore) update(fn func(*tokenFile) error) error {
 		}
 	}
 	before, _ := json.Marshal(f)
+	now := s.now()
+	f.Tokens = slices.DeleteFunc(f.Tokens, func(t TokenInfo) bool { return now.After(t.ExpiresAt.Add(tokenKeep)) })
 	if err := fn(&f); err != nil {
 		return err
 	}
-	now := s.now()
-	f.Tokens = slices.DeleteFunc(f.Tokens, func(t TokenInfo) bool { return now.After(t.ExpiresAt.Add(tokenKeep)) })
 	after, err := json.MarshalIndent(f, "", "  ")
 	if err != nil {
 		return fmt.Errorf("ca: encode join tokens: %w", err)
