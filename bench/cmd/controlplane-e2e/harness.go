@@ -90,6 +90,9 @@ type Report struct {
 	// CPU is the control plane's user+system CPU time during the changes,
 	// ClientCPU the harness process's (the 50 clients, mostly).
 	CPU, ClientCPU time.Duration
+	// OtherCPU is the CPU time every other process on the machine used
+	// during the changes: the figures are only clean when it is near zero.
+	OtherCPU time.Duration
 
 	RSSAfterSync, HWMAfterSync, RSSEnd, HWMEnd int64 // bytes
 }
@@ -307,6 +310,10 @@ func Run(ctx context.Context, o Options) (rep *Report, err error) {
 	if err != nil {
 		return nil, err
 	}
+	busyBefore, err := machineBusy()
+	if err != nil {
+		return nil, err
+	}
 	var renamed []time.Time
 	for k := 1; k <= o.Changes; k++ {
 		w := (k * 7919) % o.Size.Workloads
@@ -348,6 +355,11 @@ func Run(ctx context.Context, o Options) (rep *Report, err error) {
 		return nil, err
 	}
 	rep.ClientCPU = clientCPUAfter - clientCPUBefore
+	busyAfter, err := machineBusy()
+	if err != nil {
+		return nil, err
+	}
+	rep.OtherCPU = max(busyAfter-busyBefore-rep.CPU-rep.ClientCPU, 0)
 	// Responses are counted before they are sent, so once every client has
 	// the last change its responses are in the counters.
 	after, err = scrape(ctx, admin)
@@ -632,4 +644,28 @@ func cpuTime(pid int) (time.Duration, error) {
 	utime, _ := strconv.ParseInt(f[11], 10, 64)
 	stime, _ := strconv.ParseInt(f[12], 10, 64)
 	return time.Duration(utime+stime) * 10 * time.Millisecond, nil
+}
+
+// machineBusy is the CPU time all processes used (every non-idle column of
+// /proc/stat's cpu line, clock ticks of 10ms).
+func machineBusy() (time.Duration, error) {
+	b, err := os.ReadFile("/proc/stat")
+	if err != nil {
+		return 0, fmt.Errorf("bench: read /proc/stat: %w", err)
+	}
+	line, _, _ := strings.Cut(string(b), "\n")
+	f := strings.Fields(line)
+	if len(f) < 9 || f[0] != "cpu" {
+		return 0, fmt.Errorf("bench: /proc/stat: unexpected first line %q", line)
+	}
+	var ticks int64
+	// user nice system idle iowait irq softirq steal: skip idle and iowait.
+	for i, v := range f[1:9] {
+		if i == 3 || i == 4 {
+			continue
+		}
+		n, _ := strconv.ParseInt(v, 10, 64)
+		ticks += n
+	}
+	return time.Duration(ticks) * 10 * time.Millisecond, nil
 }

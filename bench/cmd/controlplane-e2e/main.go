@@ -106,6 +106,7 @@ func (r *Report) Print(w io.Writer) {
 	row("  update done -> last client has it, p50 / max", p50max(r.Push), "")
 	row("control plane CPU per change (user+sys)", ms(r.CPU/time.Duration(len(r.Change))), "")
 	row(fmt.Sprintf("harness (%d clients) CPU per change", r.Clients), ms(r.ClientCPU/time.Duration(len(r.Change))), "")
+	row("other processes' CPU per change (noise; should be ~0)", ms(r.OtherCPU/time.Duration(len(r.Change))), "")
 	row("resources sent per change (all clients)", perChange(r.ChangeSent.Resources), fmt.Sprintf("O(1) (here: ≤ 1 per client = %d)", r.Clients))
 	row("responses per change (all clients)", perChange(r.ChangeSent.Responses), "")
 	row("resources removed per change", perChange(r.ChangeSent.Removed), "")
