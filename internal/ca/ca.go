@@ -62,6 +62,8 @@ import (
 
 	"github.com/spiffe/go-spiffe/v2/bundle/x509bundle"
 	"github.com/spiffe/go-spiffe/v2/spiffeid"
+
+	cav1 "github.com/ambitmesh/ambit/proto/ambit/ca/v1"
 )
 
 // Defaults.
@@ -125,6 +127,11 @@ type Bundle struct {
 // X509Bundle is the bundle as a go-spiffe x509bundle (also an
 // x509bundle.Source for x509svid.Verify).
 func (b Bundle) X509Bundle() *x509bundle.Bundle { return b.x509 }
+
+// Proto is the bundle as the xDS resource ambit.ca.v1.TrustBundle.
+func (b Bundle) Proto() *cav1.TrustBundle {
+	return &cav1.TrustBundle{TrustDomain: b.TrustDomain.Name(), RootsPem: b.PEM, Generation: b.Generation}
+}
 
 // Pool is a fresh CertPool of the roots.
 func (b Bundle) Pool() *x509.CertPool {
@@ -333,7 +340,7 @@ func (c *CA) apply(st diskState) error {
 			rs.FinishableAt = st.ActivatedAt.Add(c.opts.LeafTTL + clockSkew)
 		}
 	}
-	if left := time.Until(signer.cert.NotAfter); left < 365*24*time.Hour {
+	if left := signer.cert.NotAfter.Sub(c.now()); left < 365*24*time.Hour {
 		c.log.Warn("the signing root expires soon; rotate it with `ambit ca rotate`", "expires", signer.cert.NotAfter)
 	}
 	return c.commit(st, signer, nil, signer.cert, roots, rs)

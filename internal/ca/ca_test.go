@@ -29,6 +29,11 @@ func TestRestartKeepsRoot(t *testing.T) {
 	if g1, g2 := first.Bundle().Generation, second.Bundle().Generation; g1 != g2 {
 		t.Errorf("bundle generation %d -> %d across a restart with the same roots", g1, g2)
 	}
+	bp := second.Bundle().Proto()
+	if bp.TrustDomain != testTD || bp.Generation != second.Bundle().Generation || len(bp.RootsPem) != 1 ||
+		!bytes.Equal(bp.RootsPem[0], encodeCert(second.Bundle().Roots[0])) {
+		t.Errorf("Bundle().Proto() = %v, want the trust domain, generation and the root's PEM", bp)
+	}
 	// A leaf issued before the restart verifies against the bundle after it.
 	csr, _ := newCSR(t, idReviews)
 	iss, err := first.SignCSR(csr, mustID(t, idReviews), 0)

@@ -274,6 +274,73 @@ func (x *CreateCertificateResponse) GetTrustBundleGeneration() uint64 {
 	return 0
 }
 
+// TrustBundle is the set of roots the mesh trusts, pushed to every proxy
+// over xDS as type.googleapis.com/ambit.ca.v1.TrustBundle (one resource,
+// named after the trust domain) so that roots can rotate: during a root
+// rotation it holds the old and the new root.
+type TrustBundle struct {
+	state protoimpl.MessageState `protogen:"open.v1"`
+	// The trust domain, e.g. cluster.local.
+	TrustDomain string `protobuf:"bytes,1,opt,name=trust_domain,json=trustDomain,proto3" json:"trust_domain,omitempty"`
+	// PEM roots, oldest first; one certificate per entry.
+	RootsPem [][]byte `protobuf:"bytes,2,rep,name=roots_pem,json=rootsPem,proto3" json:"roots_pem,omitempty"`
+	// Grows whenever roots_pem changes, also across control plane restarts.
+	Generation    uint64 `protobuf:"varint,3,opt,name=generation,proto3" json:"generation,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *TrustBundle) Reset() {
+	*x = TrustBundle{}
+	mi := &file_ambit_ca_v1_ca_proto_msgTypes[4]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *TrustBundle) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*TrustBundle) ProtoMessage() {}
+
+func (x *TrustBundle) ProtoReflect() protoreflect.Message {
+	mi := &file_ambit_ca_v1_ca_proto_msgTypes[4]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use TrustBundle.ProtoReflect.Descriptor instead.
+func (*TrustBundle) Descriptor() ([]byte, []int) {
+	return file_ambit_ca_v1_ca_proto_rawDescGZIP(), []int{4}
+}
+
+func (x *TrustBundle) GetTrustDomain() string {
+	if x != nil {
+		return x.TrustDomain
+	}
+	return ""
+}
+
+func (x *TrustBundle) GetRootsPem() [][]byte {
+	if x != nil {
+		return x.RootsPem
+	}
+	return nil
+}
+
+func (x *TrustBundle) GetGeneration() uint64 {
+	if x != nil {
+		return x.Generation
+	}
+	return 0
+}
+
 var File_ambit_ca_v1_ca_proto protoreflect.FileDescriptor
 
 const file_ambit_ca_v1_ca_proto_rawDesc = "" +
@@ -293,7 +360,13 @@ const file_ambit_ca_v1_ca_proto_rawDesc = "" +
 	"\x19CreateCertificateResponse\x12$\n" +
 	"\x0ecert_chain_pem\x18\x01 \x03(\fR\fcertChainPem\x12(\n" +
 	"\x10trust_bundle_pem\x18\x02 \x03(\fR\x0etrustBundlePem\x126\n" +
-	"\x17trust_bundle_generation\x18\x03 \x01(\x04R\x15trustBundleGeneration2\xb5\x01\n" +
+	"\x17trust_bundle_generation\x18\x03 \x01(\x04R\x15trustBundleGeneration\"m\n" +
+	"\vTrustBundle\x12!\n" +
+	"\ftrust_domain\x18\x01 \x01(\tR\vtrustDomain\x12\x1b\n" +
+	"\troots_pem\x18\x02 \x03(\fR\brootsPem\x12\x1e\n" +
+	"\n" +
+	"generation\x18\x03 \x01(\x04R\n" +
+	"generation2\xb5\x01\n" +
 	"\x12CertificateService\x12;\n" +
 	"\x04Join\x12\x18.ambit.ca.v1.JoinRequest\x1a\x19.ambit.ca.v1.JoinResponse\x12b\n" +
 	"\x11CreateCertificate\x12%.ambit.ca.v1.CreateCertificateRequest\x1a&.ambit.ca.v1.CreateCertificateResponseB3Z1github.com/ambitmesh/ambit/proto/ambit/ca/v1;cav1b\x06proto3"
@@ -310,16 +383,17 @@ func file_ambit_ca_v1_ca_proto_rawDescGZIP() []byte {
 	return file_ambit_ca_v1_ca_proto_rawDescData
 }
 
-var file_ambit_ca_v1_ca_proto_msgTypes = make([]protoimpl.MessageInfo, 4)
+var file_ambit_ca_v1_ca_proto_msgTypes = make([]protoimpl.MessageInfo, 5)
 var file_ambit_ca_v1_ca_proto_goTypes = []any{
 	(*JoinRequest)(nil),               // 0: ambit.ca.v1.JoinRequest
 	(*JoinResponse)(nil),              // 1: ambit.ca.v1.JoinResponse
 	(*CreateCertificateRequest)(nil),  // 2: ambit.ca.v1.CreateCertificateRequest
 	(*CreateCertificateResponse)(nil), // 3: ambit.ca.v1.CreateCertificateResponse
-	(*durationpb.Duration)(nil),       // 4: google.protobuf.Duration
+	(*TrustBundle)(nil),               // 4: ambit.ca.v1.TrustBundle
+	(*durationpb.Duration)(nil),       // 5: google.protobuf.Duration
 }
 var file_ambit_ca_v1_ca_proto_depIdxs = []int32{
-	4, // 0: ambit.ca.v1.CreateCertificateRequest.validity:type_name -> google.protobuf.Duration
+	5, // 0: ambit.ca.v1.CreateCertificateRequest.validity:type_name -> google.protobuf.Duration
 	0, // 1: ambit.ca.v1.CertificateService.Join:input_type -> ambit.ca.v1.JoinRequest
 	2, // 2: ambit.ca.v1.CertificateService.CreateCertificate:input_type -> ambit.ca.v1.CreateCertificateRequest
 	1, // 3: ambit.ca.v1.CertificateService.Join:output_type -> ambit.ca.v1.JoinResponse
@@ -342,7 +416,7 @@ func file_ambit_ca_v1_ca_proto_init() {
 			GoPackagePath: reflect.TypeOf(x{}).PkgPath(),
 			RawDescriptor: unsafe.Slice(unsafe.StringData(file_ambit_ca_v1_ca_proto_rawDesc), len(file_ambit_ca_v1_ca_proto_rawDesc)),
 			NumEnums:      0,
-			NumMessages:   4,
+			NumMessages:   5,
 			NumExtensions: 0,
 			NumServices:   1,
 		},
