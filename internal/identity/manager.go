@@ -128,6 +128,9 @@ func (c Config) validate() error {
 		errs = append(errs, errors.New("Config.RetryInitial, RetryMax and FetchTimeout must not be negative"))
 	}
 	d := c.withDefaults()
+	if d.RenewJitter >= d.RenewFraction || d.RenewFraction+d.RenewJitter >= 1 {
+		errs = append(errs, fmt.Errorf("Config.RenewFraction %v ± Config.RenewJitter %v leaves (0, 1): the renewal point must stay inside the lifetime", d.RenewFraction, d.RenewJitter))
+	}
 	if d.RetryMax < d.RetryInitial {
 		errs = append(errs, fmt.Errorf("Config.RetryMax (%v) is below Config.RetryInitial (%v): RetryMax must be >= RetryInitial", d.RetryMax, d.RetryInitial))
 	}
