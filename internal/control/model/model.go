@@ -23,6 +23,17 @@ type Mesh struct {
 	Gateways []Gateway `json:"gateways,omitempty"`
 	// Policies sorted by Namespace, Name.
 	Policies []Policy `json:"policies,omitempty"`
+
+	// TrustBundle is the set of roots proxies trust. The CA, not the
+	// translator, fills it in (translation has no roots to offer).
+	TrustBundle *TrustBundle `json:"trustBundle,omitempty"`
+}
+
+// TrustBundle holds the mesh's root certificates; two during a rotation.
+type TrustBundle struct {
+	TrustDomain string   `json:"trustDomain"`
+	Generation  uint64   `json:"generation"`
+	RootsPEM    [][]byte `json:"rootsPEM"`
 }
 
 // MTLSMode is STRICT or PERMISSIVE.

@@ -16,6 +16,7 @@ import (
 	"google.golang.org/protobuf/types/known/anypb"
 
 	"github.com/ambitmesh/ambit/internal/control/model"
+	cav1 "github.com/ambitmesh/ambit/proto/ambit/ca/v1"
 )
 
 // Type URLs of ambit's xDS resources.
@@ -26,18 +27,19 @@ const (
 	TypeListener      = "type.googleapis.com/ambit.gateway.v1.Listener"
 	TypeRouteTable    = "type.googleapis.com/ambit.gateway.v1.RouteTable"
 	TypeBackend       = "type.googleapis.com/ambit.gateway.v1.Backend"
+	TypeTrustBundle   = "type.googleapis.com/ambit.ca.v1.TrustBundle"
 )
 
 // NodeTypes are the types a node proxy subscribes to, GatewayTypes those of
 // a waypoint or ingress gateway; both in dependency order (referenced types
 // first), which is also the order pushes go out in.
 var (
-	NodeTypes    = []string{TypeService, TypeWorkload, TypeAuthorization}
-	GatewayTypes = []string{TypeBackend, TypeRouteTable, TypeListener, TypeAuthorization}
+	NodeTypes    = []string{TypeTrustBundle, TypeService, TypeWorkload, TypeAuthorization}
+	GatewayTypes = []string{TypeTrustBundle, TypeBackend, TypeRouteTable, TypeListener, TypeAuthorization}
 )
 
 // typeOrder is the push order across all types.
-var typeOrder = []string{TypeService, TypeWorkload, TypeBackend, TypeRouteTable, TypeListener, TypeAuthorization}
+var typeOrder = []string{TypeTrustBundle, TypeService, TypeWorkload, TypeBackend, TypeRouteTable, TypeListener, TypeAuthorization}
 
 // ProxyKind is the role of a connected proxy.
 type ProxyKind int
@@ -154,6 +156,8 @@ type GatewayView struct {
 
 // Views is every proxy view of one translation.
 type Views struct {
+	// TrustBundle goes to every proxy.
+	TrustBundle *ResourceSet
 	// Workloads and Services go to every node proxy.
 	Workloads *ResourceSet
 	Services  *ResourceSet
@@ -179,6 +183,9 @@ type internKey struct{ typeURL, name, version string }
 // (an unknown gateway or a type the proxy kind does not use is empty).
 func (v *Views) Set(id ProxyID, typeURL string) *ResourceSet {
 	var s *ResourceSet
+	if typeURL == TypeTrustBundle {
+		return v.TrustBundle
+	}
 	switch id.Kind {
 	case KindNode:
 		switch typeURL {
@@ -336,6 +343,14 @@ func ComputeViews(mesh *model.Mesh, prev *Views) (*Views, error) {
 	for _, t := range typeOrder {
 		v.empty[t] = newSet(t, nil)
 	}
+
+	var bundle []*Resource
+	if tb := mesh.TrustBundle; tb != nil {
+		bundle = append(bundle, b.resource(TypeTrustBundle, tb.TrustDomain, &cav1.TrustBundle{
+			TrustDomain: tb.TrustDomain, RootsPem: tb.RootsPEM, Generation: tb.Generation,
+		}))
+	}
+	v.TrustBundle = b.set("trust-bundle", TypeTrustBundle, slices.DeleteFunc(bundle, func(r *Resource) bool { return r == nil }))
 
 	// Each workload lists the services it backs, so that an endpoint change
 	// touches one Workload and no Service.

@@ -305,3 +305,39 @@ func protoAsJSON(t *testing.T, a *anypb.Any) any {
 }
 
 func cmpProto() cmp.Option { return protocmp.Transform() }
+
+func TestTrustBundleGoesToEveryProxy(t *testing.T) {
+	mesh := &model.Mesh{
+		TrustDomain: "cluster.local",
+		Workloads:   []model.Workload{{Ref: model.Ref{Namespace: "ns", Name: "w"}, Node: "n1", Identity: "spiffe://cluster.local/ns/ns/sa/default"}},
+		Gateways:    []model.Gateway{{Ref: model.Ref{Namespace: "ns", Name: "wp"}, Class: model.ClassWaypoint}},
+		TrustBundle: &model.TrustBundle{TrustDomain: "cluster.local", Generation: 1, RootsPEM: [][]byte{[]byte("root-1")}},
+	}
+	v1, err := ComputeViews(mesh, nil)
+	if err != nil {
+		t.Fatal(err)
+	}
+	for _, id := range []string{"node/n1", "node/other", "gateway/ns/wp"} {
+		s := v1.Set(mustParse(t, id), TypeTrustBundle)
+		if got := s.Names(); len(got) != 1 || got[0] != "cluster.local" {
+			t.Errorf("%s trust bundle names = %v, want [cluster.local]", id, got)
+		}
+	}
+	// A rotation (second root) changes exactly the bundle.
+	rotated := *mesh
+	rotated.TrustBundle = &model.TrustBundle{TrustDomain: "cluster.local", Generation: 2, RootsPEM: [][]byte{[]byte("root-1"), []byte("root-2")}}
+	v2, err := ComputeViews(&rotated, v1)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if v1.TrustBundle.Version == v2.TrustBundle.Version {
+		t.Error("bundle version did not change with a new root")
+	}
+	if v1.Workloads != v2.Workloads {
+		t.Error("a bundle change rebuilt the workload set")
+	}
+	names, ok := v2.TrustBundle.changesSince(v1.TrustBundle.Version)
+	if !ok || len(names) != 1 || names[0] != "cluster.local" {
+		t.Errorf("changes since previous bundle = %v, %v", names, ok)
+	}
+}
