@@ -169,12 +169,14 @@ func NewManager(cfg Config) (*Manager, error) {
 		return nil, fmt.Errorf("identity: %w", err)
 	}
 	cfg = cfg.withDefaults()
-	return &Manager{
+	m := &Manager{
 		cfg:     cfg,
 		log:     cfg.Logger,
 		entries: make(map[spiffeid.ID]*entry),
 		wake:    make(chan struct{}, 1),
-	}, nil
+	}
+	registerManager(m)
+	return m, nil
 }
 
 // Get returns a valid certificate for id, fetching one from the CA on first
@@ -193,7 +195,7 @@ func (m *Manager) Get(ctx context.Context, id spiffeid.ID) (*tls.Certificate, er
 		m.entries[id] = &entry{id: id}
 	}
 	m.mu.Unlock()
-	return m.fetchShared(ctx, id, reasonInitial)
+	return m.fetchShared(ctx, id, reasonInitial, nil)
 }
 
 // Current returns the cached certificate for id without ever asking the CA,
@@ -275,9 +277,18 @@ const (
 	reasonRenewal = "renewal"
 )
 
-// fetchShared runs (or joins) the one fetch in flight for id.
-func (m *Manager) fetchShared(ctx context.Context, id spiffeid.ID, reason string) (*tls.Certificate, error) {
-	ch := m.sf.DoChan(id.String(), func() (any, error) { return m.fetch(ctx, id, reason) })
+// fetchShared runs (or joins) the one fetch in flight for id. A caller can
+// miss the cache just before a fetch stores its result and reach the
+// singleflight just after it finished, so the cache is checked again
+// inside: a valid certificate other than stale (the one a renewal
+// replaces) is the answer.
+func (m *Manager) fetchShared(ctx context.Context, id spiffeid.ID, reason string, stale *tls.Certificate) (*tls.Certificate, error) {
+	ch := m.sf.DoChan(id.String(), func() (any, error) {
+		if c := m.cached(id); c != nil && c != stale {
+			return c, nil
+		}
+		return m.fetch(ctx, id, reason)
+	})
 	select {
 	case r := <-ch:
 		if r.Err != nil {
@@ -389,8 +400,9 @@ func (m *Manager) Run(ctx context.Context) error {
 	if !m.runCtx.CompareAndSwap(nil, &ctx) {
 		return errors.New("identity: Manager.Run called twice")
 	}
-	unregister := registerManager(m)
-	defer unregister()
+	// A stopped manager's certificates are no longer looked after: stop
+	// reporting them.
+	defer unregisterManager(m)
 	var wg sync.WaitGroup
 	defer wg.Wait()
 
@@ -430,7 +442,7 @@ func (m *Manager) Run(ctx context.Context) error {
 }
 
 func (m *Manager) renew(ctx context.Context, e *entry) {
-	_, err := m.fetchShared(ctx, e.id, reasonRenewal)
+	_, err := m.fetchShared(ctx, e.id, reasonRenewal, e.cert.Load())
 	m.mu.Lock()
 	e.renewing = false
 	if err != nil && m.entries[e.id] == e {

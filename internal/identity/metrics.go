@@ -4,6 +4,7 @@ import (
 	"errors"
 	"sync"
 	"time"
+	"weak"
 
 	"github.com/prometheus/client_golang/prometheus"
 )
@@ -19,7 +20,7 @@ var (
 		Name: "ambit_identity_certificate_fetch_failures_total",
 		Help: "Failed certificate requests to the CA, by reason (initial, renewal).",
 	}, []string{"reason"})
-	expiry = &expiryCollector{managers: map[*Manager]struct{}{}}
+	expiry = &expiryCollector{managers: map[weak.Pointer[Manager]]struct{}{}}
 )
 
 var expiryDesc = prometheus.NewDesc(
@@ -28,21 +29,24 @@ var expiryDesc = prometheus.NewDesc(
 	[]string{"identity"}, nil)
 
 // expiryCollector computes seconds-until-expiry at scrape time from the
-// running managers, so the value never goes stale between renewals.
+// live managers, so the value never goes stale between renewals. It holds
+// them weakly: a manager that is dropped without Run ever ending (tests,
+// a failed start) must not be kept alive or reported forever.
 type expiryCollector struct {
 	mu       sync.Mutex
-	managers map[*Manager]struct{}
+	managers map[weak.Pointer[Manager]]struct{}
 }
 
-func registerManager(m *Manager) (unregister func()) {
+func registerManager(m *Manager) {
 	expiry.mu.Lock()
-	expiry.managers[m] = struct{}{}
+	expiry.managers[weak.Make(m)] = struct{}{}
 	expiry.mu.Unlock()
-	return func() {
-		expiry.mu.Lock()
-		delete(expiry.managers, m)
-		expiry.mu.Unlock()
-	}
+}
+
+func unregisterManager(m *Manager) {
+	expiry.mu.Lock()
+	delete(expiry.managers, weak.Make(m))
+	expiry.mu.Unlock()
 }
 
 func (c *expiryCollector) Describe(ch chan<- *prometheus.Desc) { ch <- expiryDesc }
@@ -52,7 +56,12 @@ func (c *expiryCollector) Collect(ch chan<- prometheus.Metric) {
 	// identity; one series each, the soonest expiry.
 	soonest := map[string]time.Time{}
 	c.mu.Lock()
-	for m := range c.managers {
+	for wp := range c.managers {
+		m := wp.Value()
+		if m == nil {
+			delete(c.managers, wp)
+			continue
+		}
 		m.mu.RLock()
 		for id, e := range m.entries {
 			cert := e.cert.Load()
