@@ -5,6 +5,7 @@ import (
 	"encoding/pem"
 	"errors"
 	"fmt"
+	"sync"
 	"sync/atomic"
 
 	"github.com/spiffe/go-spiffe/v2/bundle/x509bundle"
@@ -22,6 +23,9 @@ type Bundle struct {
 	td    spiffeid.TrustDomain
 	cur   atomic.Pointer[x509bundle.Bundle]
 	notif atomic.Pointer[chan struct{}]
+
+	mu  sync.Mutex // serialises writers
+	gen uint64     // generation of the roots held (0: unversioned)
 }
 
 // NewBundle returns a bundle for td holding roots (possibly none yet).
@@ -39,35 +43,65 @@ func (b *Bundle) TrustDomain() spiffeid.TrustDomain { return b.td }
 // Roots returns the current roots (a copy).
 func (b *Bundle) Roots() []*x509.Certificate { return b.cur.Load().X509Authorities() }
 
-// SetRoots replaces the roots. An empty set is refused: it would make every
-// peer fail verification, which is never what a config update means.
+// SetRoots replaces the roots, whatever their generation. An empty set is
+// refused: it would make every peer fail verification, which is never what
+// a config update means.
 func (b *Bundle) SetRoots(roots []*x509.Certificate) error {
+	_, err := b.set(0, roots, false)
+	return err
+}
+
+// SetRootsAt replaces the roots with those of generation gen (the CA's
+// trust_bundle_generation, xDS TrustBundle.generation), unless the bundle
+// already holds a later generation: a CA answer signed just before the old
+// root was dropped must not bring it back after xDS delivered the
+// one-root bundle. It reports whether the roots were applied.
+func (b *Bundle) SetRootsAt(gen uint64, roots []*x509.Certificate) (bool, error) {
+	return b.set(gen, roots, true)
+}
+
+// Generation is the generation of the roots held (0 if never versioned).
+func (b *Bundle) Generation() uint64 {
+	b.mu.Lock()
+	defer b.mu.Unlock()
+	return b.gen
+}
+
+func (b *Bundle) set(gen uint64, roots []*x509.Certificate, versioned bool) (bool, error) {
 	if len(roots) == 0 {
-		return fmt.Errorf("identity: trust bundle for %q: no roots given; want at least one CA certificate", b.td)
+		return false, fmt.Errorf("identity: trust bundle for %q: no roots given; want at least one CA certificate", b.td)
 	}
 	for i, r := range roots {
 		if !r.IsCA {
-			return fmt.Errorf("identity: trust bundle for %q: root %d (subject %q) is not a CA certificate", b.td, i, r.Subject)
+			return false, fmt.Errorf("identity: trust bundle for %q: root %d (subject %q) is not a CA certificate", b.td, i, r.Subject)
 		}
+	}
+	b.mu.Lock()
+	defer b.mu.Unlock()
+	if versioned {
+		if gen < b.gen {
+			return false, nil
+		}
+		b.gen = gen
 	}
 	next := x509bundle.FromX509Authorities(b.td, roots)
 	if b.cur.Load().Equal(next) {
-		return nil
+		return true, nil
 	}
 	b.cur.Store(next)
 	ch := make(chan struct{})
 	close(*b.notif.Swap(&ch))
-	return nil
+	return true, nil
 }
 
-// SetRootsPEM is SetRoots for PEM blocks (as carried by CA responses and xDS);
-// each element may hold one or more CERTIFICATE blocks.
-func (b *Bundle) SetRootsPEM(pems [][]byte) error {
+// SetRootsPEM is SetRootsAt for PEM blocks (as carried by xDS
+// TrustBundle); each element may hold one or more CERTIFICATE blocks.
+func (b *Bundle) SetRootsPEM(gen uint64, pems [][]byte) (bool, error) {
 	roots, err := parseCertsPEM(pems)
 	if err != nil {
-		return fmt.Errorf("identity: trust bundle for %q: %w", b.td, err)
+		return false, fmt.Errorf("identity: trust bundle for %q: %w", b.td, err)
 	}
-	return b.SetRoots(roots)
+	return b.SetRootsAt(gen, roots)
 }
 
 // Changed returns a channel closed at the next change of the roots.

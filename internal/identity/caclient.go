@@ -39,7 +39,12 @@ func (c *CAClient) CreateCertificate(ctx context.Context, id spiffeid.ID, csrPEM
 	if err != nil {
 		return nil, fmt.Errorf("CA CreateCertificate: %w", err)
 	}
-	return parseIssued(resp.GetCertChainPem(), resp.GetTrustBundlePem())
+	iss, err := parseIssued(resp.GetCertChainPem(), resp.GetTrustBundlePem())
+	if err != nil {
+		return nil, err
+	}
+	iss.Generation = resp.GetTrustBundleGeneration()
+	return iss, nil
 }
 
 func parseIssued(chainPEM, rootsPEM [][]byte) (*Issued, error) {
@@ -61,6 +66,7 @@ func parseIssued(chainPEM, rootsPEM [][]byte) (*Issued, error) {
 type JoinResult struct {
 	Certificate *tls.Certificate
 	Roots       []*x509.Certificate
+	Generation  uint64 // of Roots; for Bundle.SetRootsAt
 }
 
 // Join bootstraps a node: it dials the control plane at addr over TLS
@@ -127,7 +133,7 @@ func join(ctx context.Context, addr, joinToken, pin string, node spiffeid.ID, op
 	if err != nil {
 		return nil, err
 	}
-	return &JoinResult{Certificate: cert, Roots: iss.Roots}, nil
+	return &JoinResult{Certificate: cert, Roots: iss.Roots, Generation: resp.GetTrustBundleGeneration()}, nil
 }
 
 // verifyPinned accepts a server chain that verifies up to a presented CA

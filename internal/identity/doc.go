@@ -14,7 +14,8 @@
 // Bootstrap of a node (file/host mode):
 //
 //	res, err := identity.Join(ctx, addr, token, pin, nodeID)   // pinned TLS, no client cert
-//	bundle := identity.NewBundle(td, res.Roots)
+//	bundle := identity.NewBundle(td, nil)
+//	bundle.SetRootsAt(res.Generation, res.Roots)                  // later: SetRootsPEM from xDS TrustBundle
 //	var m *identity.Manager
 //	cached := identity.SourceFunc(func(ctx context.Context, id spiffeid.ID) (*tls.Certificate, error) {
 //		return m.Current(id) // never fetch on the CA channel itself

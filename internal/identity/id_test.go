@@ -74,7 +74,7 @@ func TestBundle(t *testing.T) {
 	}{
 		{"no roots", func() error { return bundle.SetRoots(nil) }, "no roots"},
 		{"leaf as root", func() error { return bundle.SetRoots([]*x509.Certificate{leaf.Leaf}) }, "not a CA"},
-		{"garbage PEM", func() error { return bundle.SetRootsPEM([][]byte{[]byte("nope")}) }, "no CERTIFICATE block"},
+		{"garbage PEM", func() error { _, err := bundle.SetRootsPEM(9, [][]byte{[]byte("nope")}); return err }, "no CERTIFICATE block"},
 	}
 	for _, tt := range tests {
 		if err := tt.set(); err == nil || !strings.Contains(err.Error(), tt.want) {
@@ -83,6 +83,16 @@ func TestBundle(t *testing.T) {
 	}
 	if n := len(bundle.Roots()); n != 2 {
 		t.Errorf("refused updates changed the bundle: %d roots, want 2", n)
+	}
+	// Versioned updates never go back in time.
+	if ok, err := bundle.SetRootsAt(5, []*x509.Certificate{b.Root}); !ok || err != nil {
+		t.Fatalf("SetRootsAt(5) = %v, %v", ok, err)
+	}
+	if ok, err := bundle.SetRootsAt(4, []*x509.Certificate{a.Root, b.Root}); ok || err != nil {
+		t.Errorf("SetRootsAt(4) after 5 = %v, %v; want ignored", ok, err)
+	}
+	if r := bundle.Roots(); len(r) != 1 || !r[0].Equal(b.Root) || bundle.Generation() != 5 {
+		t.Errorf("after a stale update: %d roots, generation %d; want generation 5's single root", len(r), bundle.Generation())
 	}
 	if _, err := bundle.GetX509BundleForTrustDomain(spiffeid.RequireTrustDomainFromString("evil.org")); err == nil {
 		t.Error("bundle answered for a foreign trust domain")

@@ -158,7 +158,13 @@ func TestAgainstRealCA(t *testing.T) {
 		t.Fatal(err)
 	}
 
-	bundle := identity.NewBundle(td, res.Roots)
+	bundle := identity.NewBundle(td, nil)
+	if _, err := bundle.SetRootsAt(res.Generation, res.Roots); err != nil {
+		t.Fatal(err)
+	}
+	if res.Generation == 0 || bundle.Generation() != authority.Bundle().Generation {
+		t.Errorf("bundle generation %d after Join (response %d), want the CA's %d", bundle.Generation(), res.Generation, authority.Bundle().Generation)
+	}
 	var m *identity.Manager
 	conn := dialControl(t, addr, &m, bundle, node)
 	f := newFetcher(identity.NewCAClient(conn))

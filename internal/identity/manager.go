@@ -28,8 +28,9 @@ type Fetcher interface {
 
 // Issued is a CA's answer.
 type Issued struct {
-	Chain []*x509.Certificate // leaf first, then intermediates
-	Roots []*x509.Certificate // the mesh's roots now (two during a root rotation); may be empty
+	Chain      []*x509.Certificate // leaf first, then intermediates
+	Roots      []*x509.Certificate // the mesh's roots now (two during a root rotation); may be empty
+	Generation uint64              // the roots' generation; 0 if the CA does not version them
 }
 
 // Source supplies the local certificate for an identity; the TLS configs call
@@ -345,7 +346,12 @@ func (m *Manager) issue(ctx context.Context, id spiffeid.ID) (*tls.Certificate, 
 		return nil, err
 	}
 	if len(iss.Roots) > 0 && m.cfg.Bundle != nil {
-		if err := m.cfg.Bundle.SetRoots(iss.Roots); err != nil {
+		if iss.Generation == 0 {
+			err = m.cfg.Bundle.SetRoots(iss.Roots)
+		} else {
+			_, err = m.cfg.Bundle.SetRootsAt(iss.Generation, iss.Roots)
+		}
+		if err != nil {
 			return nil, err
 		}
 	}
