@@ -63,6 +63,7 @@ import (
 	"github.com/spiffe/go-spiffe/v2/bundle/x509bundle"
 	"github.com/spiffe/go-spiffe/v2/spiffeid"
 
+	"github.com/ambitmesh/ambit/internal/identity"
 	cav1 "github.com/ambitmesh/ambit/proto/ambit/ca/v1"
 )
 
@@ -386,18 +387,11 @@ func (c *CA) WatchBundle() (Bundle, <-chan struct{}) {
 // Rotation reports the rotation phase and the roots.
 func (c *CA) Rotation() RotationStatus { return c.snap.Load().status }
 
-// Pin is "sha256:<hex>" of cert's SubjectPublicKeyInfo, like kubeadm's
-// --discovery-token-ca-cert-hash.
-func Pin(cert *x509.Certificate) string {
-	sum := sha256.Sum256(cert.RawSubjectPublicKeyInfo)
-	return "sha256:" + hex.EncodeToString(sum[:])
-}
-
 // RootPin is the Pin of the root the current signer chains to. The control
 // plane's serving chain ends with that root, so a joining proxy that has
 // only the join string can check the pin during the TLS handshake, before
 // it sends its token.
-func (c *CA) RootPin() string { return Pin(c.snap.Load().anchor) }
+func (c *CA) RootPin() string { return identity.SPKIPin(c.snap.Load().anchor) }
 
 func (c *CA) requireBuiltin(op string) error {
 	if c.opts.PluginCertsDir != "" {

@@ -13,6 +13,8 @@ import (
 	"strings"
 	"testing"
 	"time"
+
+	"github.com/ambitmesh/ambit/internal/identity"
 )
 
 func TestRestartKeepsRoot(t *testing.T) {
@@ -136,8 +138,8 @@ func TestPluginCerts(t *testing.T) {
 		t.Errorf("chain %v, want the leaf then the intermediate", subjects(iss.Chain))
 	}
 	checkLeaf(t, iss.Chain, b.Roots, mustID(t, idReviews))
-	if c.RootPin() != Pin(company.cert) {
-		t.Errorf("RootPin %s, want the company root's %s", c.RootPin(), Pin(company.cert))
+	if c.RootPin() != identity.SPKIPin(company.cert) {
+		t.Errorf("RootPin %s, want the company root's %s", c.RootPin(), identity.SPKIPin(company.cert))
 	}
 	if err := c.PrepareRotation(); !errors.Is(err, ErrRotation) {
 		t.Errorf("PrepareRotation with plug-in certs: %v, want ErrRotation", err)

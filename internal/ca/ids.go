@@ -7,6 +7,8 @@ import (
 	"strings"
 
 	"github.com/spiffe/go-spiffe/v2/spiffeid"
+
+	"github.com/ambitmesh/ambit/internal/identity"
 )
 
 // ErrBadSubject is wrapped by errors about malformed subjects and identities.
@@ -104,34 +106,17 @@ func (s Subject) ID(td spiffeid.TrustDomain) (spiffeid.ID, error) {
 	if err := s.Validate(); err != nil {
 		return spiffeid.ID{}, err
 	}
+	var id spiffeid.ID
+	var err error
 	if s.Kind == KindGateway {
-		return WorkloadID(td, s.Namespace, s.Name)
+		id, err = identity.WorkloadID(td, s.Namespace, s.Name)
+	} else {
+		id, err = identity.NodeID(td, s.Node)
 	}
-	return NodeID(td, s.Node)
-}
-
-// WorkloadID is spiffe://<td>/ns/<namespace>/sa/<serviceAccount>.
-func WorkloadID(td spiffeid.TrustDomain, namespace, serviceAccount string) (spiffeid.ID, error) {
-	id, err := spiffeid.FromSegments(td, "ns", namespace, "sa", serviceAccount)
 	if err != nil {
-		return spiffeid.ID{}, fmt.Errorf("ca: workload identity ns/%s/sa/%s: %w: %w", namespace, serviceAccount, ErrBadSubject, err)
+		return spiffeid.ID{}, fmt.Errorf("ca: %w: %w", ErrBadSubject, err)
 	}
 	return id, nil
-}
-
-// NodeID is spiffe://<td>/ambit/node/<node>, the node proxy's identity.
-func NodeID(td spiffeid.TrustDomain, node string) (spiffeid.ID, error) {
-	id, err := spiffeid.FromSegments(td, "ambit", "node", node)
-	if err != nil {
-		return spiffeid.ID{}, fmt.Errorf("ca: node identity for %q: %w: %w", node, ErrBadSubject, err)
-	}
-	return id, nil
-}
-
-// ControlID is spiffe://<td>/ambit/control, the control plane's serving
-// identity; proxies check it when they dial the control plane.
-func ControlID(td spiffeid.TrustDomain) spiffeid.ID {
-	return spiffeid.RequireFromSegments(td, "ambit", "control")
 }
 
 // IdentityKind classifies the SPIFFE IDs ambit issues.

@@ -24,6 +24,7 @@ import (
 	"google.golang.org/grpc/status"
 	"google.golang.org/protobuf/types/known/durationpb"
 
+	"github.com/ambitmesh/ambit/internal/identity"
 	cav1 "github.com/ambitmesh/ambit/proto/ambit/ca/v1"
 )
 
@@ -399,15 +400,15 @@ func TestServingCertificateAndPin(t *testing.T) {
 	}
 	conn.Close()
 	chain := seen[0]
-	if got := Pin(chain[len(chain)-1]); got != c.RootPin() {
+	if got := identity.SPKIPin(chain[len(chain)-1]); got != c.RootPin() {
 		t.Errorf("last certificate's pin %s, want RootPin %s", got, c.RootPin())
 	}
 	if !strings.HasPrefix(c.RootPin(), "sha256:") || len(c.RootPin()) != len("sha256:")+64 {
 		t.Errorf("RootPin %q, want sha256:<64 hex>", c.RootPin())
 	}
 	id, err := x509svid.IDFromCert(chain[0])
-	if err != nil || id != ControlID(c.TrustDomain()) {
-		t.Errorf("serving identity %v (%v), want %s", id, err, ControlID(c.TrustDomain()))
+	if err != nil || id != identity.ControlID(c.TrustDomain()) {
+		t.Errorf("serving identity %v (%v), want %s", id, err, identity.ControlID(c.TrustDomain()))
 	}
 	if d := cmp.Diff([]string{"localhost"}, chain[0].DNSNames); d != "" {
 		t.Errorf("DNS SANs (-want +got):\n%s", d)

@@ -18,6 +18,8 @@ import (
 	"github.com/spiffe/go-spiffe/v2/svid/x509svid"
 	"google.golang.org/grpc/credentials"
 	"google.golang.org/grpc/peer"
+
+	"github.com/ambitmesh/ambit/internal/identity"
 )
 
 // servingCache holds the control plane's own serving certificate.
@@ -73,7 +75,7 @@ func (c *CA) servingCertificate() (*tls.Certificate, error) {
 	if err != nil {
 		return nil, fmt.Errorf("ca: serving key: %w", err)
 	}
-	id := ControlID(c.td)
+	id := identity.ControlID(c.td)
 	iss, err := c.issue(key.Public(), id, c.opts.LeafTTL, func(t *x509.Certificate) {
 		t.DNSNames = c.serving.dnsNames
 		t.IPAddresses = c.serving.ips
