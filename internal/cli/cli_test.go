@@ -138,7 +138,7 @@ func TestStatusAgainstControlPlane(t *testing.T) {
 		t.Fatal(err)
 	}
 	ctx, cancel := context.WithCancel(context.Background())
-	cp := control.New(control.Options{ConfigDir: dir, XDSAddress: "127.0.0.1:0", AdminAddress: "127.0.0.1:0",
+	cp := control.New(control.Options{ConfigDir: dir, StateDir: t.TempDir(), XDSAddress: "127.0.0.1:0", AdminAddress: "127.0.0.1:0",
 		Logger: slog.New(slog.NewTextHandler(io.Discard, nil))})
 	done := make(chan error, 1)
 	go func() { done <- cp.Run(ctx) }()

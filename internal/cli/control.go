@@ -4,20 +4,19 @@ import (
 	"fmt"
 	"log/slog"
 	"os"
+	"path/filepath"
 	"strings"
 	"time"
 
 	"github.com/spf13/cobra"
-	"sigs.k8s.io/yaml"
 
 	"github.com/ambitmesh/ambit/internal/control"
 )
 
 func newControlCmd() *cobra.Command {
 	var (
-		opts       control.Options
-		tokensFile string
-		logLevel   string
+		opts     control.Options
+		logLevel string
 	)
 	cmd := &cobra.Command{
 		Use:   "control --config-dir DIR",
@@ -28,9 +27,13 @@ translates it on every change and pushes each proxy the part it needs over
 delta xDS. A file that stops parsing keeps its last good objects in force;
 the error is logged and shown by 'ambit status'.
 
-Proxies authenticate with a bootstrap token bound to their node ID, listed in
---bootstrap-tokens (YAML: "<node id>: <token>").`,
-		Example: `  ambit control --config-dir ./mesh --bootstrap-tokens ./tokens.yaml
+The control plane is also the mesh's SPIFFE CA: it keeps its root (or your
+company's intermediate, --plugin-certs-dir) in --state-dir, signs workload
+certificates for proxies, and serves xDS and the CA over TLS. Proxies join with
+a token from 'ambit token create' and authenticate with their certificates
+afterwards.`,
+		Example: `  ambit control --config-dir ./mesh --state-dir /var/lib/ambit
+  ambit token create --node worker-1
   ambit status`,
 		Args: cobra.NoArgs,
 		RunE: func(cmd *cobra.Command, _ []string) error {
@@ -42,12 +45,8 @@ Proxies authenticate with a bootstrap token bound to their node ID, listed in
 			if st, err := os.Stat(opts.ConfigDir); err != nil || !st.IsDir() {
 				return fmt.Errorf("--config-dir %q is not a readable folder: create it and put your YAML there", opts.ConfigDir)
 			}
-			if tokensFile != "" {
-				if opts.Tokens, err = readTokens(tokensFile); err != nil {
-					return err
-				}
-			} else {
-				opts.Logger.Warn("no --bootstrap-tokens given: no proxy can connect until tokens are configured")
+			if err := os.MkdirAll(opts.StateDir, 0o700); err != nil {
+				return fmt.Errorf("--state-dir %q: %w (pick a writable folder)", opts.StateDir, err)
 			}
 			return control.New(opts).Run(cmd.Context())
 		},
@@ -58,33 +57,28 @@ Proxies authenticate with a bootstrap token bound to their node ID, listed in
 	_ = cmd.MarkFlagDirname("config-dir")
 	f.StringVar(&opts.XDSAddress, "xds-address", ":15010", "address of the delta xDS gRPC server")
 	f.StringVar(&opts.AdminAddress, "admin-address", ":15014", "address of /metrics, /readyz and /debug/*")
-	f.StringVar(&tokensFile, "bootstrap-tokens", "", "YAML file mapping proxy node IDs to their bootstrap tokens")
+	f.StringVar(&opts.StateDir, "state-dir", defaultStateDir(), "folder for the CA's root and the join tokens (kept across restarts)")
+	_ = cmd.MarkFlagDirname("state-dir")
+	f.StringVar(&opts.PluginCertsDir, "plugin-certs-dir", "", "bring your own CA: folder with ca-cert.pem, ca-key.pem, root-cert.pem, cert-chain.pem")
+	f.DurationVar(&opts.LeafTTL, "leaf-ttl", 24*time.Hour, "validity of workload certificates (renewed at half life)")
+	f.StringSliceVar(&opts.ServerNames, "server-name", nil, "extra DNS name or IP proxies use to reach this control plane (repeatable)")
 	f.DurationVar(&opts.Debounce, "debounce", 100*time.Millisecond, "coalesce file changes within this window")
 	f.StringVar(&logLevel, "log-level", "info", "debug, info, warn or error")
 	return cmd
 }
 
-// readTokens reads "<node id>: <token>" pairs and inverts them.
-func readTokens(path string) (map[string]string, error) {
-	data, err := os.ReadFile(path)
-	if err != nil {
-		return nil, fmt.Errorf("--bootstrap-tokens: %w", err)
+// defaultStateDir follows the FHS for root and XDG otherwise.
+func defaultStateDir() string {
+	if os.Geteuid() == 0 {
+		return "/var/lib/ambit"
 	}
-	var byNode map[string]string
-	if err := yaml.UnmarshalStrict(data, &byNode); err != nil {
-		return nil, fmt.Errorf("--bootstrap-tokens %s: want YAML lines like \"node/worker-1: <token>\": %w", path, err)
+	if d := os.Getenv("XDG_STATE_HOME"); d != "" {
+		return filepath.Join(d, "ambit")
 	}
-	tokens := make(map[string]string, len(byNode))
-	for node, tok := range byNode {
-		if len(tok) < 16 {
-			return nil, fmt.Errorf("--bootstrap-tokens %s: token of %q is shorter than 16 characters; use e.g. `openssl rand -hex 16`", path, node)
-		}
-		if prev, dup := tokens[tok]; dup {
-			return nil, fmt.Errorf("--bootstrap-tokens %s: %q and %q share a token; each proxy needs its own", path, prev, node)
-		}
-		tokens[tok] = node
+	if h, err := os.UserHomeDir(); err == nil {
+		return filepath.Join(h, ".local", "state", "ambit")
 	}
-	return tokens, nil
+	return ".ambit"
 }
 
 func parseLogLevel(s string) (slog.Level, error) {

@@ -43,6 +43,8 @@ It runs the same way on Kubernetes and on plain Linux hosts.`,
 		newControlCmd(),
 		newTranslateCmd(),
 		newStatusCmd(),
+		newTokenCmd(),
+		newCACmd(),
 	)
 	return root
 }

@@ -1,7 +1,6 @@
 package cli
 
 import (
-	"encoding/json"
 	"fmt"
 	"io"
 	"net/http"
@@ -24,8 +23,8 @@ func newStatusCmd() *cobra.Command {
   ambit status --control-plane 10.0.0.1:15014 -o yaml`,
 		Args: cobra.NoArgs,
 		RunE: func(cmd *cobra.Command, _ []string) error {
-			st, err := fetchStatus(cmd, addr)
-			if err != nil {
+			st := &control.Status{}
+			if err := adminCall(cmd, addr, http.MethodGet, "/debug/status", nil, st); err != nil {
 				return err
 			}
 			if output != "" {
@@ -35,31 +34,9 @@ func newStatusCmd() *cobra.Command {
 			return nil
 		},
 	}
-	cmd.Flags().StringVar(&addr, "control-plane", "127.0.0.1:15014", "admin address of the control plane")
+	addControlPlaneFlag(cmd, &addr)
 	addOutputFlag(cmd, &output)
 	return cmd
-}
-
-func fetchStatus(cmd *cobra.Command, addr string) (*control.Status, error) {
-	client := &http.Client{Timeout: 5 * time.Second}
-	req, err := http.NewRequestWithContext(cmd.Context(), http.MethodGet, "http://"+addr+"/debug/status", nil)
-	if err != nil {
-		return nil, err
-	}
-	resp, err := client.Do(req)
-	if err != nil {
-		return nil, fmt.Errorf("cannot reach the control plane at %s: %w (is 'ambit control' running? use --control-plane HOST:PORT)", addr, err)
-	}
-	defer resp.Body.Close()
-	if resp.StatusCode != http.StatusOK {
-		b, _ := io.ReadAll(io.LimitReader(resp.Body, 4096))
-		return nil, fmt.Errorf("control plane at %s answered %s: %s", addr, resp.Status, strings.TrimSpace(string(b)))
-	}
-	var st control.Status
-	if err := json.NewDecoder(resp.Body).Decode(&st); err != nil {
-		return nil, fmt.Errorf("control plane at %s: bad status JSON: %w", addr, err)
-	}
-	return &st, nil
 }
 
 func printStatus(w io.Writer, st *control.Status) {

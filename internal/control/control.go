@@ -20,7 +20,10 @@ import (
 	"github.com/prometheus/client_golang/prometheus/promhttp"
 	"golang.org/x/sync/errgroup"
 	"google.golang.org/grpc"
+	"google.golang.org/grpc/credentials"
 
+	"github.com/ambitmesh/ambit/internal/ca"
+	"github.com/ambitmesh/ambit/internal/control/model"
 	"github.com/ambitmesh/ambit/internal/control/resources"
 	"github.com/ambitmesh/ambit/internal/control/source/file"
 	"github.com/ambitmesh/ambit/internal/control/translate"
@@ -35,8 +38,16 @@ type Options struct {
 	XDSAddress string
 	// AdminAddress serves /metrics, /readyz and /debug/*, default ":15014".
 	AdminAddress string
-	// Tokens maps bootstrap tokens to the one proxy node ID each may use.
-	Tokens map[string]string
+	// StateDir keeps the CA's root and the join tokens across restarts.
+	StateDir string
+	// PluginCertsDir, when set, holds a user-supplied CA (see docs/identity.md).
+	PluginCertsDir string
+	// LeafTTL of issued workload certificates (default 24h).
+	LeafTTL time.Duration
+	// ServerNames are extra DNS names and IPs for the control plane's
+	// serving certificate (the addresses proxies dial). The host name,
+	// localhost and loopback addresses are always included.
+	ServerNames []string
 	// Debounce coalesces bursts of file changes.
 	Debounce time.Duration
 	Logger   *slog.Logger
@@ -48,8 +59,14 @@ type Control struct {
 	log      *slog.Logger
 	registry *prometheus.Registry
 	xds      *xds.Server
+	ca       *ca.CA
+	tokens   *ca.TokenStore
 
-	last atomic.Pointer[translate.Result]
+	last  atomic.Pointer[translate.Result]
+	authz atomic.Pointer[authIndex]
+	// pushMu orders pushes so a bundle change and a config change never
+	// overwrite each other with stale halves.
+	pushMu sync.Mutex
 
 	mu        sync.Mutex
 	xdsAddr   net.Addr
@@ -71,17 +88,12 @@ func New(opts Options) *Control {
 	}
 	reg := prometheus.NewRegistry()
 	reg.MustRegister(collectors.NewGoCollector(), collectors.NewProcessCollector(collectors.ProcessCollectorOpts{}))
-	log := opts.Logger.With("component", "control")
 	return &Control{
 		opts:     opts,
-		log:      log,
+		log:      opts.Logger.With("component", "control"),
 		registry: reg,
-		xds: xds.NewServer(xds.Options{
-			Logger:        opts.Logger.With("component", "xds"),
-			Authenticator: xds.TokenAuthenticator(opts.Tokens),
-			Registerer:    reg,
-		}),
-		ready: make(chan struct{}),
+		tokens:   ca.NewTokenStore(ca.TokensFile(opts.StateDir), nil),
+		ready:    make(chan struct{}),
 	}
 }
 
@@ -96,8 +108,48 @@ func (c *Control) AdminAddr() net.Addr { c.mu.Lock(); defer c.mu.Unlock(); retur
 // Result is the latest translation (nil before the first).
 func (c *Control) Result() *translate.Result { return c.last.Load() }
 
+// CA is the control plane's certificate authority (nil before Run opened it).
+func (c *Control) CA() *ca.CA { c.mu.Lock(); defer c.mu.Unlock(); return c.ca }
+
 // Run serves until ctx is cancelled.
 func (c *Control) Run(ctx context.Context) error {
+	if c.opts.StateDir == "" {
+		return errors.New("control: a state directory is required (--state-dir) to keep the CA's root across restarts")
+	}
+	src := file.New(c.opts.ConfigDir, file.Options{Debounce: c.opts.Debounce, Logger: c.opts.Logger.With("component", "source/file")})
+	// The trust domain comes from MeshConfig, so read the config once
+	// before the CA opens; changing it later needs a restart (and new
+	// certificates everywhere), which apply reports.
+	initial, err := src.Load()
+	if err != nil {
+		return fmt.Errorf("control: %w", err)
+	}
+	td := translate.Translate(initial).Mesh.TrustDomain
+	authority, err := ca.Open(ca.Options{
+		StateDir: c.opts.StateDir, TrustDomain: td, LeafTTL: c.opts.LeafTTL,
+		PluginCertsDir: c.opts.PluginCertsDir, Logger: c.opts.Logger.With("component", "ca"),
+	})
+	if err != nil {
+		return fmt.Errorf("control: %w", err)
+	}
+	if err := ca.RegisterMetrics(c.registry); err != nil {
+		return fmt.Errorf("control: %w", err)
+	}
+	dns, ips := serverNames(c.opts.ServerNames)
+	tlsConf, err := authority.ServerTLSConfig(dns, ips)
+	if err != nil {
+		return fmt.Errorf("control: serving certificate: %w", err)
+	}
+	svc := ca.NewService(authority, ca.ServiceOptions{Authorizer: (*authorizer)(c), Tokens: c.tokens, Logger: c.opts.Logger.With("component", "ca")})
+	c.mu.Lock()
+	c.ca = authority
+	c.xds = xds.NewServer(xds.Options{
+		Logger:        c.opts.Logger.With("component", "xds"),
+		Authenticator: svc,
+		Registerer:    c.registry,
+	})
+	c.mu.Unlock()
+
 	var lc net.ListenConfig
 	xl, err := lc.Listen(ctx, "tcp", c.opts.XDSAddress)
 	if err != nil {
@@ -112,12 +164,13 @@ func (c *Control) Run(ctx context.Context) error {
 	c.xdsAddr, c.adminAddr = xl.Addr(), al.Addr()
 	c.mu.Unlock()
 
-	gs := grpc.NewServer(grpc.MaxConcurrentStreams(1 << 16))
+	gs := grpc.NewServer(grpc.Creds(credentials.NewTLS(tlsConf)), grpc.MaxConcurrentStreams(1<<16))
 	c.xds.Register(gs)
+	svc.Register(gs)
 	admin := &http.Server{Handler: c.adminHandler(), ReadHeaderTimeout: 5 * time.Second}
 
-	src := file.New(c.opts.ConfigDir, file.Options{Debounce: c.opts.Debounce, Logger: c.opts.Logger.With("component", "source/file")})
 	g, gctx := errgroup.WithContext(ctx)
+	g.Go(func() error { c.pushBundles(gctx); return nil })
 	g.Go(func() error {
 		err := src.Run(gctx, c.apply)
 		if errors.Is(err, context.Canceled) {
@@ -145,7 +198,8 @@ func (c *Control) Run(ctx context.Context) error {
 		_ = admin.Shutdown(sctx)
 		return nil
 	})
-	c.log.Info("control plane serving", "xds", xl.Addr().String(), "admin", al.Addr().String(), "configDir", c.opts.ConfigDir)
+	c.log.Info("control plane serving", "xds", xl.Addr().String(), "admin", al.Addr().String(),
+		"configDir", c.opts.ConfigDir, "trustDomain", td, "caPin", authority.RootPin())
 	return g.Wait()
 }
 
@@ -162,13 +216,50 @@ func (c *Control) apply(res *resources.Resources) {
 			c.log.Warn("object rejected", "object", o.String(), "status", o.Problem())
 		}
 	}
-	c.xds.Update(result.Mesh)
+	if td := c.ca.TrustDomain().Name(); result.Mesh.TrustDomain != td {
+		c.log.Error("MeshConfig trust domain changed; restart the control plane (and re-join proxies) to use it",
+			"serving", td, "configured", result.Mesh.TrustDomain)
+	}
+	c.authz.Store(newAuthIndex(result.Mesh))
 	c.last.Store(result)
+	c.push()
 	c.log.Info("configuration applied",
 		"workloads", len(result.Mesh.Workloads), "services", len(result.Mesh.Services),
 		"gateways", len(result.Mesh.Gateways), "policies", len(result.Mesh.Policies),
 		"took", time.Since(start).Round(time.Microsecond))
 	c.readyOnce.Do(func() { close(c.ready) })
+}
+
+// push sends the latest translation with the current trust bundle.
+func (c *Control) push() {
+	c.pushMu.Lock()
+	defer c.pushMu.Unlock()
+	r := c.last.Load()
+	if r == nil {
+		return
+	}
+	mesh := *r.Mesh // shallow: the translation result itself stays untouched
+	b := c.ca.Bundle()
+	mesh.TrustBundle = &model.TrustBundle{TrustDomain: b.TrustDomain.Name(), Generation: b.Generation, RootsPEM: b.PEM}
+	// Objects the xDS layer cannot convert are logged by it; the rest is served.
+	_ = c.xds.Update(&mesh)
+}
+
+// pushBundles re-pushes whenever the CA's roots change (root rotation).
+func (c *Control) pushBundles(ctx context.Context) {
+	_, changed := c.ca.WatchBundle()
+	for {
+		select {
+		case <-ctx.Done():
+			return
+		case <-changed:
+		}
+		// Watch again before pushing, so a change during the push is not missed.
+		var b ca.Bundle
+		b, changed = c.ca.WatchBundle()
+		c.log.Info("trust bundle changed; pushing it to every proxy", "generation", b.Generation, "roots", len(b.Roots))
+		c.push()
+	}
 }
 
 func (c *Control) adminHandler() http.Handler {
@@ -185,6 +276,9 @@ func (c *Control) adminHandler() http.Handler {
 	mux.HandleFunc("GET /debug/status", func(w http.ResponseWriter, _ *http.Request) {
 		writeJSON(w, c.Status())
 	})
+	mux.HandleFunc("GET /ca", func(w http.ResponseWriter, _ *http.Request) { writeJSON(w, c.caStatus()) })
+	mux.HandleFunc("POST /ca/tokens", loopbackOnly(c.handleCreateToken))
+	mux.HandleFunc("POST /ca/rotate/{phase}", loopbackOnly(c.handleRotate))
 	mux.HandleFunc("GET /debug/model", func(w http.ResponseWriter, _ *http.Request) {
 		writeJSON(w, c.last.Load())
 	})

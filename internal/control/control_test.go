@@ -1,7 +1,10 @@
 package control_test
 
 import (
+	"bytes"
 	"context"
+	"crypto/tls"
+	"encoding/json"
 	"errors"
 	"fmt"
 	"io"
@@ -14,20 +17,19 @@ import (
 	"testing"
 	"time"
 
+	"github.com/spiffe/go-spiffe/v2/spiffeid"
 	"go.uber.org/goleak"
+	"google.golang.org/grpc"
+	"google.golang.org/grpc/credentials"
 
 	"github.com/ambitmesh/ambit/internal/control"
 	"github.com/ambitmesh/ambit/internal/control/xds"
+	"github.com/ambitmesh/ambit/internal/identity"
 	"github.com/ambitmesh/ambit/internal/xdsclient"
 	workloadv1 "github.com/ambitmesh/ambit/proto/ambit/workload/v1"
 )
 
 func TestMain(m *testing.M) { goleak.VerifyTestMain(m) }
-
-const (
-	tokenNode1 = "token-node-1-0123456789"
-	tokenNode2 = "token-node-2-0123456789"
-)
 
 func writeFile(t *testing.T, dir, name, content string) {
 	t.Helper()
@@ -61,14 +63,14 @@ spec:
 `
 
 // startControl runs a control plane on loopback and waits until it serves.
-func startControl(t *testing.T, dir, xdsAddr string) (*control.Control, context.CancelFunc, <-chan error) {
+func startControl(t *testing.T, dir, stateDir, xdsAddr string) (*control.Control, context.CancelFunc, <-chan error) {
 	t.Helper()
 	ctx, cancel := context.WithCancel(context.Background())
 	c := control.New(control.Options{
 		ConfigDir:    dir,
+		StateDir:     stateDir,
 		XDSAddress:   xdsAddr,
 		AdminAddress: "127.0.0.1:0",
-		Tokens:       map[string]string{tokenNode1: "node/node-1", tokenNode2: "node/node-2"},
 		Debounce:     20 * time.Millisecond,
 		Logger:       slog.New(slog.NewTextHandler(io.Discard, nil)),
 	})
@@ -86,16 +88,85 @@ func startControl(t *testing.T, dir, xdsAddr string) (*control.Control, context.
 	return c, cancel, done
 }
 
-func newClient(t *testing.T, addr, node, token string, validate func(*xdsclient.Snapshot) error) *xdsclient.Client {
+// proxy is what a node proxy holds after joining: its certificates, the
+// trust bundle, and the mTLS config for the control-plane channel.
+type proxy struct {
+	id     spiffeid.ID
+	certs  *identity.Manager
+	bundle *identity.Bundle
+	tls    *tls.Config
+	conn   *grpc.ClientConn
+}
+
+// createToken asks the admin API for a join token, as `ambit token create` does.
+func createToken(t *testing.T, cp *control.Control, subject string) control.TokenResponse {
+	t.Helper()
+	body, _ := json.Marshal(control.TokenRequest{Subject: subject})
+	resp, err := http.Post("http://"+cp.AdminAddr().String()+"/ca/tokens", "application/json", bytes.NewReader(body))
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer resp.Body.Close()
+	if resp.StatusCode != http.StatusOK {
+		b, _ := io.ReadAll(resp.Body)
+		t.Fatalf("token create: %s: %s", resp.Status, b)
+	}
+	var tr control.TokenResponse
+	if err := json.NewDecoder(resp.Body).Decode(&tr); err != nil {
+		t.Fatal(err)
+	}
+	return tr
+}
+
+// joinNode bootstraps a node proxy: join token -> node certificate ->
+// mTLS channel to the control plane for xDS and CA calls.
+func joinNode(t *testing.T, cp *control.Control, node string) *proxy {
+	t.Helper()
+	tok := createToken(t, cp, "node/"+node)
+	td := spiffeid.RequireTrustDomainFromString(tok.TrustDomain)
+	id, err := identity.NodeID(td, node)
+	if err != nil {
+		t.Fatal(err)
+	}
+	ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
+	defer cancel()
+	res, err := identity.Join(ctx, cp.XDSAddr().String(), tok.Token, tok.CAPin, id)
+	if err != nil {
+		t.Fatalf("join as %s: %v", node, err)
+	}
+	p := &proxy{id: id, bundle: identity.NewBundle(td, nil)}
+	if _, err := p.bundle.SetRootsAt(res.Generation, res.Roots); err != nil {
+		t.Fatal(err)
+	}
+	cached := identity.SourceFunc(func(_ context.Context, id spiffeid.ID) (*tls.Certificate, error) { return p.certs.Current(id) })
+	if p.tls, err = identity.ClientConfig(cached, p.bundle, id, []spiffeid.ID{identity.ControlID(td)}); err != nil {
+		t.Fatal(err)
+	}
+	if p.conn, err = grpc.NewClient(cp.XDSAddr().String(), grpc.WithTransportCredentials(credentials.NewTLS(p.tls))); err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { p.conn.Close() })
+	if p.certs, err = identity.NewManager(identity.Config{TrustDomain: td, Fetcher: identity.NewCAClient(p.conn), Bundle: p.bundle,
+		Logger: slog.New(slog.NewTextHandler(io.Discard, nil))}); err != nil {
+		t.Fatal(err)
+	}
+	if err := p.certs.Install(id, res.Certificate); err != nil {
+		t.Fatal(err)
+	}
+	return p
+}
+
+// xdsClient subscribes as nodeID over the proxy's mTLS channel.
+func (p *proxy) xdsClient(t *testing.T, addr, nodeID string, validate func(*xdsclient.Snapshot) error) *xdsclient.Client {
 	t.Helper()
 	c, err := xdsclient.New(xdsclient.Config{
-		Address:  addr,
-		NodeID:   node,
-		Token:    token,
-		TypeURLs: xds.NodeTypes,
-		Validate: validate,
-		Logger:   slog.New(slog.NewTextHandler(io.Discard, nil)),
-		Backoff:  xdsclient.Backoff{Initial: 20 * time.Millisecond, Max: 200 * time.Millisecond},
+		Address:              addr,
+		NodeID:               nodeID,
+		TransportCredentials: credentials.NewTLS(p.tls),
+		TypeURLs:             xds.NodeTypes,
+		Validate:             validate,
+		Logger:               slog.New(slog.NewTextHandler(io.Discard, nil)),
+		Backoff:              xdsclient.Backoff{Initial: 20 * time.Millisecond, Max: 200 * time.Millisecond},
 	})
 	if err != nil {
 		t.Fatal(err)
@@ -142,7 +213,8 @@ func TestConfigFlowEndToEnd(t *testing.T) {
 	xdsAddr := l.Addr().String()
 	l.Close()
 
-	cp, stopCP, cpDone := startControl(t, dir, xdsAddr)
+	stateDir := t.TempDir()
+	cp, stopCP, cpDone := startControl(t, dir, stateDir, xdsAddr)
 	defer func() { stopCP(); <-cpDone }()
 
 	// node-1 validates like a proxy would: it refuses a Service it cannot
@@ -153,8 +225,8 @@ func TestConfigFlowEndToEnd(t *testing.T) {
 		}
 		return nil
 	}
-	n1 := newClient(t, xdsAddr, "node/node-1", tokenNode1, validate)
-	n2 := newClient(t, xdsAddr, "node/node-2", tokenNode2, nil)
+	n1 := joinNode(t, cp, "node-1").xdsClient(t, xdsAddr, "node/node-1", validate)
+	n2 := joinNode(t, cp, "node-2").xdsClient(t, xdsAddr, "node/node-2", nil)
 	ctx, cancel := context.WithCancel(context.Background())
 	runDone := make(chan struct{}, 2)
 	for _, c := range []*xdsclient.Client{n1, n2} {
@@ -254,7 +326,8 @@ spec: {ports: [{port: 81}]}
 		t.Fatalf("node-1 lost its config while the control plane was down: web-1 = %q", got)
 	}
 	writeFile(t, dir, "mesh.yaml", strings.Replace(workloads, `"10.0.0.1"`, `"10.0.0.21"`, 1))
-	cp, stopCP, cpDone = startControl(t, dir, xdsAddr)
+	// Same state dir: same root, so the nodes' certificates stay valid.
+	cp, stopCP, cpDone = startControl(t, dir, stateDir, xdsAddr)
 	for _, c := range []*xdsclient.Client{n1, n2} {
 		waitFor(t, c, "reconnect and converge on 10.0.0.21", func(s *xdsclient.Snapshot) bool { return workloadAddr(s, "shop/web-1") == "10.0.0.21" })
 	}
@@ -264,14 +337,14 @@ spec: {ports: [{port: 81}]}
 	_ = cp
 }
 
-// TestProxyCannotSubscribeAsAnother: node-1's token does not let a proxy
-// subscribe as node-2.
+// TestProxyCannotSubscribeAsAnother: node-1's certificate does not let a
+// proxy subscribe as node-2.
 func TestProxyCannotSubscribeAsAnother(t *testing.T) {
 	dir := t.TempDir()
 	writeFile(t, dir, "mesh.yaml", workloads)
-	cp, stop, done := startControl(t, dir, "127.0.0.1:0")
+	cp, stop, done := startControl(t, dir, t.TempDir(), "127.0.0.1:0")
 	defer func() { stop(); <-done }()
-	c := newClient(t, cp.XDSAddr().String(), "node/node-2", tokenNode1, nil)
+	c := joinNode(t, cp, "node-1").xdsClient(t, cp.XDSAddr().String(), "node/node-2", nil)
 	ctx, cancel := context.WithCancel(context.Background())
 	runDone := make(chan struct{})
 	go func() { _ = c.Run(ctx); close(runDone) }()
