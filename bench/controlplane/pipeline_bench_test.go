@@ -33,13 +33,9 @@ func BenchmarkControlPlane(b *testing.B) {
 func benchControlPlane(b *testing.B, clients int) {
 	c := NewConfig(Default)
 	dir := writeConfig(b, c)
-	tokens := map[string]string{} // token -> node ID
-	for i := range clients {
-		tokens[fmt.Sprintf("token-%02d-0123456789abcdef", i)] = fmt.Sprintf("node/node-%02d", i)
-	}
 	discard := slog.New(slog.DiscardHandler)
-	cp := control.New(control.Options{ConfigDir: dir, XDSAddress: "127.0.0.1:0", AdminAddress: "127.0.0.1:0",
-		Tokens: tokens, Debounce: time.Microsecond, Logger: discard})
+	cp := control.New(control.Options{ConfigDir: dir, StateDir: b.TempDir(), XDSAddress: "127.0.0.1:0", AdminAddress: "127.0.0.1:0",
+		Debounce: time.Microsecond, Logger: discard})
 	ctx, cancel := context.WithCancel(context.Background())
 	var wg sync.WaitGroup
 	defer func() { cancel(); wg.Wait() }()
@@ -58,9 +54,14 @@ func benchControlPlane(b *testing.B, clients int) {
 	}
 
 	var cls []*xdsclient.Client
-	for tok, node := range tokens {
-		cl, err := xdsclient.New(xdsclient.Config{Address: cp.XDSAddr().String(), NodeID: node, Token: tok,
-			TypeURLs: xds.NodeTypes, Logger: discard})
+	for i := range clients {
+		node := fmt.Sprintf("node-%02d", i)
+		creds, err := JoinNode(ctx, cp.AdminAddr().String(), cp.XDSAddr().String(), node)
+		if err != nil {
+			b.Fatal(err)
+		}
+		cl, err := xdsclient.New(xdsclient.Config{Address: cp.XDSAddr().String(), NodeID: "node/" + node,
+			TransportCredentials: creds, TypeURLs: xds.NodeTypes, Logger: discard})
 		if err != nil {
 			b.Fatal(err)
 		}

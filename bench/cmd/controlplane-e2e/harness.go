@@ -2,10 +2,7 @@ package main
 
 import (
 	"bufio"
-	"bytes"
 	"context"
-	"crypto/rand"
-	"encoding/hex"
 	"errors"
 	"fmt"
 	"io"
@@ -42,7 +39,7 @@ type Options struct {
 	Debounce time.Duration
 	// Timeout bounds startup, the initial sync and each change.
 	Timeout time.Duration
-	// WorkDir holds the binary, config, tokens and the control plane's log;
+	// WorkDir holds the binary, config, CA state and the control plane's log;
 	// empty means a temporary directory removed at the end.
 	WorkDir string
 	// Progress receives one line per step; nil discards.
@@ -66,6 +63,9 @@ type Report struct {
 	// InitialApply is the control plane's own figure for the first
 	// translate + xDS update ("configuration applied ... took=").
 	InitialApply time.Duration
+	// Join is the time for every client to join (token, CSR, node
+	// certificate), one after the other, before they subscribe.
+	Join time.Duration
 	// InitialSync is from starting the clients to every one holding its
 	// complete view; InitialPerClient has each client's time.
 	InitialSync      time.Duration
@@ -182,15 +182,13 @@ func Run(ctx context.Context, o Options) (rep *Report, err error) {
 	if err != nil {
 		return nil, err
 	}
+	// What each client must hold: the offline views, plus the trust bundle,
+	// which comes from the control plane's CA, not from the config.
 	nodes := make([]string, o.Clients)
-	tokens := make([]string, o.Clients)
 	want := make([]map[string]int, o.Clients)
-	var tokFile bytes.Buffer
 	for i := range nodes {
-		nodes[i] = fmt.Sprintf("node/node-%02d", i)
-		tokens[i] = randomToken()
-		fmt.Fprintf(&tokFile, "%s: %s\n", nodes[i], tokens[i])
-		id, err := xds.ParseProxyID(nodes[i])
+		nodes[i] = fmt.Sprintf("node-%02d", i)
+		id, err := xds.ParseProxyID("node/" + nodes[i])
 		if err != nil {
 			return nil, err
 		}
@@ -198,10 +196,7 @@ func Run(ctx context.Context, o Options) (rep *Report, err error) {
 		for _, t := range xds.NodeTypes {
 			want[i][t] = len(views.Set(id, t).Items)
 		}
-	}
-	tokPath := filepath.Join(work, "tokens.yaml")
-	if err := os.WriteFile(tokPath, tokFile.Bytes(), 0o600); err != nil {
-		return nil, err
+		want[i][xds.TypeTrustBundle] = 1
 	}
 	say("config: %d files, %.1f MiB in %s", rep.Files, float64(rep.ConfigSize)/(1<<20), configDir)
 
@@ -220,7 +215,7 @@ func Run(ctx context.Context, o Options) (rep *Report, err error) {
 		return nil, err
 	}
 	defer logFile.Close()
-	cmd := exec.Command(bin, "control", "--config-dir", configDir, "--bootstrap-tokens", tokPath,
+	cmd := exec.Command(bin, "control", "--config-dir", configDir, "--state-dir", filepath.Join(work, "state"),
 		"--xds-address", xdsAddr, "--admin-address", adminAddr, "--debounce", o.Debounce.String(), "--log-level", "info")
 	cmd.Stdout, cmd.Stderr = logFile, logFile
 	cmd.Env = append(os.Environ(), o.ControlEnv...)
@@ -266,13 +261,20 @@ func Run(ctx context.Context, o Options) (rep *Report, err error) {
 	defer func() { cancelClients(); wg.Wait() }()
 	clients := make([]*xdsclient.Client, o.Clients)
 	discard := slog.New(slog.DiscardHandler)
+	joinStart := time.Now()
 	for i := range clients {
+		creds, err := controlplane.JoinNode(ctx, adminAddr, xdsAddr, nodes[i])
+		if err != nil {
+			return nil, err
+		}
 		if clients[i], err = xdsclient.New(xdsclient.Config{
-			Address: xdsAddr, NodeID: nodes[i], Token: tokens[i], TypeURLs: xds.NodeTypes, Logger: discard,
+			Address: xdsAddr, NodeID: "node/" + nodes[i], TransportCredentials: creds, TypeURLs: xds.NodeTypes, Logger: discard,
 		}); err != nil {
 			return nil, err
 		}
 	}
+	rep.Join = time.Since(joinStart)
+	say("%d nodes joined (join token -> node certificate) in %s", o.Clients, rep.Join.Round(time.Millisecond))
 	t0 := time.Now()
 	for _, c := range clients {
 		wg.Go(func() { _ = c.Run(cctx) })
@@ -432,12 +434,6 @@ func build(ctx context.Context, out string) error {
 		return fmt.Errorf("bench: go build ./cmd/ambit in %s: %w\n%s", root, err, b)
 	}
 	return nil
-}
-
-func randomToken() string {
-	b := make([]byte, 16)
-	_, _ = rand.Read(b)
-	return hex.EncodeToString(b)
 }
 
 // freeAddr asks the kernel for a free loopback port. Another process could

@@ -37,7 +37,7 @@ func main() {
 	flag.IntVar(&o.Changes, "changes", 30, "single-workload address edits to measure")
 	flag.DurationVar(&o.Debounce, "debounce", 10*time.Millisecond, "the control plane's --debounce")
 	flag.DurationVar(&o.Timeout, "timeout", 2*time.Minute, "bound on startup, initial sync and each change")
-	flag.StringVar(&o.WorkDir, "workdir", "", "keep binary, config, tokens and control plane log here (default: temporary, removed)")
+	flag.StringVar(&o.WorkDir, "workdir", "", "keep binary, config, CA state and control plane log here (default: temporary, removed)")
 	flag.IntVar(&targets.Workloads, "workloads", targets.Workloads, "synthetic mesh: workloads")
 	flag.IntVar(&targets.Services, "services", targets.Services, "synthetic mesh: services")
 	flag.IntVar(&targets.Routes, "routes", targets.Routes, "synthetic mesh: HTTPRoutes")
