@@ -342,6 +342,54 @@ func addrFromInt(v *big.Int, v4 bool) netip.Addr {
 	return netip.AddrFrom16(b)
 }
 
+// labelIndex finds the workloads a selector picks without scanning the
+// mesh: per namespace, "key=value" -> indices into mesh.Workloads, ascending.
+type labelIndex map[string]map[string][]int
+
+func newLabelIndex(ws []model.Workload) labelIndex {
+	idx := labelIndex{}
+	for i := range ws {
+		w := &ws[i]
+		byLabel := idx[w.Namespace]
+		if byLabel == nil {
+			byLabel = map[string][]int{}
+			idx[w.Namespace] = byLabel
+		}
+		for k, v := range w.Labels {
+			byLabel[k+"="+v] = append(byLabel[k+"="+v], i)
+		}
+	}
+	return idx
+}
+
+// workloadLabels indexes t.mesh.Workloads once they are final.
+func (t *translator) workloadLabels() labelIndex {
+	if t.labels == nil {
+		t.labels = newLabelIndex(t.mesh.Workloads)
+	}
+	return t.labels
+}
+
+// selected returns, in mesh order, the workloads of ns whose labels match
+// every selector entry: it walks the shortest posting list and checks the rest.
+func (idx labelIndex) selected(ns string, selector map[string]string, ws []model.Workload) []int {
+	var shortest []int
+	first := true
+	for k, v := range selector {
+		l := idx[ns][k+"="+v]
+		if first || len(l) < len(shortest) {
+			shortest, first = l, false
+		}
+	}
+	var out []int
+	for _, i := range shortest {
+		if selects(selector, ws[i].Labels) {
+			out = append(out, i)
+		}
+	}
+	return out
+}
+
 // endpoints are the workloads of the service's namespace its selector
 // picks. A Service without selector has no endpoints (as in Kubernetes,
 // where such Services are managed by hand).
@@ -350,11 +398,8 @@ func (t *translator) endpoints(s *model.Service) []model.Endpoint {
 		return nil
 	}
 	var eps []model.Endpoint
-	for i := range t.mesh.Workloads {
+	for _, i := range t.workloadLabels().selected(s.Namespace, s.Selector, t.mesh.Workloads) {
 		w := &t.mesh.Workloads[i]
-		if w.Namespace != s.Namespace || !selects(s.Selector, w.Labels) {
-			continue
-		}
 		ep := model.Endpoint{
 			Workload:  w.Ref,
 			Addresses: w.Addresses,

@@ -251,10 +251,14 @@ func (t *translator) policyScope(ap *v1alpha1.AuthorizationPolicy, p *model.Poli
 				pp.invalid = append(pp.invalid, policyErrf(path, "%q is not a label value: %s", v, strings.Join(errs, "; ")))
 			}
 		}
-		for i := range t.mesh.Workloads {
-			w := &t.mesh.Workloads[i]
-			if (root || w.Namespace == ap.Namespace) && selects(p.Selector, w.Labels) {
-				p.Workloads = append(p.Workloads, w.Ref)
+		labels := t.workloadLabels()
+		namespaces := []string{ap.Namespace}
+		if root {
+			namespaces = slices.Collect(maps.Keys(labels))
+		}
+		for _, ns := range namespaces {
+			for _, i := range labels.selected(ns, p.Selector, t.mesh.Workloads) {
+				p.Workloads = append(p.Workloads, t.mesh.Workloads[i].Ref)
 			}
 		}
 		slices.SortFunc(p.Workloads, compareRef)

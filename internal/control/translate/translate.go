@@ -65,6 +65,8 @@ type translator struct {
 	gateways map[model.Ref]*model.Gateway
 
 	vipRange netip.Prefix
+	// labels indexes workloads by label, built once workloads are known.
+	labels labelIndex
 }
 
 // Translate computes the mesh model and status for a snapshot.
