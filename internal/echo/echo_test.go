@@ -8,6 +8,7 @@ import (
 	"errors"
 	"fmt"
 	"io"
+	"log/slog"
 	"net"
 	"net/http"
 	"net/http/httptest"
@@ -627,5 +628,84 @@ func TestConcurrentMixedLoad(t *testing.T) {
 	close(errs)
 	for err := range errs {
 		t.Error(err)
+	}
+}
+
+// syncBuffer is a log sink the handler goroutines and the test share.
+type syncBuffer struct {
+	mu sync.Mutex
+	b  bytes.Buffer
+}
+
+func (b *syncBuffer) Write(p []byte) (int, error) {
+	b.mu.Lock()
+	defer b.mu.Unlock()
+	return b.b.Write(p)
+}
+
+func (b *syncBuffer) String() string {
+	b.mu.Lock()
+	defer b.mu.Unlock()
+	return b.b.String()
+}
+
+func TestDebugRequestLog(t *testing.T) {
+	for _, level := range []slog.Level{slog.LevelDebug, slog.LevelInfo} {
+		t.Run(level.String(), func(t *testing.T) {
+			var logs syncBuffer
+			s := start(t, Options{Logger: slog.New(slog.NewTextHandler(&logs, &slog.HandlerOptions{Level: level}))})
+			addr := s.HTTPAddr().String()
+			resp, err := http.Get("http://" + addr + "/status/418?size=7")
+			if err != nil {
+				t.Fatal(err)
+			}
+			n, _ := io.Copy(io.Discard, resp.Body)
+			resp.Body.Close()
+			http.DefaultClient.CloseIdleConnections()
+			if resp.StatusCode != 418 || n != 7 {
+				t.Errorf("status %d with %d bytes, want 418 with 7", resp.StatusCode, n)
+			}
+			// The debug path wraps the ResponseWriter; the WebSocket
+			// handshake must still be able to hijack through it.
+			ws, err := websocket.Dial("ws://"+addr+"/ws", "", "http://"+addr)
+			if err != nil {
+				t.Fatalf("websocket through the %s logging path: %v", level, err)
+			}
+			ws.Close()
+			logged := strings.Contains(logs.String(), `msg="echo: http request" method=GET target="/status/418?size=7" proto=HTTP/1.1`) &&
+				strings.Contains(logs.String(), "status=418 bytes=7")
+			if logged != (level == slog.LevelDebug) {
+				t.Errorf("at %s, request logged: %v; logs:\n%s", level, logged, logs.String())
+			}
+		})
+	}
+}
+
+func TestShutdownClosesWebSockets(t *testing.T) {
+	s := New(Options{HTTPAddress: "127.0.0.1:0", ShutdownTimeout: 50 * time.Millisecond})
+	ctx, cancel := context.WithCancel(context.Background())
+	defer cancel()
+	done := make(chan error, 1)
+	go func() { done <- s.Run(ctx) }()
+	<-s.Ready()
+	addr := s.HTTPAddr().String()
+	ws, err := websocket.Dial("ws://"+addr+"/ws", "", "http://"+addr)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer ws.Close()
+	eventually(t, "websocket handler running", func() bool { return s.InFlight() == 1 })
+	cancel()
+	select {
+	case err := <-done:
+		if err != nil {
+			t.Errorf("Run: %v", err)
+		}
+	case <-time.After(10 * time.Second):
+		t.Fatal("Run still waits for an open WebSocket 10s after cancel")
+	}
+	var m wsMessage
+	if err := wsCodec.Receive(ws, &m); err == nil {
+		t.Error("websocket still open after shutdown")
 	}
 }
