@@ -45,6 +45,7 @@ It runs the same way on Kubernetes and on plain Linux hosts.`,
 		newStatusCmd(),
 		newTokenCmd(),
 		newCACmd(),
+		newEchoCmd(),
 	)
 	return root
 }
