@@ -116,10 +116,37 @@ var supportedKinds = func() string {
 // A document with any error yields no object; the others are still returned,
 // so one bad document does not hide the rest.
 func Decode(source string, data []byte) ([]Decoded, []SourceError) {
+	docs, splitErrs := SplitDocuments(source, data)
 	var (
 		objs []Decoded
 		errs []SourceError
 	)
+	for _, d := range docs {
+		o, e := DecodeDocument(source, d)
+		objs = append(objs, o...)
+		errs = append(errs, e...)
+	}
+	return objs, append(errs, splitErrs...)
+}
+
+// Document is one YAML document of a file as Decode splits it. Decoding it
+// depends only on Data, except for the document number and line numbers in
+// error messages: callers may reuse the objects decoded from equal Data
+// wherever the document moved, but not the errors.
+type Document struct {
+	// Number is the 1-based position of the document in the file.
+	Number int
+	// Data are the document's lines verbatim, a leading "---" included.
+	Data []byte
+	// FirstLine is the file line number of Data's first line.
+	FirstLine int
+}
+
+// SplitDocuments splits data, the contents of source, into YAML documents
+// the way Decode does. A bad document separator ends the split: the error
+// names where it went wrong and the rest of the file is not returned.
+func SplitDocuments(source string, data []byte) ([]Document, []SourceError) {
+	var docs []Document
 	lines := splitLines(data)
 	cursor := 0 // index into lines of the first line not yet consumed
 	r := utilyaml.NewYAMLReader(bufio.NewReader(bytes.NewReader(data)))
@@ -135,25 +162,33 @@ func Decode(source string, data []byte) ([]Decoded, []SourceError) {
 			for line <= len(lines) && (!bytes.HasPrefix(lines[line-1], []byte("---")) || isSeparatorLine(lines[line-1])) {
 				line++
 			}
-			errs = append(errs, SourceError{Source: source, Document: doc,
-				Message: fmt.Sprintf("invalid YAML: line %d: %v; a document separator is \"---\", optionally followed by a comment", line, err)})
-			break
+			return docs, []SourceError{{Source: source, Document: doc,
+				Message: fmt.Sprintf("invalid YAML: line %d: %v; a document separator is \"---\", optionally followed by a comment", line, err)}}
 		}
 		// A chunk is a verbatim run of lines (a leading "---" included),
 		// followed by the separator line that ended it.
-		firstLine := cursor + 1
+		docs = append(docs, Document{Number: doc, Data: chunk, FirstLine: cursor + 1})
 		cursor += bytes.Count(chunk, []byte{'\n'}) + 1
-
-		o, e := decodeDocument(chunk, firstLine)
-		for i := range o {
-			objs = append(objs, Decoded{Object: o[i], Source: source, Document: doc})
-		}
-		for i := range e {
-			e[i].Source, e[i].Document = source, doc
-		}
-		errs = append(errs, e...)
 	}
-	return objs, errs
+	return docs, nil
+}
+
+// DecodeDocument decodes one document of source as Decode does: empty
+// documents yield nothing and `kind: List` yields its items. A document with
+// errors yields no object, except the items of a List that decoded.
+func DecodeDocument(source string, d Document) ([]Decoded, []SourceError) {
+	o, e := decodeDocument(d.Data, d.FirstLine)
+	var objs []Decoded
+	if len(o) > 0 {
+		objs = make([]Decoded, len(o))
+		for i := range o {
+			objs[i] = Decoded{Object: o[i], Source: source, Document: d.Number}
+		}
+	}
+	for i := range e {
+		e[i].Source, e[i].Document = source, d.Number
+	}
+	return objs, e
 }
 
 // splitLines mirrors how the YAML reader sees lines (without "\n" or "\r\n")
@@ -481,8 +516,7 @@ func Build(objs []Decoded) *Resources {
 	for _, d := range objs {
 		k := key{d.GetObjectKind().GroupVersionKind().GroupKind(), d.GetNamespace(), d.GetName()}
 		if first, dup := seen[k]; dup {
-			r.Errors = append(r.Errors, SourceError{Source: d.Source, Document: d.Document, Object: d.Ref(),
-				Message: fmt.Sprintf("duplicate object: already defined in %s, which is used; remove one of them", first.Where())})
+			r.Errors = append(r.Errors, DuplicateError(d, first))
 			continue
 		}
 		seen[k] = d
@@ -524,10 +558,23 @@ func Build(objs []Decoded) *Resources {
 		slices.SortStableFunc(meshConfigs, func(a, b Decoded) int { return strings.Compare(a.GetName(), b.GetName()) })
 		r.MeshConfig = meshConfigs[0].Object.(*v1alpha1.MeshConfig)
 		for _, d := range meshConfigs[1:] {
-			r.Errors = append(r.Errors, SourceError{Source: d.Source, Document: d.Document, Object: d.Ref(),
-				Message: fmt.Sprintf("only one MeshConfig is allowed; using %q from %s (first by name) and ignoring this one", meshConfigs[0].GetName(), meshConfigs[0].Where())})
+			r.Errors = append(r.Errors, ExtraMeshConfigError(d, meshConfigs[0]))
 		}
 	}
 	r.Sort()
 	return r
+}
+
+// DuplicateError is Build's error for d, which has the kind, namespace and
+// name of first, seen before it.
+func DuplicateError(d, first Decoded) SourceError {
+	return SourceError{Source: d.Source, Document: d.Document, Object: d.Ref(),
+		Message: fmt.Sprintf("duplicate object: already defined in %s, which is used; remove one of them", first.Where())}
+}
+
+// ExtraMeshConfigError is Build's error for the MeshConfig d, ignored in
+// favour of used.
+func ExtraMeshConfigError(d, used Decoded) SourceError {
+	return SourceError{Source: d.Source, Document: d.Document, Object: d.Ref(),
+		Message: fmt.Sprintf("only one MeshConfig is allowed; using %q from %s (first by name) and ignoring this one", used.GetName(), used.Where())}
 }

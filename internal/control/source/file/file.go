@@ -25,6 +25,7 @@ import (
 	"github.com/fsnotify/fsnotify"
 	"k8s.io/apimachinery/pkg/runtime/schema"
 
+	"github.com/ambitmesh/ambit/api/v1alpha1"
 	"github.com/ambitmesh/ambit/internal/control/resources"
 )
 
@@ -160,15 +161,39 @@ func (s *Source) Run(ctx context.Context, emit func(*resources.Resources)) error
 	}
 }
 
+// docEntry is what one YAML document decoded to, shared by every version
+// of its file (and every position in it) that has the same document bytes.
+type docEntry struct {
+	objs  []resources.Object
+	keys  []objKey
+	specs [][sha256.Size]byte // spec hash of each object
+	// shared says objs[i] was handed out in a snapshot and must not be
+	// modified any more; until then its generation is set in place.
+	shared []bool
+}
+
+// fileObj is one object of a file version: which decoded object, and where.
+type fileObj struct {
+	entry *docEntry
+	i     int
+	doc   int // 1-based document number in the file
+}
+
+func (f fileObj) key() objKey              { return f.entry.keys[f.i] }
+func (f fileObj) object() resources.Object { return f.entry.objs[f.i] }
+
 // fileState is what the source knows about one file.
 type fileState struct {
 	hash [sha256.Size]byte
 	read bool // hash is valid
-	// good are the objects of the last version that decoded without errors,
-	// with generations assigned; nil if there never was one.
-	good     []resources.Decoded
-	specs    [][sha256.Size]byte // spec hash of each good object
+	// good are the objects of the last version that decoded without errors;
+	// nil if there never was one.
+	good     []fileObj
 	everGood bool
+	// docs are the documents of the current version that decoded without
+	// errors, by hash of their bytes: a new version decodes only the
+	// documents that are not here.
+	docs map[[sha256.Size]byte]*docEntry
 	// errs are the problems of the current version; empty when good is current.
 	errs []resources.SourceError
 }
@@ -178,9 +203,25 @@ type objKey struct {
 	ns, name string
 }
 
+var meshConfigKind = schema.GroupKind{Group: v1alpha1.GroupVersion.Group, Kind: "MeshConfig"}
+
 type generation struct {
 	gen  int64
 	spec [sha256.Size]byte
+}
+
+// owner is a file object with the key of an objKey; the first owner in
+// path, then document order is the one in force.
+type owner struct {
+	path string
+	obj  fileObj
+}
+
+// winner is the object of a key in the last snapshot.
+type winner struct {
+	obj  resources.Object
+	path string
+	doc  int
 }
 
 type state struct {
@@ -192,6 +233,20 @@ type state struct {
 	gens    map[objKey]generation
 	// lastChanged says whether the last rescan changed anything a snapshot shows.
 	lastChanged bool
+
+	// The last snapshot, and what it was built from, so that the next one
+	// only looks at the files whose good objects changed since (dirty).
+	prev       *resources.Resources
+	dirty      map[string]bool
+	registered map[string][]fileObj // each path's objects in owners
+	owners     map[objKey][]owner   // sorted by path, then position
+	winners    map[objKey]winner
+	dupErrs    map[objKey][]resources.SourceError
+	meshKeys   map[objKey]bool // MeshConfig keys with a winner
+
+	meshErrs []resources.SourceError
+
+	decodes int // documents decoded so far, for tests
 }
 
 func newState(root string) *state {
@@ -200,6 +255,13 @@ func newState(root string) *state {
 		watched: map[string]bool{},
 		files:   map[string]*fileState{},
 		gens:    map[objKey]generation{},
+
+		dirty:      map[string]bool{},
+		registered: map[string][]fileObj{},
+		owners:     map[objKey][]owner{},
+		winners:    map[objKey]winner{},
+		dupErrs:    map[objKey][]resources.SourceError{},
+		meshKeys:   map[objKey]bool{},
 	}
 }
 
@@ -306,6 +368,7 @@ func (st *state) rescan() (newDirs bool, err error) {
 			continue
 		}
 		delete(st.files, p)
+		st.dirty[p] = true
 		st.lastChanged = true
 	}
 	return newDirs, nil
@@ -335,13 +398,10 @@ func (st *state) update(path string) bool {
 	}
 	fst.hash, fst.read = h, true
 
-	objs, errs := resources.Decode(path, data)
+	objs, errs := st.decode(fst, path, data)
 	if len(errs) == 0 {
 		fst.good, fst.everGood, fst.errs = objs, true, nil
-		fst.specs = make([][sha256.Size]byte, len(objs))
-		for i, o := range objs {
-			fst.specs[i] = specHash(o.Object)
-		}
+		st.dirty[path] = true
 		return true
 	}
 	note := "file not applied until its errors are fixed"
@@ -354,51 +414,209 @@ func (st *state) update(path string) bool {
 	return changed
 }
 
-// snapshot builds Resources from every file's good objects, in path order so
-// that "first one wins" on duplicates is stable, and assigns generations.
-func (st *state) snapshot() *resources.Resources {
-	paths := make([]string, 0, len(st.files))
-	for p := range st.files {
-		paths = append(paths, p)
-	}
-	slices.Sort(paths)
-
+// decode is resources.Decode with the file's documents cache: a document
+// whose bytes the previous version had as well reuses what it decoded to,
+// wherever it moved. Documents with errors are not cached (their messages
+// hold document and line numbers, and they are rare): they are decoded again.
+func (st *state) decode(fst *fileState, path string, data []byte) ([]fileObj, []resources.SourceError) {
+	docs, splitErrs := resources.SplitDocuments(path, data)
 	var (
-		objs []resources.Decoded
-		errs = append([]resources.SourceError(nil), st.walkErr...)
-		seen = map[objKey]bool{}
+		objs  []fileObj
+		errs  []resources.SourceError
+		cache = make(map[[sha256.Size]byte]*docEntry, len(docs))
 	)
-	for _, p := range paths {
-		fst := st.files[p]
-		errs = append(errs, fst.errs...)
-		for i := range fst.good {
-			o := fst.good[i]
-			k := objKey{o.GetObjectKind().GroupVersionKind().GroupKind(), o.GetNamespace(), o.GetName()}
-			if !seen[k] {
-				// Only the object that will win a duplicate owns the generation.
-				seen[k] = true
-				fst.good[i].Object = st.assignGeneration(k, o.Object, fst.specs[i])
+	for _, d := range docs {
+		h := sha256.Sum256(d.Data)
+		e := cache[h]
+		if e == nil {
+			e = fst.docs[h]
+		}
+		if e == nil {
+			st.decodes++
+			decoded, derrs := resources.DecodeDocument(path, d)
+			if len(derrs) > 0 {
+				errs = append(errs, derrs...)
+				continue
 			}
-			objs = append(objs, fst.good[i])
+			e = &docEntry{
+				objs:   make([]resources.Object, len(decoded)),
+				keys:   make([]objKey, len(decoded)),
+				specs:  make([][sha256.Size]byte, len(decoded)),
+				shared: make([]bool, len(decoded)),
+			}
+			for i, o := range decoded {
+				e.objs[i] = o.Object
+				e.keys[i] = keyOf(o.Object)
+				e.specs[i] = specHash(o.Object)
+			}
+		}
+		cache[h] = e
+		for i := range e.objs {
+			objs = append(objs, fileObj{entry: e, i: i, doc: d.Number})
 		}
 	}
-	for k := range st.gens {
-		if !seen[k] {
+	fst.docs = cache
+	return objs, append(errs, splitErrs...)
+}
+
+func keyOf(o resources.Object) objKey {
+	return objKey{o.GetObjectKind().GroupVersionKind().GroupKind(), o.GetNamespace(), o.GetName()}
+}
+
+// snapshot returns the configuration now in force: of several objects with
+// the same kind and name, the first in path, then document order wins and
+// owns the generation. It patches the previous snapshot with the keys of the
+// files that changed since, so an edit costs what it changed, not the mesh.
+func (st *state) snapshot() *resources.Resources {
+	affected := map[objKey]bool{}
+	for p := range st.dirty {
+		for _, o := range st.registered[p] {
+			k := o.key()
+			affected[k] = true
+			st.owners[k] = slices.DeleteFunc(st.owners[k], func(w owner) bool { return w.path == p })
+		}
+		var good []fileObj
+		if fst := st.files[p]; fst != nil {
+			good = fst.good
+		}
+		for _, o := range good {
+			k := o.key()
+			affected[k] = true
+			ws := st.owners[k]
+			i, _ := slices.BinarySearchFunc(ws, p, func(w owner, p string) int { return strings.Compare(w.path, p) })
+			for i < len(ws) && ws[i].path == p {
+				i++ // after this file's earlier objects of the same key
+			}
+			st.owners[k] = slices.Insert(ws, i, owner{path: p, obj: o})
+		}
+		if good == nil {
+			delete(st.registered, p)
+		} else {
+			st.registered[p] = good
+		}
+	}
+	clear(st.dirty)
+
+	var put, remove []resources.Object
+	meshChanged := false
+	for k := range affected {
+		if k.gk == meshConfigKind {
+			meshChanged = true
+		}
+		ws := st.owners[k]
+		prev, had := st.winners[k]
+		if len(ws) == 0 {
 			// Gone: a later object of that name starts again at 1, as after
 			// a delete and create in the API server.
+			delete(st.owners, k)
 			delete(st.gens, k)
+			delete(st.winners, k)
+			delete(st.dupErrs, k)
+			delete(st.meshKeys, k)
+			if had && k.gk != meshConfigKind {
+				remove = append(remove, prev.obj)
+			}
+			continue
 		}
+		first := ws[0]
+		o := st.assignGeneration(k, first.obj)
+		st.winners[k] = winner{obj: o, path: first.path, doc: first.obj.doc}
+		if k.gk == meshConfigKind {
+			st.meshKeys[k] = true
+		} else if !had || prev.obj != o {
+			put = append(put, o)
+		}
+		if len(ws) == 1 {
+			delete(st.dupErrs, k)
+			continue
+		}
+		firstD := resources.Decoded{Object: o, Source: first.path, Document: first.obj.doc}
+		errs := make([]resources.SourceError, 0, len(ws)-1)
+		for _, w := range ws[1:] {
+			errs = append(errs, resources.DuplicateError(resources.Decoded{Object: w.obj.object(), Source: w.path, Document: w.obj.doc}, firstD))
+		}
+		st.dupErrs[k] = errs
 	}
-	r := resources.Build(objs)
-	r.Errors = append(r.Errors, errs...)
-	r.Sort()
+
+	prev := st.prev
+	if prev == nil {
+		prev = &resources.Resources{}
+	}
+	r, ok := prev.Update(put, remove)
+	if !ok {
+		// Cannot happen for what the decoder returns; stay correct anyway.
+		r = st.rebuild()
+	}
+	r.MeshConfig = prev.MeshConfig
+	var meshErrs []resources.SourceError
+	if meshChanged || st.prev == nil {
+		r.MeshConfig, meshErrs = st.meshConfig()
+	} else {
+		meshErrs = st.meshErrs
+	}
+	st.meshErrs = meshErrs
+
+	r.Errors = append([]resources.SourceError(nil), st.walkErr...)
+	for _, fst := range st.files {
+		r.Errors = append(r.Errors, fst.errs...)
+	}
+	for _, e := range st.dupErrs {
+		r.Errors = append(r.Errors, e...)
+	}
+	r.Errors = append(r.Errors, meshErrs...)
+	resources.SortErrors(r.Errors)
+	st.prev = r
 	return r
 }
 
-// assignGeneration returns o with the generation it should have: 1 when first
-// seen, one more whenever its spec changes. Objects already handed out in a
-// snapshot are never modified; a copy carries the new generation.
-func (st *state) assignGeneration(k objKey, o resources.Object, spec [sha256.Size]byte) resources.Object {
+// meshConfig picks the MeshConfig in force as resources.Build does: the
+// first by name.
+func (st *state) meshConfig() (*v1alpha1.MeshConfig, []resources.SourceError) {
+	var ds []resources.Decoded
+	for k := range st.meshKeys {
+		w := st.winners[k]
+		ds = append(ds, resources.Decoded{Object: w.obj, Source: w.path, Document: w.doc})
+	}
+	if len(ds) == 0 {
+		return nil, nil
+	}
+	slices.SortFunc(ds, func(a, b resources.Decoded) int { return strings.Compare(a.GetName(), b.GetName()) })
+	var errs []resources.SourceError
+	for _, d := range ds[1:] {
+		errs = append(errs, resources.ExtraMeshConfigError(d, ds[0]))
+	}
+	mc, ok := ds[0].Object.(*v1alpha1.MeshConfig)
+	if !ok {
+		return nil, errs
+	}
+	return mc, errs
+}
+
+// rebuild is the snapshot from scratch with resources.Build, over the
+// objects as they stand (generations assigned). It is what snapshot's
+// patches must be equal to.
+func (st *state) rebuild() *resources.Resources {
+	paths := make([]string, 0, len(st.registered))
+	for p := range st.registered {
+		paths = append(paths, p)
+	}
+	slices.Sort(paths)
+	var objs []resources.Decoded
+	for _, p := range paths {
+		for _, o := range st.registered[p] {
+			objs = append(objs, resources.Decoded{Object: o.object(), Source: p, Document: o.doc})
+		}
+	}
+	return resources.Build(objs)
+}
+
+// assignGeneration returns the object of o with the generation it should
+// have as the winner of k: 1 when first seen, one more whenever its spec
+// changes. Objects already handed out in a snapshot are never modified; a
+// copy carries the new generation and replaces it in the cache.
+func (st *state) assignGeneration(k objKey, o fileObj) resources.Object {
+	e, i := o.entry, o.i
+	spec := e.specs[i]
 	g, ok := st.gens[k]
 	switch {
 	case !ok:
@@ -407,12 +625,16 @@ func (st *state) assignGeneration(k objKey, o resources.Object, spec [sha256.Siz
 		g = generation{gen: g.gen + 1, spec: spec}
 	}
 	st.gens[k] = g
-	if o.GetGeneration() == g.gen {
-		return o
+	obj := e.objs[i]
+	if obj.GetGeneration() != g.gen {
+		if e.shared[i] {
+			obj = obj.DeepCopyObject().(resources.Object)
+		}
+		obj.SetGeneration(g.gen)
+		e.objs[i] = obj
 	}
-	c := o.DeepCopyObject().(resources.Object)
-	c.SetGeneration(g.gen)
-	return c
+	e.shared[i] = true
+	return obj
 }
 
 // specHash hashes everything but metadata and status: what the API server
