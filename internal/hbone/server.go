@@ -1,0 +1,438 @@
+package hbone
+
+import (
+	"context"
+	"crypto/tls"
+	"errors"
+	"fmt"
+	"io"
+	"log/slog"
+	"net"
+	"net/http"
+	"net/netip"
+	"sync"
+	"time"
+
+	"github.com/spiffe/go-spiffe/v2/spiffeid"
+	"golang.org/x/net/http2"
+
+	"github.com/ambitmesh/ambit/internal/identity"
+)
+
+// Errors a Handler returns to choose the answer: ErrNotLocal -> 400,
+// ErrDenied -> 401; any other error (an upstream dial failure) -> 503.
+var (
+	ErrNotLocal = errors.New("hbone: authority is not a local workload")
+	ErrDenied   = errors.New("hbone: denied by policy")
+)
+
+// StatusError is a non-200 HBONE answer: the client's Dial returns it, and a
+// Handler may return one to pick a status explicitly.
+type StatusError struct {
+	Code int
+	Err  error // the cause, when known (server side)
+}
+
+func (e *StatusError) Error() string {
+	if e.Err != nil {
+		return fmt.Sprintf("hbone: status %d %s: %v", e.Code, http.StatusText(e.Code), e.Err)
+	}
+	return fmt.Sprintf("hbone: status %d %s", e.Code, http.StatusText(e.Code))
+}
+
+func (e *StatusError) Unwrap() error { return e.Err }
+
+// StatusFor is the HTTP status the server answers a Handler error with.
+func StatusFor(err error) int {
+	var se *StatusError
+	switch {
+	case err == nil:
+		return http.StatusOK
+	case errors.As(err, &se):
+		return se.Code
+	case errors.Is(err, ErrNotLocal):
+		return http.StatusBadRequest
+	case errors.Is(err, ErrDenied):
+		return http.StatusUnauthorized
+	}
+	return http.StatusServiceUnavailable
+}
+
+// Request is one CONNECT stream as the Handler sees it, after mTLS and the
+// method/authority checks.
+type Request struct {
+	Peer       spiffeid.ID    // verified client identity (URI SAN of its certificate)
+	LocalAddr  netip.AddrPort // outer TCP connection's local address (the original destination under TPROXY)
+	RemoteAddr netip.AddrPort // outer TCP connection's peer (the source node or waypoint)
+	Authority  netip.AddrPort // :authority, the original destination ip:port
+
+	// Parsed request headers; the zero value when the header was absent or
+	// malformed (the raw values stay in Header).
+	Forwarded Forwarded
+	Baggage   Baggage
+	// TraceParent is the client's, or a fresh one when it sent none or a
+	// malformed one, so every stream can be logged with a trace id.
+	TraceParent TraceParent
+	Header      http.Header
+}
+
+// Handler decides a CONNECT stream: it returns the upstream connection
+// (already connected: the server answers 200 only after Handler returns it)
+// or an error that picks the status (see StatusFor). The server owns the
+// returned upstream and closes it. When it implements CloseWrite (as
+// *net.TCPConn does), the client's END_STREAM half-closes it.
+type Handler interface {
+	ServeHBONE(ctx context.Context, req *Request) (io.ReadWriteCloser, error)
+}
+
+// HandlerFunc adapts a function to Handler.
+type HandlerFunc func(ctx context.Context, req *Request) (io.ReadWriteCloser, error)
+
+// ServeHBONE calls f.
+func (f HandlerFunc) ServeHBONE(ctx context.Context, req *Request) (io.ReadWriteCloser, error) {
+	return f(ctx, req)
+}
+
+// ServerConfig configures a Server. Zero durations and sizes take the
+// defaults given per field.
+type ServerConfig struct {
+	Source identity.Source  // local certificates (required)
+	Bundle *identity.Bundle // trust bundle clients must chain to (required)
+	// Identity picks the certificate per connection (see
+	// identity.ServerOptions.Identity): a node proxy presents the identity
+	// of the destination workload found from hello.Conn.LocalAddr().
+	Identity func(hello *tls.ClientHelloInfo) (spiffeid.ID, error) // required
+	Handler  Handler                                               // required
+	Logger   *slog.Logger                                          // default slog.Default()
+
+	HandshakeTimeout     time.Duration // TLS handshake limit; default 10s
+	MaxConcurrentStreams uint32        // advertised SETTINGS_MAX_CONCURRENT_STREAMS; default 200 (ztunnel's)
+	StreamWindow         int32         // receive window per stream; default 4 MiB
+	ConnWindow           int32         // receive window per connection; default 16 MiB
+	MaxFrameSize         uint32        // largest frame accepted; default 1 MiB
+	// PingInterval: with no frame read for this long the server pings and
+	// closes the connection when no answer comes within PingTimeout.
+	// Defaults 30s and 15s.
+	PingInterval, PingTimeout time.Duration
+}
+
+func (c ServerConfig) withDefaults() ServerConfig {
+	if c.Logger == nil {
+		c.Logger = slog.Default()
+	}
+	def := func(v *time.Duration, d time.Duration) {
+		if *v <= 0 {
+			*v = d
+		}
+	}
+	def(&c.HandshakeTimeout, 10*time.Second)
+	def(&c.PingInterval, 30*time.Second)
+	def(&c.PingTimeout, 15*time.Second)
+	if c.MaxConcurrentStreams == 0 {
+		c.MaxConcurrentStreams = 200
+	}
+	if c.StreamWindow <= 0 {
+		c.StreamWindow = DefaultStreamWindow
+	}
+	if c.ConnWindow <= 0 {
+		c.ConnWindow = DefaultConnWindow
+	}
+	if c.MaxFrameSize == 0 {
+		c.MaxFrameSize = DefaultMaxFrameSize
+	}
+	return c
+}
+
+// Istio's HTTP/2 sizes (ztunnel's window_size, connection_window_size,
+// frame_size): big enough that one bulk stream is not flow-control bound.
+const (
+	DefaultStreamWindow = 4 << 20
+	DefaultConnWindow   = 16 << 20
+	DefaultMaxFrameSize = 1 << 20
+)
+
+// Server terminates HBONE: mTLS, HTTP/2, CONNECT.
+type Server struct {
+	cfg  ServerConfig
+	tls  *tls.Config
+	h2   *http2.Server
+	base *http.Server
+	log  *slog.Logger
+
+	mu    sync.Mutex
+	conns map[net.Conn]struct{}
+	wg    sync.WaitGroup // connections and stream handlers
+}
+
+// NewServer checks cfg and builds the TLS and HTTP/2 configuration; it does
+// no I/O.
+func NewServer(cfg ServerConfig) (*Server, error) {
+	if cfg.Handler == nil {
+		return nil, errors.New("hbone: ServerConfig.Handler is required")
+	}
+	cfg = cfg.withDefaults()
+	tlsCfg, err := identity.ServerConfig(cfg.Source, cfg.Bundle, identity.ServerOptions{
+		Identity:   cfg.Identity,
+		NextProtos: []string{"h2"},
+	})
+	if err != nil {
+		return nil, fmt.Errorf("hbone: server: %w", err)
+	}
+	return &Server{
+		cfg: cfg,
+		tls: tlsCfg,
+		h2: &http2.Server{
+			MaxConcurrentStreams:         cfg.MaxConcurrentStreams,
+			MaxUploadBufferPerStream:     cfg.StreamWindow,
+			MaxUploadBufferPerConnection: cfg.ConnWindow,
+			MaxReadFrameSize:             cfg.MaxFrameSize,
+			ReadIdleTimeout:              cfg.PingInterval,
+			PingTimeout:                  cfg.PingTimeout,
+		},
+		// Only carries settings to http2.ServeConn; never serves itself.
+		base:  &http.Server{},
+		log:   cfg.Logger,
+		conns: make(map[net.Conn]struct{}),
+	}, nil
+}
+
+// Serve accepts connections on lis until ctx is cancelled or lis fails; then
+// it closes lis and every connection and returns once all their goroutines
+// have ended. It returns nil after cancellation.
+func (s *Server) Serve(ctx context.Context, lis net.Listener) error {
+	stop := context.AfterFunc(ctx, func() { _ = lis.Close() })
+	defer stop()
+	var err error
+	for {
+		var c net.Conn
+		c, err = lis.Accept()
+		if err != nil {
+			var ne net.Error
+			if errors.As(err, &ne) && ne.Timeout() && ctx.Err() == nil {
+				continue
+			}
+			break
+		}
+		s.wg.Add(1)
+		go func() {
+			defer s.wg.Done()
+			s.ServeConn(ctx, c)
+		}()
+	}
+	_ = lis.Close()
+	if ctx.Err() == nil {
+		// The listener failed on its own: still stop everything it served.
+		s.closeAll()
+		s.wg.Wait()
+		return fmt.Errorf("hbone: accept on %s: %w", lis.Addr(), err)
+	}
+	s.closeAll()
+	s.wg.Wait()
+	return nil
+}
+
+func (s *Server) closeAll() {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	for c := range s.conns {
+		_ = c.Close()
+	}
+}
+
+func (s *Server) track(c net.Conn) bool {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	if s.conns == nil {
+		return false
+	}
+	s.conns[c] = struct{}{}
+	return true
+}
+
+func (s *Server) untrack(c net.Conn) {
+	s.mu.Lock()
+	delete(s.conns, c)
+	s.mu.Unlock()
+}
+
+// ServeConn serves one accepted TCP connection (for callers running their
+// own accept loop, e.g. one listener per pod network namespace) until the
+// peer or ctx ends it. A connection that fails the TLS handshake, the
+// client certificate checks or ALPN is closed with one log line.
+func (s *Server) ServeConn(ctx context.Context, raw net.Conn) {
+	defer raw.Close()
+	if !s.track(raw) {
+		return
+	}
+	defer s.untrack(raw)
+	stop := context.AfterFunc(ctx, func() { _ = raw.Close() })
+	defer stop()
+
+	remote, _ := netip.ParseAddrPort(raw.RemoteAddr().String())
+	local, _ := netip.ParseAddrPort(raw.LocalAddr().String())
+	tc := tls.Server(raw, s.tls)
+	_ = raw.SetDeadline(time.Now().Add(s.cfg.HandshakeTimeout))
+	hctx, cancel := context.WithTimeout(ctx, s.cfg.HandshakeTimeout)
+	err := tc.HandshakeContext(hctx)
+	cancel()
+	if err == nil {
+		err = raw.SetDeadline(time.Time{})
+	}
+	var peer spiffeid.ID
+	if err == nil {
+		cs := tc.ConnectionState()
+		if cs.NegotiatedProtocol != "h2" {
+			err = fmt.Errorf("client negotiated ALPN %q; want \"h2\"", cs.NegotiatedProtocol)
+		} else {
+			peer, err = identity.PeerID(cs)
+		}
+	}
+	if err != nil {
+		if ctx.Err() == nil {
+			s.log.Warn("hbone: connection refused", "remote", remote.String(), "local", local.String(), "reason", err.Error())
+		}
+		return
+	}
+	h := http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		s.wg.Add(1)
+		defer s.wg.Done()
+		s.serveStream(w, r, peer, local, remote)
+	})
+	s.h2.ServeConn(tc, &http2.ServeConnOpts{Context: ctx, Handler: h, BaseConfig: s.base})
+}
+
+func (s *Server) refuse(w http.ResponseWriter, code int, peer spiffeid.ID, remote netip.AddrPort, reason string) {
+	s.log.Warn("hbone: stream refused", "peer", peer.String(), "remote", remote.String(), "status", code, "reason", reason)
+	w.WriteHeader(code)
+}
+
+func (s *Server) serveStream(w http.ResponseWriter, r *http.Request, peer spiffeid.ID, local, remote netip.AddrPort) {
+	// x/net answers an extended CONNECT (":protocol") with RST_STREAM unless
+	// extended CONNECT is enabled; if it is, the pseudo-header shows up here.
+	if r.Method != http.MethodConnect || r.Header.Get(":protocol") != "" {
+		s.refuse(w, http.StatusBadRequest, peer, remote, fmt.Sprintf("method %q with protocol %q; want classic CONNECT", r.Method, r.Header.Get(":protocol")))
+		return
+	}
+	authority, err := ParseAuthority(r.Host)
+	if err != nil {
+		s.refuse(w, http.StatusBadRequest, peer, remote, err.Error())
+		return
+	}
+	req := &Request{
+		Peer:       peer,
+		LocalAddr:  local,
+		RemoteAddr: remote,
+		Authority:  authority,
+		Header:     r.Header,
+	}
+	if v := r.Header.Get(HeaderForwarded); v != "" {
+		req.Forwarded, _ = ParseForwarded(v)
+	}
+	if vs := r.Header.Values(HeaderBaggage); len(vs) > 0 {
+		req.Baggage, _ = ParseBaggage(vs...)
+	}
+	if tp, err := ParseTraceParent(r.Header.Get(HeaderTraceParent)); err == nil {
+		req.TraceParent = tp
+	} else {
+		req.TraceParent = NewTraceParent()
+	}
+
+	up, err := s.cfg.Handler.ServeHBONE(r.Context(), req)
+	if err != nil {
+		code := StatusFor(err)
+		if code == http.StatusOK {
+			code = http.StatusServiceUnavailable
+		}
+		// The Handler logs its own decisions (access log); this is debug.
+		s.log.Debug("hbone: stream answered", "peer", peer.String(), "authority", authority.String(), "status", code, "reason", err.Error())
+		w.WriteHeader(code)
+		return
+	}
+	if up == nil {
+		w.WriteHeader(http.StatusServiceUnavailable)
+		return
+	}
+	defer up.Close()
+	// A reset stream or a dead connection cancels r.Context(); closing
+	// upstream then unblocks the copy loops below.
+	stop := context.AfterFunc(r.Context(), func() { _ = up.Close() })
+	defer stop()
+
+	w.WriteHeader(http.StatusOK)
+	rc := http.NewResponseController(w)
+	if err := rc.Flush(); err != nil {
+		return
+	}
+
+	// client -> upstream
+	done := make(chan struct{})
+	go func() {
+		defer close(done)
+		bp := getBuf()
+		defer putBuf(bp)
+		if err := copyPlain(up, r.Body, *bp); err == nil {
+			if cw, ok := up.(interface{ CloseWrite() error }); ok {
+				_ = cw.CloseWrite()
+				return
+			}
+		}
+		_ = up.Close()
+	}()
+
+	// upstream -> client; flushing every chunk keeps request/response
+	// latency low (x/net holds writes under 4 KiB in a buffer otherwise).
+	bp := getBuf()
+	buf := *bp
+	for {
+		n, rerr := up.Read(buf)
+		if n > 0 {
+			if _, werr := w.Write(buf[:n]); werr != nil {
+				break
+			}
+			if rc.Flush() != nil {
+				break
+			}
+		}
+		if rerr != nil {
+			break
+		}
+	}
+	putBuf(bp)
+	// Upstream finished (or the stream died). Returning ends the response
+	// with END_STREAM; x/net then resets the request side (it cannot keep
+	// reading after the handler), so whatever the client still sends is
+	// dropped, as when a TCP server closes its socket.
+	_ = r.Body.Close()
+	_ = up.Close()
+	<-done
+}
+
+// copyPlain copies until src's EOF (nil) or an error, with buf only:
+// io.CopyBuffer would let *net.TCPConn.ReadFrom take over and allocate its
+// own buffer for a non-file source.
+func copyPlain(dst io.Writer, src io.Reader, buf []byte) error {
+	for {
+		n, rerr := src.Read(buf)
+		if n > 0 {
+			if _, werr := dst.Write(buf[:n]); werr != nil {
+				return werr
+			}
+		}
+		if rerr == io.EOF {
+			return nil
+		}
+		if rerr != nil {
+			return rerr
+		}
+	}
+}
+
+// copyBufSize is the relay buffer (two per proxied stream, pooled): large
+// enough that bulk transfers move in few DATA frames, small enough that
+// thousands of mostly idle streams stay cheap.
+const copyBufSize = 64 << 10
+
+var bufPool = sync.Pool{New: func() any { b := make([]byte, copyBufSize); return &b }}
+
+func getBuf() *[]byte  { return bufPool.Get().(*[]byte) }
+func putBuf(b *[]byte) { bufPool.Put(b) }
