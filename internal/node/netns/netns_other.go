@@ -1,0 +1,30 @@
+//go:build !linux
+
+package netns
+
+import (
+	"context"
+	"net"
+	"net/netip"
+)
+
+// Do is unsupported outside Linux.
+func Do(nsPath string, fn func() error) error { return ErrUnsupported }
+
+// Listen is unsupported outside Linux.
+func Listen(ctx context.Context, nsPath, network, addr string, opts ListenOptions) (net.Listener, error) {
+	return nil, ErrUnsupported
+}
+
+// ListenPacket is unsupported outside Linux.
+func ListenPacket(ctx context.Context, nsPath, network, addr string, opts ListenOptions) (net.PacketConn, error) {
+	return nil, ErrUnsupported
+}
+
+// DialContext is unsupported outside Linux.
+func (d *Dialer) DialContext(ctx context.Context, network, addr string) (net.Conn, error) {
+	return nil, ErrUnsupported
+}
+
+// OriginalDst is unsupported outside Linux.
+func OriginalDst(c net.Conn) (netip.AddrPort, error) { return netip.AddrPort{}, ErrUnsupported }
