@@ -709,3 +709,43 @@ func TestShutdownClosesWebSockets(t *testing.T) {
 		t.Error("websocket still open after shutdown")
 	}
 }
+
+// BenchmarkHTTP1KB is the echo's own cost per keep-alive request with a 1 KB
+// body (the shape of the proxy benchmarks), over loopback.
+func BenchmarkHTTP1KB(b *testing.B) {
+	for _, proto := range []string{"http1", "h2c"} {
+		b.Run(proto, func(b *testing.B) {
+			s := New(Options{HTTPAddress: "127.0.0.1:0"})
+			ctx, cancel := context.WithCancel(context.Background())
+			done := make(chan error, 1)
+			go func() { done <- s.Run(ctx) }()
+			<-s.Ready()
+			tr := &http.Transport{MaxIdleConnsPerHost: 64, Protocols: new(http.Protocols)}
+			if proto == "h2c" {
+				tr.Protocols.SetUnencryptedHTTP2(true)
+			} else {
+				tr.Protocols.SetHTTP1(true)
+			}
+			hc := &http.Client{Transport: tr}
+			url := "http://" + s.HTTPAddr().String() + "/?size=1024"
+			b.ResetTimer()
+			b.RunParallel(func(pb *testing.PB) {
+				for pb.Next() {
+					resp, err := hc.Get(url)
+					if err != nil {
+						b.Error(err)
+						return
+					}
+					_, _ = io.Copy(io.Discard, resp.Body)
+					resp.Body.Close()
+				}
+			})
+			b.StopTimer()
+			tr.CloseIdleConnections()
+			cancel()
+			if err := <-done; err != nil {
+				b.Error(err)
+			}
+		})
+	}
+}
