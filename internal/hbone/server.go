@@ -275,14 +275,20 @@ func (s *Server) ServeConn(ctx context.Context, raw net.Conn) {
 	hctx, cancel := context.WithTimeout(ctx, s.cfg.HandshakeTimeout)
 	err := tc.HandshakeContext(hctx)
 	cancel()
-	if err == nil {
+	switch {
+	case err == nil:
 		err = raw.SetDeadline(time.Time{})
+	case errors.Is(err, context.DeadlineExceeded) || isTimeout(err):
+		err = fmt.Errorf("TLS handshake timeout: not completed within %v", s.cfg.HandshakeTimeout)
+	default:
+		err = fmt.Errorf("TLS handshake: %w", err)
 	}
 	var peer spiffeid.ID
 	if err == nil {
 		cs := tc.ConnectionState()
 		if cs.NegotiatedProtocol != "h2" {
-			err = fmt.Errorf("client negotiated ALPN %q; want \"h2\"", cs.NegotiatedProtocol)
+			// Go lets a client offering only http/1.1 through without ALPN.
+			err = fmt.Errorf("ALPN: client negotiated %q; want \"h2\"", cs.NegotiatedProtocol)
 		} else {
 			peer, err = identity.PeerID(cs)
 		}
@@ -405,6 +411,11 @@ func (s *Server) serveStream(w http.ResponseWriter, r *http.Request, peer spiffe
 	_ = r.Body.Close()
 	_ = up.Close()
 	<-done
+}
+
+func isTimeout(err error) bool {
+	var ne net.Error
+	return errors.As(err, &ne) && ne.Timeout()
 }
 
 // copyPlain copies until src's EOF (nil) or an error, with buf only:
