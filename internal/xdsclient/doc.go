@@ -7,7 +7,9 @@
 // Guarantees:
 //
 //   - Readers never see a half-applied or invalid configuration. Each
-//     DeltaDiscoveryResponse is applied to a copy of the current snapshot; the
+//     DeltaDiscoveryResponse is applied to a new candidate snapshot that
+//     shares everything unchanged with the current one (the resources of a
+//     type are a persistent map, so a delta costs O(delta * log n)); the
 //     candidate is unpacked and validated (Config.Validate) as a whole and is
 //     either swapped in atomically and ACKed, or NACKed with the error message in
 //     error_detail while the previous snapshot stays in force untouched.

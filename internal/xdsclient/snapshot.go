@@ -12,6 +12,8 @@ import (
 	"google.golang.org/protobuf/proto"
 	"google.golang.org/protobuf/reflect/protoregistry"
 	"google.golang.org/protobuf/types/known/anypb"
+
+	"github.com/ambitmesh/ambit/internal/xdsclient/internal/pmap"
 )
 
 // typeURLPrefix is the prefix every ambit (and Envoy) resource type URL uses.
@@ -29,10 +31,13 @@ type Resource struct {
 }
 
 // typeState is the content of one type URL. Snapshots share typeStates for
-// types a response did not touch, so applying a delta copies only one map.
+// types a response did not touch, and the resources of a touched type are a
+// persistent map: the next snapshot copies only the trie nodes on the paths
+// to the changed names (a few per name) and shares the rest with the current
+// one, so applying a delta costs O(delta * log n), not O(n).
 type typeState struct {
 	synced    bool // at least one response for this type was accepted
-	resources map[string]Resource
+	resources pmap.Map[Resource]
 }
 
 // Snapshot is an immutable view of everything the client holds. Nothing in it
@@ -45,7 +50,7 @@ type Snapshot struct {
 func newEmptySnapshot(typeURLs []string) *Snapshot {
 	s := &Snapshot{types: make(map[string]*typeState, len(typeURLs))}
 	for _, t := range typeURLs {
-		s.types[t] = &typeState{resources: map[string]Resource{}}
+		s.types[t] = &typeState{}
 	}
 	return s
 }
@@ -77,7 +82,7 @@ func (s *Snapshot) TypeSynced(typeURL string) bool {
 // Len is the number of resources of typeURL.
 func (s *Snapshot) Len(typeURL string) int {
 	if ts := s.types[typeURL]; ts != nil {
-		return len(ts.resources)
+		return ts.resources.Len()
 	}
 	return 0
 }
@@ -88,8 +93,7 @@ func (s *Snapshot) Get(typeURL, name string) (Resource, bool) {
 	if ts == nil {
 		return Resource{}, false
 	}
-	r, ok := ts.resources[name]
-	return r, ok
+	return ts.resources.Get(name)
 }
 
 // Names returns the names of the resources of typeURL, sorted.
@@ -98,7 +102,7 @@ func (s *Snapshot) Names(typeURL string) []string {
 	if ts == nil {
 		return nil
 	}
-	return slices.Sorted(maps.Keys(ts.resources))
+	return slices.Sorted(ts.resources.Keys())
 }
 
 // All iterates over the resources of typeURL in no particular order (sorting
@@ -109,7 +113,7 @@ func (s *Snapshot) All(typeURL string) iter.Seq2[string, Resource] {
 		if ts == nil {
 			return
 		}
-		for name, r := range ts.resources {
+		for name, r := range ts.resources.All() {
 			if !yield(name, r) {
 				return
 			}
@@ -123,8 +127,8 @@ func (s *Snapshot) Versions(typeURL string) map[string]string {
 	if ts == nil {
 		return nil
 	}
-	out := make(map[string]string, len(ts.resources))
-	for name, r := range ts.resources {
+	out := make(map[string]string, ts.resources.Len())
+	for name, r := range ts.resources.All() {
 		out[name] = r.Version
 	}
 	return out
@@ -177,9 +181,10 @@ func applyDelta(cur *Snapshot, resp *discovery.DeltaDiscoveryResponse, validate 
 			typeURL, strings.Join(cur.TypeURLs(), ", "))
 	}
 
-	next := &typeState{synced: true, resources: maps.Clone(old.resources)}
+	// The builder never modifies old.resources: a NACK below simply drops it.
+	next := old.resources.Builder()
 	for _, name := range resp.GetRemovedResources() {
-		delete(next.resources, name)
+		next.Delete(name)
 	}
 
 	var errs []error
@@ -208,14 +213,14 @@ func applyDelta(cur *Snapshot, resp *discovery.DeltaDiscoveryResponse, validate 
 			errs = append(errs, fmt.Errorf("resource %q: unpack %s: %w", name, typeURL, err))
 			continue
 		}
-		next.resources[name] = Resource{Name: name, Version: r.GetVersion(), Message: msg}
+		next.Set(name, Resource{Name: name, Version: r.GetVersion(), Message: msg})
 	}
 	if len(errs) > 0 {
 		return nil, joinBounded("xdsclient: rejected "+typeURL+" (nonce "+resp.GetNonce()+")", errs)
 	}
 
 	cand := &Snapshot{generation: cur.generation + 1, types: maps.Clone(cur.types)}
-	cand.types[typeURL] = next
+	cand.types[typeURL] = &typeState{synced: true, resources: next.Map()}
 	if validate != nil {
 		if err := safeValidate(validate, cand); err != nil {
 			return nil, fmt.Errorf("xdsclient: rejected %s (nonce %s): validate: %w", typeURL, resp.GetNonce(), err)

@@ -1,7 +1,11 @@
 package xdsclient
 
 import (
+	"errors"
 	"fmt"
+	"maps"
+	"math/rand/v2"
+	"slices"
 	"strings"
 	"testing"
 
@@ -244,5 +248,92 @@ func TestSnapshotAccessors(t *testing.T) {
 	}
 	if TypeURLOf[*wrapperspb.StringValue]() != "type.googleapis.com/google.protobuf.StringValue" {
 		t.Errorf("TypeURLOf = %q", TypeURLOf[*wrapperspb.StringValue]())
+	}
+}
+
+// TestApplyDeltaSequence applies a long random sequence of deltas to a
+// snapshot of a few thousand resources, with some responses NACKed after
+// part of them was applied to the candidate (a bad payload at the end, or
+// Validate refusing), and checks after every step that each snapshot taken
+// so far still holds exactly what it held when it was current: candidates
+// share structure with their parents, so this is what keeps them immutable.
+func TestApplyDeltaSequence(t *testing.T) {
+	rng := rand.New(rand.NewPCG(7, 11))
+	type held struct {
+		s    *Snapshot
+		want map[string]string // name -> version
+	}
+	cur := newEmptySnapshot([]string{strURL, intURL})
+	want := map[string]string{}
+	var history []held
+	const names = 2000
+	name := func() string { return fmt.Sprintf("ns-%02d/wl-%04d", rng.IntN(20), rng.IntN(names/20)) }
+	errRefused := errors.New("refused by the test")
+
+	for step := range 200 {
+		resp := &discovery.DeltaDiscoveryResponse{TypeUrl: strURL, Nonce: fmt.Sprint(step)}
+		next := maps.Clone(want)
+		size := 1 + rng.IntN(5)
+		if step == 0 {
+			size = names // the initial push
+		}
+		seen := map[string]bool{}
+		for range size {
+			n := name()
+			if seen[n] {
+				continue
+			}
+			seen[n] = true
+			if step > 0 && rng.IntN(4) == 0 {
+				resp.RemovedResources = append(resp.RemovedResources, n)
+				delete(next, n)
+				continue
+			}
+			v := fmt.Sprintf("%d-%s", step, n)
+			resp.Resources = append(resp.Resources, res(t, n, v, wrapperspb.String(v)))
+			next[n] = v
+		}
+		var validate func(*Snapshot) error
+		nack := step > 0 && rng.IntN(5) == 0
+		if nack {
+			if rng.IntN(2) == 0 {
+				resp.Resources = append(resp.Resources, &discovery.Resource{Name: "bad", Resource: mustAny(t, wrapperspb.Int64(1))})
+			} else {
+				validate = func(*Snapshot) error { return errRefused }
+			}
+		}
+
+		got, err := applyDelta(cur, resp, validate)
+		switch {
+		case nack && err == nil:
+			t.Fatalf("step %d: applyDelta accepted a response it should have refused", step)
+		case !nack && err != nil:
+			t.Fatalf("step %d: applyDelta: %v", step, err)
+		case !nack:
+			cur, want = got, next
+			history = append(history, held{cur, want})
+		}
+
+		if step%25 != 24 { // comparing every held snapshot is O(history * size)
+			continue
+		}
+		for i, h := range history {
+			if diff := cmp.Diff(h.want, h.s.Versions(strURL)); diff != "" {
+				t.Fatalf("step %d: snapshot %d (generation %d) changed (-held +now):\n%s", step, i, h.s.Generation(), diff)
+			}
+		}
+	}
+
+	if diff := cmp.Diff(slices.Sorted(maps.Keys(want)), cur.Names(strURL)); diff != "" {
+		t.Errorf("Names (-want +got):\n%s", diff)
+	}
+	if cur.Len(strURL) != len(want) {
+		t.Errorf("Len = %d, want %d", cur.Len(strURL), len(want))
+	}
+	for n, v := range want {
+		m, ok := Get[*wrapperspb.StringValue](cur, n)
+		if !ok || m.GetValue() != v {
+			t.Fatalf("Get(%q) = %v, %v; want %q", n, m, ok, v)
+		}
 	}
 }
