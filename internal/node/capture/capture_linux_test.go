@@ -31,15 +31,19 @@ func TestMain(m *testing.M) { goleak.VerifyTestMain(m) }
 
 // Topology of every test (fresh namespaces per test):
 //
-//	[out] veth-pod 10.77.1.1/24 ====== eth0 10.77.1.2/24 [pod]   default route via 10.77.1.1
-//	      lo 10.77.2.1/32 ("a remote service": real servers on :80 and :53)
+//	[out] veth-pod 10.77.1.1/24 ====== eth0 10.77.1.2/24 [pod]   default routes via out
+//	               fd77:1::1/64               fd77:1::2/64
+//	      lo 10.77.2.1/32, fd77:2::1/128 ("a remote service": real servers on :80 and :53)
 //
-// In pod: the app on :80 (unmarked), the fake node proxy on 15001/15006/15008 (opened with
-// netns.Listen, marked, 15006/15008 transparent).
+// In pod: the app on [::]:80 (unmarked), the fake node proxy on [::]:15001/15006/15008 (dual-stack,
+// opened with netns.Listen, marked, 15006/15008 transparent).
 var (
-	outIP    = netip.MustParseAddr("10.77.1.1")
-	podIP    = netip.MustParseAddr("10.77.1.2")
-	remoteIP = netip.MustParseAddr("10.77.2.1")
+	outIP     = netip.MustParseAddr("10.77.1.1")
+	podIP     = netip.MustParseAddr("10.77.1.2")
+	remoteIP  = netip.MustParseAddr("10.77.2.1")
+	outIP6    = netip.MustParseAddr("fd77:1::1")
+	podIP6    = netip.MustParseAddr("fd77:1::2")
+	remoteIP6 = netip.MustParseAddr("fd77:2::1")
 )
 
 // seen is what a server answers: who accepted, and the connection as that server saw it.
@@ -63,6 +67,10 @@ func newLab(t *testing.T) *lab {
 	netnstest.Veth(t, l.out, "veth-pod", netip.PrefixFrom(outIP, 24), l.pod, "eth0", netip.PrefixFrom(podIP, 24))
 	netnstest.Route(t, l.pod, netip.MustParsePrefix("0.0.0.0/0"), outIP)
 	netnstest.Addr(t, l.out, "lo", netip.PrefixFrom(remoteIP, 32))
+	netnstest.Addr(t, l.out, "veth-pod", netip.PrefixFrom(outIP6, 64))
+	netnstest.Addr(t, l.pod, "eth0", netip.PrefixFrom(podIP6, 64))
+	netnstest.Route(t, l.pod, netip.MustParsePrefix("::/0"), outIP6)
+	netnstest.Addr(t, l.out, "lo", netip.PrefixFrom(remoteIP6, 128))
 	t.Cleanup(l.wg.Wait) // registered first, so it runs after every listener is closed
 	return l
 }
@@ -112,11 +120,12 @@ func remoteIPOf(c net.Conn) string {
 func (l *lab) startServers(withProxy bool) {
 	l.serve(l.listen(l.out.Path, remoteIP.String()+":80", netns.ListenOptions{Unmarked: true}), plain("remote"))
 	l.serve(l.listen(l.out.Path, remoteIP.String()+":53", netns.ListenOptions{Unmarked: true}), plain("remote"))
-	l.serve(l.listen(l.pod.Path, "0.0.0.0:80", netns.ListenOptions{Unmarked: true}), plain("app"))
+	l.serve(l.listen(l.out.Path, ap(remoteIP6, 80), netns.ListenOptions{Unmarked: true}), plain("remote"))
+	l.serve(l.listen(l.pod.Path, "[::]:80", netns.ListenOptions{Unmarked: true}), plain("app"))
 	if !withProxy {
 		return
 	}
-	l.serve(l.listen(l.pod.Path, "0.0.0.0:15001", netns.ListenOptions{}), func(c net.Conn) seen {
+	l.serve(l.listen(l.pod.Path, "[::]:15001", netns.ListenOptions{}), func(c net.Conn) seen {
 		s := plain("outbound")(c)
 		orig, err := netns.OriginalDst(c)
 		if err != nil {
@@ -128,7 +137,7 @@ func (l *lab) startServers(withProxy bool) {
 	})
 	// The inbound proxy connects to the app as the original client (transparent source), as the node
 	// proxy does, and reports what the app saw.
-	l.serve(l.listen(l.pod.Path, "0.0.0.0:15006", netns.ListenOptions{Transparent: true}), func(c net.Conn) seen {
+	l.serve(l.listen(l.pod.Path, "[::]:15006", netns.ListenOptions{Transparent: true}), func(c net.Conn) seen {
 		s := plain("inbound")(c)
 		client := c.RemoteAddr().(*net.TCPAddr).AddrPort().Addr().Unmap()
 		d := netns.Dialer{NetNS: l.pod.Path, Transparent: true, LocalAddr: netip.AddrPortFrom(client, 0), Timeout: 3 * time.Second}
@@ -141,7 +150,7 @@ func (l *lab) startServers(withProxy bool) {
 		s.Upstream = read(up)
 		return s
 	})
-	l.serve(l.listen(l.pod.Path, "0.0.0.0:15008", netns.ListenOptions{Transparent: true}), plain("hbone"))
+	l.serve(l.listen(l.pod.Path, "[::]:15008", netns.ListenOptions{Transparent: true}), plain("hbone"))
 }
 
 func read(c net.Conn) *seen {
@@ -187,7 +196,9 @@ func ap(ip netip.Addr, port uint16) string { return netip.AddrPortFrom(ip, port)
 
 func TestOutboundAndInboundCapture(t *testing.T) {
 	l := newLab(t)
-	install(t, l.pod.Path, capture.DefaultConfig())
+	cfg := capture.DefaultConfig()
+	cfg.IPv6 = true
+	install(t, l.pod.Path, cfg)
 	l.startServers(true)
 
 	app := netns.Dialer{NetNS: l.pod.Path, Unmarked: true}
@@ -215,6 +226,13 @@ func TestOutboundAndInboundCapture(t *testing.T) {
 				Upstream: &seen{Who: "app", Local: ap(podIP, 80), RemoteIP: outIP.String()}}},
 		{"outside to pod:15008 lands on the HBONE listener", outside, ap(podIP, 15008),
 			seen{Who: "hbone", Local: ap(podIP, 15008), RemoteIP: outIP.String()}},
+		{"IPv6: app to a remote service is redirected with its original destination", app, ap(remoteIP6, 80),
+			seen{Who: "outbound", Local: "[::1]:15001", RemoteIP: podIP6.String(), Orig: ap(remoteIP6, 80)}},
+		{"IPv6: proxy's own dial reaches the real destination", proxy, ap(remoteIP6, 80),
+			seen{Who: "remote", Local: ap(remoteIP6, 80), RemoteIP: podIP6.String()}},
+		{"IPv6: outside to pod:80 lands on 15006; the app sees the client IP", outside, ap(podIP6, 80),
+			seen{Who: "inbound", Local: ap(podIP6, 80), RemoteIP: outIP6.String(),
+				Upstream: &seen{Who: "app", Local: ap(podIP6, 80), RemoteIP: outIP6.String()}}},
 	}
 	for _, tc := range tests {
 		t.Run(tc.name, func(t *testing.T) {

@@ -26,6 +26,7 @@ import (
 
 	"github.com/vishvananda/netlink"
 	"github.com/vishvananda/netns"
+	"golang.org/x/sys/unix"
 
 	ambitnetns "github.com/ambitmesh/ambit/internal/node/netns"
 )
@@ -145,7 +146,7 @@ func Veth(t testing.TB, a NS, aIf string, aAddr netip.Prefix, b NS, bIf string, 
 				return err
 			}
 			if addr.IsValid() {
-				if err := h.AddrAdd(link, &netlink.Addr{IPNet: ipNet(addr)}); err != nil {
+				if err := h.AddrAdd(link, nlAddr(addr)); err != nil {
 					return fmt.Errorf("add %s to %s: %w", addr, ifName, err)
 				}
 			}
@@ -164,7 +165,7 @@ func Addr(t testing.TB, ns NS, ifName string, addr netip.Prefix) {
 		if err != nil {
 			return err
 		}
-		return h.AddrAdd(link, &netlink.Addr{IPNet: ipNet(addr)})
+		return h.AddrAdd(link, nlAddr(addr))
 	})
 }
 
@@ -189,6 +190,16 @@ func Forwarding(t testing.TB, ns NS) {
 	if err != nil {
 		t.Fatalf("netnstest: forwarding in %s: %v", ns.Name, err)
 	}
+}
+
+// nlAddr skips duplicate address detection for IPv6, so the address is usable at once rather than
+// "tentative" for a second or two.
+func nlAddr(p netip.Prefix) *netlink.Addr {
+	a := &netlink.Addr{IPNet: ipNet(p)}
+	if p.Addr().Is6() {
+		a.Flags = unix.IFA_F_NODAD
+	}
+	return a
 }
 
 func ipNet(p netip.Prefix) *net.IPNet {
