@@ -11,6 +11,11 @@
 //	netnstest.Veth(t, outside, "veth-pod", netip.MustParsePrefix("10.77.1.1/24"),
 //		pod, "eth0", netip.MustParsePrefix("10.77.1.2/24"))
 //	netnstest.Route(t, pod, netip.MustParsePrefix("0.0.0.0/0"), netip.MustParseAddr("10.77.1.1"))
+//
+// Two nodes with a pod each (nodes joined by a veth, Forwarding on, routes to each other's pod
+// subnet) is in TestTwoNodesWithPods. IPv6 addresses are added without duplicate address detection,
+// so they are usable at once. Names are unique per process and call ("ambit-<prefix>-<pid>-<n>"), so
+// packages testing in parallel do not collide.
 package netnstest
 
 import (
