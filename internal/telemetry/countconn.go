@@ -1,0 +1,140 @@
+package telemetry
+
+import (
+	"errors"
+	"fmt"
+	"io"
+	"net"
+	"sync"
+)
+
+// ReadDirection says what the bytes read from a counted connection are.
+type ReadDirection uint8
+
+const (
+	// ReadsAreRequest: the connection faces the source (the client side);
+	// reads are request bytes and writes response bytes.
+	ReadsAreRequest ReadDirection = iota
+	// ReadsAreResponse: the connection faces the destination.
+	ReadsAreResponse
+)
+
+// spliceChunk bounds how many bytes a spliced copy moves between two
+// updates of the counters: between two plain TCP sockets the kernel moves
+// the data (splice) and Go reports it only when the call returns, so the
+// copy is cut into chunks to keep the metrics current.
+const spliceChunk = 64 << 10
+
+// copyBufSize is the buffer of the non-splice copy paths (pooled).
+const copyBufSize = 32 << 10
+
+var copyBufs = sync.Pool{New: func() any { b := make([]byte, copyBufSize); return &b }}
+
+// CountConn wraps c so that every byte read from or written to it is
+// accounted to m as it flows. Wrap one side of a proxied pair only
+// (usually the one facing the source): each byte crosses both sides.
+//
+// io.Copy to or from the wrapper between two *net.TCPConn still uses
+// splice, in chunks of 64 KiB (the counting granularity on that path);
+// otherwise reads and writes are counted per call, with no allocation.
+func CountConn(c net.Conn, m *ConnMetrics, reads ReadDirection) net.Conn {
+	return &countedConn{Conn: c, m: m, readsAreRequest: reads == ReadsAreRequest}
+}
+
+type countedConn struct {
+	net.Conn
+	m               *ConnMetrics
+	readsAreRequest bool
+}
+
+func (c *countedConn) countRead(n int) {
+	if c.readsAreRequest {
+		c.m.AddRequest(n)
+	} else {
+		c.m.AddResponse(n)
+	}
+}
+
+func (c *countedConn) countWrite(n int) {
+	if c.readsAreRequest {
+		c.m.AddResponse(n)
+	} else {
+		c.m.AddRequest(n)
+	}
+}
+
+func (c *countedConn) Read(p []byte) (int, error) {
+	n, err := c.Conn.Read(p)
+	c.countRead(n)
+	return n, err
+}
+
+func (c *countedConn) Write(p []byte) (int, error) {
+	n, err := c.Conn.Write(p)
+	c.countWrite(n)
+	return n, err
+}
+
+// NetConn returns the wrapped connection (like tls.Conn.NetConn), for
+// socket options and SO_ORIGINAL_DST lookups.
+func (c *countedConn) NetConn() net.Conn { return c.Conn }
+
+// CloseWrite half-closes the wrapped connection, so a proxy can forward a
+// FIN through the wrapper; errors.ErrUnsupported when it cannot.
+func (c *countedConn) CloseWrite() error {
+	if cw, ok := c.Conn.(interface{ CloseWrite() error }); ok {
+		return cw.CloseWrite()
+	}
+	return fmt.Errorf("telemetry: half-close %T: %w", c.Conn, errors.ErrUnsupported)
+}
+
+// ReadFrom serves io.Copy(wrapper, r).
+func (c *countedConn) ReadFrom(r io.Reader) (int64, error) {
+	if dst, ok := c.Conn.(*net.TCPConn); ok {
+		if src, ok := r.(*net.TCPConn); ok {
+			return spliceChunks(dst, src, c.countWrite)
+		}
+	}
+	return copyPooled(writerOnly{c}, readerOnly{r})
+}
+
+// WriteTo serves io.Copy(w, wrapper).
+func (c *countedConn) WriteTo(w io.Writer) (int64, error) {
+	if src, ok := c.Conn.(*net.TCPConn); ok {
+		if dst, ok := w.(*net.TCPConn); ok {
+			return spliceChunks(dst, src, c.countRead)
+		}
+	}
+	return copyPooled(writerOnly{w}, readerOnly{c})
+}
+
+// spliceChunks copies src to dst until EOF with TCPConn.ReadFrom (splice)
+// on a LimitedReader, which net's splice accepts, counting each chunk.
+func spliceChunks(dst, src *net.TCPConn, count func(int)) (int64, error) {
+	lr := &io.LimitedReader{R: src}
+	var total int64
+	for {
+		lr.N = spliceChunk
+		n, err := dst.ReadFrom(lr)
+		total += n
+		count(int(n))
+		if err != nil {
+			return total, err
+		}
+		if lr.N > 0 { // src reached EOF before the chunk was full
+			return total, nil
+		}
+	}
+}
+
+// copyPooled is io.Copy with a pooled buffer; the wrappers hide
+// ReaderFrom/WriterTo so neither side falls back to allocating its own.
+func copyPooled(dst io.Writer, src io.Reader) (int64, error) {
+	bp := copyBufs.Get().(*[]byte)
+	defer copyBufs.Put(bp)
+	return io.CopyBuffer(dst, src, *bp)
+}
+
+type writerOnly struct{ io.Writer }
+
+type readerOnly struct{ io.Reader }
