@@ -23,6 +23,12 @@ var rules = []struct {
 		"translation is a pure function: no I/O, no transport"},
 	{"internal/xdsclient", []string{module + "internal/control", "k8s.io/client-go"},
 		"proxies depend on the wire protocol, never on the control plane's internals"},
+	{"internal/node", []string{module + "internal/control", "k8s.io/client-go"},
+		"the node proxy depends on the wire protocol, never on the control plane's internals or Kubernetes"},
+	{"internal/identity", []string{module + "internal/control", module + "internal/ca", "k8s.io/client-go"},
+		"proxies' identity code talks to the CA over gRPC only"},
+	{"internal/echo", []string{module + "internal/"},
+		"the echo app is a standalone test backend"},
 	{"internal/control/xds", []string{module + "internal/control/source", module + "internal/control/translate", "k8s.io/client-go"},
 		"the xDS layer serves a model; where it came from is not its business"},
 }
