@@ -507,4 +507,3 @@ func TestDialRequestValidation(t *testing.T) {
 		t.Fatalf("invalid requests reached the network: %d accepts", n)
 	}
 }
-
