@@ -34,33 +34,44 @@ func benchWorkload(b *testing.B, i, rev int) *anypb.Any {
 	return a
 }
 
+func benchInitial(b *testing.B) *discovery.DeltaDiscoveryResponse {
+	b.Helper()
+	initial := &discovery.DeltaDiscoveryResponse{TypeUrl: TypeURLOf[*workloadv1.Workload](), Nonce: "0"}
+	for i := range benchWorkloads {
+		initial.Resources = append(initial.Resources, &discovery.Resource{
+			Name: benchName(i), Version: "1", Resource: benchWorkload(b, i, 1),
+		})
+	}
+	return initial
+}
+
+func benchName(i int) string { return fmt.Sprintf("ns-%02d/wl-%05d", i%20, i) }
+
+func benchSnapshot(b *testing.B) *Snapshot {
+	b.Helper()
+	s, err := applyDelta(newEmptySnapshot([]string{TypeURLOf[*workloadv1.Workload](), strURL}), benchInitial(b), nil)
+	if err != nil {
+		b.Fatal(err)
+	}
+	return s
+}
+
 // BenchmarkApplyDelta measures what one node proxy pays for a one-Workload
 // change in a 10,000-Workload mesh: applying a delta of one updated resource
 // to a snapshot that holds them all. It must not grow with the snapshot.
 func BenchmarkApplyDelta(b *testing.B) {
 	wlURL := TypeURLOf[*workloadv1.Workload]()
-	initial := &discovery.DeltaDiscoveryResponse{TypeUrl: wlURL, Nonce: "0"}
-	for i := range benchWorkloads {
-		initial.Resources = append(initial.Resources, &discovery.Resource{
-			Name: fmt.Sprintf("ns-%02d/wl-%05d", i%20, i), Version: "1", Resource: benchWorkload(b, i, 1),
-		})
-	}
-	cur, err := applyDelta(newEmptySnapshot([]string{wlURL, strURL}), initial, nil)
-	if err != nil {
-		b.Fatal(err)
-	}
+	cur := benchSnapshot(b)
 	// Two alternating versions of one Workload, so every op is a real change.
 	const changed = 4242
-	name := fmt.Sprintf("ns-%02d/wl-%05d", changed%20, changed)
 	deltas := [2]*discovery.DeltaDiscoveryResponse{}
 	for rev := range deltas {
 		deltas[rev] = &discovery.DeltaDiscoveryResponse{TypeUrl: wlURL, Nonce: fmt.Sprint(rev), Resources: []*discovery.Resource{{
-			Name: name, Version: fmt.Sprint(rev + 2), Resource: benchWorkload(b, changed, rev+2),
+			Name: benchName(changed), Version: fmt.Sprint(rev + 2), Resource: benchWorkload(b, changed, rev+2),
 		}}}
 	}
 
 	b.ReportAllocs()
-	b.ResetTimer()
 	for i := 0; b.Loop(); i++ {
 		next, err := applyDelta(cur, deltas[i%2], nil)
 		if err != nil {
@@ -72,4 +83,55 @@ func BenchmarkApplyDelta(b *testing.B) {
 	if got := cur.Len(wlURL); got != benchWorkloads {
 		b.Fatalf("snapshot holds %d Workloads after the updates, want %d", got, benchWorkloads)
 	}
+}
+
+// BenchmarkApplyInitialPush is the initial sync of the same 10,000 Workloads
+// (dominated by unpacking the payloads).
+func BenchmarkApplyInitialPush(b *testing.B) {
+	initial := benchInitial(b)
+	empty := newEmptySnapshot([]string{TypeURLOf[*workloadv1.Workload](), strURL})
+	b.ReportAllocs()
+	for b.Loop() {
+		if _, err := applyDelta(empty, initial, nil); err != nil {
+			b.Fatal(err)
+		}
+	}
+}
+
+// BenchmarkSnapshotRead is what readers on the data path and in Validate pay.
+func BenchmarkSnapshotRead(b *testing.B) {
+	s := benchSnapshot(b)
+	wlURL := TypeURLOf[*workloadv1.Workload]()
+	names := make([]string, benchWorkloads)
+	for i := range names {
+		names[i] = benchName((i * 7919) % benchWorkloads) // spread over the trie
+	}
+	b.Run("Get", func(b *testing.B) {
+		b.ReportAllocs()
+		for i := 0; b.Loop(); i++ {
+			if _, ok := s.Get(wlURL, names[i%benchWorkloads]); !ok {
+				b.Fatal("missing")
+			}
+		}
+	})
+	b.Run("All", func(b *testing.B) {
+		b.ReportAllocs()
+		for b.Loop() {
+			n := 0
+			for range s.All(wlURL) {
+				n++
+			}
+			if n != benchWorkloads {
+				b.Fatalf("All yielded %d", n)
+			}
+		}
+	})
+	b.Run("Names", func(b *testing.B) {
+		b.ReportAllocs()
+		for b.Loop() {
+			if len(s.Names(wlURL)) != benchWorkloads {
+				b.Fatal("short")
+			}
+		}
+	})
 }
