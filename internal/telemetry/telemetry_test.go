@@ -231,7 +231,7 @@ func TestAccessLog(t *testing.T) {
 			want: map[string]any{
 				"msg": "connection complete", "direction": "inbound", "bytes_sent": float64(5), "bytes_recv": float64(9),
 				"response_flags": "-",
-				"src": map[string]any{"addr": "10.0.1.5:40000", "workload": "sleep", "namespace": "foo", "identity": "spiffe://cluster.local/ns/foo/sa/sleep"},
+				"src":            map[string]any{"addr": "10.0.1.5:40000", "workload": "sleep", "namespace": "foo", "identity": "spiffe://cluster.local/ns/foo/sa/sleep"},
 				"dst": map[string]any{"addr": "10.0.2.7:15008", "hbone_addr": "10.0.2.7:8000", "service": "httpbin.bar.svc.cluster.local",
 					"workload": "log-ok", "namespace": "bar", "identity": "spiffe://cluster.local/ns/bar/sa/httpbin"},
 			},
