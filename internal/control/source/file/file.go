@@ -9,6 +9,7 @@
 package file
 
 import (
+	"bytes"
 	"context"
 	"crypto/sha256"
 	"encoding/json"
@@ -184,8 +185,10 @@ func (f fileObj) object() resources.Object { return f.entry.objs[f.i] }
 
 // fileState is what the source knows about one file.
 type fileState struct {
-	hash [sha256.Size]byte
-	read bool // hash is valid
+	// data is the content last read: comparing it is exact and several
+	// times cheaper than hashing every file on every rescan.
+	data []byte
+	read bool // data is valid
 	// good are the objects of the last version that decoded without errors;
 	// nil if there never was one.
 	good     []fileObj
@@ -392,11 +395,10 @@ func (st *state) update(path string) bool {
 		fst.errs, fst.read = e, false
 		return changed
 	}
-	h := sha256.Sum256(data)
-	if fst.read && h == fst.hash {
+	if fst.read && bytes.Equal(data, fst.data) {
 		return false
 	}
-	fst.hash, fst.read = h, true
+	fst.data, fst.read = data, true
 
 	objs, errs := st.decode(fst, path, data)
 	if len(errs) == 0 {
