@@ -10,6 +10,7 @@ package file
 
 import (
 	"bytes"
+	"cmp"
 	"context"
 	"crypto/sha256"
 	"encoding/json"
@@ -218,6 +219,11 @@ type generation struct {
 type owner struct {
 	path string
 	obj  fileObj
+}
+
+// compareOwners orders owners by path, then position in the file.
+func compareOwners(a, b owner) int {
+	return cmp.Or(strings.Compare(a.path, b.path), cmp.Compare(a.obj.doc, b.obj.doc), cmp.Compare(a.obj.i, b.obj.i))
 }
 
 // winner is the object of a key in the last snapshot.
@@ -472,24 +478,35 @@ func keyOf(o resources.Object) objKey {
 func (st *state) snapshot() *resources.Resources {
 	affected := map[objKey]bool{}
 	for p := range st.dirty {
-		for _, o := range st.registered[p] {
-			k := o.key()
-			affected[k] = true
-			st.owners[k] = slices.DeleteFunc(st.owners[k], func(w owner) bool { return w.path == p })
-		}
+		old := st.registered[p]
 		var good []fileObj
 		if fst := st.files[p]; fst != nil {
 			good = fst.good
 		}
-		for _, o := range good {
+		gone, added := old, good
+		if len(old) == len(good) {
+			// Usually one document was edited: only the positions that
+			// differ change owners; the rest are the same objects.
+			gone, added = nil, nil
+			for i := range old {
+				if old[i] != good[i] {
+					gone = append(gone, old[i])
+					added = append(added, good[i])
+				}
+			}
+		}
+		for _, o := range gone {
 			k := o.key()
 			affected[k] = true
+			st.owners[k] = slices.DeleteFunc(st.owners[k], func(w owner) bool { return w.path == p && w.obj == o })
+		}
+		for _, o := range added {
+			k := o.key()
+			affected[k] = true
+			w := owner{path: p, obj: o}
 			ws := st.owners[k]
-			i, _ := slices.BinarySearchFunc(ws, p, func(w owner, p string) int { return strings.Compare(w.path, p) })
-			for i < len(ws) && ws[i].path == p {
-				i++ // after this file's earlier objects of the same key
-			}
-			st.owners[k] = slices.Insert(ws, i, owner{path: p, obj: o})
+			i, _ := slices.BinarySearchFunc(ws, w, compareOwners)
+			st.owners[k] = slices.Insert(ws, i, w)
 		}
 		if good == nil {
 			delete(st.registered, p)
