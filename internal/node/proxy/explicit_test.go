@@ -1,0 +1,37 @@
+package proxy_test
+
+import (
+	"net/netip"
+	"testing"
+
+	"github.com/google/go-cmp/cmp"
+
+	"github.com/ambitmesh/ambit/internal/node/proxy"
+)
+
+func TestParseExplicit(t *testing.T) {
+	for _, tc := range []struct {
+		in      string
+		want    proxy.Explicit
+		wantErr bool
+	}{
+		{in: "127.0.0.1:9080=10.96.0.10:80", want: proxy.Explicit{Listen: netip.MustParseAddrPort("127.0.0.1:9080"), Target: netip.MustParseAddrPort("10.96.0.10:80")}},
+		{in: "127.0.0.1:9080=10.96.0.10:80@shop/web-1", want: proxy.Explicit{Listen: netip.MustParseAddrPort("127.0.0.1:9080"), Target: netip.MustParseAddrPort("10.96.0.10:80"), Source: "shop/web-1"}},
+		{in: "[::1]:9080=[fd00::10]:80", want: proxy.Explicit{Listen: netip.MustParseAddrPort("[::1]:9080"), Target: netip.MustParseAddrPort("[fd00::10]:80")}},
+		{in: "127.0.0.1:9080", wantErr: true},
+		{in: "127.0.0.1:9080=web.shop:80", wantErr: true},
+		{in: "localhost:9080=10.96.0.10:80", wantErr: true},
+		{in: "127.0.0.1:9080=10.96.0.10:80@web-1", wantErr: true},
+	} {
+		got, err := proxy.ParseExplicit(tc.in)
+		if (err != nil) != tc.wantErr {
+			t.Errorf("ParseExplicit(%q) err = %v, want error %v", tc.in, err, tc.wantErr)
+			continue
+		}
+		if !tc.wantErr {
+			if diff := cmp.Diff(tc.want, got, cmp.Comparer(func(a, b netip.AddrPort) bool { return a == b })); diff != "" {
+				t.Errorf("ParseExplicit(%q) (-want +got):\n%s", tc.in, diff)
+			}
+		}
+	}
+}

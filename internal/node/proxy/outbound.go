@@ -1,0 +1,175 @@
+package proxy
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"net"
+	"net/netip"
+	"sync"
+
+	"github.com/spiffe/go-spiffe/v2/spiffeid"
+
+	"github.com/ambitmesh/ambit/internal/hbone"
+	"github.com/ambitmesh/ambit/internal/telemetry"
+	workloadv1 "github.com/ambitmesh/ambit/proto/ambit/workload/v1"
+)
+
+// errUnknownSource refuses a connection no local workload can be blamed for:
+// tunnelling it would lend it some workload's identity.
+var errUnknownSource = errors.New("node proxy: unknown source")
+
+// serveExplicit accepts on lis until ctx ends and forwards each connection to
+// e.Target; it returns once every connection it accepted is closed.
+func (p *Proxy) serveExplicit(ctx context.Context, lis net.Listener, e Explicit) {
+	stop := context.AfterFunc(ctx, func() { _ = lis.Close() })
+	defer stop()
+	var wg sync.WaitGroup
+	defer wg.Wait()
+	for {
+		c, err := lis.Accept()
+		if err != nil {
+			if ctx.Err() == nil {
+				p.log.Warn("explicit listener stopped", "addr", e.Listen, "err", err)
+			}
+			return
+		}
+		wg.Go(func() { p.Outbound(ctx, c, e.Target, e.Source) })
+	}
+}
+
+// Outbound forwards client, an app's connection meant for dst, and returns
+// when it is over (client is closed). source names the local workload
+// "<namespace>/<name>" it comes from; empty: the local workload holding the
+// client's address, else the node's only workload. A service VIP goes to one
+// of its endpoints and a mesh workload directly, both over HBONE; any other
+// address is passed through as plain TCP.
+func (p *Proxy) Outbound(ctx context.Context, client net.Conn, dst netip.AddrPort, source string) {
+	ctx, cancel := context.WithCancel(ctx)
+	defer cancel()
+	defer client.Close()
+	stop := context.AfterFunc(ctx, func() { _ = client.Close() })
+	defer stop()
+
+	cfg := p.cfg.Load()
+	clientAddr, _ := netip.ParseAddrPort(client.RemoteAddr().String())
+	clientAddr = netip.AddrPortFrom(clientAddr.Addr().Unmap(), clientAddr.Port())
+	src := p.sourceWorkload(cfg, clientAddr.Addr(), source)
+	labels := telemetry.Labels{Reporter: telemetry.ReporterSource}
+	if src != nil {
+		labels.Source = telemetry.PeerFromWorkload(src.Proto, p.opts.Cluster)
+	}
+
+	var (
+		target *Workload
+		svc    *workloadv1.Service
+		addr   = dst
+	)
+	if st := cfg.Service(dst); st != nil {
+		svc = st.Service
+		labels.Service = telemetry.ServiceFromProto(svc)
+		if ep, ok := st.Pick(); ok {
+			target, addr = ep.Workload, ep.Addr
+		}
+	} else if ws := cfg.Workloads(dst.Addr()); len(ws) > 0 {
+		target = ws[0]
+	}
+	if target != nil {
+		labels.Destination = telemetry.PeerFromWorkload(target.Proto, p.opts.Cluster)
+	}
+
+	switch {
+	case src == nil:
+		m := telemetry.Open(labels, telemetry.Endpoints{Src: clientAddr, Dst: dst})
+		m.Finish(p.access, telemetry.Result{Err: fmt.Errorf("%w: %s is not a workload of node %s and no source was configured", errUnknownSource, clientAddr.Addr(), p.opts.Node), Flags: telemetry.FlagConnectFailure})
+		return
+	case svc != nil && target == nil:
+		m := telemetry.Open(labels, telemetry.Endpoints{Src: clientAddr, Dst: dst})
+		m.Finish(p.access, telemetry.Result{Err: fmt.Errorf("node proxy: service %s/%s has no endpoint for port %d", svc.GetNamespace(), svc.GetName(), dst.Port()), Flags: telemetry.FlagConnectFailure})
+		return
+	case target == nil:
+		p.passthrough(ctx, client, clientAddr, dst, labels)
+		return
+	}
+
+	labels.SecurityPolicy = telemetry.SecurityMutualTLS
+	hboneAddr := netip.AddrPortFrom(addr.Addr(), p.opts.HBONEPort)
+	m := telemetry.Open(labels, telemetry.Endpoints{Src: clientAddr, Dst: hboneAddr, HBONE: addr.String()})
+	req := &hbone.DialRequest{
+		Address:     hboneAddr,
+		Authority:   addr.String(),
+		Source:      src.Identity,
+		Destination: []spiffeid.ID{target.Identity},
+		Forwarded:   hbone.Forwarded{For: p.forwardedFor(src, clientAddr)},
+		Baggage: hbone.Baggage{
+			ClusterName:    p.opts.Cluster,
+			Namespace:      src.Proto.GetNamespace(),
+			WorkloadName:   src.Proto.GetName(),
+			ServiceName:    labels.Source.CanonicalService,
+			ServiceVersion: labels.Source.CanonicalRevision,
+			Region:         src.Proto.GetLocality().GetRegion(),
+			Zone:           src.Proto.GetLocality().GetZone(),
+		},
+	}
+	if svc != nil {
+		req.Forwarded.Host = svc.GetHostname()
+	}
+	tunnel, err := p.dialer.Dial(ctx, req)
+	if err != nil {
+		m.Finish(p.access, telemetry.Result{Err: fmt.Errorf("node proxy: tunnel to %s via %s: %w", addr, hboneAddr, err), Flags: telemetry.FlagConnectFailure})
+		return
+	}
+	defer tunnel.Close()
+	stopT := context.AfterFunc(ctx, func() { _ = tunnel.Close() })
+	defer stopT()
+	relay(telemetry.CountConn(client, m, telemetry.ReadsAreRequest), tunnel)
+	m.Finish(p.access, telemetry.Result{})
+}
+
+// passthrough connects to a destination outside the mesh as plain TCP.
+func (p *Proxy) passthrough(ctx context.Context, client net.Conn, clientAddr, dst netip.AddrPort, labels telemetry.Labels) {
+	labels.SecurityPolicy = telemetry.SecurityNone
+	m := telemetry.Open(labels, telemetry.Endpoints{Src: clientAddr, Dst: dst})
+	up, err := p.opts.DialUpstream(ctx, dst)
+	if err != nil {
+		m.Finish(p.access, telemetry.Result{Err: fmt.Errorf("node proxy: passthrough to %s: %w", dst, err), Flags: telemetry.FlagConnectFailure})
+		return
+	}
+	defer up.Close()
+	stop := context.AfterFunc(ctx, func() { _ = up.Close() })
+	defer stop()
+	relay(telemetry.CountConn(client, m, telemetry.ReadsAreRequest), up)
+	m.Finish(p.access, telemetry.Result{})
+}
+
+// sourceWorkload finds the local workload a connection comes from.
+func (p *Proxy) sourceWorkload(cfg *Config, from netip.Addr, source string) *Workload {
+	if w := cfg.LocalWorkload(p.opts.Node, from); w != nil && !w.Identity.IsZero() {
+		return w
+	}
+	if source != "" {
+		if w := cfg.WorkloadByKey(p.opts.Node, source); w != nil && !w.Identity.IsZero() {
+			return w
+		}
+		return nil
+	}
+	if ws := cfg.NodeWorkloads(p.opts.Node); len(ws) == 1 && !ws[0].Identity.IsZero() {
+		return ws[0]
+	}
+	return nil
+}
+
+// forwardedFor is the client address the destination sees: the app's own
+// address when it is the workload's, else the workload's address (an app
+// connecting over loopback in explicit mode), port unknown.
+func (p *Proxy) forwardedFor(src *Workload, client netip.AddrPort) netip.AddrPort {
+	for _, a := range src.Addresses {
+		if a == client.Addr() {
+			return client
+		}
+	}
+	if len(src.Addresses) > 0 {
+		return netip.AddrPortFrom(src.Addresses[0], 0)
+	}
+	return client
+}

@@ -1,0 +1,339 @@
+// Package proxy is the node proxy's data path: it keeps an indexed view of
+// the xDS snapshot, terminates HBONE for the workloads on this node (policy,
+// telemetry, upstream dial) and, in explicit mode, tunnels the connections
+// apps make to local listeners to the right endpoint over HBONE.
+//
+// HBONE addressing follows ztunnel: a tunnel goes to the destination
+// workload's own address on the HBONE port, and the destination node proxy
+// listens there (inside the pod's namespace under in-pod capture, on the
+// workload's host address in explicit mode). The listener's local address
+// therefore names the destination workload before the TLS handshake, which is
+// how the server picks the certificate it presents.
+package proxy
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"io"
+	"log/slog"
+	"net"
+	"net/netip"
+	"slices"
+	"strings"
+	"sync"
+	"sync/atomic"
+	"time"
+
+	"github.com/ambitmesh/ambit/internal/hbone"
+	"github.com/ambitmesh/ambit/internal/identity"
+	"github.com/ambitmesh/ambit/internal/node/policy"
+	"github.com/ambitmesh/ambit/internal/xdsclient"
+)
+
+// DefaultHBONEPort is the port HBONE tunnels are addressed to.
+const DefaultHBONEPort = 15008
+
+// Options configure a Proxy.
+type Options struct {
+	// Node is the name of this node; workloads whose node matches are local.
+	Node string
+	// Cluster is reported in telemetry labels and baggage.
+	Cluster string
+	// Certs supplies workload certificates (an *identity.Manager).
+	Certs identity.Source
+	// Bundle is the trust bundle; updated from xDS TrustBundle resources.
+	Bundle *identity.Bundle
+	// HBONEPort is the port of the inbound listeners on each local workload
+	// address and of outbound tunnels. Default DefaultHBONEPort.
+	HBONEPort uint16
+	// Explicit lists the local listeners of explicit mode.
+	Explicit []Explicit
+	// DialUpstream connects to a local workload (inbound) or a passthrough
+	// destination (outbound). Default: a net.Dialer with a 10s timeout.
+	DialUpstream func(ctx context.Context, dst netip.AddrPort) (net.Conn, error)
+	// Logger is the component logger; AccessLog receives one line per
+	// connection (nil: Logger).
+	Logger, AccessLog *slog.Logger
+	// Dialer overrides the HBONE dialer options (Source and Bundle are
+	// filled in from Certs and Bundle).
+	Dialer hbone.DialerConfig
+	// Server overrides the HBONE server options (Source, Bundle, Identity,
+	// Handler are filled in).
+	Server hbone.ServerConfig
+}
+
+// Explicit is one explicit-mode listener: apps connect to Listen and are
+// tunnelled to Target (a service VIP:port or a workload ip:port) as Source.
+type Explicit struct {
+	Listen netip.AddrPort
+	Target netip.AddrPort
+	// Source is the local workload "<namespace>/<name>" the connections come
+	// from. Empty: the local workload whose address the client connected
+	// from, else the node's only local workload.
+	Source string
+}
+
+// ParseExplicit parses "listen=target[@namespace/name]", e.g.
+// "127.0.0.1:9080=10.96.0.10:80@shop/web-1".
+func ParseExplicit(s string) (Explicit, error) {
+	var e Explicit
+	rest, src, hasSrc := cutLast(s, "@")
+	l, t, ok := strings.Cut(rest, "=")
+	if !ok {
+		return e, fmt.Errorf("node proxy: explicit %q: want listen=target[@namespace/name], e.g. 127.0.0.1:9080=10.96.0.10:80", s)
+	}
+	var err error
+	if e.Listen, err = netip.ParseAddrPort(l); err != nil {
+		return e, fmt.Errorf("node proxy: explicit %q: listen address: %w", s, err)
+	}
+	if e.Target, err = netip.ParseAddrPort(t); err != nil {
+		return e, fmt.Errorf("node proxy: explicit %q: target must be ip:port: %w", s, err)
+	}
+	if hasSrc {
+		if _, _, ok := strings.Cut(src, "/"); !ok {
+			return e, fmt.Errorf("node proxy: explicit %q: source %q must be namespace/name", s, src)
+		}
+		e.Source = src
+	}
+	return e, nil
+}
+
+// Proxy is a node proxy's data path. Create it with New, feed it snapshots
+// with Update (or let Run watch an xDS client), and serve with Run.
+type Proxy struct {
+	opts   Options
+	log    *slog.Logger
+	access *slog.Logger
+	cfg    atomic.Pointer[Config]
+	authz  *policy.Authorizer
+	server *hbone.Server
+	dialer *hbone.Dialer
+
+	changed       chan struct{} // signalled (non-blocking) when cfg changes
+	ready         chan struct{} // closed once the explicit listeners are bound
+	explicitAddrs []netip.AddrPort
+	mu            sync.Mutex
+	inbound       map[netip.AddrPort]*listener // HBONE listeners by address
+}
+
+type listener struct {
+	cancel context.CancelFunc
+	done   chan struct{}
+}
+
+// New checks opts and builds the HBONE server and dialer; it does no I/O.
+func New(opts Options) (*Proxy, error) {
+	if opts.Node == "" {
+		return nil, errors.New("node proxy: Options.Node is empty; want this node's name")
+	}
+	if opts.Certs == nil || opts.Bundle == nil {
+		return nil, errors.New("node proxy: Options.Certs and Options.Bundle are required")
+	}
+	if opts.HBONEPort == 0 {
+		opts.HBONEPort = DefaultHBONEPort
+	}
+	if opts.Logger == nil {
+		opts.Logger = slog.Default()
+	}
+	if opts.AccessLog == nil {
+		opts.AccessLog = opts.Logger
+	}
+	if opts.DialUpstream == nil {
+		d := &net.Dialer{Timeout: 10 * time.Second}
+		opts.DialUpstream = func(ctx context.Context, dst netip.AddrPort) (net.Conn, error) {
+			return d.DialContext(ctx, "tcp", dst.String())
+		}
+	}
+	p := &Proxy{
+		opts:    opts,
+		log:     opts.Logger,
+		access:  opts.AccessLog,
+		authz:   policy.NewAuthorizer(nil),
+		changed: make(chan struct{}, 1),
+		ready:   make(chan struct{}),
+		inbound: map[netip.AddrPort]*listener{},
+	}
+	p.cfg.Store(emptyConfig())
+
+	sc := opts.Server
+	sc.Source, sc.Bundle, sc.Logger = opts.Certs, opts.Bundle, opts.Logger
+	sc.Identity = p.serverIdentity
+	sc.Handler = hbone.HandlerFunc(p.serveInbound)
+	var err error
+	if p.server, err = hbone.NewServer(sc); err != nil {
+		return nil, fmt.Errorf("node proxy: %w", err)
+	}
+	dc := opts.Dialer
+	dc.Source, dc.Bundle, dc.Logger = opts.Certs, opts.Bundle, opts.Logger
+	if p.dialer, err = hbone.NewDialer(dc); err != nil {
+		return nil, fmt.Errorf("node proxy: %w", err)
+	}
+	return p, nil
+}
+
+// Config returns the configuration in force (never nil).
+func (p *Proxy) Config() *Config { return p.cfg.Load() }
+
+// Authorizer is the authorizer in force (for tests and the admin endpoint).
+func (p *Proxy) Authorizer() *policy.Authorizer { return p.authz }
+
+// Update installs the configuration of snapshot s: indexes, policies
+// (re-checking live connections) and the trust bundle.
+func (p *Proxy) Update(s *xdsclient.Snapshot) {
+	cfg, problems := BuildConfig(s)
+	for _, err := range problems {
+		p.log.Warn("config problem", "generation", cfg.Generation, "err", err)
+	}
+	if tb := cfg.TrustBundle; tb != nil && tb.GetTrustDomain() == p.opts.Bundle.TrustDomain().Name() {
+		if _, err := p.opts.Bundle.SetRootsPEM(tb.GetGeneration(), tb.GetRootsPem()); err != nil {
+			p.log.Warn("trust bundle not applied", "generation", tb.GetGeneration(), "err", err)
+		}
+	}
+	p.cfg.Store(cfg)
+	if n := p.authz.Update(cfg.Policies); n > 0 {
+		p.log.Info("policy update closed connections", "generation", cfg.Generation, "closed", n)
+	}
+	select {
+	case p.changed <- struct{}{}:
+	default:
+	}
+}
+
+// Run serves until ctx ends: it applies every snapshot of xc (when not nil),
+// keeps an HBONE listener on each local workload address and serves the
+// explicit listeners. It returns nil once ctx ends and everything stopped,
+// or an error if an explicit listener cannot be opened.
+func (p *Proxy) Run(ctx context.Context, xc *xdsclient.Client) error {
+	ctx, cancel := context.WithCancel(ctx)
+	defer cancel()
+	var wg sync.WaitGroup
+	defer wg.Wait()
+	defer p.dialer.Close()
+	defer p.closeInbound()
+
+	var addrs []netip.AddrPort
+	for _, e := range p.opts.Explicit {
+		lis, err := net.Listen("tcp", e.Listen.String())
+		if err != nil {
+			return fmt.Errorf("node proxy: explicit listener %s: %w", e.Listen, err)
+		}
+		addrs = append(addrs, lis.Addr().(*net.TCPAddr).AddrPort())
+		wg.Go(func() { p.serveExplicit(ctx, lis, e) })
+	}
+	p.mu.Lock()
+	p.explicitAddrs = addrs
+	p.mu.Unlock()
+	close(p.ready)
+	if xc != nil {
+		wg.Go(func() { _ = xc.Watch(ctx, p.Update) })
+	}
+	for {
+		p.reconcileInbound(ctx)
+		select {
+		case <-ctx.Done():
+			return nil
+		case <-p.changed:
+		}
+	}
+}
+
+// reconcileInbound opens an HBONE listener on every local workload address
+// and closes those of addresses no longer local. An address that cannot be
+// bound (not configured on this host) is logged and retried on the next
+// update.
+func (p *Proxy) reconcileInbound(ctx context.Context) {
+	want := map[netip.AddrPort]bool{}
+	for _, a := range p.cfg.Load().localAddrs(p.opts.Node) {
+		want[netip.AddrPortFrom(a, p.opts.HBONEPort)] = true
+	}
+	p.mu.Lock()
+	defer p.mu.Unlock()
+	for ap, l := range p.inbound {
+		if !want[ap] {
+			l.cancel()
+			<-l.done
+			delete(p.inbound, ap)
+		}
+	}
+	for ap := range want {
+		if p.inbound[ap] != nil {
+			continue
+		}
+		lis, err := net.Listen("tcp", ap.String())
+		if err != nil {
+			p.log.Warn("hbone listener not opened", "addr", ap, "err", err)
+			continue
+		}
+		lctx, lcancel := context.WithCancel(ctx)
+		l := &listener{cancel: lcancel, done: make(chan struct{})}
+		p.inbound[ap] = l
+		go func() {
+			defer close(l.done)
+			if err := p.server.Serve(lctx, lis); err != nil {
+				p.log.Warn("hbone listener stopped", "addr", ap, "err", err)
+			}
+		}()
+	}
+}
+
+func (p *Proxy) closeInbound() {
+	p.mu.Lock()
+	defer p.mu.Unlock()
+	for ap, l := range p.inbound {
+		l.cancel()
+		<-l.done
+		delete(p.inbound, ap)
+	}
+}
+
+// Ready is closed once Run has bound the explicit listeners.
+func (p *Proxy) Ready() <-chan struct{} { return p.ready }
+
+// ExplicitAddrs returns the bound explicit listener addresses, in the order
+// of Options.Explicit (valid after Ready).
+func (p *Proxy) ExplicitAddrs() []netip.AddrPort {
+	p.mu.Lock()
+	defer p.mu.Unlock()
+	return slices.Clone(p.explicitAddrs)
+}
+
+// InboundAddrs lists the HBONE listeners open now.
+func (p *Proxy) InboundAddrs() []netip.AddrPort {
+	p.mu.Lock()
+	defer p.mu.Unlock()
+	out := make([]netip.AddrPort, 0, len(p.inbound))
+	for ap := range p.inbound {
+		out = append(out, ap)
+	}
+	return out
+}
+
+// relay copies both ways between a and b, half-closing each side when the
+// other ends, and returns once both directions are done.
+func relay(a, b net.Conn) {
+	done := make(chan struct{})
+	go func() {
+		_, _ = io.Copy(b, a)
+		closeWrite(b)
+		close(done)
+	}()
+	_, _ = io.Copy(a, b)
+	closeWrite(a)
+	<-done
+}
+
+func closeWrite(c net.Conn) {
+	if cw, ok := c.(interface{ CloseWrite() error }); ok {
+		_ = cw.CloseWrite()
+		return
+	}
+	_ = c.Close()
+}
+
+func cutLast(s, sep string) (string, string, bool) {
+	if i := strings.LastIndex(s, sep); i >= 0 {
+		return s[:i], s[i+len(sep):], true
+	}
+	return s, "", false
+}

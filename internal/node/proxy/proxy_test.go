@@ -1,0 +1,438 @@
+package proxy_test
+
+import (
+	"bufio"
+	"bytes"
+	"context"
+	"crypto/tls"
+	"encoding/json"
+	"errors"
+	"fmt"
+	"io"
+	"log/slog"
+	"net"
+	"net/http"
+	"net/netip"
+	"os"
+	"path/filepath"
+	"sync"
+	"testing"
+	"time"
+
+	"github.com/google/go-cmp/cmp"
+	"github.com/prometheus/client_golang/prometheus"
+	"github.com/spiffe/go-spiffe/v2/spiffeid"
+	"go.uber.org/goleak"
+	"google.golang.org/grpc"
+	"google.golang.org/grpc/credentials"
+
+	"github.com/ambitmesh/ambit/internal/control"
+	"github.com/ambitmesh/ambit/internal/control/xds"
+	"github.com/ambitmesh/ambit/internal/echo"
+	"github.com/ambitmesh/ambit/internal/hbone"
+	"github.com/ambitmesh/ambit/internal/identity"
+	"github.com/ambitmesh/ambit/internal/node/proxy"
+	"github.com/ambitmesh/ambit/internal/telemetry"
+	"github.com/ambitmesh/ambit/internal/xdsclient"
+)
+
+func TestMain(m *testing.M) { goleak.VerifyTestMain(m) }
+
+var discard = slog.New(slog.NewTextHandler(io.Discard, nil))
+
+// lockedBuffer collects JSON log lines from several goroutines.
+type lockedBuffer struct {
+	mu  sync.Mutex
+	buf bytes.Buffer
+}
+
+func (b *lockedBuffer) Write(p []byte) (int, error) {
+	b.mu.Lock()
+	defer b.mu.Unlock()
+	return b.buf.Write(p)
+}
+
+// lines returns the access log records written so far.
+func (b *lockedBuffer) lines(t *testing.T) []map[string]any {
+	t.Helper()
+	b.mu.Lock()
+	defer b.mu.Unlock()
+	var out []map[string]any
+	sc := bufio.NewScanner(bytes.NewReader(b.buf.Bytes()))
+	for sc.Scan() {
+		var m map[string]any
+		if err := json.Unmarshal(sc.Bytes(), &m); err != nil {
+			t.Fatalf("access log line %q: %v", sc.Text(), err)
+		}
+		out = append(out, m)
+	}
+	return out
+}
+
+func writeFile(t *testing.T, dir, name, content string) {
+	t.Helper()
+	tmp := filepath.Join(dir, "."+name+".tmp")
+	if err := os.WriteFile(tmp, []byte(content), 0o644); err != nil {
+		t.Fatal(err)
+	}
+	if err := os.Rename(tmp, filepath.Join(dir, name)); err != nil {
+		t.Fatal(err)
+	}
+}
+
+// node is a joined node proxy with its xDS client, as `ambit node` runs it.
+type node struct {
+	certs  *identity.Manager
+	bundle *identity.Bundle
+	xds    *xdsclient.Client
+	proxy  *proxy.Proxy
+	access *lockedBuffer
+}
+
+func joinNode(t *testing.T, cp *control.Control, name string, hbonePort uint16, explicit []proxy.Explicit) *node {
+	t.Helper()
+	body, _ := json.Marshal(control.TokenRequest{Subject: "node/" + name})
+	resp, err := http.Post("http://"+cp.AdminAddr().String()+"/ca/tokens", "application/json", bytes.NewReader(body))
+	if err != nil {
+		t.Fatal(err)
+	}
+	var tok control.TokenResponse
+	err = json.NewDecoder(resp.Body).Decode(&tok)
+	resp.Body.Close()
+	if err != nil {
+		t.Fatal(err)
+	}
+	td := spiffeid.RequireTrustDomainFromString(tok.TrustDomain)
+	id, err := identity.NodeID(td, name)
+	if err != nil {
+		t.Fatal(err)
+	}
+	ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
+	defer cancel()
+	res, err := identity.Join(ctx, cp.XDSAddr().String(), tok.Token, tok.CAPin, id)
+	if err != nil {
+		t.Fatalf("join as %s: %v", name, err)
+	}
+	n := &node{bundle: identity.NewBundle(td, nil), access: &lockedBuffer{}}
+	if _, err := n.bundle.SetRootsAt(res.Generation, res.Roots); err != nil {
+		t.Fatal(err)
+	}
+	cached := identity.SourceFunc(func(_ context.Context, id spiffeid.ID) (*tls.Certificate, error) { return n.certs.Current(id) })
+	tlsCfg, err := identity.ClientConfig(cached, n.bundle, id, []spiffeid.ID{identity.ControlID(td)})
+	if err != nil {
+		t.Fatal(err)
+	}
+	conn, err := grpc.NewClient(cp.XDSAddr().String(), grpc.WithTransportCredentials(credentials.NewTLS(tlsCfg)))
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { conn.Close() })
+	if n.certs, err = identity.NewManager(identity.Config{TrustDomain: td, Fetcher: identity.NewCAClient(conn), Bundle: n.bundle, Logger: discard}); err != nil {
+		t.Fatal(err)
+	}
+	if err := n.certs.Install(id, res.Certificate); err != nil {
+		t.Fatal(err)
+	}
+	if n.xds, err = xdsclient.New(xdsclient.Config{
+		Address:              cp.XDSAddr().String(),
+		NodeID:               "node/" + name,
+		TransportCredentials: credentials.NewTLS(tlsCfg),
+		TypeURLs:             xds.NodeTypes,
+		Logger:               discard,
+		Backoff:              xdsclient.Backoff{Initial: 20 * time.Millisecond, Max: 200 * time.Millisecond},
+	}); err != nil {
+		t.Fatal(err)
+	}
+	if n.proxy, err = proxy.New(proxy.Options{
+		Node:      name,
+		Cluster:   "test",
+		Certs:     n.certs,
+		Bundle:    n.bundle,
+		HBONEPort: hbonePort,
+		Explicit:  explicit,
+		Logger:    discard,
+		AccessLog: slog.New(slog.NewJSONHandler(n.access, nil)),
+	}); err != nil {
+		t.Fatal(err)
+	}
+	return n
+}
+
+// run starts the node's certificate renewals, xDS client and proxy until
+// ctx ends; the returned function waits for all of them.
+func (n *node) run(ctx context.Context) (wait func()) {
+	var wg sync.WaitGroup
+	wg.Go(func() { _ = n.certs.Run(ctx) })
+	wg.Go(func() { _ = n.xds.Run(ctx) })
+	wg.Go(func() { _ = n.proxy.Run(ctx, n.xds) })
+	return wg.Wait
+}
+
+// eventually polls cond until it holds or 10s pass.
+func eventually(t *testing.T, what string, cond func() bool) {
+	t.Helper()
+	deadline := time.Now().Add(10 * time.Second)
+	for !cond() {
+		if time.Now().After(deadline) {
+			t.Fatalf("timed out waiting for %s", what)
+		}
+		time.Sleep(10 * time.Millisecond)
+	}
+}
+
+// freePort finds a port free on both addresses (the HBONE port is the same
+// on every node).
+func freePort(t *testing.T, addrs ...string) uint16 {
+	t.Helper()
+	for range 20 {
+		l, err := net.Listen("tcp", addrs[0]+":0")
+		if err != nil {
+			t.Fatal(err)
+		}
+		port := l.Addr().(*net.TCPAddr).Port
+		ok := true
+		var others []net.Listener
+		for _, a := range addrs[1:] {
+			o, err := net.Listen("tcp", fmt.Sprintf("%s:%d", a, port))
+			if err != nil {
+				ok = false
+				break
+			}
+			others = append(others, o)
+		}
+		l.Close()
+		for _, o := range others {
+			o.Close()
+		}
+		if ok {
+			return uint16(port)
+		}
+	}
+	t.Fatal("no common free port")
+	return 0
+}
+
+func counterSum(t *testing.T, reg *prometheus.Registry, name string, labels map[string]string) float64 {
+	t.Helper()
+	mfs, err := reg.Gather()
+	if err != nil {
+		t.Fatal(err)
+	}
+	var sum float64
+	for _, mf := range mfs {
+		if mf.GetName() != name {
+			continue
+		}
+	metric:
+		for _, m := range mf.GetMetric() {
+			got := map[string]string{}
+			for _, lp := range m.GetLabel() {
+				got[lp.GetName()] = lp.GetValue()
+			}
+			for k, v := range labels {
+				if got[k] != v {
+					continue metric
+				}
+			}
+			sum += m.GetCounter().GetValue()
+		}
+	}
+	return sum
+}
+
+const (
+	clientIP = "127.0.0.11"
+	serverIP = "127.0.0.21"
+	vip      = "10.96.0.10"
+)
+
+func meshYAML(echoPort int) string {
+	return fmt.Sprintf(`
+apiVersion: ambit.dev/v1alpha1
+kind: Workload
+metadata: {name: client-1, namespace: shop, labels: {app: client}}
+spec: {addresses: ["%s"], node: node-a, serviceAccount: client}
+---
+apiVersion: ambit.dev/v1alpha1
+kind: Workload
+metadata: {name: web-1, namespace: shop, labels: {app: web}}
+spec: {addresses: ["%s"], node: node-b, serviceAccount: web}
+---
+apiVersion: v1
+kind: Service
+metadata: {name: web, namespace: shop}
+spec:
+  clusterIP: %s
+  selector: {app: web}
+  ports: [{port: 80, targetPort: %d}]
+`, clientIP, serverIP, vip, echoPort)
+}
+
+const denyShop = `
+apiVersion: ambit.dev/v1alpha1
+kind: AuthorizationPolicy
+metadata: {name: deny-shop, namespace: shop}
+spec:
+  action: DENY
+  rules:
+  - from:
+    - source: {namespaces: ["shop"]}
+`
+
+// get sends one HTTP/1.1 request over c and decodes the echo's answer.
+func get(t *testing.T, c net.Conn, br *bufio.Reader) echo.Response {
+	t.Helper()
+	if _, err := fmt.Fprintf(c, "GET /hello HTTP/1.1\r\nHost: web.shop\r\n\r\n"); err != nil {
+		t.Fatal(err)
+	}
+	resp, err := http.ReadResponse(br, nil)
+	if err != nil {
+		t.Fatalf("read echo response: %v", err)
+	}
+	defer resp.Body.Close()
+	var r echo.Response
+	if err := json.NewDecoder(resp.Body).Decode(&r); err != nil {
+		t.Fatal(err)
+	}
+	return r
+}
+
+func TestTwoNodesExplicitMode(t *testing.T) {
+	reg := prometheus.NewRegistry()
+	if err := telemetry.Register(reg); err != nil {
+		t.Fatal(err)
+	}
+	ctx, cancel := context.WithCancel(context.Background())
+	var waits []func()
+	defer func() {
+		cancel()
+		for _, w := range waits {
+			w()
+		}
+	}()
+
+	// The backend: echo on the server workload's address.
+	es := echo.New(echo.Options{HTTPAddress: serverIP + ":0", Logger: discard})
+	echoDone := make(chan error, 1)
+	go func() { echoDone <- es.Run(ctx) }()
+	waits = append(waits, func() { <-echoDone })
+	select {
+	case <-es.Ready():
+	case err := <-echoDone:
+		t.Fatalf("echo: %v", err)
+	}
+	echoPort := es.HTTPAddr().(*net.TCPAddr).Port
+
+	dir := t.TempDir()
+	writeFile(t, dir, "mesh.yaml", meshYAML(echoPort))
+	cp := control.New(control.Options{
+		ConfigDir: dir, StateDir: t.TempDir(), XDSAddress: "127.0.0.1:0", AdminAddress: "127.0.0.1:0",
+		Debounce: 20 * time.Millisecond, Logger: discard,
+	})
+	cpDone := make(chan error, 1)
+	go func() { cpDone <- cp.Run(ctx) }()
+	waits = append([]func(){func() { <-cpDone }}, waits...)
+	select {
+	case <-cp.Ready():
+	case err := <-cpDone:
+		t.Fatalf("control plane: %v", err)
+	}
+
+	hbonePort := freePort(t, clientIP, serverIP)
+	a := joinNode(t, cp, "node-a", hbonePort, []proxy.Explicit{{
+		Listen: netip.MustParseAddrPort("127.0.0.1:0"),
+		Target: netip.MustParseAddrPort(vip + ":80"),
+	}})
+	b := joinNode(t, cp, "node-b", hbonePort, nil)
+	// Proxies stop before the control plane so their streams end first.
+	waits = append([]func(){a.run(ctx), b.run(ctx)}, waits...)
+	<-a.proxy.Ready()
+	explicit := a.proxy.ExplicitAddrs()[0]
+	serverHBONE := netip.AddrPortFrom(netip.MustParseAddr(serverIP), hbonePort)
+	eventually(t, "node-b's HBONE listener on its workload", func() bool {
+		return cmp.Equal(b.proxy.InboundAddrs(), []netip.AddrPort{serverHBONE}, cmp.Comparer(func(x, y netip.AddrPort) bool { return x == y }))
+	})
+	eventually(t, "node-a to know the service", func() bool {
+		st := a.proxy.Config().Service(netip.MustParseAddrPort(vip + ":80"))
+		return st != nil && len(st.Endpoints) == 1
+	})
+
+	// A client on node A, from its workload address, through the explicit
+	// listener -> HBONE -> node B -> echo.
+	d := net.Dialer{LocalAddr: &net.TCPAddr{IP: net.ParseIP(clientIP)}}
+	c, err := d.DialContext(ctx, "tcp", explicit.String())
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer c.Close()
+	br := bufio.NewReader(c)
+	got := get(t, c, br)
+	if got.Path != "/hello" || got.Host != "web.shop" {
+		t.Errorf("echo saw path %q host %q, want /hello web.shop", got.Path, got.Host)
+	}
+
+	td := b.bundle.TrustDomain()
+	clientID := spiffeid.RequireFromPath(td, "/ns/shop/sa/client")
+	serverID := spiffeid.RequireFromPath(td, "/ns/shop/sa/web")
+
+	// Deny: the live connection is closed and a new tunnel is refused with 401.
+	writeFile(t, dir, "deny.yaml", denyShop)
+	eventually(t, "node-b to get the DENY policy", func() bool { return b.proxy.Config().Policies.Len() == 1 })
+	if n, err := io.Copy(io.Discard, br); err != nil || n != 0 {
+		t.Errorf("after DENY the live connection read %d bytes, err %v; want a clean close with nothing", n, err)
+	}
+	hd, err := hbone.NewDialer(hbone.DialerConfig{Source: a.certs, Bundle: a.bundle, Logger: discard})
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer hd.Close()
+	_, err = hd.Dial(ctx, &hbone.DialRequest{
+		Address: serverHBONE, Authority: fmt.Sprintf("%s:%d", serverIP, echoPort),
+		Source: clientID, Destination: []spiffeid.ID{serverID},
+	})
+	var se *hbone.StatusError
+	if !errors.As(err, &se) || se.Code != http.StatusUnauthorized {
+		t.Errorf("tunnel after DENY: err %v, want HBONE status 401", err)
+	}
+
+	// Node B's access log: the allowed connection with the identity the
+	// client proved, then the revocation and the refusal naming the policy.
+	var inbound []map[string]any
+	eventually(t, "node-b's access log lines", func() bool {
+		inbound = inbound[:0]
+		for _, l := range b.access.lines(t) {
+			if l["direction"] == "inbound" {
+				inbound = append(inbound, l)
+			}
+		}
+		return len(inbound) >= 2
+	})
+	type line struct{ SrcID, DstID, Flags, Policy string }
+	var lines []line
+	for _, l := range inbound {
+		src, _ := l["src"].(map[string]any)
+		dst, _ := l["dst"].(map[string]any)
+		pol, _ := l["policy"].(string)
+		lines = append(lines, line{fmt.Sprint(src["identity"]), fmt.Sprint(dst["identity"]), fmt.Sprint(l["response_flags"]), pol})
+	}
+	want := []line{
+		{clientID.String(), serverID.String(), "DENY", "shop/deny-shop"},
+		{clientID.String(), serverID.String(), "DENY", "shop/deny-shop"},
+	}
+	if diff := cmp.Diff(want, lines); diff != "" {
+		t.Errorf("node-b inbound access log (-want +got):\n%s\nraw: %v", diff, inbound)
+	}
+
+	// Metrics: both ends counted the tunnelled connection.
+	for _, reporter := range []string{"source", "destination"} {
+		if got := counterSum(t, reg, "istio_tcp_connections_opened_total", map[string]string{
+			"reporter": reporter, "connection_security_policy": "mutual_tls",
+			"source_principal": clientID.String(), "destination_principal": serverID.String(),
+		}); got < 1 {
+			t.Errorf("istio_tcp_connections_opened_total{reporter=%s} = %v, want >= 1", reporter, got)
+		}
+	}
+	if got := counterSum(t, reg, "istio_tcp_received_bytes_total", map[string]string{"reporter": "destination"}); got == 0 {
+		t.Error("istio_tcp_received_bytes_total{reporter=destination} = 0, want the request's bytes")
+	}
+}
