@@ -8,6 +8,7 @@ import (
 	"log/slog"
 	"os"
 	"path/filepath"
+	"runtime/debug"
 	"strings"
 	"testing"
 	"time"
@@ -161,5 +162,21 @@ func TestStatusAgainstControlPlane(t *testing.T) {
 	}
 	if _, err, code := run(t, "status", "--control-plane", "127.0.0.1:1"); code == 0 || !strings.Contains(err.Error(), "is 'ambit control' running?") {
 		t.Errorf("unreachable control plane: code %d, err %v", code, err)
+	}
+}
+
+func TestApplyMemoryLimit(t *testing.T) {
+	t.Setenv("GOMEMLIMIT", "")
+	prev := debug.SetMemoryLimit(-1)
+	defer debug.SetMemoryLimit(prev)
+	log := slog.New(slog.NewTextHandler(io.Discard, nil))
+	if err := applyMemoryLimit("300MiB", log); err != nil {
+		t.Fatal(err)
+	}
+	if got := debug.SetMemoryLimit(-1); got != 300<<20 {
+		t.Errorf("memory limit = %d, want %d", got, 300<<20)
+	}
+	if err := applyMemoryLimit("lots", log); err == nil || !strings.Contains(err.Error(), "256MiB") {
+		t.Errorf("bad value error = %v", err)
 	}
 }
