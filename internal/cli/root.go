@@ -46,6 +46,7 @@ It runs the same way on Kubernetes and on plain Linux hosts.`,
 		newTokenCmd(),
 		newCACmd(),
 		newEchoCmd(),
+		newNodeCmd(),
 	)
 	return root
 }

@@ -8,12 +8,23 @@ import (
 
 	"github.com/spiffe/go-spiffe/v2/spiffeid"
 
-	"github.com/ambitmesh/ambit/internal/control/xds"
 	"github.com/ambitmesh/ambit/internal/node/policy"
 	"github.com/ambitmesh/ambit/internal/xdsclient"
 	authorizationv1 "github.com/ambitmesh/ambit/proto/ambit/authorization/v1"
 	cav1 "github.com/ambitmesh/ambit/proto/ambit/ca/v1"
 	workloadv1 "github.com/ambitmesh/ambit/proto/ambit/workload/v1"
+)
+
+// Type URLs of the node proxy's resources, from the generated types (the
+// node proxy depends on the wire protocol, not on the control plane's code).
+var (
+	typeTrustBundle   = xdsclient.TypeURLOf[*cav1.TrustBundle]()
+	typeWorkload      = xdsclient.TypeURLOf[*workloadv1.Workload]()
+	typeService       = xdsclient.TypeURLOf[*workloadv1.Service]()
+	typeAuthorization = xdsclient.TypeURLOf[*authorizationv1.Authorization]()
+
+	// TypeURLs are the types a node proxy subscribes to.
+	TypeURLs = []string{typeTrustBundle, typeService, typeWorkload, typeAuthorization}
 )
 
 // Config is the node proxy's view of one xDS snapshot, indexed for the data
@@ -80,16 +91,16 @@ func BuildConfig(s *xdsclient.Snapshot) (cfg *Config, problems []error) {
 		byNode:     map[string][]*Workload{},
 		services:   map[netip.AddrPort]*ServiceTarget{},
 	}
-	for _, name := range s.Names(xds.TypeTrustBundle) {
-		if r, ok := s.Get(xds.TypeTrustBundle, name); ok {
+	for _, name := range s.Names(typeTrustBundle) {
+		if r, ok := s.Get(typeTrustBundle, name); ok {
 			if tb, ok := r.Message.(*cav1.TrustBundle); ok {
 				cfg.TrustBundle = tb
 			}
 		}
 	}
 	var pols []*authorizationv1.Authorization
-	for _, name := range s.Names(xds.TypeAuthorization) {
-		r, _ := s.Get(xds.TypeAuthorization, name)
+	for _, name := range s.Names(typeAuthorization) {
+		r, _ := s.Get(typeAuthorization, name)
 		if a, ok := r.Message.(*authorizationv1.Authorization); ok {
 			pols = append(pols, a)
 		}
@@ -104,8 +115,8 @@ func BuildConfig(s *xdsclient.Snapshot) (cfg *Config, problems []error) {
 		ports *workloadv1.PortList
 	}
 	backs := map[string][]backing{}
-	for _, name := range s.Names(xds.TypeWorkload) {
-		r, _ := s.Get(xds.TypeWorkload, name)
+	for _, name := range s.Names(typeWorkload) {
+		r, _ := s.Get(typeWorkload, name)
 		pw, ok := r.Message.(*workloadv1.Workload)
 		if !ok {
 			continue
@@ -132,8 +143,8 @@ func BuildConfig(s *xdsclient.Snapshot) (cfg *Config, problems []error) {
 			backs[svc] = append(backs[svc], backing{w, pl})
 		}
 	}
-	for _, name := range s.Names(xds.TypeService) {
-		r, _ := s.Get(xds.TypeService, name)
+	for _, name := range s.Names(typeService) {
+		r, _ := s.Get(typeService, name)
 		svc, ok := r.Message.(*workloadv1.Service)
 		if !ok {
 			continue

@@ -2,10 +2,12 @@ package proxy_test
 
 import (
 	"net/netip"
+	"slices"
 	"testing"
 
 	"github.com/google/go-cmp/cmp"
 
+	"github.com/ambitmesh/ambit/internal/control/xds"
 	"github.com/ambitmesh/ambit/internal/node/proxy"
 )
 
@@ -33,5 +35,14 @@ func TestParseExplicit(t *testing.T) {
 				t.Errorf("ParseExplicit(%q) (-want +got):\n%s", tc.in, diff)
 			}
 		}
+	}
+}
+
+// The node proxy names its types from the generated code; they must be the
+// ones the control plane serves to nodes.
+func TestTypeURLsAreNodeTypes(t *testing.T) {
+	sorted := func(s []string) []string { s = slices.Clone(s); slices.Sort(s); return s }
+	if diff := cmp.Diff(sorted(xds.NodeTypes), sorted(proxy.TypeURLs)); diff != "" {
+		t.Errorf("proxy.TypeURLs vs xds.NodeTypes (-control +node):\n%s", diff)
 	}
 }

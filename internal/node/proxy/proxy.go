@@ -306,6 +306,7 @@ func (p *Proxy) InboundAddrs() []netip.AddrPort {
 	for ap := range p.inbound {
 		out = append(out, ap)
 	}
+	slices.SortFunc(out, func(a, b netip.AddrPort) int { return a.Compare(b) })
 	return out
 }
 

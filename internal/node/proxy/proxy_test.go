@@ -27,7 +27,6 @@ import (
 	"google.golang.org/grpc/credentials"
 
 	"github.com/ambitmesh/ambit/internal/control"
-	"github.com/ambitmesh/ambit/internal/control/xds"
 	"github.com/ambitmesh/ambit/internal/echo"
 	"github.com/ambitmesh/ambit/internal/hbone"
 	"github.com/ambitmesh/ambit/internal/identity"
@@ -137,7 +136,7 @@ func joinNode(t *testing.T, cp *control.Control, name string, hbonePort uint16, 
 		Address:              cp.XDSAddr().String(),
 		NodeID:               "node/" + name,
 		TransportCredentials: credentials.NewTLS(tlsCfg),
-		TypeURLs:             xds.NodeTypes,
+		TypeURLs:             proxy.TypeURLs,
 		Logger:               discard,
 		Backoff:              xdsclient.Backoff{Initial: 20 * time.Millisecond, Max: 200 * time.Millisecond},
 	}); err != nil {

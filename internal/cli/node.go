@@ -1,0 +1,81 @@
+package cli
+
+import (
+	"log/slog"
+
+	"github.com/spf13/cobra"
+
+	"github.com/ambitmesh/ambit/internal/node"
+	"github.com/ambitmesh/ambit/internal/node/proxy"
+)
+
+func newNodeCmd() *cobra.Command {
+	var (
+		opts     node.Options
+		explicit []string
+		logLevel string
+		hbone    uint16
+	)
+	cmd := &cobra.Command{
+		Use:   "node --control-plane ADDR --node NAME --token T --ca-pin P",
+		Short: "Run the node proxy: HBONE mTLS tunnels, L4 policy and TCP telemetry for this node's workloads",
+		Long: `node joins the mesh with a token from 'ambit token create --node NAME',
+obtains certificates for the workloads the control plane places on this node,
+and carries their traffic as HBONE (HTTP/2 CONNECT over mutual TLS).
+
+Inbound, it listens for HBONE on each local workload's address (--hbone-port),
+checks authorization policies and connects to the workload.
+
+Outbound, in explicit mode, apps connect to a local port per upstream:
+--explicit LISTEN=TARGET[@NAMESPACE/NAME] forwards connections made to LISTEN
+to TARGET (a service VIP:port or a workload ip:port) as the named local
+workload (default: the local workload whose address the app connected from,
+or the node's only workload). Destinations outside the mesh are passed through
+as plain TCP.
+
+Endpoints: admin on --admin-address (GET /config_dump), Prometheus metrics
+on --metrics-address (/metrics), readiness on --readiness-address
+(/healthz/ready, 200 once the first complete configuration arrived).`,
+		Example: `  ambit token create --node worker-1
+  ambit node --control-plane 10.0.0.1:15010 --node worker-1 --token TOKEN --ca-pin sha256:... \
+      --explicit 127.0.0.1:9080=10.96.0.10:80`,
+		Args: cobra.NoArgs,
+		RunE: func(cmd *cobra.Command, _ []string) error {
+			level, err := parseLogLevel(logLevel)
+			if err != nil {
+				return err
+			}
+			opts.Logger = slog.New(slog.NewTextHandler(cmd.ErrOrStderr(), &slog.HandlerOptions{Level: level}))
+			opts.HBONEPort = hbone
+			for _, e := range explicit {
+				x, err := proxy.ParseExplicit(e)
+				if err != nil {
+					return err
+				}
+				opts.Explicit = append(opts.Explicit, x)
+			}
+			n, err := node.New(opts)
+			if err != nil {
+				return err
+			}
+			return n.Run(cmd.Context())
+		},
+	}
+	f := cmd.Flags()
+	f.StringVar(&opts.ControlPlane, "control-plane", "", "address of the control plane's xDS/CA port, host:port")
+	f.StringVar(&opts.Node, "node", "", "this node's name (as in the Workloads' spec.node)")
+	f.StringVar(&opts.Token, "token", "", "join token from 'ambit token create --node NAME'")
+	f.StringVar(&opts.CAPin, "ca-pin", "", "CA pin printed with the token (sha256:...)")
+	for _, name := range []string{"control-plane", "node", "token", "ca-pin"} {
+		_ = cmd.MarkFlagRequired(name)
+	}
+	f.StringVar(&opts.TrustDomain, "trust-domain", "cluster.local", "the mesh's trust domain (printed with the token)")
+	f.StringVar(&opts.Cluster, "cluster", "", "cluster name reported in metrics and baggage")
+	f.Uint16Var(&hbone, "hbone-port", proxy.DefaultHBONEPort, "HBONE port: inbound listeners on local workload addresses, and outbound tunnels")
+	f.StringArrayVar(&explicit, "explicit", nil, "explicit-mode listener LISTEN=TARGET[@NAMESPACE/NAME], e.g. 127.0.0.1:9080=10.96.0.10:80 (repeatable)")
+	f.StringVar(&opts.AdminAddress, "admin-address", "127.0.0.1:15000", "admin endpoint (/config_dump); keep it on localhost; - disables")
+	f.StringVar(&opts.MetricsAddress, "metrics-address", ":15020", "Prometheus /metrics; - disables")
+	f.StringVar(&opts.ReadinessAddress, "readiness-address", ":15021", "/healthz/ready; - disables")
+	f.StringVar(&logLevel, "log-level", "info", "debug, info, warn or error")
+	return cmd
+}

@@ -1,0 +1,292 @@
+// Package node runs `ambit node`: it joins the mesh with a token, keeps the
+// node's certificates, subscribes to its configuration over delta xDS and
+// serves the data path (package proxy) plus the admin (15000, localhost),
+// metrics (15020) and readiness (15021) endpoints.
+package node
+
+import (
+	"context"
+	"crypto/tls"
+	"encoding/json"
+	"errors"
+	"fmt"
+	"log/slog"
+	"net"
+	"net/http"
+	"sync"
+	"time"
+
+	"github.com/prometheus/client_golang/prometheus"
+	"github.com/prometheus/client_golang/prometheus/collectors"
+	"github.com/prometheus/client_golang/prometheus/promhttp"
+	"github.com/spiffe/go-spiffe/v2/spiffeid"
+	"google.golang.org/grpc"
+	"google.golang.org/grpc/credentials"
+	"google.golang.org/protobuf/encoding/protojson"
+
+	"github.com/ambitmesh/ambit/internal/identity"
+	"github.com/ambitmesh/ambit/internal/node/proxy"
+	"github.com/ambitmesh/ambit/internal/telemetry"
+	"github.com/ambitmesh/ambit/internal/xdsclient"
+)
+
+// Options configure a node proxy.
+type Options struct {
+	ControlPlane string // control plane xDS/CA address, host:port
+	Node         string // this node's name
+	Token        string // join token (ambit token create --node NAME)
+	CAPin        string // CA pin printed with the token
+	TrustDomain  string // default cluster.local
+	Cluster      string // reported in telemetry
+
+	HBONEPort uint16
+	Explicit  []proxy.Explicit
+
+	AdminAddress     string // default 127.0.0.1:15000; "-" disables
+	MetricsAddress   string // default :15020; "-" disables
+	ReadinessAddress string // default :15021; "-" disables
+
+	Logger, AccessLog *slog.Logger
+	// XDSBackoff tunes reconnects (tests shorten it).
+	XDSBackoff xdsclient.Backoff
+}
+
+// Node is a running node proxy.
+type Node struct {
+	opts   Options
+	log    *slog.Logger
+	ready  chan struct{}
+	mu     sync.Mutex
+	addrs  map[string]net.Addr
+	xds    *xdsclient.Client
+	proxy  *proxy.Proxy
+	certs  *identity.Manager
+	synced chan struct{}
+}
+
+// New applies defaults and checks opts; it does no I/O.
+func New(opts Options) (*Node, error) {
+	var errs []error
+	for _, f := range []struct{ name, v string }{
+		{"control plane address", opts.ControlPlane}, {"node name", opts.Node}, {"join token", opts.Token}, {"CA pin", opts.CAPin},
+	} {
+		if f.v == "" {
+			errs = append(errs, fmt.Errorf("node: %s is empty", f.name))
+		}
+	}
+	if err := errors.Join(errs...); err != nil {
+		return nil, err
+	}
+	if opts.TrustDomain == "" {
+		opts.TrustDomain = "cluster.local"
+	}
+	if _, err := spiffeid.TrustDomainFromString(opts.TrustDomain); err != nil {
+		return nil, fmt.Errorf("node: trust domain %q: %w", opts.TrustDomain, err)
+	}
+	if opts.AdminAddress == "" {
+		opts.AdminAddress = "127.0.0.1:15000"
+	}
+	if opts.MetricsAddress == "" {
+		opts.MetricsAddress = ":15020"
+	}
+	if opts.ReadinessAddress == "" {
+		opts.ReadinessAddress = ":15021"
+	}
+	if opts.Logger == nil {
+		opts.Logger = slog.Default()
+	}
+	return &Node{opts: opts, log: opts.Logger, ready: make(chan struct{}), synced: make(chan struct{}), addrs: map[string]net.Addr{}}, nil
+}
+
+// Ready is closed once the endpoints are bound and the proxy is serving
+// (not necessarily synced; see Synced).
+func (n *Node) Ready() <-chan struct{} { return n.ready }
+
+// Synced is closed once a complete configuration arrived.
+func (n *Node) Synced() <-chan struct{} { return n.synced }
+
+// Addr returns the bound address of "admin", "metrics" or "readiness" (nil
+// when disabled or before Ready).
+func (n *Node) Addr(name string) net.Addr {
+	n.mu.Lock()
+	defer n.mu.Unlock()
+	return n.addrs[name]
+}
+
+// Proxy is the data path (valid after Ready).
+func (n *Node) Proxy() *proxy.Proxy { return n.proxy }
+
+// Run joins, subscribes and serves until ctx ends; it returns nil then, or
+// the error that stopped it before (join refused, a port in use).
+func (n *Node) Run(ctx context.Context) error {
+	td := spiffeid.RequireTrustDomainFromString(n.opts.TrustDomain)
+	nodeID, err := identity.NodeID(td, n.opts.Node)
+	if err != nil {
+		return fmt.Errorf("node: %w", err)
+	}
+	joinCtx, cancel := context.WithTimeout(ctx, 30*time.Second)
+	res, err := identity.Join(joinCtx, n.opts.ControlPlane, n.opts.Token, n.opts.CAPin, nodeID)
+	cancel()
+	if err != nil {
+		return fmt.Errorf("node: join %s as %s: %w", n.opts.ControlPlane, nodeID, err)
+	}
+	bundle := identity.NewBundle(td, nil)
+	if _, err := bundle.SetRootsAt(res.Generation, res.Roots); err != nil {
+		return fmt.Errorf("node: roots from join: %w", err)
+	}
+	cached := identity.SourceFunc(func(_ context.Context, id spiffeid.ID) (*tls.Certificate, error) { return n.certs.Current(id) })
+	tlsCfg, err := identity.ClientConfig(cached, bundle, nodeID, []spiffeid.ID{identity.ControlID(td)})
+	if err != nil {
+		return fmt.Errorf("node: %w", err)
+	}
+	conn, err := grpc.NewClient(n.opts.ControlPlane, grpc.WithTransportCredentials(credentials.NewTLS(tlsCfg)))
+	if err != nil {
+		return fmt.Errorf("node: control plane %s: %w", n.opts.ControlPlane, err)
+	}
+	defer conn.Close()
+	if n.certs, err = identity.NewManager(identity.Config{TrustDomain: td, Fetcher: identity.NewCAClient(conn), Bundle: bundle, Logger: n.log.With("component", "identity")}); err != nil {
+		return fmt.Errorf("node: %w", err)
+	}
+	if err := n.certs.Install(nodeID, res.Certificate); err != nil {
+		return fmt.Errorf("node: %w", err)
+	}
+	if n.xds, err = xdsclient.New(xdsclient.Config{
+		Address:              n.opts.ControlPlane,
+		NodeID:               "node/" + n.opts.Node,
+		TransportCredentials: credentials.NewTLS(tlsCfg),
+		TypeURLs:             proxy.TypeURLs,
+		Logger:               n.log.With("component", "xds"),
+		Backoff:              n.opts.XDSBackoff,
+	}); err != nil {
+		return fmt.Errorf("node: %w", err)
+	}
+	if n.proxy, err = proxy.New(proxy.Options{
+		Node: n.opts.Node, Cluster: n.opts.Cluster, Certs: n.certs, Bundle: bundle,
+		HBONEPort: n.opts.HBONEPort, Explicit: n.opts.Explicit,
+		Logger: n.log.With("component", "proxy"), AccessLog: n.opts.AccessLog,
+	}); err != nil {
+		return fmt.Errorf("node: %w", err)
+	}
+
+	reg := prometheus.NewRegistry()
+	reg.MustRegister(collectors.NewGoCollector(), collectors.NewProcessCollector(collectors.ProcessCollectorOpts{}))
+	if err := telemetry.Register(reg); err != nil {
+		return fmt.Errorf("node: metrics: %w", err)
+	}
+	if err := identity.RegisterMetrics(reg); err != nil {
+		return fmt.Errorf("node: metrics: %w", err)
+	}
+
+	ctx, stop := context.WithCancel(ctx)
+	defer stop()
+	var wg sync.WaitGroup
+	defer wg.Wait()
+	servers := []struct {
+		name, addr string
+		h          http.Handler
+	}{
+		{"admin", n.opts.AdminAddress, n.adminHandler()},
+		{"metrics", n.opts.MetricsAddress, promhttp.HandlerFor(reg, promhttp.HandlerOpts{})},
+		{"readiness", n.opts.ReadinessAddress, n.readinessHandler()},
+	}
+	for _, s := range servers {
+		if s.addr == "-" {
+			continue
+		}
+		lis, err := net.Listen("tcp", s.addr)
+		if err != nil {
+			return fmt.Errorf("node: %s listener %s: %w", s.name, s.addr, err)
+		}
+		n.mu.Lock()
+		n.addrs[s.name] = lis.Addr()
+		n.mu.Unlock()
+		srv := &http.Server{Handler: s.h, ReadHeaderTimeout: 10 * time.Second}
+		wg.Go(func() { _ = srv.Serve(lis) })
+		wg.Go(func() { <-ctx.Done(); _ = srv.Close() })
+	}
+
+	wg.Go(func() { _ = n.certs.Run(ctx) })
+	wg.Go(func() { _ = n.xds.Run(ctx) })
+	wg.Go(func() {
+		if _, err := n.xds.WaitSynced(ctx); err == nil {
+			close(n.synced)
+			n.log.Info("configuration synced", "generation", n.xds.Current().Generation())
+		}
+	})
+	errc := make(chan error, 1)
+	wg.Go(func() { errc <- n.proxy.Run(ctx, n.xds) })
+	select {
+	case <-n.proxy.Ready():
+		close(n.ready)
+		n.log.Info("node proxy started", "node", n.opts.Node, "identity", nodeID)
+	case err := <-errc:
+		return err
+	}
+	select {
+	case <-ctx.Done():
+		return nil
+	case err := <-errc:
+		return err
+	}
+}
+
+func (n *Node) readinessHandler() http.Handler {
+	mux := http.NewServeMux()
+	mux.HandleFunc("GET /healthz/ready", func(w http.ResponseWriter, _ *http.Request) {
+		select {
+		case <-n.synced:
+			_, _ = w.Write([]byte("ready\n"))
+		default:
+			http.Error(w, "not ready: no complete configuration from the control plane yet", http.StatusServiceUnavailable)
+		}
+	})
+	return mux
+}
+
+// ConfigDump is the admin /config_dump answer.
+type ConfigDump struct {
+	Node       string                                `json:"node"`
+	Generation uint64                                `json:"generation"`
+	Synced     bool                                  `json:"synced"`
+	XDS        xdsclient.Status                      `json:"xds"`
+	Identities []string                              `json:"identities"`
+	Resources  map[string]map[string]json.RawMessage `json:"resources"`
+	Inbound    []string                              `json:"inbound"`
+	Explicit   []string                              `json:"explicit"`
+}
+
+func (n *Node) adminHandler() http.Handler {
+	mux := http.NewServeMux()
+	mux.HandleFunc("GET /config_dump", func(w http.ResponseWriter, _ *http.Request) {
+		snap := n.xds.Current()
+		d := ConfigDump{Node: n.opts.Node, Generation: snap.Generation(), Synced: snap.Synced(), XDS: n.xds.Status(),
+			Resources: map[string]map[string]json.RawMessage{}}
+		for _, id := range n.certs.Identities() {
+			d.Identities = append(d.Identities, id.String())
+		}
+		for _, tu := range snap.TypeURLs() {
+			m := map[string]json.RawMessage{}
+			for _, name := range snap.Names(tu) {
+				r, _ := snap.Get(tu, name)
+				b, err := protojson.Marshal(r.Message)
+				if err != nil {
+					http.Error(w, fmt.Sprintf("config_dump: %s %s: %v", tu, name, err), http.StatusInternalServerError)
+					return
+				}
+				m[name] = b
+			}
+			d.Resources[tu] = m
+		}
+		for _, a := range n.proxy.InboundAddrs() {
+			d.Inbound = append(d.Inbound, a.String())
+		}
+		for _, a := range n.proxy.ExplicitAddrs() {
+			d.Explicit = append(d.Explicit, a.String())
+		}
+		w.Header().Set("Content-Type", "application/json")
+		enc := json.NewEncoder(w)
+		enc.SetIndent("", "  ")
+		_ = enc.Encode(d)
+	})
+	return mux
+}

@@ -1,0 +1,155 @@
+package node_test
+
+import (
+	"bytes"
+	"context"
+	"encoding/json"
+	"fmt"
+	"io"
+	"log/slog"
+	"net"
+	"net/http"
+	"os"
+	"path/filepath"
+	"strings"
+	"testing"
+	"time"
+
+	"github.com/google/go-cmp/cmp"
+	"go.uber.org/goleak"
+
+	"github.com/ambitmesh/ambit/internal/control"
+	"github.com/ambitmesh/ambit/internal/node"
+	"github.com/ambitmesh/ambit/internal/xdsclient"
+)
+
+func TestMain(m *testing.M) { goleak.VerifyTestMain(m) }
+
+var discard = slog.New(slog.NewTextHandler(io.Discard, nil))
+
+const mesh = `
+apiVersion: ambit.dev/v1alpha1
+kind: Workload
+metadata: {name: web-1, namespace: shop, labels: {app: web}}
+spec: {addresses: ["127.0.0.31"], node: node-a, serviceAccount: web}
+`
+
+func httpGet(t *testing.T, url string) (int, []byte) {
+	t.Helper()
+	resp, err := http.Get(url)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer resp.Body.Close()
+	b, err := io.ReadAll(resp.Body)
+	if err != nil {
+		t.Fatal(err)
+	}
+	return resp.StatusCode, b
+}
+
+func TestRunJoinsServesAndDumps(t *testing.T) {
+	dir := t.TempDir()
+	if err := os.WriteFile(filepath.Join(dir, "mesh.yaml"), []byte(mesh), 0o644); err != nil {
+		t.Fatal(err)
+	}
+	ctx, cancel := context.WithCancel(context.Background())
+	defer cancel()
+	cp := control.New(control.Options{ConfigDir: dir, StateDir: t.TempDir(), XDSAddress: "127.0.0.1:0", AdminAddress: "127.0.0.1:0", Debounce: 20 * time.Millisecond, Logger: discard})
+	cpDone := make(chan error, 1)
+	go func() { cpDone <- cp.Run(ctx) }()
+	defer func() { cancel(); <-cpDone }()
+	select {
+	case <-cp.Ready():
+	case err := <-cpDone:
+		t.Fatal(err)
+	}
+	body, _ := json.Marshal(control.TokenRequest{Subject: "node/node-a"})
+	resp, err := http.Post("http://"+cp.AdminAddr().String()+"/ca/tokens", "application/json", bytes.NewReader(body))
+	if err != nil {
+		t.Fatal(err)
+	}
+	var tok control.TokenResponse
+	err = json.NewDecoder(resp.Body).Decode(&tok)
+	resp.Body.Close()
+	if err != nil {
+		t.Fatal(err)
+	}
+
+	l, err := net.Listen("tcp", "127.0.0.31:0")
+	if err != nil {
+		t.Fatal(err)
+	}
+	hbonePort := uint16(l.Addr().(*net.TCPAddr).Port)
+	l.Close()
+
+	n, err := node.New(node.Options{
+		ControlPlane: cp.XDSAddr().String(), Node: "node-a", Token: tok.Token, CAPin: tok.CAPin, TrustDomain: tok.TrustDomain,
+		HBONEPort:    hbonePort,
+		AdminAddress: "127.0.0.1:0", MetricsAddress: "127.0.0.1:0", ReadinessAddress: "127.0.0.1:0",
+		Logger: discard, XDSBackoff: xdsclient.Backoff{Initial: 20 * time.Millisecond, Max: 200 * time.Millisecond},
+	})
+	if err != nil {
+		t.Fatal(err)
+	}
+	nctx, ncancel := context.WithCancel(ctx)
+	nDone := make(chan error, 1)
+	go func() { nDone <- n.Run(nctx) }()
+	defer func() { ncancel(); <-nDone }()
+	for _, ch := range []<-chan struct{}{n.Ready(), n.Synced()} {
+		select {
+		case <-ch:
+		case err := <-nDone:
+			t.Fatalf("node stopped: %v", err)
+		case <-time.After(10 * time.Second):
+			t.Fatal("node not ready/synced after 10s")
+		}
+	}
+
+	if code, b := httpGet(t, "http://"+n.Addr("readiness").String()+"/healthz/ready"); code != http.StatusOK {
+		t.Errorf("readiness = %d %s, want 200", code, b)
+	}
+	// The HBONE listener on the workload's address follows the sync.
+	wantInbound := []string{fmt.Sprintf("127.0.0.31:%d", hbonePort)}
+	var dump node.ConfigDump
+	for deadline := time.Now().Add(10 * time.Second); ; {
+		code, b := httpGet(t, "http://"+n.Addr("admin").String()+"/config_dump")
+		if code != http.StatusOK {
+			t.Fatalf("config_dump = %d %s", code, b)
+		}
+		dump = node.ConfigDump{}
+		if err := json.Unmarshal(b, &dump); err != nil {
+			t.Fatal(err)
+		}
+		if cmp.Equal(wantInbound, dump.Inbound) {
+			break
+		}
+		if time.Now().After(deadline) {
+			t.Fatalf("config_dump inbound %v, want %v", dump.Inbound, wantInbound)
+		}
+		time.Sleep(10 * time.Millisecond)
+	}
+	var workloads []string
+	for name := range dump.Resources["type.googleapis.com/ambit.workload.v1.Workload"] {
+		workloads = append(workloads, name)
+	}
+	if diff := cmp.Diff([]string{"shop/web-1"}, workloads); diff != "" || !dump.Synced || dump.Node != "node-a" {
+		t.Errorf("config_dump node %q synced %v workloads (-want +got):\n%s", dump.Node, dump.Synced, diff)
+	}
+	wantID := fmt.Sprintf("spiffe://%s/ambit/node/node-a", tok.TrustDomain)
+	if !strings.Contains(strings.Join(dump.Identities, " "), wantID) {
+		t.Errorf("config_dump identities %v, want %s among them", dump.Identities, wantID)
+	}
+	if code, b := httpGet(t, "http://"+n.Addr("metrics").String()+"/metrics"); code != http.StatusOK || !bytes.Contains(b, []byte("go_goroutines")) {
+		t.Errorf("metrics = %d, body has go_goroutines: %v", code, bytes.Contains(b, []byte("go_goroutines")))
+	}
+}
+
+func TestNewRefusesMissingOptions(t *testing.T) {
+	_, err := node.New(node.Options{Node: "n"})
+	for _, want := range []string{"control plane address", "join token", "CA pin"} {
+		if err == nil || !strings.Contains(err.Error(), want) {
+			t.Errorf("New without %s: err %v, want it named", want, err)
+		}
+	}
+}
