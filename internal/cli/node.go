@@ -13,6 +13,7 @@ func newNodeCmd() *cobra.Command {
 	var (
 		opts     node.Options
 		explicit []string
+		proxies  []string
 		logLevel string
 		hbone    uint16
 	)
@@ -30,8 +31,10 @@ Outbound, in explicit mode, apps connect to a local port per upstream:
 --explicit LISTEN=TARGET[@NAMESPACE/NAME] forwards connections made to LISTEN
 to TARGET (a service VIP:port or a workload ip:port) as the named local
 workload (default: the local workload whose address the app connected from,
-or the node's only workload). Destinations outside the mesh are passed through
-as plain TCP.
+or the node's only workload). --http-proxy LISTEN[@NAMESPACE/NAME] serves the
+same as an HTTP CONNECT proxy (CONNECT ip:port; 200 once the upstream is
+connected, 502 when it cannot be). Destinations outside the mesh are passed
+through as plain TCP.
 
 Endpoints: admin on --admin-address (GET /config_dump), Prometheus metrics
 on --metrics-address (/metrics), readiness on --readiness-address
@@ -54,6 +57,13 @@ on --metrics-address (/metrics), readiness on --readiness-address
 				}
 				opts.Explicit = append(opts.Explicit, x)
 			}
+			for _, h := range proxies {
+				x, err := proxy.ParseHTTPProxy(h)
+				if err != nil {
+					return err
+				}
+				opts.HTTPProxies = append(opts.HTTPProxies, x)
+			}
 			n, err := node.New(opts)
 			if err != nil {
 				return err
@@ -73,6 +83,7 @@ on --metrics-address (/metrics), readiness on --readiness-address
 	f.StringVar(&opts.Cluster, "cluster", "", "cluster name reported in metrics and baggage")
 	f.Uint16Var(&hbone, "hbone-port", proxy.DefaultHBONEPort, "HBONE port: inbound listeners on local workload addresses, and outbound tunnels")
 	f.StringArrayVar(&explicit, "explicit", nil, "explicit-mode listener LISTEN=TARGET[@NAMESPACE/NAME], e.g. 127.0.0.1:9080=10.96.0.10:80 (repeatable)")
+	f.StringArrayVar(&proxies, "http-proxy", nil, "explicit-mode HTTP CONNECT proxy listener LISTEN[@NAMESPACE/NAME], e.g. 127.0.0.1:15080 (repeatable)")
 	f.StringVar(&opts.AdminAddress, "admin-address", "127.0.0.1:15000", "admin endpoint (/config_dump); keep it on localhost; - disables")
 	f.StringVar(&opts.MetricsAddress, "metrics-address", ":15020", "Prometheus /metrics; - disables")
 	f.StringVar(&opts.ReadinessAddress, "readiness-address", ":15021", "/healthz/ready; - disables")

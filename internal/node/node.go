@@ -39,8 +39,9 @@ type Options struct {
 	TrustDomain  string // default cluster.local
 	Cluster      string // reported in telemetry
 
-	HBONEPort uint16
-	Explicit  []proxy.Explicit
+	HBONEPort   uint16
+	Explicit    []proxy.Explicit
+	HTTPProxies []proxy.HTTPProxy
 
 	AdminAddress     string // default 127.0.0.1:15000; "-" disables
 	MetricsAddress   string // default :15020; "-" disables
@@ -162,7 +163,7 @@ func (n *Node) Run(ctx context.Context) error {
 	}
 	if n.proxy, err = proxy.New(proxy.Options{
 		Node: n.opts.Node, Cluster: n.opts.Cluster, Certs: n.certs, Bundle: bundle,
-		HBONEPort: n.opts.HBONEPort, Explicit: n.opts.Explicit,
+		HBONEPort: n.opts.HBONEPort, Explicit: n.opts.Explicit, HTTPProxies: n.opts.HTTPProxies,
 		Logger: n.log.With("component", "proxy"), AccessLog: n.opts.AccessLog,
 	}); err != nil {
 		return fmt.Errorf("node: %w", err)
@@ -253,6 +254,7 @@ type ConfigDump struct {
 	Resources  map[string]map[string]json.RawMessage `json:"resources"`
 	Inbound    []string                              `json:"inbound"`
 	Explicit   []string                              `json:"explicit"`
+	HTTPProxy  []string                              `json:"httpProxy"`
 }
 
 func (n *Node) adminHandler() http.Handler {
@@ -282,6 +284,9 @@ func (n *Node) adminHandler() http.Handler {
 		}
 		for _, a := range n.proxy.ExplicitAddrs() {
 			d.Explicit = append(d.Explicit, a.String())
+		}
+		for _, a := range n.proxy.HTTPProxyAddrs() {
+			d.HTTPProxy = append(d.HTTPProxy, a.String())
 		}
 		w.Header().Set("Content-Type", "application/json")
 		enc := json.NewEncoder(w)

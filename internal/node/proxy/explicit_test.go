@@ -46,3 +46,27 @@ func TestTypeURLsAreNodeTypes(t *testing.T) {
 		t.Errorf("proxy.TypeURLs vs xds.NodeTypes (-control +node):\n%s", diff)
 	}
 }
+
+func TestParseHTTPProxy(t *testing.T) {
+	for _, tc := range []struct {
+		in      string
+		want    proxy.HTTPProxy
+		wantErr bool
+	}{
+		{in: "127.0.0.1:15080", want: proxy.HTTPProxy{Listen: netip.MustParseAddrPort("127.0.0.1:15080")}},
+		{in: "127.0.0.1:15080@shop/web-1", want: proxy.HTTPProxy{Listen: netip.MustParseAddrPort("127.0.0.1:15080"), Source: "shop/web-1"}},
+		{in: "localhost:15080", wantErr: true},
+		{in: "127.0.0.1:15080@web-1", wantErr: true},
+	} {
+		got, err := proxy.ParseHTTPProxy(tc.in)
+		if (err != nil) != tc.wantErr {
+			t.Errorf("ParseHTTPProxy(%q) err = %v, want error %v", tc.in, err, tc.wantErr)
+			continue
+		}
+		if !tc.wantErr {
+			if diff := cmp.Diff(tc.want, got, cmp.Comparer(func(a, b netip.AddrPort) bool { return a == b })); diff != "" {
+				t.Errorf("ParseHTTPProxy(%q) (-want +got):\n%s", tc.in, diff)
+			}
+		}
+	}
+}

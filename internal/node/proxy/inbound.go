@@ -90,7 +90,7 @@ func (p *Proxy) serveInbound(ctx context.Context, r *hbone.Request) (io.ReadWrit
 		return nil, err
 	}
 	up.release = release
-	conn, err := p.opts.DialUpstream(ctx, r.Authority)
+	conn, err := p.opts.DialWorkload(ctx, dst, src, r.Authority)
 	if err != nil {
 		release()
 		err = fmt.Errorf("node proxy: connect to workload %s at %s: %w", dst.Key(), r.Authority, err)

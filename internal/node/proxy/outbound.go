@@ -45,6 +45,16 @@ func (p *Proxy) serveExplicit(ctx context.Context, lis net.Listener, e Explicit)
 // of its endpoints and a mesh workload directly, both over HBONE; any other
 // address is passed through as plain TCP.
 func (p *Proxy) Outbound(ctx context.Context, client net.Conn, dst netip.AddrPort, source string) {
+	p.outbound(ctx, client, dst, source, nil)
+}
+
+// outbound is Outbound with answer, when not nil, called once the upstream
+// is connected (nil) or could not be (the reason), before any byte is
+// relayed; an error from answer abandons the connection.
+func (p *Proxy) outbound(ctx context.Context, client net.Conn, dst netip.AddrPort, source string, answer func(error) error) {
+	if answer == nil {
+		answer = func(error) error { return nil }
+	}
 	ctx, cancel := context.WithCancel(ctx)
 	defer cancel()
 	defer client.Close()
@@ -80,15 +90,17 @@ func (p *Proxy) Outbound(ctx context.Context, client net.Conn, dst netip.AddrPor
 
 	switch {
 	case src == nil:
-		m := telemetry.Open(labels, telemetry.Endpoints{Src: clientAddr, Dst: dst})
-		m.Finish(p.access, telemetry.Result{Err: fmt.Errorf("%w: %s is not a workload of node %s and no source was configured", errUnknownSource, clientAddr.Addr(), p.opts.Node), Flags: telemetry.FlagConnectFailure})
+		err := fmt.Errorf("%w: %s is not a workload of node %s and no source was configured", errUnknownSource, clientAddr.Addr(), p.opts.Node)
+		if source != "" {
+			err = fmt.Errorf("%w: configured source %s is not a workload of node %s", errUnknownSource, source, p.opts.Node)
+		}
+		p.refuse(labels, clientAddr, dst, answer, err)
 		return
 	case svc != nil && target == nil:
-		m := telemetry.Open(labels, telemetry.Endpoints{Src: clientAddr, Dst: dst})
-		m.Finish(p.access, telemetry.Result{Err: fmt.Errorf("node proxy: service %s/%s has no endpoint for port %d", svc.GetNamespace(), svc.GetName(), dst.Port()), Flags: telemetry.FlagConnectFailure})
+		p.refuse(labels, clientAddr, dst, answer, fmt.Errorf("node proxy: service %s/%s has no endpoint for port %d", svc.GetNamespace(), svc.GetName(), dst.Port()))
 		return
 	case target == nil:
-		p.passthrough(ctx, client, clientAddr, dst, labels)
+		p.passthrough(ctx, client, clientAddr, dst, labels, answer)
 		return
 	}
 
@@ -116,42 +128,64 @@ func (p *Proxy) Outbound(ctx context.Context, client net.Conn, dst netip.AddrPor
 	}
 	tunnel, err := p.dialer.Dial(ctx, req)
 	if err != nil {
-		m.Finish(p.access, telemetry.Result{Err: fmt.Errorf("node proxy: tunnel to %s via %s: %w", addr, hboneAddr, err), Flags: telemetry.FlagConnectFailure})
+		err = fmt.Errorf("node proxy: tunnel to %s via %s: %w", addr, hboneAddr, err)
+		_ = answer(err)
+		m.Finish(p.access, telemetry.Result{Err: err, Flags: telemetry.FlagConnectFailure})
 		return
 	}
 	defer tunnel.Close()
 	stopT := context.AfterFunc(ctx, func() { _ = tunnel.Close() })
 	defer stopT()
+	if err := answer(nil); err != nil {
+		m.Finish(p.access, telemetry.Result{Err: err, Flags: telemetry.FlagConnectFailure})
+		return
+	}
 	relay(telemetry.CountConn(client, m, telemetry.ReadsAreRequest), tunnel)
 	m.Finish(p.access, telemetry.Result{})
 }
 
 // passthrough connects to a destination outside the mesh as plain TCP.
-func (p *Proxy) passthrough(ctx context.Context, client net.Conn, clientAddr, dst netip.AddrPort, labels telemetry.Labels) {
+func (p *Proxy) passthrough(ctx context.Context, client net.Conn, clientAddr, dst netip.AddrPort, labels telemetry.Labels, answer func(error) error) {
 	labels.SecurityPolicy = telemetry.SecurityNone
 	m := telemetry.Open(labels, telemetry.Endpoints{Src: clientAddr, Dst: dst})
-	up, err := p.opts.DialUpstream(ctx, dst)
+	up, err := p.opts.DialPassthrough(ctx, dst)
 	if err != nil {
-		m.Finish(p.access, telemetry.Result{Err: fmt.Errorf("node proxy: passthrough to %s: %w", dst, err), Flags: telemetry.FlagConnectFailure})
+		err = fmt.Errorf("node proxy: passthrough to %s: %w", dst, err)
+		_ = answer(err)
+		m.Finish(p.access, telemetry.Result{Err: err, Flags: telemetry.FlagConnectFailure})
 		return
 	}
 	defer up.Close()
 	stop := context.AfterFunc(ctx, func() { _ = up.Close() })
 	defer stop()
+	if err := answer(nil); err != nil {
+		m.Finish(p.access, telemetry.Result{Err: err, Flags: telemetry.FlagConnectFailure})
+		return
+	}
 	relay(telemetry.CountConn(client, m, telemetry.ReadsAreRequest), up)
 	m.Finish(p.access, telemetry.Result{})
 }
 
+// refuse accounts a connection refused before any upstream was tried.
+func (p *Proxy) refuse(labels telemetry.Labels, clientAddr, dst netip.AddrPort, answer func(error) error, err error) {
+	_ = answer(err)
+	m := telemetry.Open(labels, telemetry.Endpoints{Src: clientAddr, Dst: dst})
+	m.Finish(p.access, telemetry.Result{Err: err, Flags: telemetry.FlagConnectFailure})
+}
+
 // sourceWorkload finds the local workload a connection comes from.
+// A configured source wins over the client's address: the operator said
+// which workload the listener serves, and when that workload is not (or no
+// longer) on this node the connection must not borrow another identity.
 func (p *Proxy) sourceWorkload(cfg *Config, from netip.Addr, source string) *Workload {
-	if w := cfg.LocalWorkload(p.opts.Node, from); w != nil && !w.Identity.IsZero() {
-		return w
-	}
 	if source != "" {
 		if w := cfg.WorkloadByKey(p.opts.Node, source); w != nil && !w.Identity.IsZero() {
 			return w
 		}
 		return nil
+	}
+	if w := cfg.LocalWorkload(p.opts.Node, from); w != nil && !w.Identity.IsZero() {
+		return w
 	}
 	if ws := cfg.NodeWorkloads(p.opts.Node); len(ws) == 1 && !ws[0].Identity.IsZero() {
 		return ws[0]

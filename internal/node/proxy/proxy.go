@@ -49,9 +49,19 @@ type Options struct {
 	HBONEPort uint16
 	// Explicit lists the local listeners of explicit mode.
 	Explicit []Explicit
-	// DialUpstream connects to a local workload (inbound) or a passthrough
-	// destination (outbound). Default: a net.Dialer with a 10s timeout.
-	DialUpstream func(ctx context.Context, dst netip.AddrPort) (net.Conn, error)
+	// DialWorkload connects an inbound tunnel to local workload w at dst;
+	// src is the original client address (from the forwarded header, else
+	// the tunnel's peer). Default: a plain TCP dial that ignores src, which
+	// is right in explicit mode. Under in-pod capture this is a
+	// netns.Dialer in w's namespace binding src with IP_TRANSPARENT.
+	DialWorkload func(ctx context.Context, w *Workload, src, dst netip.AddrPort) (net.Conn, error)
+	// DialPassthrough connects an outbound connection to a destination
+	// outside the mesh. Default: a plain TCP dial.
+	DialPassthrough func(ctx context.Context, dst netip.AddrPort) (net.Conn, error)
+	// HTTPProxies are explicit-mode HTTP CONNECT proxy listeners: apps
+	// send "CONNECT ip:port" and the connection is forwarded like one made
+	// to an Explicit listener targeting ip:port.
+	HTTPProxies []HTTPProxy
 	// Logger is the component logger; AccessLog receives one line per
 	// connection (nil: Logger).
 	Logger, AccessLog *slog.Logger
@@ -69,8 +79,9 @@ type Explicit struct {
 	Listen netip.AddrPort
 	Target netip.AddrPort
 	// Source is the local workload "<namespace>/<name>" the connections come
-	// from. Empty: the local workload whose address the client connected
-	// from, else the node's only local workload.
+	// from; when it is not on this node they are refused. Empty: the local
+	// workload whose address the client connected from, else the node's only
+	// local workload.
 	Source string
 }
 
@@ -113,6 +124,7 @@ type Proxy struct {
 	changed       chan struct{} // signalled (non-blocking) when cfg changes
 	ready         chan struct{} // closed once the explicit listeners are bound
 	explicitAddrs []netip.AddrPort
+	proxyAddrs    []netip.AddrPort
 	mu            sync.Mutex
 	inbound       map[netip.AddrPort]*listener // HBONE listeners by address
 }
@@ -139,9 +151,14 @@ func New(opts Options) (*Proxy, error) {
 	if opts.AccessLog == nil {
 		opts.AccessLog = opts.Logger
 	}
-	if opts.DialUpstream == nil {
-		d := &net.Dialer{Timeout: 10 * time.Second}
-		opts.DialUpstream = func(ctx context.Context, dst netip.AddrPort) (net.Conn, error) {
+	d := &net.Dialer{Timeout: 10 * time.Second}
+	if opts.DialWorkload == nil {
+		opts.DialWorkload = func(ctx context.Context, _ *Workload, _, dst netip.AddrPort) (net.Conn, error) {
+			return d.DialContext(ctx, "tcp", dst.String())
+		}
+	}
+	if opts.DialPassthrough == nil {
+		opts.DialPassthrough = func(ctx context.Context, dst netip.AddrPort) (net.Conn, error) {
 			return d.DialContext(ctx, "tcp", dst.String())
 		}
 	}
@@ -221,8 +238,18 @@ func (p *Proxy) Run(ctx context.Context, xc *xdsclient.Client) error {
 		addrs = append(addrs, lis.Addr().(*net.TCPAddr).AddrPort())
 		wg.Go(func() { p.serveExplicit(ctx, lis, e) })
 	}
+	var proxyAddrs []netip.AddrPort
+	for _, h := range p.opts.HTTPProxies {
+		lis, err := net.Listen("tcp", h.Listen.String())
+		if err != nil {
+			return fmt.Errorf("node proxy: HTTP CONNECT proxy listener %s: %w", h.Listen, err)
+		}
+		proxyAddrs = append(proxyAddrs, lis.Addr().(*net.TCPAddr).AddrPort())
+		wg.Go(func() { p.serveHTTPProxy(ctx, lis, h) })
+	}
 	p.mu.Lock()
 	p.explicitAddrs = addrs
+	p.proxyAddrs = proxyAddrs
 	p.mu.Unlock()
 	close(p.ready)
 	if xc != nil {
@@ -296,6 +323,14 @@ func (p *Proxy) ExplicitAddrs() []netip.AddrPort {
 	p.mu.Lock()
 	defer p.mu.Unlock()
 	return slices.Clone(p.explicitAddrs)
+}
+
+// HTTPProxyAddrs returns the bound HTTP CONNECT proxy addresses, in the
+// order of Options.HTTPProxies (valid after Ready).
+func (p *Proxy) HTTPProxyAddrs() []netip.AddrPort {
+	p.mu.Lock()
+	defer p.mu.Unlock()
+	return slices.Clone(p.proxyAddrs)
 }
 
 // InboundAddrs lists the HBONE listeners open now.

@@ -15,11 +15,13 @@ import (
 	"net/netip"
 	"os"
 	"path/filepath"
+	"strings"
 	"sync"
 	"testing"
 	"time"
 
 	"github.com/google/go-cmp/cmp"
+	"github.com/google/go-cmp/cmp/cmpopts"
 	"github.com/prometheus/client_golang/prometheus"
 	"github.com/spiffe/go-spiffe/v2/spiffeid"
 	"go.uber.org/goleak"
@@ -88,7 +90,7 @@ type node struct {
 	access *lockedBuffer
 }
 
-func joinNode(t *testing.T, cp *control.Control, name string, hbonePort uint16, explicit []proxy.Explicit) *node {
+func joinNode(t *testing.T, cp *control.Control, name string, hbonePort uint16, explicit []proxy.Explicit, httpProxies []proxy.HTTPProxy) *node {
 	t.Helper()
 	body, _ := json.Marshal(control.TokenRequest{Subject: "node/" + name})
 	resp, err := http.Post("http://"+cp.AdminAddr().String()+"/ca/tokens", "application/json", bytes.NewReader(body))
@@ -143,14 +145,15 @@ func joinNode(t *testing.T, cp *control.Control, name string, hbonePort uint16, 
 		t.Fatal(err)
 	}
 	if n.proxy, err = proxy.New(proxy.Options{
-		Node:      name,
-		Cluster:   "test",
-		Certs:     n.certs,
-		Bundle:    n.bundle,
-		HBONEPort: hbonePort,
-		Explicit:  explicit,
-		Logger:    discard,
-		AccessLog: slog.New(slog.NewJSONHandler(n.access, nil)),
+		Node:        name,
+		Cluster:     "test",
+		Certs:       n.certs,
+		Bundle:      n.bundle,
+		HBONEPort:   hbonePort,
+		Explicit:    explicit,
+		HTTPProxies: httpProxies,
+		Logger:      discard,
+		AccessLog:   slog.New(slog.NewJSONHandler(n.access, nil)),
 	}); err != nil {
 		t.Fatal(err)
 	}
@@ -242,7 +245,9 @@ func counterSum(t *testing.T, reg *prometheus.Registry, name string, labels map[
 const (
 	clientIP = "127.0.0.11"
 	serverIP = "127.0.0.21"
-	vip      = "10.96.0.10"
+	// outsideIP is no workload's.
+	outsideIP = "127.0.0.41"
+	vip       = "10.96.0.10"
 )
 
 func meshYAML(echoPort int) string {
@@ -312,6 +317,16 @@ func TestTwoNodesExplicitMode(t *testing.T) {
 
 	// The backend: echo on the server workload's address.
 	es := echo.New(echo.Options{HTTPAddress: serverIP + ":0", Logger: discard})
+	// A destination outside the mesh, for passthrough.
+	outside := echo.New(echo.Options{HTTPAddress: outsideIP + ":0", Logger: discard})
+	outsideDone := make(chan error, 1)
+	go func() { outsideDone <- outside.Run(ctx) }()
+	waits = append(waits, func() { <-outsideDone })
+	select {
+	case <-outside.Ready():
+	case err := <-outsideDone:
+		t.Fatalf("echo: %v", err)
+	}
 	echoDone := make(chan error, 1)
 	go func() { echoDone <- es.Run(ctx) }()
 	waits = append(waits, func() { <-echoDone })
@@ -338,11 +353,14 @@ func TestTwoNodesExplicitMode(t *testing.T) {
 	}
 
 	hbonePort := freePort(t, clientIP, serverIP)
-	a := joinNode(t, cp, "node-a", hbonePort, []proxy.Explicit{{
-		Listen: netip.MustParseAddrPort("127.0.0.1:0"),
-		Target: netip.MustParseAddrPort(vip + ":80"),
-	}})
-	b := joinNode(t, cp, "node-b", hbonePort, nil)
+	outsideAddr := outside.HTTPAddr().(*net.TCPAddr).AddrPort()
+	anyPort := netip.MustParseAddrPort("127.0.0.1:0")
+	a := joinNode(t, cp, "node-a", hbonePort, []proxy.Explicit{
+		{Listen: anyPort, Target: netip.MustParseAddrPort(vip + ":80")},
+		{Listen: anyPort, Target: outsideAddr},
+		{Listen: anyPort, Target: netip.MustParseAddrPort(vip + ":80"), Source: "shop/not-here"},
+	}, []proxy.HTTPProxy{{Listen: anyPort}})
+	b := joinNode(t, cp, "node-b", hbonePort, nil, nil)
 	// Proxies stop before the control plane so their streams end first.
 	waits = append([]func(){a.run(ctx), b.run(ctx)}, waits...)
 	<-a.proxy.Ready()
@@ -373,6 +391,86 @@ func TestTwoNodesExplicitMode(t *testing.T) {
 	td := b.bundle.TrustDomain()
 	clientID := spiffeid.RequireFromPath(td, "/ns/shop/sa/client")
 	serverID := spiffeid.RequireFromPath(td, "/ns/shop/sa/web")
+	hd, err := hbone.NewDialer(hbone.DialerConfig{Source: a.certs, Bundle: a.bundle, Logger: discard})
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer hd.Close()
+
+	t.Run("passthrough outside the mesh", func(t *testing.T) {
+		c, err := d.DialContext(ctx, "tcp", a.proxy.ExplicitAddrs()[1].String())
+		if err != nil {
+			t.Fatal(err)
+		}
+		defer c.Close()
+		got := get(t, c, bufio.NewReader(c))
+		// The outside server saw the proxy's own plain connection.
+		if got.Path != "/hello" || got.LocalAddr != outsideAddr.String() {
+			t.Errorf("outside echo saw path %q at %q, want /hello at %s", got.Path, got.LocalAddr, outsideAddr)
+		}
+	})
+
+	t.Run("unknown source refused", func(t *testing.T) {
+		c, err := d.DialContext(ctx, "tcp", a.proxy.ExplicitAddrs()[2].String())
+		if err != nil {
+			t.Fatal(err)
+		}
+		defer c.Close()
+		if n, err := io.Copy(io.Discard, c); n != 0 || err != nil {
+			t.Errorf("read %d bytes, err %v; want an immediate clean close", n, err)
+		}
+		eventually(t, "node-a to log the refusal", func() bool {
+			for _, l := range a.access.lines(t) {
+				if e, _ := l["error"].(string); strings.Contains(e, "unknown source") && strings.Contains(e, "shop/not-here") {
+					return true
+				}
+			}
+			return false
+		})
+	})
+
+	t.Run("HTTP CONNECT proxy", func(t *testing.T) {
+		for _, tc := range []struct {
+			target   string
+			wantCode int
+		}{
+			{vip + ":80", http.StatusOK},
+			{outsideAddr.String(), http.StatusOK},
+			{"web.shop:80", http.StatusBadRequest},
+			{"127.0.0.1:1", http.StatusBadGateway}, // passthrough, nothing listens
+		} {
+			c, err := net.Dial("tcp", a.proxy.HTTPProxyAddrs()[0].String())
+			if err != nil {
+				t.Fatal(err)
+			}
+			fmt.Fprintf(c, "CONNECT %s HTTP/1.1\r\nHost: %s\r\n\r\n", tc.target, tc.target)
+			br := bufio.NewReader(c)
+			resp, err := http.ReadResponse(br, &http.Request{Method: http.MethodConnect})
+			if err != nil {
+				t.Fatalf("CONNECT %s: %v", tc.target, err)
+			}
+			if resp.StatusCode != tc.wantCode {
+				t.Errorf("CONNECT %s = %d, want %d", tc.target, resp.StatusCode, tc.wantCode)
+			}
+			if resp.StatusCode == http.StatusOK {
+				if got := get(t, c, br); got.Path != "/hello" {
+					t.Errorf("through CONNECT %s the echo saw path %q", tc.target, got.Path)
+				}
+			}
+			c.Close()
+		}
+	})
+
+	t.Run("authority not local is 400", func(t *testing.T) {
+		_, err := hd.Dial(ctx, &hbone.DialRequest{
+			Address: serverHBONE, Authority: clientIP + ":80",
+			Source: clientID, Destination: []spiffeid.ID{serverID},
+		})
+		var se *hbone.StatusError
+		if !errors.As(err, &se) || se.Code != http.StatusBadRequest {
+			t.Errorf("tunnel to a workload of another node: err %v, want HBONE status 400", err)
+		}
+	})
 
 	// Deny: the live connection is closed and a new tunnel is refused with 401.
 	writeFile(t, dir, "deny.yaml", denyShop)
@@ -380,11 +478,6 @@ func TestTwoNodesExplicitMode(t *testing.T) {
 	if n, err := io.Copy(io.Discard, br); err != nil || n != 0 {
 		t.Errorf("after DENY the live connection read %d bytes, err %v; want a clean close with nothing", n, err)
 	}
-	hd, err := hbone.NewDialer(hbone.DialerConfig{Source: a.certs, Bundle: a.bundle, Logger: discard})
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer hd.Close()
 	_, err = hd.Dial(ctx, &hbone.DialRequest{
 		Address: serverHBONE, Authority: fmt.Sprintf("%s:%d", serverIP, echoPort),
 		Source: clientID, Destination: []spiffeid.ID{serverID},
@@ -404,7 +497,7 @@ func TestTwoNodesExplicitMode(t *testing.T) {
 				inbound = append(inbound, l)
 			}
 		}
-		return len(inbound) >= 2
+		return len(inbound) >= 4
 	})
 	type line struct{ SrcID, DstID, Flags, Policy string }
 	var lines []line
@@ -415,10 +508,16 @@ func TestTwoNodesExplicitMode(t *testing.T) {
 		lines = append(lines, line{fmt.Sprint(src["identity"]), fmt.Sprint(dst["identity"]), fmt.Sprint(l["response_flags"]), pol})
 	}
 	want := []line{
+		// The HTTP CONNECT test's connection, the 400 (no destination
+		// workload), the revoked connection, the refused one; they end
+		// concurrently, so order does not matter.
+		{clientID.String(), serverID.String(), "-", ""},
+		{clientID.String(), "<nil>", "CONNECT", ""},
 		{clientID.String(), serverID.String(), "DENY", "shop/deny-shop"},
 		{clientID.String(), serverID.String(), "DENY", "shop/deny-shop"},
 	}
-	if diff := cmp.Diff(want, lines); diff != "" {
+	byFields := cmpopts.SortSlices(func(x, y line) bool { return fmt.Sprint(x) < fmt.Sprint(y) })
+	if diff := cmp.Diff(want, lines, byFields); diff != "" {
 		t.Errorf("node-b inbound access log (-want +got):\n%s\nraw: %v", diff, inbound)
 	}
 
