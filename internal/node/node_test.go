@@ -11,6 +11,7 @@ import (
 	"net/http"
 	"os"
 	"path/filepath"
+	"slices"
 	"strings"
 	"testing"
 	"time"
@@ -111,6 +112,7 @@ func TestRunJoinsServesAndDumps(t *testing.T) {
 	}
 	// The HBONE listener on the workload's address follows the sync.
 	wantInbound := []string{fmt.Sprintf("127.0.0.31:%d", hbonePort)}
+	wantWorkloadID := fmt.Sprintf("spiffe://%s/ns/shop/sa/web", tok.TrustDomain)
 	var dump node.ConfigDump
 	for deadline := time.Now().Add(10 * time.Second); ; {
 		code, b := httpGet(t, "http://"+n.Addr("admin").String()+"/config_dump")
@@ -121,11 +123,12 @@ func TestRunJoinsServesAndDumps(t *testing.T) {
 		if err := json.Unmarshal(b, &dump); err != nil {
 			t.Fatal(err)
 		}
-		if cmp.Equal(wantInbound, dump.Inbound) {
+		// The workload's certificate is fetched ahead of its first connection.
+		if cmp.Equal(wantInbound, dump.Inbound) && slices.Contains(dump.Identities, wantWorkloadID) {
 			break
 		}
 		if time.Now().After(deadline) {
-			t.Fatalf("config_dump inbound %v, want %v", dump.Inbound, wantInbound)
+			t.Fatalf("config_dump inbound %v identities %v, want %v and %s among the identities", dump.Inbound, dump.Identities, wantInbound, wantWorkloadID)
 		}
 		time.Sleep(10 * time.Millisecond)
 	}

@@ -25,6 +25,8 @@ import (
 	"sync/atomic"
 	"time"
 
+	"github.com/spiffe/go-spiffe/v2/spiffeid"
+
 	"github.com/ambitmesh/ambit/internal/hbone"
 	"github.com/ambitmesh/ambit/internal/identity"
 	"github.com/ambitmesh/ambit/internal/node/policy"
@@ -255,8 +257,10 @@ func (p *Proxy) Run(ctx context.Context, xc *xdsclient.Client) error {
 	if xc != nil {
 		wg.Go(func() { _ = xc.Watch(ctx, p.Update) })
 	}
+	held := map[spiffeid.ID]bool{}
 	for {
 		p.reconcileInbound(ctx)
+		p.reconcileIdentities(ctx, &wg, held)
 		select {
 		case <-ctx.Done():
 			return nil
@@ -301,6 +305,40 @@ func (p *Proxy) reconcileInbound(ctx context.Context) {
 				p.log.Warn("hbone listener stopped", "addr", ap, "err", err)
 			}
 		}()
+	}
+}
+
+// reconcileIdentities fetches certificates for the identities of local
+// workloads as they appear, so the first connection does not wait for the
+// CA, and forgets those whose last workload left (when Certs can forget, as
+// *identity.Manager does). held is the set fetched so far.
+func (p *Proxy) reconcileIdentities(ctx context.Context, wg *sync.WaitGroup, held map[spiffeid.ID]bool) {
+	want := map[spiffeid.ID]bool{}
+	for _, w := range p.cfg.Load().NodeWorkloads(p.opts.Node) {
+		if !w.Identity.IsZero() {
+			want[w.Identity] = true
+		}
+	}
+	for id := range want {
+		if held[id] {
+			continue
+		}
+		held[id] = true
+		wg.Go(func() {
+			if _, err := p.opts.Certs.Get(ctx, id); err != nil && ctx.Err() == nil {
+				// Handshakes retry through Get; this only warns early.
+				p.log.Warn("certificate not obtained", "identity", id, "err", err)
+			}
+		})
+	}
+	f, canForget := p.opts.Certs.(interface{ Forget(spiffeid.ID) })
+	for id := range held {
+		if !want[id] {
+			delete(held, id)
+			if canForget {
+				f.Forget(id)
+			}
+		}
 	}
 }
 
