@@ -44,7 +44,9 @@ func query(t gatewayv1.MatchType, name, v string) func(*gatewayv1.RouteMatch) {
 	}
 }
 
-func method(v string) func(*gatewayv1.RouteMatch) { return func(m *gatewayv1.RouteMatch) { m.Method = v } }
+func method(v string) func(*gatewayv1.RouteMatch) {
+	return func(m *gatewayv1.RouteMatch) { m.Method = v }
+}
 
 func grpc() func(*gatewayv1.RouteMatch) { return func(m *gatewayv1.RouteMatch) { m.Grpc = true } }
 
