@@ -57,6 +57,9 @@ type Workload struct {
 // Key is "<namespace>/<name>".
 func (w *Workload) Key() string { return w.Proto.GetNamespace() + "/" + w.Proto.GetName() }
 
+// has reports whether a is one of w's addresses.
+func (w *Workload) has(a netip.Addr) bool { return slices.Contains(w.Addresses, a) }
+
 // ServiceTarget is one VIP:port of a service and the endpoints behind it.
 type ServiceTarget struct {
 	Service   *workloadv1.Service

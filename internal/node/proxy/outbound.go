@@ -126,6 +126,11 @@ func (p *Proxy) outbound(ctx context.Context, client net.Conn, dst netip.AddrPor
 	if svc != nil {
 		req.Forwarded.Host = svc.GetHostname()
 	}
+	if p.podOf(src.Key()) != nil && src.has(clientAddr.Addr()) {
+		// Captured in the workload's own namespace: the tunnel leaves from
+		// its address, as ztunnel's in-pod mode does.
+		req.SourceIP = clientAddr.Addr()
+	}
 	tunnel, err := p.dialer.Dial(ctx, req)
 	if err != nil {
 		err = fmt.Errorf("node proxy: tunnel to %s via %s: %w", addr, hboneAddr, err)

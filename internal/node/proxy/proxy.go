@@ -51,11 +51,11 @@ type Options struct {
 	HBONEPort uint16
 	// Explicit lists the local listeners of explicit mode.
 	Explicit []Explicit
-	// DialWorkload connects an inbound tunnel to local workload w at dst;
-	// src is the original client address (from the forwarded header, else
-	// the tunnel's peer). Default: a plain TCP dial that ignores src, which
-	// is right in explicit mode. Under in-pod capture this is a
-	// netns.Dialer in w's namespace binding src with IP_TRANSPARENT.
+	// DialWorkload connects an inbound connection to local workload w at
+	// dst; src is the original client address (from the forwarded header,
+	// else the tunnel's peer). Default: for an enrolled workload, from src
+	// (IP_TRANSPARENT) inside its namespace; otherwise plain TCP ignoring
+	// src, which is right in explicit mode.
 	DialWorkload func(ctx context.Context, w *Workload, src, dst netip.AddrPort) (net.Conn, error)
 	// DialPassthrough connects an outbound connection to a destination
 	// outside the mesh. Default: a plain TCP dial.
@@ -129,6 +129,8 @@ type Proxy struct {
 	proxyAddrs    []netip.AddrPort
 	mu            sync.Mutex
 	inbound       map[netip.AddrPort]*listener // HBONE listeners by address
+	pods          map[string]*pod              // enrolled workloads by key
+	runCtx        context.Context              // Run's context, nil when not running
 }
 
 type listener struct {
@@ -154,11 +156,6 @@ func New(opts Options) (*Proxy, error) {
 		opts.AccessLog = opts.Logger
 	}
 	d := &net.Dialer{Timeout: 10 * time.Second}
-	if opts.DialWorkload == nil {
-		opts.DialWorkload = func(ctx context.Context, _ *Workload, _, dst netip.AddrPort) (net.Conn, error) {
-			return d.DialContext(ctx, "tcp", dst.String())
-		}
-	}
 	if opts.DialPassthrough == nil {
 		opts.DialPassthrough = func(ctx context.Context, dst netip.AddrPort) (net.Conn, error) {
 			return d.DialContext(ctx, "tcp", dst.String())
@@ -172,6 +169,10 @@ func New(opts Options) (*Proxy, error) {
 		changed: make(chan struct{}, 1),
 		ready:   make(chan struct{}),
 		inbound: map[netip.AddrPort]*listener{},
+		pods:    map[string]*pod{},
+	}
+	if p.opts.DialWorkload == nil {
+		p.opts.DialWorkload = p.dialWorkload
 	}
 	p.cfg.Store(emptyConfig())
 
@@ -185,6 +186,9 @@ func New(opts Options) (*Proxy, error) {
 	}
 	dc := opts.Dialer
 	dc.Source, dc.Bundle, dc.Logger = opts.Certs, opts.Bundle, opts.Logger
+	if dc.DialTCP == nil {
+		dc.DialTCP = p.dialHBONE
+	}
 	if p.dialer, err = hbone.NewDialer(dc); err != nil {
 		return nil, fmt.Errorf("node proxy: %w", err)
 	}
@@ -230,6 +234,10 @@ func (p *Proxy) Run(ctx context.Context, xc *xdsclient.Client) error {
 	defer wg.Wait()
 	defer p.dialer.Close()
 	defer p.closeInbound()
+	defer p.stopPods()
+	p.mu.Lock()
+	p.runCtx = ctx
+	p.mu.Unlock()
 
 	var addrs []netip.AddrPort
 	for _, e := range p.opts.Explicit {
