@@ -1,7 +1,9 @@
 package cli
 
 import (
+	"fmt"
 	"log/slog"
+	"strings"
 
 	"github.com/spf13/cobra"
 
@@ -14,6 +16,7 @@ func newNodeCmd() *cobra.Command {
 		opts     node.Options
 		explicit []string
 		proxies  []string
+		enroll   []string
 		logLevel string
 		hbone    uint16
 	)
@@ -35,6 +38,11 @@ or the node's only workload). --http-proxy LISTEN[@NAMESPACE/NAME] serves the
 same as an HTTP CONNECT proxy (CONNECT ip:port; 200 once the upstream is
 connected, 502 when it cannot be). Destinations outside the mesh are passed
 through as plain TCP.
+
+Transparent capture (root, Linux): --enroll NAMESPACE/NAME=NETNS-PATH, or
+POST /enroll (workload, netns) and /unenroll (workload) on the admin address,
+installs nftables rules inside the workload's network namespace and serves it
+from listeners opened there (Istio's in-pod redirection); apps need no change.
 
 Endpoints: admin on --admin-address (GET /config_dump), Prometheus metrics
 on --metrics-address (/metrics), readiness on --readiness-address
@@ -64,6 +72,16 @@ on --metrics-address (/metrics), readiness on --readiness-address
 				}
 				opts.HTTPProxies = append(opts.HTTPProxies, x)
 			}
+			for _, e := range enroll {
+				key, ns, ok := strings.Cut(e, "=")
+				if !ok || !strings.Contains(key, "/") || ns == "" {
+					return fmt.Errorf("--enroll %q: want NAMESPACE/NAME=NETNS-PATH, e.g. shop/web-1=/run/netns/web-1", e)
+				}
+				if opts.Enroll == nil {
+					opts.Enroll = map[string]string{}
+				}
+				opts.Enroll[key] = ns
+			}
 			n, err := node.New(opts)
 			if err != nil {
 				return err
@@ -84,6 +102,7 @@ on --metrics-address (/metrics), readiness on --readiness-address
 	f.Uint16Var(&hbone, "hbone-port", proxy.DefaultHBONEPort, "HBONE port: inbound listeners on local workload addresses, and outbound tunnels")
 	f.StringArrayVar(&explicit, "explicit", nil, "explicit-mode listener LISTEN=TARGET[@NAMESPACE/NAME], e.g. 127.0.0.1:9080=10.96.0.10:80 (repeatable)")
 	f.StringArrayVar(&proxies, "http-proxy", nil, "explicit-mode HTTP CONNECT proxy listener LISTEN[@NAMESPACE/NAME], e.g. 127.0.0.1:15080 (repeatable)")
+	f.StringArrayVar(&enroll, "enroll", nil, "capture a local workload's traffic in its network namespace: NAMESPACE/NAME=NETNS-PATH (repeatable; needs root)")
 	f.StringVar(&opts.AdminAddress, "admin-address", "127.0.0.1:15000", "admin endpoint (/config_dump); keep it on localhost; - disables")
 	f.StringVar(&opts.MetricsAddress, "metrics-address", ":15020", "Prometheus /metrics; - disables")
 	f.StringVar(&opts.ReadinessAddress, "readiness-address", ":15021", "/healthz/ready; - disables")

@@ -42,6 +42,10 @@ type Options struct {
 	HBONEPort   uint16
 	Explicit    []proxy.Explicit
 	HTTPProxies []proxy.HTTPProxy
+	// Enroll maps local workloads "<namespace>/<name>" to the network
+	// namespace (path) to capture in, enrolled once the proxy serves. The
+	// admin endpoint's POST /enroll and /unenroll change it at runtime.
+	Enroll map[string]string
 
 	AdminAddress     string // default 127.0.0.1:15000; "-" disables
 	MetricsAddress   string // default :15020; "-" disables
@@ -218,6 +222,11 @@ func (n *Node) Run(ctx context.Context) error {
 	wg.Go(func() { errc <- n.proxy.Run(ctx, n.xds) })
 	select {
 	case <-n.proxy.Ready():
+		for key, ns := range n.opts.Enroll {
+			if err := n.proxy.Enroll(ctx, key, ns); err != nil {
+				return fmt.Errorf("node: %w", err)
+			}
+		}
 		close(n.ready)
 		n.log.Info("node proxy started", "node", n.opts.Node, "identity", nodeID)
 	case err := <-errc:
@@ -292,6 +301,32 @@ func (n *Node) adminHandler() http.Handler {
 		enc := json.NewEncoder(w)
 		enc.SetIndent("", "  ")
 		_ = enc.Encode(d)
+	})
+	// Enrolment for hosts without a CNI plugin (and the e2e lab): the admin
+	// listener is on localhost by default.
+	mux.HandleFunc("POST /enroll", func(w http.ResponseWriter, r *http.Request) {
+		key, ns := r.FormValue("workload"), r.FormValue("netns")
+		if key == "" || ns == "" {
+			http.Error(w, "enroll: want form fields workload=<namespace>/<name> and netns=<path>", http.StatusBadRequest)
+			return
+		}
+		if err := n.proxy.Enroll(r.Context(), key, ns); err != nil {
+			http.Error(w, err.Error(), http.StatusInternalServerError)
+			return
+		}
+		_, _ = fmt.Fprintf(w, "enrolled %s (%s)\n", key, ns)
+	})
+	mux.HandleFunc("POST /unenroll", func(w http.ResponseWriter, r *http.Request) {
+		key := r.FormValue("workload")
+		if key == "" {
+			http.Error(w, "unenroll: want form field workload=<namespace>/<name>", http.StatusBadRequest)
+			return
+		}
+		if err := n.proxy.Unenroll(r.Context(), key); err != nil {
+			http.Error(w, err.Error(), http.StatusInternalServerError)
+			return
+		}
+		_, _ = fmt.Fprintf(w, "unenrolled %s\n", key)
 	})
 	return mux
 }

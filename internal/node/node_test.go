@@ -143,6 +143,7 @@ func TestRunJoinsServesAndDumps(t *testing.T) {
 	if !strings.Contains(strings.Join(dump.Identities, " "), wantID) {
 		t.Errorf("config_dump identities %v, want %s among them", dump.Identities, wantID)
 	}
+	t.Run("enrolment via admin", func(t *testing.T) { enrolViaAdmin(t, n.Addr("admin").String()) })
 	if code, b := httpGet(t, "http://"+n.Addr("metrics").String()+"/metrics"); code != http.StatusOK || !bytes.Contains(b, []byte("go_goroutines")) {
 		t.Errorf("metrics = %d, body has go_goroutines: %v", code, bytes.Contains(b, []byte("go_goroutines")))
 	}

@@ -213,16 +213,6 @@ func (c *Config) WorkloadByKey(node, key string) *Workload {
 	return c.byNode[node][i]
 }
 
-// localAddrs lists the distinct addresses of node's workloads, sorted.
-func (c *Config) localAddrs(node string) []netip.Addr {
-	var out []netip.Addr
-	for _, w := range c.byNode[node] {
-		out = append(out, w.Addresses...)
-	}
-	slices.SortFunc(out, func(a, b netip.Addr) int { return a.Compare(b) })
-	return slices.Compact(out)
-}
-
 // emptyConfig is the view before the first snapshot: nothing is known, every
 // connection is allowed by the (empty) policy engine but no workload is local.
 func emptyConfig() *Config {

@@ -97,6 +97,7 @@ func (p *Proxy) Enroll(ctx context.Context, key, nsPath string) error {
 	p.mu.Lock()
 	p.pods[key] = pd
 	p.mu.Unlock()
+	p.signal()
 	p.log.Info("workload enrolled", "workload", key, "netns", nsPath)
 	return nil
 }
@@ -112,6 +113,7 @@ func (p *Proxy) Unenroll(ctx context.Context, key string) error {
 		return fmt.Errorf("node proxy: unenroll %s: not enrolled", key)
 	}
 	p.stopPod(pd)
+	p.signal()
 	if err := capture.Remove(ctx, pd.nsPath, pd.capture); err != nil {
 		return fmt.Errorf("node proxy: unenroll %s: %w", key, err)
 	}

@@ -129,8 +129,9 @@ type Proxy struct {
 	proxyAddrs    []netip.AddrPort
 	mu            sync.Mutex
 	inbound       map[netip.AddrPort]*listener // HBONE listeners by address
-	pods          map[string]*pod              // enrolled workloads by key
-	runCtx        context.Context              // Run's context, nil when not running
+	listenFailed  map[netip.AddrPort]bool
+	pods          map[string]*pod // enrolled workloads by key
+	runCtx        context.Context // Run's context, nil when not running
 }
 
 type listener struct {
@@ -162,14 +163,15 @@ func New(opts Options) (*Proxy, error) {
 		}
 	}
 	p := &Proxy{
-		opts:    opts,
-		log:     opts.Logger,
-		access:  opts.AccessLog,
-		authz:   policy.NewAuthorizer(nil),
-		changed: make(chan struct{}, 1),
-		ready:   make(chan struct{}),
-		inbound: map[netip.AddrPort]*listener{},
-		pods:    map[string]*pod{},
+		opts:         opts,
+		log:          opts.Logger,
+		access:       opts.AccessLog,
+		authz:        policy.NewAuthorizer(nil),
+		changed:      make(chan struct{}, 1),
+		ready:        make(chan struct{}),
+		inbound:      map[netip.AddrPort]*listener{},
+		pods:         map[string]*pod{},
+		listenFailed: map[netip.AddrPort]bool{},
 	}
 	if p.opts.DialWorkload == nil {
 		p.opts.DialWorkload = p.dialWorkload
@@ -217,6 +219,11 @@ func (p *Proxy) Update(s *xdsclient.Snapshot) {
 	if n := p.authz.Update(cfg.Policies); n > 0 {
 		p.log.Info("policy update closed connections", "generation", cfg.Generation, "closed", n)
 	}
+	p.signal()
+}
+
+// signal wakes Run to reconcile listeners and certificates.
+func (p *Proxy) signal() {
 	select {
 	case p.changed <- struct{}{}:
 	default:
@@ -282,12 +289,17 @@ func (p *Proxy) Run(ctx context.Context, xc *xdsclient.Client) error {
 // bound (not configured on this host) is logged and retried on the next
 // update.
 func (p *Proxy) reconcileInbound(ctx context.Context) {
-	want := map[netip.AddrPort]bool{}
-	for _, a := range p.cfg.Load().localAddrs(p.opts.Node) {
-		want[netip.AddrPortFrom(a, p.opts.HBONEPort)] = true
-	}
 	p.mu.Lock()
 	defer p.mu.Unlock()
+	want := map[netip.AddrPort]bool{}
+	for _, w := range p.cfg.Load().NodeWorkloads(p.opts.Node) {
+		if p.pods[w.Key()] != nil {
+			continue // served inside its own namespace
+		}
+		for _, a := range w.Addresses {
+			want[netip.AddrPortFrom(a, p.opts.HBONEPort)] = true
+		}
+	}
 	for ap, l := range p.inbound {
 		if !want[ap] {
 			l.cancel()
@@ -301,9 +313,17 @@ func (p *Proxy) reconcileInbound(ctx context.Context) {
 		}
 		lis, err := net.Listen("tcp", ap.String())
 		if err != nil {
-			p.log.Warn("hbone listener not opened", "addr", ap, "err", err)
+			// Once per address: a pod address waiting for its enrolment is
+			// normal and retried on every update.
+			level := slog.LevelDebug
+			if !p.listenFailed[ap] {
+				p.listenFailed[ap] = true
+				level = slog.LevelWarn
+			}
+			p.log.Log(ctx, level, "hbone listener not opened on workload address (not local to this host; enrol the workload's netns or add the address)", "addr", ap, "err", err)
 			continue
 		}
+		delete(p.listenFailed, ap)
 		lctx, lcancel := context.WithCancel(ctx)
 		l := &listener{cancel: lcancel, done: make(chan struct{})}
 		p.inbound[ap] = l
