@@ -160,7 +160,7 @@ func (n *Node) Run(ctx context.Context) error {
 		NodeID:               "node/" + n.opts.Node,
 		TransportCredentials: credentials.NewTLS(tlsCfg),
 		TypeURLs:             proxy.TypeURLs,
-		Logger:               n.log.With("component", "xds"),
+		Logger:               n.log,
 		Backoff:              n.opts.XDSBackoff,
 	}); err != nil {
 		return fmt.Errorf("node: %w", err)

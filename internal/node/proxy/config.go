@@ -43,6 +43,7 @@ type Config struct {
 	byAddr   map[netip.Addr][]*Workload
 	byNode   map[string][]*Workload
 	services map[netip.AddrPort]*ServiceTarget
+	byHost   map[string]*workloadv1.Service
 }
 
 // Workload is a workload of the mesh with its parsed addresses and identity.
@@ -93,6 +94,7 @@ func BuildConfig(s *xdsclient.Snapshot) (cfg *Config, problems []error) {
 		byAddr:     map[netip.Addr][]*Workload{},
 		byNode:     map[string][]*Workload{},
 		services:   map[netip.AddrPort]*ServiceTarget{},
+		byHost:     map[string]*workloadv1.Service{},
 	}
 	for _, name := range s.Names(typeTrustBundle) {
 		if r, ok := s.Get(typeTrustBundle, name); ok {
@@ -153,6 +155,9 @@ func BuildConfig(s *xdsclient.Snapshot) (cfg *Config, problems []error) {
 			continue
 		}
 		key := svc.GetNamespace() + "/" + svc.GetName()
+		if h := svc.GetHostname(); h != "" {
+			cfg.byHost[h] = svc
+		}
 		for _, sp := range svc.GetPorts() {
 			port := uint16(sp.GetPort())
 			var eps []Endpoint
@@ -204,6 +209,10 @@ func (c *Config) Service(dst netip.AddrPort) *ServiceTarget {
 	return c.services[netip.AddrPortFrom(dst.Addr().Unmap(), dst.Port())]
 }
 
+// ServiceByHostname returns the service named hostname
+// ("<name>.<namespace>.svc.<domain>"), or nil.
+func (c *Config) ServiceByHostname(hostname string) *workloadv1.Service { return c.byHost[hostname] }
+
 // WorkloadByKey finds "<namespace>/<name>" among node's workloads.
 func (c *Config) WorkloadByKey(node, key string) *Workload {
 	i := slices.IndexFunc(c.byNode[node], func(w *Workload) bool { return w.Key() == key })
@@ -221,5 +230,6 @@ func emptyConfig() *Config {
 		byAddr:   map[netip.Addr][]*Workload{},
 		byNode:   map[string][]*Workload{},
 		services: map[netip.AddrPort]*ServiceTarget{},
+		byHost:   map[string]*workloadv1.Service{},
 	}
 }

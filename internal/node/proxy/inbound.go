@@ -68,6 +68,13 @@ func (p *Proxy) serveInbound(ctx context.Context, r *hbone.Request) (io.ReadWrit
 	if dst != nil {
 		labels.Destination = telemetry.PeerFromWorkload(dst.Proto, p.opts.Cluster)
 	}
+	// The source named the service it targeted; report it only if the
+	// destination really backs it.
+	if svc := cfg.ServiceByHostname(r.Forwarded.Host); svc != nil && dst != nil {
+		if _, ok := dst.Proto.GetServices()[svc.GetNamespace()+"/"+svc.GetName()]; ok {
+			labels.Service = telemetry.ServiceFromProto(svc)
+		}
+	}
 	m := telemetry.Open(labels, telemetry.Endpoints{Src: src, Dst: r.LocalAddr, HBONE: r.Authority.String()})
 	if dst == nil {
 		err := fmt.Errorf("%w: no workload of node %s has address %s", hbone.ErrNotLocal, p.opts.Node, r.Authority.Addr())

@@ -248,6 +248,7 @@ const (
 	// outsideIP is no workload's.
 	outsideIP = "127.0.0.41"
 	vip       = "10.96.0.10"
+	webHost   = "web.shop.svc.cluster.local"
 )
 
 func meshYAML(echoPort int) string {
@@ -499,22 +500,23 @@ func TestTwoNodesExplicitMode(t *testing.T) {
 		}
 		return len(inbound) >= 4
 	})
-	type line struct{ SrcID, DstID, Flags, Policy string }
+	type line struct{ SrcID, DstID, Service, Flags, Policy string }
 	var lines []line
 	for _, l := range inbound {
 		src, _ := l["src"].(map[string]any)
 		dst, _ := l["dst"].(map[string]any)
 		pol, _ := l["policy"].(string)
-		lines = append(lines, line{fmt.Sprint(src["identity"]), fmt.Sprint(dst["identity"]), fmt.Sprint(l["response_flags"]), pol})
+		svc, _ := dst["service"].(string)
+		lines = append(lines, line{fmt.Sprint(src["identity"]), fmt.Sprint(dst["identity"]), svc, fmt.Sprint(l["response_flags"]), pol})
 	}
 	want := []line{
 		// The HTTP CONNECT test's connection, the 400 (no destination
 		// workload), the revoked connection, the refused one; they end
 		// concurrently, so order does not matter.
-		{clientID.String(), serverID.String(), "-", ""},
-		{clientID.String(), "<nil>", "CONNECT", ""},
-		{clientID.String(), serverID.String(), "DENY", "shop/deny-shop"},
-		{clientID.String(), serverID.String(), "DENY", "shop/deny-shop"},
+		{clientID.String(), serverID.String(), webHost, "-", ""},
+		{clientID.String(), "<nil>", "", "CONNECT", ""},
+		{clientID.String(), serverID.String(), webHost, "DENY", "shop/deny-shop"},
+		{clientID.String(), serverID.String(), "", "DENY", "shop/deny-shop"},
 	}
 	byFields := cmpopts.SortSlices(func(x, y line) bool { return fmt.Sprint(x) < fmt.Sprint(y) })
 	if diff := cmp.Diff(want, lines, byFields); diff != "" {
