@@ -237,6 +237,10 @@ func TestConfigFlowEndToEnd(t *testing.T) {
 	// Initial config.
 	syncCtx, syncCancel := context.WithTimeout(ctx, 10*time.Second)
 	s, err := n1.WaitSynced(syncCtx)
+	if err == nil {
+		// Both proxies hold their initial config before anything is counted.
+		_, err = n2.WaitSynced(syncCtx)
+	}
 	syncCancel()
 	if err != nil {
 		t.Fatal(err)
