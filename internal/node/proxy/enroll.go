@@ -80,19 +80,7 @@ func (p *Proxy) Enroll(ctx context.Context, key, nsPath string) error {
 	}
 	for i, lis := range listeners {
 		serve := specs[i].serve
-		pd.wg.Go(func() {
-			stop := context.AfterFunc(pc, func() { _ = lis.Close() })
-			defer stop()
-			var conns sync.WaitGroup
-			defer conns.Wait()
-			for {
-				c, err := lis.Accept()
-				if err != nil {
-					return
-				}
-				conns.Go(func() { serve(c) })
-			}
-		})
+		pd.wg.Go(func() { _ = acceptLoop(pc, lis, serve) })
 	}
 	p.mu.Lock()
 	p.pods[key] = pd

@@ -10,7 +10,6 @@ import (
 	"net/http"
 	"net/netip"
 	"strings"
-	"sync"
 	"time"
 
 	"github.com/ambitmesh/ambit/internal/hbone"
@@ -44,19 +43,8 @@ func ParseHTTPProxy(s string) (HTTPProxy, error) {
 const requestHeaderTimeout = 10 * time.Second
 
 func (p *Proxy) serveHTTPProxy(ctx context.Context, lis net.Listener, h HTTPProxy) {
-	stop := context.AfterFunc(ctx, func() { _ = lis.Close() })
-	defer stop()
-	var wg sync.WaitGroup
-	defer wg.Wait()
-	for {
-		c, err := lis.Accept()
-		if err != nil {
-			if ctx.Err() == nil {
-				p.log.Warn("HTTP proxy listener stopped", "addr", h.Listen, "err", err)
-			}
-			return
-		}
-		wg.Go(func() { p.serveConnect(ctx, c, h.Source) })
+	if err := acceptLoop(ctx, lis, func(c net.Conn) { p.serveConnect(ctx, c, h.Source) }); err != nil {
+		p.log.Warn("HTTP proxy listener stopped", "addr", h.Listen, "err", err)
 	}
 }
 

@@ -22,6 +22,15 @@ var errUnknownSource = errors.New("node proxy: unknown source")
 // serveExplicit accepts on lis until ctx ends and forwards each connection to
 // e.Target; it returns once every connection it accepted is closed.
 func (p *Proxy) serveExplicit(ctx context.Context, lis net.Listener, e Explicit) {
+	if err := acceptLoop(ctx, lis, func(c net.Conn) { p.Outbound(ctx, c, e.Target, e.Source) }); err != nil {
+		p.log.Warn("explicit listener stopped", "addr", e.Listen, "err", err)
+	}
+}
+
+// acceptLoop serves lis until ctx ends, one goroutine per connection, and
+// returns once every connection it accepted is done. The error is why
+// accepting stopped, or nil when ctx ended.
+func acceptLoop(ctx context.Context, lis net.Listener, serve func(net.Conn)) error {
 	stop := context.AfterFunc(ctx, func() { _ = lis.Close() })
 	defer stop()
 	var wg sync.WaitGroup
@@ -29,12 +38,12 @@ func (p *Proxy) serveExplicit(ctx context.Context, lis net.Listener, e Explicit)
 	for {
 		c, err := lis.Accept()
 		if err != nil {
-			if ctx.Err() == nil {
-				p.log.Warn("explicit listener stopped", "addr", e.Listen, "err", err)
+			if ctx.Err() != nil {
+				return nil
 			}
-			return
+			return err
 		}
-		wg.Go(func() { p.Outbound(ctx, c, e.Target, e.Source) })
+		wg.Go(func() { serve(c) })
 	}
 }
 
