@@ -225,12 +225,12 @@ func TestInitialConfigPerView(t *testing.T) {
 		{"tok-n1", "node/n1", map[string][]string{
 			TypeService:       {"a/db", "a/web", "b/api"},
 			TypeWorkload:      {"a/db-1", "a/web-1", "a/web-2", "b/api-1"},
-			TypeAuthorization: {"a/ns-allow", "ambit-system/mesh-deny"},
+			TypeAuthorization: {"a/ns-allow", "ambit-system/ambit-strict-mtls", "ambit-system/mesh-deny"},
 		}},
 		{"tok-n2", "node/n2", map[string][]string{
 			TypeService:       {"a/db", "a/web", "b/api"},
 			TypeWorkload:      {"a/db-1", "a/web-1", "a/web-2", "b/api-1"},
-			TypeAuthorization: {"a/ns-allow", "ambit-system/mesh-deny", "b/api-only"},
+			TypeAuthorization: {"a/ns-allow", "ambit-system/ambit-strict-mtls", "ambit-system/mesh-deny", "b/api-only"},
 		}},
 		{"tok-wp", "gateway/a/wp", map[string][]string{
 			TypeListener:      {"mesh"},

@@ -322,6 +322,26 @@ func (b *builder) set(key, typeURL string, items []*Resource) *ResourceSet {
 	return s
 }
 
+// StrictMTLSPolicyName is the policy, in the root namespace, that carries
+// MeshConfig mtlsMode STRICT to node proxies.
+const StrictMTLSPolicyName = "ambit-strict-mtls"
+
+// strictMTLSPolicy expresses mtlsMode STRICT the way ztunnel receives
+// Istio's PeerAuthentication: a mesh-wide DENY for any connection without a
+// peer identity (plaintext has no principal, so notPrincipals ["*"] matches
+// exactly those). Node proxies then need no separate mTLS setting.
+func strictMTLSPolicy(mesh *model.Mesh) *model.Policy {
+	if mesh.MTLSMode != model.MTLSStrict {
+		return nil
+	}
+	return &model.Policy{
+		Ref:    model.Ref{Namespace: mesh.RootNamespace, Name: StrictMTLSPolicyName},
+		Action: "DENY",
+		Scope:  model.ScopeMesh,
+		Rules:  []model.PolicyRule{{From: []model.PolicySource{{NotPrincipals: []string{"*"}}}}},
+	}
+}
+
 // ComputeViews computes every proxy view of mesh. It is a pure function of
 // mesh; prev (the previous result, or nil) only lets unchanged resources keep
 // their marshaled form and lets sets remember what changed, so that a
@@ -411,8 +431,12 @@ func ComputeViews(mesh *model.Mesh, prev *Views) (*Views, error) {
 	var meshPolicies []*Resource
 	nodePolicies := map[string][]*Resource{}
 	gatewayPolicies := map[model.Ref][]*Resource{}
-	for i := range mesh.Policies {
-		p := &mesh.Policies[i]
+	policies := mesh.Policies
+	if p := strictMTLSPolicy(mesh); p != nil {
+		policies = append(slices.Clip(policies), *p)
+	}
+	for i := range policies {
+		p := &policies[i]
 		m, err := authorizationProto(p)
 		if err != nil {
 			b.errs = append(b.errs, fmt.Errorf("xds: %w", err))

@@ -14,6 +14,7 @@ import (
 	"google.golang.org/protobuf/types/known/anypb"
 
 	"github.com/ambitmesh/ambit/internal/control/model"
+	authzv1 "github.com/ambitmesh/ambit/proto/ambit/authorization/v1"
 	workloadv1 "github.com/ambitmesh/ambit/proto/ambit/workload/v1"
 )
 
@@ -97,11 +98,11 @@ func TestViewMembership(t *testing.T) {
 		want map[string][]string
 	}{
 		// n1 runs namespace a only: mesh and namespace-a policies.
-		{"node/n1", with("a/ns-allow", "ambit-system/mesh-deny")},
+		{"node/n1", with("a/ns-allow", "ambit-system/ambit-strict-mtls", "ambit-system/mesh-deny")},
 		// n2 also runs b/api-1, selected by b/api-only.
-		{"node/n2", with("a/ns-allow", "ambit-system/mesh-deny", "b/api-only")},
+		{"node/n2", with("a/ns-allow", "ambit-system/ambit-strict-mtls", "ambit-system/mesh-deny", "b/api-only")},
 		// A node without workloads still gets mesh-wide policy.
-		{"node/n3", with("ambit-system/mesh-deny")},
+		{"node/n3", with("ambit-system/ambit-strict-mtls", "ambit-system/mesh-deny")},
 		// The waypoint: its listener, the route table of its bound service,
 		// that service and the mirror target as backends, the policy
 		// targeting its bound service.
@@ -231,7 +232,7 @@ func TestBadObjectIsDroppedOthersServed(t *testing.T) {
 		}
 	}
 	got := viewNames(t, v, "node/n1")["Authorization"]
-	if diff := cmp.Diff([]string{"ambit-system/mesh-deny"}, got); diff != "" {
+	if diff := cmp.Diff([]string{"ambit-system/ambit-strict-mtls", "ambit-system/mesh-deny"}, got); diff != "" {
 		t.Errorf("authorization of n1 (-want +got):\n%s", diff)
 	}
 	if len(v.Workloads.Items) != 4 {
@@ -339,5 +340,39 @@ func TestTrustBundleGoesToEveryProxy(t *testing.T) {
 	names, ok := v2.TrustBundle.changesSince(v1.TrustBundle.Version)
 	if !ok || len(names) != 1 || names[0] != "cluster.local" {
 		t.Errorf("changes since previous bundle = %v, %v", names, ok)
+	}
+}
+
+func TestStrictMTLSBecomesMeshDenyForPlaintext(t *testing.T) {
+	mesh := &model.Mesh{
+		RootNamespace: "ambit-system",
+		Workloads:     []model.Workload{{Ref: model.Ref{Namespace: "ns", Name: "w"}, Node: "n1"}},
+	}
+	v, err := ComputeViews(mesh, nil)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if names := v.Set(mustParse(t, "node/n1"), TypeAuthorization).Names(); len(names) != 0 {
+		t.Fatalf("PERMISSIVE mesh serves policies %v, want none", names)
+	}
+	mesh.MTLSMode = model.MTLSStrict
+	v, err = ComputeViews(mesh, v)
+	if err != nil {
+		t.Fatal(err)
+	}
+	want := "ambit-system/" + StrictMTLSPolicyName
+	for _, id := range []string{"node/n1", "node/elsewhere"} {
+		set := v.Set(mustParse(t, id), TypeAuthorization)
+		if names := set.Names(); len(names) != 1 || names[0] != want {
+			t.Fatalf("%s: STRICT mesh serves policies %v, want [%s]", id, names, want)
+		}
+		got, ok := set.Items[want].Message.(*authzv1.Authorization)
+		if !ok {
+			t.Fatalf("%s is a %T", want, set.Items[want].Message)
+		}
+		if got.GetAction() != authzv1.Action_ACTION_DENY || len(got.GetRules()) != 1 ||
+			len(got.GetRules()[0].GetFrom()) != 1 || got.GetRules()[0].GetFrom()[0].GetNotPrincipals()[0] != "*" {
+			t.Errorf("strict policy = %v, want DENY from notPrincipals [*]", got)
+		}
 	}
 }
