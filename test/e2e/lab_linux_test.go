@@ -74,14 +74,14 @@ spec:
 
 // lab is one running topology: namespaces, processes and their logs.
 type lab struct {
-	ctx        context.Context
-	node1      netnstest.NS
-	node2      netnstest.NS
-	pods       map[string]netnstest.NS // by workload name
-	configDir  string
-	control    *proc
-	nodeProcs  map[string]*proc // by node name
-	echoProcs  []*proc
+	ctx       context.Context
+	node1     netnstest.NS
+	node2     netnstest.NS
+	pods      map[string]netnstest.NS // by workload name
+	configDir string
+	control   *proc
+	nodeProcs map[string]*proc // by node name
+	echoProcs []*proc
 }
 
 // proc is a child process whose combined output goes to a file.
