@@ -79,6 +79,7 @@ type lab struct {
 	node2     netnstest.NS
 	pods      map[string]netnstest.NS // by workload name
 	configDir string
+	stateDir  string // the control plane's; the CA root lives in ca/
 	control   *proc
 	nodeProcs map[string]*proc // by node name
 	echoProcs []*proc
@@ -150,6 +151,8 @@ func newLab(t *testing.T) *lab {
 	l.configDir = t.TempDir()
 	l.writeConfig(t, "mesh.yaml", meshYAML)
 	state := t.TempDir()
+	l.stateDir = state
+	l.stateDir = state
 	l.control = l.start(t, "control", l.node1, "control",
 		"--config-dir", l.configDir, "--state-dir", state,
 		"--xds-address", xdsAddr, "--admin-address", "127.0.0.1:15014",
