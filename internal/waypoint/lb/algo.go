@@ -3,7 +3,6 @@ package lb
 import (
 	"math/bits"
 	"math/rand/v2"
-	"sort"
 	"sync/atomic"
 )
 
@@ -72,7 +71,16 @@ func (w *weights) index(x uint64) int {
 	if w.cum == nil {
 		return int(x)
 	}
-	return sort.Search(len(w.cum), func(i int) bool { return w.cum[i] > x })
+	lo, hi := 0, len(w.cum)-1
+	for lo < hi {
+		mid := int(uint(lo+hi) >> 1)
+		if w.cum[mid] > x {
+			hi = mid
+		} else {
+			lo = mid + 1
+		}
+	}
+	return lo
 }
 
 func weightOf(w uint32) uint32 {

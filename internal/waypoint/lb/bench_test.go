@@ -64,7 +64,14 @@ func BenchmarkRebuild(b *testing.B) {
 			{Policy: Maglev, Hash: []HashPolicy{{Kind: HashSourceIP}}},
 			{Policy: Maglev, MaglevTableSize: 4099, Hash: []HashPolicy{{Kind: HashSourceIP}}},
 		} {
-			name := fmt.Sprintf("%v/%d/endpoints=%d", cfg.Policy, cfg.MaglevTableSize, n)
+			name := fmt.Sprintf("%v/endpoints=%d", cfg.Policy, n)
+			if cfg.Policy == Maglev {
+				size := cfg.MaglevTableSize
+				if size == 0 {
+					size = DefaultMaglevTableSize
+				}
+				name = fmt.Sprintf("%v/table=%d/endpoints=%d", cfg.Policy, size, n)
+			}
 			eps := endpoints(n)
 			bal := mustNew(b, cfg, eps)
 			b.Run(name, func(b *testing.B) {

@@ -10,13 +10,11 @@ import (
 )
 
 // maglev is a Maglev lookup table (Eisenbud et al., NSDI 2016) with Envoy's
-// weighted population. The table holds endpoint indexes, in uint16 while they
-// fit, so the default 65537-entry table costs 128 KiB per backend.
+// weighted population.
 type maglev struct {
-	hash  []HashPolicy
-	t16   []uint16
-	t32   []uint32
-	order []int // table value -> index into table.eps
+	hash []HashPolicy
+	t16  []uint16 // index into table.eps by hash mod size
+	t32  []uint32 // instead of t16 for 65535 endpoints or more
 }
 
 func newMaglev(cfg Config, eps []Endpoint) *maglev {
@@ -30,16 +28,12 @@ func newMaglev(cfg Config, eps []Endpoint) *maglev {
 	}
 	slices.SortFunc(order, func(a, b int) int { return strings.Compare(eps[a].ID, eps[b].ID) })
 
-	type entry struct {
-		offset, skip, next uint64
-		weight, target     uint64
-	}
-	entries := make([]entry, len(eps))
+	entries := make([]maglevEntry, len(eps))
 	var maxW uint64
 	for i, idx := range order {
 		h := xxhash.Sum64String(eps[idx].ID)
-		entries[i] = entry{
-			offset: h % m,
+		entries[i] = maglevEntry{
+			pos:    h % m,
 			skip:   mix64(h)%(m-1) + 1,
 			weight: uint64(weightOf(eps[idx].Weight)),
 		}
@@ -48,17 +42,31 @@ func newMaglev(cfg Config, eps []Endpoint) *maglev {
 	for i := range entries {
 		entries[i].target = maxW
 	}
+	mg := &maglev{hash: cfg.Hash}
+	// uint16 entries halve the table (128 KiB at the default size), which
+	// also keeps the build's random probes in cache.
+	if len(eps) < 1<<16-1 {
+		mg.t16 = make([]uint16, m)
+		fillMaglev(mg.t16, entries, order, maxW)
+	} else {
+		mg.t32 = make([]uint32, m)
+		fillMaglev(mg.t32, entries, order, maxW)
+	}
+	return mg
+}
 
-	const empty = ^uint32(0)
-	table := make([]uint32, m)
+// fillMaglev populates table with the indexes in order (endpoint indexes,
+// by ID) of entries. An endpoint of weight w takes a slot on iterations where
+// iteration*w has caught up with its target, which grows by the maximum
+// weight each time: the heaviest takes one every iteration, one of a third of
+// its weight every third (Envoy's scheme).
+func fillMaglev[T uint16 | uint32](table []T, entries []maglevEntry, order []int, maxW uint64) {
+	empty := ^T(0)
 	for i := range table {
 		table[i] = empty
 	}
+	m := uint64(len(table))
 	filled := uint64(0)
-	// An endpoint of weight w takes a slot on iterations where
-	// iteration*w has caught up with its target, which grows by the maximum
-	// weight each time: the heaviest takes one every iteration, one of a
-	// third of its weight every third (Envoy's scheme).
 	for iter := uint64(1); filled < m; iter++ {
 		for i := range entries {
 			if filled == m {
@@ -69,27 +77,29 @@ func newMaglev(cfg Config, eps []Endpoint) *maglev {
 				continue
 			}
 			e.target += maxW
-			c := (e.offset + e.skip*e.next) % m
-			for table[c] != empty {
-				e.next++
-				c = (e.offset + e.skip*e.next) % m
+			for table[e.pos] != empty {
+				e.advance(m)
 			}
-			table[c] = uint32(i)
-			e.next++
+			table[e.pos] = T(order[i])
+			e.advance(m)
 			filled++
 		}
 	}
+}
 
-	mg := &maglev{hash: cfg.Hash, order: order}
-	if len(eps) <= 1<<16 {
-		mg.t16 = make([]uint16, m)
-		for i, v := range table {
-			mg.t16[i] = uint16(v)
-		}
-	} else {
-		mg.t32 = table
+// maglevEntry is an endpoint during the table build. pos walks its
+// permutation offset, offset+skip, offset+2*skip, ... mod m by addition: a
+// division per probe would dominate the build.
+type maglevEntry struct {
+	pos, skip      uint64
+	weight, target uint64
+}
+
+func (e *maglevEntry) advance(m uint64) {
+	e.pos += e.skip
+	if e.pos >= m {
+		e.pos -= m
 	}
-	return mg
 }
 
 func (mg *maglev) pick(t *table, r *rng, req Request) int {
@@ -98,9 +108,9 @@ func (mg *maglev) pick(t *table, r *rng, req Request) int {
 		h = r.uint64()
 	}
 	if mg.t16 != nil {
-		return mg.order[mg.t16[h%uint64(len(mg.t16))]]
+		return int(mg.t16[h%uint64(len(mg.t16))])
 	}
-	return mg.order[mg.t32[h%uint64(len(mg.t32))]]
+	return int(mg.t32[h%uint64(len(mg.t32))])
 }
 
 // requestHash evaluates the hash policies against req like Envoy: the hashes
