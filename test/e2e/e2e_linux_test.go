@@ -125,6 +125,12 @@ func TestLab(t *testing.T) {
 		}
 		if clientHello == 0 || serverHello13 == 0 || appData == 0 {
 			t.Errorf("on node 2's link (%d TCP segments): %d ClientHellos offering h2 to :15008, %d TLS 1.3 ServerHellos, %d encrypted records to :15008; want each >= 1", len(segs), clientHello, serverHello13, appData)
+			for i, s := range segs {
+				if i == 60 {
+					break
+				}
+				t.Logf("segment %s -> %s: %d bytes % x", s.src, s.dst, len(s.payload), s.payload[:min(len(s.payload), 12)])
+			}
 		}
 		eventually(t, 5*time.Second, "node-2 to log other-a's connection with its identity", func() error {
 			if len(l.accessLines(t, "node-2", "direction=inbound", "src.identity="+otherID, "dst.identity="+webID, "response_flags=-")) == 0 {
