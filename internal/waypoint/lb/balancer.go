@@ -73,7 +73,8 @@ func (b *Balancer) Update(eps []Endpoint) error {
 }
 
 // SetConfig switches the algorithm or its tuning, keeping endpoint state.
-// On error the previous config stays in use.
+// cfg.Seed is ignored: the random source is fixed by New. On error the
+// previous config stays in use.
 func (b *Balancer) SetConfig(cfg Config) error {
 	cfg, err := cfg.normalize()
 	if err != nil {
@@ -84,9 +85,7 @@ func (b *Balancer) SetConfig(cfg Config) error {
 	if err := validateEndpoints(cfg, b.eps); err != nil {
 		return err
 	}
-	if cfg.Seed != b.cfg.Seed {
-		b.rnd.init(cfg.Seed)
-	}
+	cfg.Seed = b.cfg.Seed // read by New only: Pick reads the generator unlocked
 	b.cfg = cfg
 	b.rebuild()
 	return nil

@@ -158,6 +158,7 @@ type Config struct {
 	PanicThreshold int
 	// Seed, when non-zero, makes random choices deterministic (tests); the
 	// default uses the runtime's per-thread generator, which scales better.
+	// Only New reads it.
 	Seed uint64
 }
 

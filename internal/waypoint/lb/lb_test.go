@@ -14,7 +14,10 @@ import (
 	"time"
 
 	"github.com/google/go-cmp/cmp"
+	"go.uber.org/goleak"
 )
+
+func TestMain(m *testing.M) { goleak.VerifyTestMain(m) }
 
 var allPolicies = []Policy{LeastRequest, RoundRobin, Random, Maglev}
 
@@ -593,6 +596,14 @@ func TestConcurrent(t *testing.T) {
 						return
 					}
 					b.SetHealthy(fmt.Sprintf("ns/ep%d", i%4), i%3 == 0)
+					if i%7 == 0 {
+						c := cfg
+						c.PanicThreshold = 50 * (i / 7 % 2)
+						if err := b.SetConfig(c); err != nil {
+							errs <- err
+							return
+						}
+					}
 					churns.Add(1)
 				}
 			})
