@@ -45,6 +45,7 @@ var (
 	flagBulk     = flag.Int64("node.bulk", 1<<30, "bytes of the single bulk stream per path")
 	flagFortio   = flag.String("node.fortio", "", "fortio binary (default: fortio in PATH, then $GOPATH/bin)")
 	flagHAProxy  = flag.String("node.haproxy", "haproxy", "haproxy binary (Debian's haproxy package)")
+	flagAmbitEnv = flag.String("node.ambit-env", "", "extra environment for the ambit node processes, comma-separated (e.g. GOMEMLIMIT=12MiB,GOGC=50)")
 	flagPaths    = flag.String("node.paths", "direct,haproxy,ambit", "paths to run, in order")
 )
 
@@ -157,6 +158,9 @@ func BenchmarkNodeProxy(b *testing.B) {
 			if n := mtlsInbound(b); n < float64(*flagConns+1) {
 				b.Fatalf("node-b counted %v inbound mutual_tls connections, want >= %d: the mesh path was not HBONE", n, *flagConns+1)
 			}
+			for i, addr := range nodeMetrics {
+				b.Logf("node %c Go memory: %s", 'a'+i, goMem(addr))
+			}
 			results = append(results, r)
 		default:
 			b.Fatalf("-node.paths: unknown path %q; valid: direct, haproxy, ambit", path)
@@ -193,6 +197,9 @@ func start(b *testing.B, ctx context.Context, tmp, name string, argv ...string) 
 	}
 	cmd := exec.CommandContext(ctx, argv[0], argv[1:]...)
 	cmd.Stdout, cmd.Stderr = logf, logf
+	if filepath.Base(argv[0]) == "ambit" && argv[1] == "node" && *flagAmbitEnv != "" {
+		cmd.Env = append(os.Environ(), strings.Split(*flagAmbitEnv, ",")...)
+	}
 	cmd.WaitDelay = 5 * time.Second
 	if err := cmd.Start(); err != nil {
 		b.Fatalf("start %s: %v", name, err)
@@ -437,8 +444,32 @@ func startAmbit(b *testing.B, ctx context.Context, tmp, ambit string, pod1, pod2
 		})
 	}
 	metricsB = "http://" + eps[1].metrics + "/metrics"
+	nodeMetrics = []string{eps[0].metrics, eps[1].metrics}
 	return pids
 }
+
+// goMem summarises a node's Go runtime memory from its /metrics.
+func goMem(addr string) string {
+	resp, err := http.Get("http://" + addr + "/metrics")
+	if err != nil {
+		return err.Error()
+	}
+	defer resp.Body.Close()
+	var out []string
+	sc := bufio.NewScanner(resp.Body)
+	sc.Buffer(nil, 1<<20)
+	for sc.Scan() {
+		for _, m := range []string{"go_memstats_heap_inuse_bytes ", "go_memstats_stack_inuse_bytes ", "go_memstats_sys_bytes ", "go_goroutines ", "go_threads "} {
+			if strings.HasPrefix(sc.Text(), m) {
+				out = append(out, sc.Text())
+			}
+		}
+	}
+	return strings.Join(out, ", ")
+}
+
+// nodeMetrics are the nodes' metrics addresses (a, b).
+var nodeMetrics []string
 
 // metricsB is node-b's metrics URL, for the proof that the mesh path was
 // HBONE mTLS.
