@@ -105,7 +105,44 @@ func paths(b *testing.B, target string) map[string]dialFunc {
 	return map[string]dialFunc{
 		"tcp":   func() (net.Conn, error) { return net.Dial("tcp", target) },
 		"hbone": func() (net.Conn, error) { return d.Dial(context.Background(), req) },
+		// A node proxy's outbound side: the client speaks plain TCP to a
+		// local relay that tunnels it. "relay-pipe" copies the request
+		// direction in its own goroutine through Conn.Write; "relay" hands
+		// the client socket to the stream (DialRequest.Body).
+		"relay-pipe": relayPath(b, d, req, false),
+		"relay":      relayPath(b, d, req, true),
 	}
+}
+
+func relayPath(b *testing.B, d *hbone.Dialer, tmpl *hbone.DialRequest, body bool) dialFunc {
+	addr := upstream(b, func(c net.Conn) {
+		req := *tmpl
+		if body {
+			req.Body = c
+		}
+		nc, err := d.Dial(context.Background(), &req)
+		if err != nil {
+			return
+		}
+		t := nc.(*hbone.Conn)
+		defer t.Close()
+		if body {
+			_, _ = io.Copy(c, t)
+			_ = c.(*net.TCPConn).CloseWrite()
+			<-t.Sent()
+			return
+		}
+		done := make(chan struct{})
+		go func() {
+			defer close(done)
+			_, _ = io.Copy(t, c)
+			_ = t.CloseWrite()
+		}()
+		_, _ = io.Copy(c, t)
+		_ = c.(*net.TCPConn).CloseWrite()
+		<-done
+	})
+	return func() (net.Conn, error) { return net.Dial("tcp", addr) }
 }
 
 // BenchmarkBulk sends b.N chunks of 256 KiB on one stream to a sink that
@@ -120,7 +157,7 @@ func BenchmarkBulk(b *testing.B) {
 		}
 		_, _ = c.Write(ack[:])
 	})
-	for _, name := range []string{"tcp", "hbone"} {
+	for _, name := range []string{"tcp", "hbone", "relay-pipe", "relay"} {
 		b.Run(name, func(b *testing.B) {
 			dial := paths(b, sink)[name]
 			c, err := dial()
@@ -172,7 +209,7 @@ func BenchmarkRequestResponse(b *testing.B) {
 			}
 		}
 	})
-	for _, name := range []string{"tcp", "hbone"} {
+	for _, name := range []string{"tcp", "hbone", "relay-pipe", "relay"} {
 		b.Run(name, func(b *testing.B) {
 			dial := paths(b, echo)[name]
 			c, err := dial()

@@ -45,6 +45,14 @@ type DialRequest struct {
 	Baggage   Baggage   // sent when any member is set
 	// TraceParent is sent as given, or a fresh one when it is the zero value.
 	TraceParent TraceParent
+
+	// Body, when set, is read by the stream itself for the bytes to send,
+	// from the 200 answer until EOF (which ends the sending side), instead
+	// of Conn.Write: relaying a socket this way saves a goroutine hand-off
+	// and a pipe copy per chunk. Conn.Write and CloseWrite then fail; wait
+	// on Conn.Sent instead. Closing the Conn stops a blocked Read by setting
+	// a past read deadline when Body has SetReadDeadline (a net.Conn does).
+	Body io.Reader
 }
 
 // DialerConfig configures a Dialer. Zero values take the defaults per field.
@@ -439,8 +447,22 @@ func (d *Dialer) open(ctx context.Context, pc *poolConn, req *DialRequest) (*Con
 	}
 	h[HeaderTraceParent] = []string{tp.String()}
 
-	pr, pw := io.Pipe()
-	body := &requestBody{pr: pr, drained: make(chan struct{}), closed: make(chan struct{})}
+	body := &requestBody{sent: make(chan struct{}), closed: make(chan struct{})}
+	var pw *io.PipeWriter
+	if req.Body != nil {
+		body.r = req.Body
+		body.ready = make(chan struct{})
+	} else {
+		var pr *io.PipeReader
+		pr, pw = io.Pipe()
+		body.r, body.pr = pr, pr
+	}
+	fail := func(err error) {
+		_ = body.Close()
+		if pw != nil {
+			_ = pw.CloseWithError(err)
+		}
+	}
 	// The stream outlives ctx (which only bounds the opening); its own
 	// context is cancelled by Close, which resets the stream.
 	sctx, scancel := context.WithCancel(context.Background())
@@ -457,7 +479,7 @@ func (d *Dialer) open(ctx context.Context, pc *poolConn, req *DialRequest) (*Con
 	stopped := stop()
 	if err != nil {
 		scancel()
-		_ = pw.CloseWithError(err)
+		fail(err)
 		if ctx.Err() != nil {
 			err = ctx.Err()
 		}
@@ -466,14 +488,17 @@ func (d *Dialer) open(ctx context.Context, pc *poolConn, req *DialRequest) (*Con
 	if !stopped {
 		// ctx ended just as the answer arrived: the stream is being reset.
 		_ = resp.Body.Close()
-		_ = pw.Close()
+		fail(ctx.Err())
 		return nil, fmt.Errorf("hbone: CONNECT %s via %s: %w", req.Authority, req.Address, ctx.Err())
 	}
 	if resp.StatusCode != http.StatusOK {
 		_ = resp.Body.Close()
-		_ = pw.Close()
+		fail(errStreamDone)
 		scancel()
 		return nil, fmt.Errorf("hbone: CONNECT %s via %s: %w", req.Authority, req.Address, &StatusError{Code: resp.StatusCode})
+	}
+	if body.ready != nil {
+		close(body.ready)
 	}
 	return &Conn{
 		d:       d,
@@ -490,29 +515,50 @@ func (d *Dialer) open(ctx context.Context, pc *poolConn, req *DialRequest) (*Con
 	}, nil
 }
 
-// requestBody is what x/net reads the stream's outgoing bytes from. It
-// reports when the writer's EOF was consumed (every earlier byte has then
-// been framed and flushed) and when x/net is done with it.
+// requestBody is what x/net reads the stream's outgoing bytes from: the
+// pipe Conn.Write feeds, or DialRequest.Body. It reports when the sending
+// side is over: the EOF was consumed (every earlier byte has then been
+// framed and flushed) or x/net is done with it.
 type requestBody struct {
-	pr        *io.PipeReader
-	drained   chan struct{}
+	r     io.Reader
+	pr    *io.PipeReader // nil with DialRequest.Body
+	ready chan struct{}  // DialRequest.Body only: closed on the 200 answer
+	// started is touched only by x/net's one body-writing goroutine.
+	started   bool
+	sent      chan struct{}
 	closed    chan struct{}
-	drainOnce sync.Once
+	sentOnce  sync.Once
 	closeOnce sync.Once
 }
 
 func (b *requestBody) Read(p []byte) (int, error) {
-	n, err := b.pr.Read(p)
+	if b.ready != nil && !b.started {
+		// Nothing leaves before the server accepted the stream, as when the
+		// caller writes after Dial returned.
+		select {
+		case <-b.ready:
+		case <-b.closed:
+			return 0, errStreamDone
+		}
+		b.started = true
+	}
+	n, err := b.r.Read(p)
 	if err == io.EOF {
-		b.drainOnce.Do(func() { close(b.drained) })
+		b.sentOnce.Do(func() { close(b.sent) })
 	}
 	return n, err
 }
 
 func (b *requestBody) Close() error {
 	b.closeOnce.Do(func() {
-		_ = b.pr.CloseWithError(errStreamDone)
 		close(b.closed)
+		b.sentOnce.Do(func() { close(b.sent) })
+		if b.pr != nil {
+			_ = b.pr.CloseWithError(errStreamDone)
+		} else if d, ok := b.r.(interface{ SetReadDeadline(time.Time) error }); ok {
+			// Unblocks a Read in progress; the caller's reader is not ours to close.
+			_ = d.SetReadDeadline(time.Unix(1, 0))
+		}
 	})
 	return nil
 }
@@ -542,9 +588,14 @@ type Conn struct {
 // Read reads bytes the far side sent.
 func (c *Conn) Read(p []byte) (int, error) { return c.resp.Read(p) }
 
+var errBodyMode = errors.New("hbone: the stream sends DialRequest.Body; Write and CloseWrite are not available")
+
 // Write sends bytes; it returns once HTTP/2 took them (flow control may
 // block it).
 func (c *Conn) Write(p []byte) (int, error) {
+	if c.pw == nil {
+		return 0, errBodyMode
+	}
 	n, err := c.pw.Write(p)
 	if err != nil {
 		select {
@@ -557,7 +608,16 @@ func (c *Conn) Write(p []byte) (int, error) {
 }
 
 // CloseWrite ends the sending side (END_STREAM); reads keep working.
-func (c *Conn) CloseWrite() error { return c.pw.Close() }
+func (c *Conn) CloseWrite() error {
+	if c.pw == nil {
+		return errBodyMode
+	}
+	return c.pw.Close()
+}
+
+// Sent is closed once the sending side is over: the writer's EOF (or
+// DialRequest.Body's) went out as END_STREAM, or the stream ended.
+func (c *Conn) Sent() <-chan struct{} { return c.body.sent }
 
 // Close ends the stream and releases its pool slot. Bytes already written
 // are still delivered (it waits in the background up to Linger for them to
@@ -567,7 +627,13 @@ func (c *Conn) Close() error {
 	c.closeOnce.Do(func() {
 		first = true
 		close(c.closing)
-		_ = c.pw.Close()
+		if c.pw != nil {
+			_ = c.pw.Close()
+		} else {
+			// A Body read was handed to HTTP/2 as soon as it returned; only a
+			// Read still waiting for the source remains, and it is stopped.
+			_ = c.body.Close()
+		}
 		go c.finish()
 	})
 	if !first {
@@ -579,8 +645,7 @@ func (c *Conn) Close() error {
 func (c *Conn) finish() {
 	t := time.NewTimer(c.d.cfg.Linger)
 	select {
-	case <-c.body.drained:
-	case <-c.body.closed:
+	case <-c.body.sent:
 	case <-t.C:
 	}
 	t.Stop()

@@ -4,6 +4,7 @@ import (
 	"context"
 	"errors"
 	"fmt"
+	"io"
 	"net"
 	"net/netip"
 	"sync"
@@ -140,6 +141,10 @@ func (p *Proxy) outbound(ctx context.Context, client net.Conn, dst netip.AddrPor
 		// its address, as ztunnel's in-pod mode does.
 		req.SourceIP = clientAddr.Addr()
 	}
+	// The tunnel reads the client socket itself (no relay goroutine and
+	// pipe hand-off per chunk on the request direction).
+	counted := telemetry.CountConn(client, m, telemetry.ReadsAreRequest)
+	req.Body = counted
 	tunnel, err := p.dialer.Dial(ctx, req)
 	if err != nil {
 		err = fmt.Errorf("node proxy: tunnel to %s via %s: %w", addr, hboneAddr, err)
@@ -154,7 +159,9 @@ func (p *Proxy) outbound(ctx context.Context, client net.Conn, dst netip.AddrPor
 		m.Finish(p.access, telemetry.Result{Err: err, Flags: telemetry.FlagConnectFailure})
 		return
 	}
-	relay(telemetry.CountConn(client, m, telemetry.ReadsAreRequest), tunnel)
+	_, _ = io.Copy(counted, tunnel)
+	closeWrite(counted)
+	<-tunnel.(*hbone.Conn).Sent()
 	m.Finish(p.access, telemetry.Result{})
 }
 
