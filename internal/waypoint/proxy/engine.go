@@ -1,0 +1,385 @@
+// Package proxy is the L7 engine of ambit's waypoint and ingress gateway:
+// an http.Handler that routes requests with a compiled route.Table, runs
+// the Gateway API filters, picks an endpoint with an lb.Balancer and
+// streams the request to it, with retries, timeouts, mirrors, telemetry and
+// an access log line per request.
+//
+// # Model
+//
+// The configuration (listeners, waypoint route tables, backends) arrives
+// as whole xDS snapshots. Apply compiles one into an immutable config and
+// publishes it through an atomic pointer, so requests never take a lock
+// and a push never blocks them: a request keeps the config it started
+// with. Balancers are the only state carried from one config to the next
+// (one per backend and service port), so in-flight counts and health
+// survive pushes.
+//
+// Forwarding is net/http/httputil.ReverseProxy (hop-by-hop header
+// hygiene per RFC 9110 §7.6.1, Upgrade/WebSocket switching, trailers,
+// streaming with immediate flushes for bodies of unknown length) over the
+// engine's own RoundTripper, which picks the endpoint, applies
+// timeouts.backendRequest per attempt and retries.
+package proxy
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"log/slog"
+	"net"
+	"net/http"
+	"net/http/httputil"
+	"strings"
+	"sync"
+	"sync/atomic"
+	"time"
+
+	"github.com/ambitmesh/ambit/internal/telemetry"
+	"github.com/ambitmesh/ambit/internal/waypoint/filter"
+	_ "github.com/ambitmesh/ambit/internal/waypoint/filter/builtin" // every built-in filter
+	"github.com/ambitmesh/ambit/internal/waypoint/lb"
+	"github.com/ambitmesh/ambit/internal/waypoint/route"
+	"github.com/ambitmesh/ambit/internal/xdsclient"
+	gatewayv1 "github.com/ambitmesh/ambit/proto/ambit/gateway/v1"
+)
+
+// Defaults for zero Config fields.
+const (
+	DefaultReadHeaderTimeout = 10 * time.Second
+	DefaultIdleTimeout       = 5 * time.Minute
+	DefaultMaxHeaderBytes    = 64 << 10
+	DefaultDialTimeout       = 5 * time.Second
+	DefaultMirrorTimeout     = 10 * time.Second
+	// DefaultRetryBackoff is the base backoff when a retry policy sets
+	// none (Envoy's 25 ms).
+	DefaultRetryBackoff = 25 * time.Millisecond
+	// maxMirrorsInFlight bounds mirror goroutines: a mirror that cannot
+	// start is dropped, never queued, so a slow mirror backend cannot
+	// make the proxy's memory grow.
+	maxMirrorsInFlight = 256
+)
+
+// Config configures an Engine.
+type Config struct {
+	// Logger receives configuration problems; AccessLog one line per
+	// request (nil: no access log).
+	Logger    *slog.Logger
+	AccessLog *slog.Logger
+
+	// Reporter is the reporter label of the request metrics: "source"
+	// for an ingress gateway (as Istio's), "waypoint" for a waypoint.
+	Reporter string
+	// Self describes this proxy; it is the source peer of the metrics of
+	// an ingress gateway (the downstream client is unknown there).
+	Self telemetry.Peer
+
+	// ReadHeaderTimeout bounds how long a client may take to send a
+	// request head (slowloris); IdleTimeout closes idle keep-alive
+	// connections; MaxHeaderBytes bounds the request head.
+	ReadHeaderTimeout time.Duration
+	IdleTimeout       time.Duration
+	MaxHeaderBytes    int
+
+	// DialTimeout bounds an upstream TCP connect.
+	DialTimeout time.Duration
+	// PreferIPv6 picks endpoints' IPv6 addresses first.
+	PreferIPv6 bool
+	// Balancer is the load balancing config of every backend (least
+	// request unless set).
+	Balancer lb.Config
+	// DialContext, when set, replaces the plain TCP dialer for upstream
+	// connections (tests, and HBONE later).
+	DialContext func(ctx context.Context, network, addr string) (net.Conn, error)
+}
+
+// Engine is the L7 engine. Create it with New, feed it with Apply or
+// ApplySnapshot, serve with Handler/Serve, and Close it when done.
+type Engine struct {
+	cfg Config
+	log *slog.Logger
+
+	cur atomic.Pointer[config]
+
+	mu   sync.Mutex // serialises Apply
+	bals map[balKey]*lb.Balancer
+
+	rp      *httputil.ReverseProxy
+	h1, h2c *http.Transport
+
+	// base is cancelled by Close; mirrors run under it.
+	base    context.Context
+	cancel  context.CancelFunc
+	mirrors sync.WaitGroup
+	mirSem  chan struct{}
+	closed  atomic.Bool
+}
+
+type balKey struct {
+	service string // "<namespace>/<name>"
+	port    uint32
+}
+
+// config is one immutable compiled configuration.
+type config struct {
+	listeners map[uint32]*route.Table
+	// services are waypoint route tables by resource name
+	// ("<ns>/<name>" or "<ns>/<name>:<port>").
+	services map[string]*route.Table
+	routes   map[*gatewayv1.Route]*compiledRoute
+	backends map[balKey]*upstream
+}
+
+type compiledRoute struct {
+	chain filter.Chain
+	// err (rule filters) makes the route answer 500; report is every
+	// problem, for Apply's error.
+	err    error
+	report error
+	// backends parallels Route.Backends.
+	backends []compiledBackend
+}
+
+type compiledBackend struct {
+	chain filter.Chain
+	err   error
+}
+
+// upstream is one (backend, service port) a route can send to.
+type upstream struct {
+	backend *gatewayv1.Backend
+	port    uint32
+	bal     *lb.Balancer
+	// h2c: the port's appProtocol asks for HTTP/2 without TLS.
+	h2c bool
+}
+
+// New builds an Engine with an empty configuration (every request is
+// answered 404 until Apply). It does no I/O.
+func New(cfg Config) (*Engine, error) {
+	if cfg.Logger == nil {
+		cfg.Logger = slog.New(slog.DiscardHandler)
+	}
+	if cfg.ReadHeaderTimeout <= 0 {
+		cfg.ReadHeaderTimeout = DefaultReadHeaderTimeout
+	}
+	if cfg.IdleTimeout <= 0 {
+		cfg.IdleTimeout = DefaultIdleTimeout
+	}
+	if cfg.MaxHeaderBytes <= 0 {
+		cfg.MaxHeaderBytes = DefaultMaxHeaderBytes
+	}
+	if cfg.DialTimeout <= 0 {
+		cfg.DialTimeout = DefaultDialTimeout
+	}
+	if cfg.Reporter == "" {
+		cfg.Reporter = telemetry.ReporterSource
+	}
+	if _, err := lb.New(cfg.Balancer); err != nil {
+		return nil, fmt.Errorf("proxy: balancer config: %w", err)
+	}
+	e := &Engine{cfg: cfg, log: cfg.Logger, bals: map[balKey]*lb.Balancer{}, mirSem: make(chan struct{}, maxMirrorsInFlight)}
+	e.base, e.cancel = context.WithCancel(context.Background())
+	dial := cfg.DialContext
+	if dial == nil {
+		d := &net.Dialer{Timeout: cfg.DialTimeout, KeepAlive: 30 * time.Second}
+		dial = d.DialContext
+	}
+	newTransport := func(h2c bool) *http.Transport {
+		var p http.Protocols
+		if h2c {
+			p.SetUnencryptedHTTP2(true)
+		} else {
+			p.SetHTTP1(true)
+		}
+		return &http.Transport{
+			DialContext:         dial,
+			Protocols:           &p,
+			MaxIdleConnsPerHost: 256,
+			IdleConnTimeout:     90 * time.Second,
+			// The proxy forwards the client's Accept-Encoding and must not
+			// decompress behind its back.
+			DisableCompression: true,
+			ForceAttemptHTTP2:  false,
+		}
+	}
+	// One transport per upstream protocol: http.Transport pools
+	// connections per endpoint address, which is the per-endpoint pool.
+	e.h1, e.h2c = newTransport(false), newTransport(true)
+	e.rp = &httputil.ReverseProxy{
+		Rewrite:        e.rewrite,
+		Transport:      (*roundTripper)(e),
+		ErrorHandler:   e.errorHandler,
+		ModifyResponse: e.modifyResponse,
+		ErrorLog:       slog.NewLogLogger(cfg.Logger.Handler(), slog.LevelDebug),
+	}
+	e.cur.Store(&config{})
+	return e, nil
+}
+
+// Close stops mirrors, waits for them and closes idle upstream
+// connections. Requests in flight are not interrupted (their server's
+// shutdown owns them).
+func (e *Engine) Close() {
+	e.closed.Store(true)
+	e.cancel()
+	e.mirrors.Wait()
+	e.h1.CloseIdleConnections()
+	e.h2c.CloseIdleConnections()
+}
+
+// ApplySnapshot applies the gateway resources of an xDS snapshot (see
+// internal/control/xds GatewayTypes).
+func (e *Engine) ApplySnapshot(s *xdsclient.Snapshot) error {
+	var ls []*gatewayv1.Listener
+	var ts []*gatewayv1.RouteTable
+	var bs []*gatewayv1.Backend
+	for _, l := range xdsclient.All[*gatewayv1.Listener](s) {
+		ls = append(ls, l)
+	}
+	for _, t := range xdsclient.All[*gatewayv1.RouteTable](s) {
+		ts = append(ts, t)
+	}
+	for _, b := range xdsclient.All[*gatewayv1.Backend](s) {
+		bs = append(bs, b)
+	}
+	return e.Apply(ls, ts, bs)
+}
+
+// Apply compiles and publishes a configuration. Problems (an invalid
+// route, two HTTP listeners on one port, a filter that cannot be
+// compiled) are reported together; the configuration is published anyway
+// with the bad parts left out or answering 500, so one bad object never
+// takes the others down.
+func (e *Engine) Apply(listeners []*gatewayv1.Listener, tables []*gatewayv1.RouteTable, backends []*gatewayv1.Backend) error {
+	e.mu.Lock()
+	defer e.mu.Unlock()
+	var errs []error
+	c := &config{
+		listeners: map[uint32]*route.Table{},
+		services:  map[string]*route.Table{},
+		routes:    map[*gatewayv1.Route]*compiledRoute{},
+		backends:  map[balKey]*upstream{},
+	}
+	addRoutes := func(rs []*gatewayv1.Route) {
+		for _, r := range rs {
+			c.routes[r] = compileRoute(r)
+			if err := c.routes[r].report; err != nil {
+				src := r.GetSource()
+				errs = append(errs, fmt.Errorf("proxy: %s %s/%s rule %d: %w", src.GetKind(), src.GetNamespace(), src.GetName(), src.GetRule(), err))
+			}
+		}
+	}
+	for _, l := range listeners {
+		switch strings.ToUpper(l.GetProtocol()) {
+		case "HTTP", "HTTPS":
+		default:
+			continue // TLS passthrough, TCP: not this engine
+		}
+		if _, dup := c.listeners[l.GetPort()]; dup {
+			errs = append(errs, fmt.Errorf("proxy: listener %q: port %d already has an HTTP listener; merge them into one listener with several hostnames", l.GetName(), l.GetPort()))
+			continue
+		}
+		t, err := route.CompileListener(l)
+		errs = append(errs, err)
+		c.listeners[l.GetPort()] = t
+		for _, vh := range l.GetVirtualHosts() {
+			addRoutes(vh.GetRoutes())
+		}
+	}
+	for _, rt := range tables {
+		name := rt.GetService().GetNamespace() + "/" + rt.GetService().GetName()
+		if rt.GetPort() != 0 {
+			name += fmt.Sprintf(":%d", rt.GetPort())
+		}
+		t, err := route.CompileRouteTable(rt)
+		errs = append(errs, err)
+		c.services[name] = t
+		addRoutes(rt.GetRoutes())
+	}
+	// Balancers for every port a backend declares and every port a
+	// route refers to.
+	byName := make(map[string]*gatewayv1.Backend, len(backends))
+	want := map[balKey]bool{}
+	for _, b := range backends {
+		name := b.GetNamespace() + "/" + b.GetName()
+		byName[name] = b
+		for _, p := range b.GetPorts() {
+			want[balKey{name, p.GetPort()}] = true
+		}
+	}
+	for r := range c.routes {
+		for _, br := range r.GetBackends() {
+			if br.GetService() != "" {
+				want[balKey{br.GetService(), br.GetPort()}] = true
+			}
+		}
+		for _, f := range r.GetFilters() {
+			if m := f.GetRequestMirror().GetBackend(); m.GetService() != "" {
+				want[balKey{m.GetService(), m.GetPort()}] = true
+			}
+		}
+	}
+	for k := range want {
+		b := byName[k.service]
+		if b == nil {
+			continue // the route's share answers 500 (no such backend)
+		}
+		bal := e.bals[k]
+		if bal == nil {
+			var err error
+			if bal, err = lb.New(e.cfg.Balancer); err != nil {
+				errs = append(errs, fmt.Errorf("proxy: backend %s port %d: %w", k.service, k.port, err))
+				continue
+			}
+		}
+		if err := bal.Update(lb.FromBackend(b, k.port, e.cfg.PreferIPv6)); err != nil {
+			errs = append(errs, fmt.Errorf("proxy: backend %s port %d: %w", k.service, k.port, err))
+		}
+		c.backends[k] = &upstream{backend: b, port: k.port, bal: bal, h2c: isH2C(b, k.port)}
+	}
+	e.bals = make(map[balKey]*lb.Balancer, len(c.backends))
+	for k, u := range c.backends {
+		e.bals[k] = u.bal
+	}
+	e.cur.Store(c)
+	err := errors.Join(errs...)
+	if err != nil {
+		e.log.Warn("proxy: configuration applied with errors", "error", err)
+	}
+	return err
+}
+
+func compileRoute(r *gatewayv1.Route) *compiledRoute {
+	cr := &compiledRoute{}
+	var errs []error
+	cr.chain, cr.err = filter.Compile(r.GetFilters())
+	if cr.err != nil {
+		errs = append(errs, cr.err)
+	}
+	cr.backends = make([]compiledBackend, len(r.GetBackends()))
+	for i, b := range r.GetBackends() {
+		ch, err := filter.Compile(b.GetFilters())
+		cr.backends[i] = compiledBackend{chain: ch, err: err}
+		if err != nil {
+			errs = append(errs, fmt.Errorf("backendRefs[%d] %s: %w", i, b.GetService(), err))
+		}
+	}
+	// A route whose rule filters are broken answers 500 as a whole; a
+	// broken backend filter only its backend's share.
+	cr.report = errors.Join(errs...)
+	return cr
+}
+
+// isH2C says whether the service port speaks HTTP/2 with prior knowledge.
+func isH2C(b *gatewayv1.Backend, port uint32) bool {
+	for _, p := range b.GetPorts() {
+		if p.GetPort() != port {
+			continue
+		}
+		switch strings.ToLower(p.GetAppProtocol()) {
+		case "kubernetes.io/h2c", "h2c", "grpc", "http2":
+			return true
+		}
+	}
+	return false
+}

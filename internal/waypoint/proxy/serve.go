@@ -1,0 +1,605 @@
+package proxy
+
+import (
+	"context"
+	"crypto/rand"
+	"encoding/hex"
+	"errors"
+	"io"
+	"log/slog"
+	mrand "math/rand/v2"
+	"net"
+	"net/http"
+	"net/http/httputil"
+	"net/netip"
+	"net/url"
+	"slices"
+	"strconv"
+	"strings"
+	"syscall"
+	"time"
+
+	"github.com/ambitmesh/ambit/internal/waypoint/filter"
+	"github.com/ambitmesh/ambit/internal/waypoint/lb"
+	"github.com/ambitmesh/ambit/internal/waypoint/route"
+	gatewayv1 "github.com/ambitmesh/ambit/proto/ambit/gateway/v1"
+)
+
+// Response flags, as Envoy spells them in access logs and Istio in the
+// response_flags label.
+const (
+	FlagNone            = "-"
+	FlagNoRoute         = "NR"
+	FlagNoCluster       = "NC"
+	FlagNoHealthy       = "UH"
+	FlagConnectFailure  = "UF"
+	FlagUpstreamReset   = "UR"
+	FlagUpstreamClosed  = "UC"
+	FlagUpstreamTimeout = "UT"
+	FlagDownstreamClose = "DC"
+)
+
+// Errors the round tripper returns to the error handler.
+var (
+	errNoHealthy = errors.New("proxy: no endpoint available")
+)
+
+type globalRand struct{}
+
+func (globalRand) Uint64N(n uint64) uint64 { return mrand.Uint64N(n) }
+
+// reqState is what one request's phases share; it travels in the
+// request context from ServeHTTP to the round tripper and back.
+type reqState struct {
+	start    time.Time
+	port     uint32
+	route    *route.Route
+	cr       *compiledRoute
+	bc       *compiledBackend
+	up       *upstream
+	fr       *filter.Request
+	lbReq    lb.HTTPRequest
+	endpoint lb.Endpoint
+	picked   bool
+	attempts int
+	flag     string
+	// upstreamStatus is the status of the response forwarded, for
+	// upgrades whose 101 bypasses the ResponseWriter.
+	upstreamStatus int
+	// upstreamErr is a read error on the upstream response body
+	// (a reset mid-response).
+	upstreamErr error
+}
+
+type stateKey struct{}
+
+func stateFrom(ctx context.Context) *reqState {
+	st, _ := ctx.Value(stateKey{}).(*reqState)
+	return st
+}
+
+// Handler serves requests arriving on the listener with the given port.
+func (e *Engine) Handler(port uint32) http.Handler {
+	return http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		e.serve(w, r, port, func(c *config) *route.Table { return c.listeners[port] })
+	})
+}
+
+// ServiceHandler serves a waypoint's traffic for one service port: the
+// route table for "<ns>/<name>:<port>", else "<ns>/<name>". Without a
+// table, requests are answered 404 (pass-through is not built yet).
+func (e *Engine) ServiceHandler(service string, port uint32) http.Handler {
+	withPort := service + ":" + strconv.FormatUint(uint64(port), 10)
+	return http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		e.serve(w, r, port, func(c *config) *route.Table {
+			if t := c.services[withPort]; t != nil {
+				return t
+			}
+			return c.services[service]
+		})
+	})
+}
+
+// Server returns an http.Server for the listener port serving HTTP/1.1
+// and h2c (prior knowledge) with the engine's timeouts and limits.
+func (e *Engine) Server(port uint32) *http.Server {
+	var p http.Protocols
+	p.SetHTTP1(true)
+	p.SetUnencryptedHTTP2(true)
+	return &http.Server{
+		Handler:           e.Handler(port),
+		Protocols:         &p,
+		ReadHeaderTimeout: e.cfg.ReadHeaderTimeout,
+		IdleTimeout:       e.cfg.IdleTimeout,
+		MaxHeaderBytes:    e.cfg.MaxHeaderBytes,
+		ErrorLog:          slog.NewLogLogger(e.log.Handler(), slog.LevelDebug),
+	}
+}
+
+// Serve serves ln as the listener with the given port until ctx is
+// cancelled, then shuts the server down (in-flight requests get
+// shutdownGrace to finish).
+func (e *Engine) Serve(ctx context.Context, ln net.Listener, port uint32, shutdownGrace time.Duration) error {
+	srv := e.Server(port)
+	srv.BaseContext = func(net.Listener) context.Context { return ctx }
+	done := make(chan struct{})
+	go func() {
+		defer close(done)
+		<-ctx.Done()
+		sctx, cancel := context.WithTimeout(context.Background(), shutdownGrace)
+		defer cancel()
+		if srv.Shutdown(sctx) != nil {
+			_ = srv.Close()
+		}
+	}()
+	err := srv.Serve(ln)
+	<-done
+	if errors.Is(err, http.ErrServerClosed) {
+		return nil
+	}
+	return err
+}
+
+func (e *Engine) serve(w http.ResponseWriter, r *http.Request, port uint32, table func(*config) *route.Table) {
+	st := &reqState{start: time.Now(), port: port, flag: FlagNone}
+	rw := &respWriter{ResponseWriter: w}
+	defer func() {
+		p := recover()
+		if p != nil {
+			// ReverseProxy aborts with ErrAbortHandler when the body copy
+			// fails after the head was sent.
+			if st.upstreamErr != nil {
+				st.flag = FlagUpstreamReset
+			} else if st.flag == FlagNone {
+				st.flag = FlagDownstreamClose
+			}
+		}
+		e.finish(rw, r, st)
+		if p != nil {
+			panic(p)
+		}
+	}()
+	c := e.cur.Load()
+	t := table(c)
+	var rt *route.Route
+	if t != nil {
+		rt, _ = t.MatchHTTP(r)
+	}
+	if rt == nil {
+		st.flag = FlagNoRoute
+		http.Error(rw, "no route", http.StatusNotFound)
+		return
+	}
+	st.route = rt
+	st.cr = c.routes[rt.Config]
+	if st.cr == nil || st.cr.err != nil {
+		http.Error(rw, "route configuration error", http.StatusInternalServerError)
+		return
+	}
+	hdr := r.Header.Clone()
+	if hdr.Get("X-Request-Id") == "" {
+		hdr.Set("X-Request-Id", newRequestID())
+	}
+	scheme := "http"
+	if r.TLS != nil {
+		scheme = "https"
+	}
+	fr := &filter.Request{
+		Method: r.Method, Scheme: scheme, Host: r.Host, Path: r.URL.EscapedPath(), RawQuery: r.URL.RawQuery,
+		Header: hdr, ListenerPort: port, Prefix: rt.Prefix, PrefixMatch: rt.PrefixMatch, Rand: globalRand{},
+	}
+	st.fr = fr
+	if rep := st.cr.chain.OnRequest(fr); rep != nil {
+		writeReply(rw, rep)
+		return
+	}
+	br := route.PickBackend(rt, globalRand{})
+	idx := slices.Index(rt.Backends(), br)
+	if br == nil || idx < 0 || br.GetInvalid() != "" || br.GetService() == "" {
+		http.Error(rw, "invalid backend", http.StatusInternalServerError)
+		return
+	}
+	st.bc = &st.cr.backends[idx]
+	if st.bc.err != nil {
+		http.Error(rw, "backend filter configuration error", http.StatusInternalServerError)
+		return
+	}
+	if rep := st.bc.chain.OnRequest(fr); rep != nil {
+		writeReply(rw, rep)
+		return
+	}
+	st.up = c.backends[balKey{br.GetService(), br.GetPort()}]
+	if st.up == nil {
+		st.flag = FlagNoCluster
+		http.Error(rw, "backend not found", http.StatusInternalServerError)
+		return
+	}
+	for _, m := range fr.Mirrors {
+		e.mirror(c, m, r, fr)
+	}
+
+	out := r.WithContext(context.WithValue(r.Context(), stateKey{}, st))
+	out.Header = hdr
+	out.Host = fr.Host
+	u := *r.URL
+	u.RawQuery = fr.RawQuery
+	if p, err := url.PathUnescape(fr.Path); err == nil {
+		u.Path, u.RawPath = p, fr.Path
+	} else {
+		u.Path, u.RawPath = fr.Path, ""
+	}
+	out.URL = &u
+	st.lbReq = lb.HTTPRequest{Req: out, Source: remoteIP(r)}
+	if d := rt.Config.GetTimeouts().GetRequest().AsDuration(); d > 0 && !isUpgrade(r) {
+		ctx, cancel := context.WithTimeout(out.Context(), d)
+		defer cancel()
+		out = out.WithContext(ctx)
+	}
+	e.rp.ServeHTTP(rw, out)
+}
+
+func writeReply(w http.ResponseWriter, rep *filter.Reply) {
+	for k, vs := range rep.Header {
+		w.Header()[k] = vs
+	}
+	w.WriteHeader(rep.Status)
+}
+
+// rewrite builds the upstream request. ReverseProxy has already removed
+// hop-by-hop headers (Connection and the headers it lists, Keep-Alive,
+// Proxy-*, TE but "trailers", Transfer-Encoding, Upgrade unless this is
+// an upgrade) and every X-Forwarded-* header.
+func (e *Engine) rewrite(pr *httputil.ProxyRequest) {
+	st := stateFrom(pr.In.Context())
+	pr.Out.URL.Scheme = "http"
+	pr.Out.URL.Host = st.up.backend.GetHostname() // replaced per attempt
+	pr.Out.Host = pr.In.Host
+	// Envoy's use_remote_address: append the peer to the client's list.
+	prior := pr.In.Header.Values("X-Forwarded-For")
+	if ip := remoteIP(pr.In); ip.IsValid() {
+		prior = append(prior, ip.String())
+	}
+	if len(prior) > 0 {
+		pr.Out.Header.Set("X-Forwarded-For", strings.Join(prior, ", "))
+	}
+	if st.fr.Scheme != "" {
+		pr.Out.Header.Set("X-Forwarded-Proto", st.fr.Scheme)
+	}
+}
+
+func remoteIP(r *http.Request) netip.Addr {
+	ap, err := netip.ParseAddrPort(r.RemoteAddr)
+	if err != nil {
+		return netip.Addr{}
+	}
+	return ap.Addr().Unmap()
+}
+
+func isUpgrade(r *http.Request) bool {
+	return r.Header.Get("Upgrade") != "" && headerHasToken(r.Header, "Connection", "upgrade")
+}
+
+func headerHasToken(h http.Header, name, token string) bool {
+	for _, v := range h.Values(name) {
+		for t := range strings.SplitSeq(v, ",") {
+			if strings.EqualFold(strings.TrimSpace(t), token) {
+				return true
+			}
+		}
+	}
+	return false
+}
+
+// roundTripper is the engine as ReverseProxy's transport: it picks the
+// endpoint per attempt and retries.
+type roundTripper Engine
+
+func (t *roundTripper) RoundTrip(req *http.Request) (*http.Response, error) {
+	e := (*Engine)(t)
+	st := stateFrom(req.Context())
+	retry := st.route.Config.GetRetry()
+	attempts := 1
+	if retry != nil {
+		attempts += int(retry.GetAttempts())
+	}
+	upgrade := isUpgrade(req)
+	// A body can be sent again only if it is empty or can be re-read.
+	replayable := req.Body == nil || req.Body == http.NoBody || req.GetBody != nil
+	perTry := st.route.Config.GetTimeouts().GetBackendRequest().AsDuration()
+	var tried []string
+	for attempt := 0; ; attempt++ {
+		st.attempts = attempt + 1
+		ep, ok := pickAvoiding(st.up.bal, &st.lbReq, tried)
+		if !ok {
+			return nil, errNoHealthy
+		}
+		tried = append(tried, ep.ID)
+		st.endpoint, st.picked = ep, true
+		ctx, cancel := req.Context(), context.CancelFunc(func() {})
+		if perTry > 0 && !upgrade {
+			ctx, cancel = context.WithTimeout(ctx, perTry)
+		}
+		areq := req.WithContext(ctx)
+		u := *req.URL
+		u.Host = ep.Addr.String()
+		areq.URL = &u
+		if attempt > 0 && req.GetBody != nil {
+			b, err := req.GetBody()
+			if err != nil {
+				cancel()
+				st.up.bal.Done(ep)
+				return nil, err
+			}
+			areq.Body = b
+		}
+		tr := e.h1
+		if st.up.h2c && !upgrade {
+			tr = e.h2c
+		}
+		resp, err := tr.RoundTrip(areq)
+		last := attempt+1 >= attempts || !replayable
+		if err != nil {
+			cancel()
+			st.up.bal.Done(ep)
+			// A connect failure sent nothing: always safe to retry when
+			// the rule has a retry policy.
+			if !last && isDialError(err) && e.backoff(req.Context(), retry, attempt) {
+				continue
+			}
+			return nil, err
+		}
+		if !last && slices.Contains(retry.GetCodes(), uint32(resp.StatusCode)) {
+			// Drain a little so the connection can be reused.
+			_, _ = io.CopyN(io.Discard, resp.Body, 64<<10)
+			_ = resp.Body.Close()
+			cancel()
+			st.up.bal.Done(ep)
+			if e.backoff(req.Context(), retry, attempt) {
+				continue
+			}
+			return nil, req.Context().Err()
+		}
+		done := func() { cancel(); st.up.bal.Done(ep) }
+		if rwc, ok := resp.Body.(io.ReadWriteCloser); ok {
+			resp.Body = &upgradeBody{ReadWriteCloser: rwc, done: done}
+		} else {
+			resp.Body = &trackedBody{ReadCloser: resp.Body, st: st, done: done}
+		}
+		return resp, nil
+	}
+}
+
+// pickAvoiding picks an endpoint, preferring one not tried yet (Istio's
+// previous-hosts retry predicate). Rejected picks stay counted in flight
+// until the end, so least request steers away from them on the next draw.
+func pickAvoiding(b *lb.Balancer, req lb.Request, tried []string) (lb.Endpoint, bool) {
+	var rejected []lb.Endpoint
+	defer func() {
+		for _, r := range rejected {
+			b.Done(r)
+		}
+	}()
+	for range 5 {
+		ep, ok := b.Pick(req)
+		if !ok || !slices.Contains(tried, ep.ID) {
+			return ep, ok
+		}
+		rejected = append(rejected, ep)
+	}
+	return b.Pick(req)
+}
+
+// backoff waits before retry n+1: exponential from the policy's backoff
+// with full jitter, capped at ten times it, as Envoy. False when ctx ended.
+func (e *Engine) backoff(ctx context.Context, r *gatewayv1.Retry, n int) bool {
+	base := r.GetBackoff().AsDuration()
+	if base <= 0 {
+		base = DefaultRetryBackoff
+	}
+	d := min(base<<min(n, 10), 10*base)
+	d = time.Duration(mrand.Int64N(int64(d)) + 1)
+	t := time.NewTimer(d)
+	defer t.Stop()
+	select {
+	case <-t.C:
+		return true
+	case <-ctx.Done():
+		return false
+	}
+}
+
+func isDialError(err error) bool {
+	var op *net.OpError
+	return errors.As(err, &op) && op.Op == "dial"
+}
+
+type trackedBody struct {
+	io.ReadCloser
+	st   *reqState
+	done func()
+	once bool
+}
+
+func (b *trackedBody) Read(p []byte) (int, error) {
+	n, err := b.ReadCloser.Read(p)
+	if err != nil && err != io.EOF && b.st.upstreamErr == nil {
+		b.st.upstreamErr = err
+	}
+	return n, err
+}
+
+func (b *trackedBody) Close() error {
+	err := b.ReadCloser.Close()
+	if !b.once {
+		b.once = true
+		b.done()
+	}
+	return err
+}
+
+type upgradeBody struct {
+	io.ReadWriteCloser
+	done func()
+	once bool
+}
+
+func (b *upgradeBody) Close() error {
+	err := b.ReadWriteCloser.Close()
+	if !b.once {
+		b.once = true
+		b.done()
+	}
+	return err
+}
+
+func (e *Engine) modifyResponse(resp *http.Response) error {
+	st := stateFrom(resp.Request.Context())
+	fresp := &filter.Response{Status: resp.StatusCode, Header: resp.Header}
+	st.cr.chain.OnResponse(fresp)
+	st.bc.chain.OnResponse(fresp)
+	for k, vs := range st.fr.ResponseHeader {
+		resp.Header[k] = append(resp.Header[k], vs...)
+	}
+	if c := st.lbReq.NewCookie; c != nil {
+		resp.Header.Add("Set-Cookie", c.String())
+	}
+	resp.StatusCode = fresp.Status
+	st.upstreamStatus = resp.StatusCode
+	return nil
+}
+
+// errorHandler answers when no upstream response head arrived, as Envoy
+// does: 503 for connect failures and resets, 504 for timeouts.
+func (e *Engine) errorHandler(w http.ResponseWriter, r *http.Request, err error) {
+	st := stateFrom(r.Context())
+	status, flag := http.StatusServiceUnavailable, FlagUpstreamClosed
+	switch {
+	case errors.Is(err, errNoHealthy):
+		flag = FlagNoHealthy
+	case errors.Is(err, context.DeadlineExceeded):
+		status, flag = http.StatusGatewayTimeout, FlagUpstreamTimeout
+	case errors.Is(err, context.Canceled) && r.Context().Err() != nil:
+		// The client went away; nobody reads an answer.
+		st.flag = FlagDownstreamClose
+		w.WriteHeader(499)
+		return
+	case isDialError(err):
+		flag = FlagConnectFailure
+	case errors.Is(err, syscall.ECONNRESET):
+		flag = FlagUpstreamReset
+	}
+	st.flag = flag
+	msg := "upstream connect error or disconnect/reset before headers. reset reason: " + flag
+	switch flag {
+	case FlagUpstreamTimeout:
+		msg = "upstream request timeout"
+	case FlagNoHealthy:
+		msg = "no healthy upstream"
+	}
+	w.Header().Set("Content-Type", "text/plain")
+	w.WriteHeader(status)
+	_, _ = io.WriteString(w, msg)
+}
+
+// mirror sends a copy of the request head to the mirror backend, fire and
+// forget. The body is not mirrored: that would need buffering it.
+func (e *Engine) mirror(c *config, ref *gatewayv1.BackendRef, r *http.Request, fr *filter.Request) {
+	up := c.backends[balKey{ref.GetService(), ref.GetPort()}]
+	if up == nil || e.closed.Load() {
+		return
+	}
+	select {
+	case e.mirSem <- struct{}{}:
+	default:
+		return // too many in flight: drop
+	}
+	ep, ok := up.bal.Pick(nil)
+	if !ok {
+		<-e.mirSem
+		return
+	}
+	hdr := fr.Header.Clone()
+	for _, h := range []string{"Connection", "Keep-Alive", "Proxy-Connection", "Te", "Transfer-Encoding", "Upgrade"} {
+		hdr.Del(h)
+	}
+	host := fr.Host
+	// Envoy marks shadow traffic by suffixing the host.
+	if h, p, err := net.SplitHostPort(host); err == nil {
+		host = net.JoinHostPort(h+"-shadow", p)
+	} else {
+		host += "-shadow"
+	}
+	target := &url.URL{Scheme: "http", Host: ep.Addr.String(), Path: r.URL.Path, RawPath: r.URL.RawPath, RawQuery: fr.RawQuery}
+	tr := e.h1
+	if up.h2c {
+		tr = e.h2c
+	}
+	e.mirrors.Add(1)
+	go func() {
+		defer e.mirrors.Done()
+		defer func() { <-e.mirSem }()
+		defer up.bal.Done(ep)
+		ctx, cancel := context.WithTimeout(e.base, DefaultMirrorTimeout)
+		defer cancel()
+		req, err := http.NewRequestWithContext(ctx, fr.Method, target.String(), nil)
+		if err != nil {
+			return
+		}
+		req.Header, req.Host = hdr, host
+		resp, err := tr.RoundTrip(req)
+		if err != nil {
+			e.log.Debug("proxy: mirror failed", "backend", ref.GetService(), "error", err)
+			return
+		}
+		_, _ = io.Copy(io.Discard, resp.Body)
+		_ = resp.Body.Close()
+	}()
+}
+
+func newRequestID() string {
+	var b [16]byte
+	_, _ = rand.Read(b[:])
+	b[6] = b[6]&0x0f | 0x40 // version 4
+	b[8] = b[8]&0x3f | 0x80 // RFC 4122 variant
+	var s [36]byte
+	hex.Encode(s[0:8], b[0:4])
+	s[8] = '-'
+	hex.Encode(s[9:13], b[4:6])
+	s[13] = '-'
+	hex.Encode(s[14:18], b[6:8])
+	s[18] = '-'
+	hex.Encode(s[19:23], b[8:10])
+	s[23] = '-'
+	hex.Encode(s[24:], b[10:])
+	return string(s[:])
+}
+
+// respWriter records what was sent downstream for logs and metrics. It
+// unwraps for http.ResponseController, which ReverseProxy uses to flush
+// and to hijack for upgrades.
+type respWriter struct {
+	http.ResponseWriter
+	status int
+	bytes  int64
+}
+
+func (w *respWriter) WriteHeader(code int) {
+	if w.status == 0 || w.status < 200 {
+		w.status = code
+	}
+	if code == 499 {
+		return // recorded only: the client is gone
+	}
+	w.ResponseWriter.WriteHeader(code)
+}
+
+func (w *respWriter) Write(p []byte) (int, error) {
+	if w.status == 0 {
+		w.status = http.StatusOK
+	}
+	n, err := w.ResponseWriter.Write(p)
+	w.bytes += int64(n)
+	return n, err
+}
+
+func (w *respWriter) Unwrap() http.ResponseWriter { return w.ResponseWriter }
