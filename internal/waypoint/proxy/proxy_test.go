@@ -16,6 +16,7 @@ import (
 	"testing"
 	"time"
 
+	"github.com/prometheus/client_golang/prometheus"
 	"go.uber.org/goleak"
 	"golang.org/x/net/websocket"
 	"google.golang.org/protobuf/types/known/durationpb"
@@ -406,6 +407,159 @@ func TestDownstreamProtocolsAndBadInput(t *testing.T) {
 		}
 		if time.Since(start) > 3*time.Second {
 			t.Errorf("closed after %v", time.Since(start))
+		}
+	})
+}
+
+func TestUpstreamResetMirrorMetricsReload(t *testing.T) {
+	reset := startHandler(t, http.HandlerFunc(func(w http.ResponseWriter, _ *http.Request) {
+		w.Header().Set("Content-Length", "100")
+		w.WriteHeader(200)
+		_, _ = io.WriteString(w, "partial")
+		w.(http.Flusher).Flush()
+		conn, _, err := http.NewResponseController(w).Hijack()
+		if err == nil {
+			_ = conn.Close()
+		}
+	}))
+	shadowHosts := make(chan string, 10)
+	mirror := startHandler(t, http.HandlerFunc(func(_ http.ResponseWriter, r *http.Request) {
+		select {
+		case shadowHosts <- r.Host:
+		default:
+		}
+	}))
+	v1, v2 := startEcho(t, "v1"), startEcho(t, "v2")
+	mirrored := rt("mirrored", prefix("/m"), ref("v1", 1))
+	mirrored.Filters = []*gatewayv1.Filter{{Kind: &gatewayv1.Filter_RequestMirror{RequestMirror: &gatewayv1.Mirror{Backend: ref("mirror", 1)}}}}
+	perTry := rt("pertry", prefix("/pertry"), ref("v1", 1))
+	perTry.Timeouts = &gatewayv1.Timeouts{BackendRequest: durationpb.New(50 * time.Millisecond)}
+	routes := map[string][]*gatewayv1.Route{"*": {rt("reset", prefix("/reset"), ref("reset", 1)), mirrored, perTry, rt("all", prefix("/"), ref("v1", 1))}}
+	bs := []*gatewayv1.Backend{backend("reset", reset), backend("mirror", mirror), backend("v1", v1), backend("v2", v2)}
+	g := startGateway(t, Config{}, []*gatewayv1.Listener{listener(routes, "*")}, bs)
+	c := client(t)
+
+	t.Run("reset mid-response", func(t *testing.T) {
+		// The head may still sit in the proxy's write buffer when the
+		// handler aborts, so the client sees either no response or a
+		// truncated body; never a complete one.
+		resp, err := c.Get("http://" + g.addr + "/reset")
+		if err == nil {
+			_, err = io.ReadAll(resp.Body)
+			resp.Body.Close()
+		}
+		if err == nil {
+			t.Error("truncated response read without error")
+		}
+		eventually(t, "UR in the access log", func() bool { return strings.Contains(g.log.String(), `"path":"/reset","protocol":"HTTP/1.1","status":200,"flags":"UR"`) })
+	})
+
+	t.Run("mirror", func(t *testing.T) {
+		if r := g.do(t, c, "app.example.com", "/m", nil); r.status != 200 || r.echo.Pod != "v1" {
+			t.Fatalf("%d from %q", r.status, r.echo.Pod)
+		}
+		select {
+		case h := <-shadowHosts:
+			if h != "app.example.com-shadow" {
+				t.Errorf("mirror saw host %q, want app.example.com-shadow", h)
+			}
+		case <-time.After(5 * time.Second):
+			t.Fatal("mirror never received the copy")
+		}
+	})
+
+	t.Run("backend request timeout", func(t *testing.T) {
+		if r := g.do(t, c, "a", "/pertry?delay=1s", nil); r.status != 504 {
+			t.Errorf("status %d, want 504", r.status)
+		}
+		if r := g.do(t, c, "a", "/pertry", nil); r.status != 200 {
+			t.Errorf("fast request: status %d, want 200", r.status)
+		}
+	})
+
+	t.Run("metrics", func(t *testing.T) {
+		reg := prometheus.NewRegistry()
+		if err := Register(reg); err != nil {
+			t.Fatal(err)
+		}
+		mfs, err := reg.Gather()
+		if err != nil {
+			t.Fatal(err)
+		}
+		found := false
+		for _, mf := range mfs {
+			if mf.GetName() != "istio_requests_total" {
+				continue
+			}
+			for _, m := range mf.GetMetric() {
+				l := map[string]string{}
+				for _, lp := range m.GetLabel() {
+					l[lp.GetName()] = lp.GetValue()
+				}
+				if l["response_code"] == "504" && l["response_flags"] == "UT" && l["destination_service_name"] == "v1" && l["destination_workload"] == "v1-a" {
+					found = m.GetCounter().GetValue() >= 1
+				}
+			}
+		}
+		if !found {
+			t.Error("no istio_requests_total series for the 504 UT to v1")
+		}
+	})
+
+	t.Run("reload while serving", func(t *testing.T) {
+		stop := make(chan struct{})
+		errs := make(chan string, 1)
+		var wg sync.WaitGroup
+		wg.Add(1)
+		go func() {
+			defer wg.Done()
+			cl := &http.Client{Transport: &http.Transport{}}
+			defer cl.Transport.(*http.Transport).CloseIdleConnections()
+			for {
+				select {
+				case <-stop:
+					return
+				default:
+				}
+				resp, err := cl.Get("http://" + g.addr + "/x")
+				if err != nil {
+					select {
+					case errs <- err.Error():
+					default:
+					}
+					return
+				}
+				_, _ = io.Copy(io.Discard, resp.Body)
+				resp.Body.Close()
+				if resp.StatusCode != 200 {
+					select {
+					case errs <- resp.Status:
+					default:
+					}
+					return
+				}
+			}
+		}()
+		for i := range 50 {
+			svc := []string{"v1", "v2"}[i%2]
+			l := listener(map[string][]*gatewayv1.Route{"*": {rt("all", prefix("/"), ref(svc, 1))}}, "*")
+			if err := g.e.Apply([]*gatewayv1.Listener{l}, nil, bs); err != nil {
+				t.Fatal(err)
+			}
+		}
+		close(stop)
+		wg.Wait()
+		select {
+		case e := <-errs:
+			t.Errorf("request failed during reloads: %s", e)
+		default:
+		}
+		l := listener(map[string][]*gatewayv1.Route{"*": {rt("all", prefix("/"), ref("v2", 1))}}, "*")
+		if err := g.e.Apply([]*gatewayv1.Listener{l}, nil, bs); err != nil {
+			t.Fatal(err)
+		}
+		if r := g.do(t, c, "a", "/", nil); r.echo.Pod != "v2" {
+			t.Errorf("after reload served by %q, want v2", r.echo.Pod)
 		}
 	})
 }
