@@ -451,7 +451,9 @@ func TestUpstreamResetMirrorMetricsReload(t *testing.T) {
 		if err == nil {
 			t.Error("truncated response read without error")
 		}
-		eventually(t, "UR in the access log", func() bool { return strings.Contains(g.log.String(), `"path":"/reset","protocol":"HTTP/1.1","status":200,"flags":"UR"`) })
+		eventually(t, "UR in the access log", func() bool {
+			return strings.Contains(g.log.String(), `"path":"/reset","protocol":"HTTP/1.1","status":200,"flags":"UR"`)
+		})
 	})
 
 	t.Run("mirror", func(t *testing.T) {
