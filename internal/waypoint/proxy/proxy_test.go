@@ -565,3 +565,47 @@ func TestUpstreamResetMirrorMetricsReload(t *testing.T) {
 		}
 	})
 }
+
+func TestWaypointServiceTableAndH2CUpstream(t *testing.T) {
+	v1, v2 := startEcho(t, "v1"), startEcho(t, "v2")
+	h2 := backend("v2", v2)
+	h2.Ports[0].AppProtocol = "kubernetes.io/h2c"
+	canary := prefix("/")
+	canary.Headers = []*gatewayv1.StringMatch{{Type: gatewayv1.MatchType_MATCH_TYPE_EXACT, Name: "x-canary", Value: "1"}}
+	tables := []*gatewayv1.RouteTable{{
+		Service: &gatewayv1.ObjectRef{Namespace: "default", Name: "web"},
+		Port:    80,
+		Routes:  []*gatewayv1.Route{rt("canary", canary, ref("v2", 1)), rt("stable", prefix("/"), ref("v1", 1))},
+	}}
+	e, err := New(Config{Reporter: "waypoint"})
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer e.Close()
+	if err := e.Apply(nil, tables, []*gatewayv1.Backend{backend("v1", v1), h2}); err != nil {
+		t.Fatal(err)
+	}
+	g := &gw{e: e, addr: startHandler(t, e.ServiceHandler("default/web", 80)).String()}
+	other := &gw{e: e, addr: startHandler(t, e.ServiceHandler("default/other", 80)).String()}
+	c := client(t)
+	tests := []struct {
+		name   string
+		g      *gw
+		hdr    map[string]string
+		status int
+		pod    string
+		proto  string
+	}{
+		{name: "stable over HTTP/1.1", g: g, status: 200, pod: "v1", proto: "HTTP/1.1"},
+		{name: "canary over h2c", g: g, hdr: map[string]string{"x-canary": "1"}, status: 200, pod: "v2", proto: "HTTP/2.0"},
+		{name: "service without table", g: other, status: 404},
+	}
+	for _, tc := range tests {
+		t.Run(tc.name, func(t *testing.T) {
+			r := tc.g.do(t, c, "web.default.svc.cluster.local", "/", tc.hdr)
+			if r.status != tc.status || r.echo.Pod != tc.pod || r.echo.Proto != tc.proto {
+				t.Errorf("got %d from %q over %q, want %d from %q over %q", r.status, r.echo.Pod, r.echo.Proto, tc.status, tc.pod, tc.proto)
+			}
+		})
+	}
+}

@@ -529,7 +529,14 @@ func (e *Engine) mirror(c *config, ref *gatewayv1.BackendRef, r *http.Request, f
 	} else {
 		host += "-shadow"
 	}
-	target := &url.URL{Scheme: "http", Host: ep.Addr.String(), Path: r.URL.Path, RawPath: r.URL.RawPath, RawQuery: fr.RawQuery}
+	// The path as the filters left it so far (a rewrite listed before the
+	// mirror applies to the copy too).
+	target := &url.URL{Scheme: "http", Host: ep.Addr.String(), RawQuery: fr.RawQuery}
+	if p, err := url.PathUnescape(fr.Path); err == nil {
+		target.Path, target.RawPath = p, fr.Path
+	} else {
+		target.Path = r.URL.Path
+	}
 	tr := e.h1
 	if up.h2c {
 		tr = e.h2c
