@@ -9,6 +9,8 @@ package telemetry
 import (
 	"errors"
 	"fmt"
+	"strconv"
+	"time"
 
 	"github.com/prometheus/client_golang/prometheus"
 )
@@ -42,6 +44,14 @@ var labelNames = []string{
 	"connection_security_policy",
 }
 
+// httpLabelNames are Istio's HTTP request metric labels: the traffic labels
+// with response_code and grpc_response_status before response_flags.
+var httpLabelNames = func() []string {
+	n := len(labelNames)
+	out := append([]string{}, labelNames[:n-2]...)
+	return append(out, "response_code", "grpc_response_status", labelNames[n-2], labelNames[n-1])
+}()
+
 // Package-level collectors (DESIGN.md §5); Register adds them to the node
 // proxy's registry.
 var (
@@ -65,11 +75,35 @@ var (
 	}, labelNames)
 )
 
+// HTTP request collectors, reported by waypoints and gateways.
+var (
+	requestsTotal = prometheus.NewCounterVec(prometheus.CounterOpts{
+		Name: "istio_requests_total",
+		Help: "The total number of requests",
+	}, httpLabelNames)
+	requestDuration = prometheus.NewHistogramVec(prometheus.HistogramOpts{
+		Name: "istio_request_duration_milliseconds",
+		Help: "Duration in milliseconds",
+		// Istio's default buckets.
+		Buckets: []float64{0.5, 1, 5, 10, 25, 50, 100, 250, 500, 1000, 2500, 5000, 10000, 30000, 60000, 300000, 600000, 1800000, 3600000},
+	}, httpLabelNames)
+)
+
+// ObserveRequest records one HTTP request: istio_requests_total and
+// istio_request_duration_milliseconds with l's labels.
+func ObserveRequest(l *Labels, responseCode int, grpcStatus, flags string, d time.Duration) {
+	v := l.values(flags)
+	n := len(v)
+	values := append(v[:n-2:n-2], strconv.Itoa(responseCode), orUnknown(grpcStatus), v[n-2], v[n-1])
+	requestsTotal.WithLabelValues(values...).Inc()
+	requestDuration.WithLabelValues(values...).Observe(float64(d) / float64(time.Millisecond))
+}
+
 // Register registers the traffic collectors with reg. Registering again
 // with the same registry is harmless.
 func Register(reg prometheus.Registerer) error {
 	var errs []error
-	for _, c := range []prometheus.Collector{tcpConnectionsOpened, tcpConnectionsClosed, tcpSentBytes, tcpReceivedBytes} {
+	for _, c := range []prometheus.Collector{tcpConnectionsOpened, tcpConnectionsClosed, tcpSentBytes, tcpReceivedBytes, requestsTotal, requestDuration} {
 		if err := reg.Register(c); err != nil {
 			var are prometheus.AlreadyRegisteredError
 			if !errors.As(err, &are) {

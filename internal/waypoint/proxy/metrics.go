@@ -1,8 +1,6 @@
 package proxy
 
 import (
-	"errors"
-	"fmt"
 	"log/slog"
 	"net/http"
 	"strconv"
@@ -14,69 +12,9 @@ import (
 	gatewayv1 "github.com/ambitmesh/ambit/proto/ambit/gateway/v1"
 )
 
-// labelNames are Istio's standard HTTP metric labels, in Istio's order.
-var labelNames = []string{
-	"reporter",
-	"source_workload",
-	"source_canonical_service",
-	"source_canonical_revision",
-	"source_workload_namespace",
-	"source_principal",
-	"source_app",
-	"source_version",
-	"source_cluster",
-	"destination_service",
-	"destination_service_namespace",
-	"destination_service_name",
-	"destination_workload",
-	"destination_canonical_service",
-	"destination_canonical_revision",
-	"destination_workload_namespace",
-	"destination_principal",
-	"destination_app",
-	"destination_version",
-	"destination_cluster",
-	"request_protocol",
-	"response_code",
-	"grpc_response_status",
-	"response_flags",
-	"connection_security_policy",
-}
-
-var (
-	requestsTotal = prometheus.NewCounterVec(prometheus.CounterOpts{
-		Name: "istio_requests_total",
-		Help: "The total number of requests",
-	}, labelNames)
-	requestDuration = prometheus.NewHistogramVec(prometheus.HistogramOpts{
-		Name: "istio_request_duration_milliseconds",
-		Help: "Duration in milliseconds",
-		// Istio's default buckets.
-		Buckets: []float64{0.5, 1, 5, 10, 25, 50, 100, 250, 500, 1000, 2500, 5000, 10000, 30000, 60000, 300000, 600000, 1800000, 3600000},
-	}, labelNames)
-)
-
-// Register registers the request collectors with reg. Registering again
-// with the same registry is harmless.
-func Register(reg prometheus.Registerer) error {
-	var errs []error
-	for _, c := range []prometheus.Collector{requestsTotal, requestDuration} {
-		if err := reg.Register(c); err != nil {
-			var are prometheus.AlreadyRegisteredError
-			if !errors.As(err, &are) {
-				errs = append(errs, fmt.Errorf("proxy: register metrics: %w", err))
-			}
-		}
-	}
-	return errors.Join(errs...)
-}
-
-func orUnknown(s string) string {
-	if s == "" {
-		return telemetry.Unknown
-	}
-	return s
-}
+// Register registers the request collectors (they live in telemetry, with
+// the node proxy's, so every proxy reports one label set).
+func Register(reg prometheus.Registerer) error { return telemetry.Register(reg) }
 
 // finish records the metrics and the access log line of a request.
 func (e *Engine) finish(rw *respWriter, r *http.Request, st *reqState) {
@@ -106,17 +44,15 @@ func (e *Engine) finish(rw *respWriter, r *http.Request, st *reqState) {
 			dstWL, dstWLNS = ep.GetWorkload().GetName(), ep.GetWorkload().GetNamespace()
 		}
 	}
-	values := []string{
-		e.cfg.Reporter,
-		orUnknown(src.Workload), orUnknown(src.CanonicalService), orUnknown(src.CanonicalRevision),
-		orUnknown(src.Namespace), orUnknown(src.Principal), orUnknown(src.App), orUnknown(src.Version), orUnknown(src.Cluster),
-		orUnknown(dstHost), orUnknown(dstNS), orUnknown(dstName),
-		orUnknown(dstWL), orUnknown(dstWL), telemetry.Unknown, orUnknown(dstWLNS), orUnknown(dstPrincipal),
-		orUnknown(dstWL), telemetry.Unknown, telemetry.Unknown,
-		proto, strconv.Itoa(status), orUnknown(grpcStatus), st.flag, telemetry.SecurityUnknown,
-	}
-	requestsTotal.WithLabelValues(values...).Inc()
-	requestDuration.WithLabelValues(values...).Observe(float64(dur) / float64(time.Millisecond))
+	telemetry.ObserveRequest(&telemetry.Labels{
+		Reporter: e.cfg.Reporter,
+		Source:   src,
+		Destination: telemetry.Peer{Workload: dstWL, Namespace: dstWLNS, Principal: dstPrincipal,
+			App: dstWL, CanonicalService: dstWL},
+		Service:         telemetry.Service{Hostname: dstHost, Namespace: dstNS, Name: dstName},
+		RequestProtocol: proto,
+		SecurityPolicy:  telemetry.SecurityUnknown,
+	}, status, grpcStatus, st.flag, dur)
 
 	if e.cfg.AccessLog == nil {
 		return
