@@ -403,7 +403,11 @@ func (d *Dialer) dialConn(ctx context.Context, key PoolKey, req *DialRequest) (*
 		_ = raw.Close()
 		return nil, fmt.Errorf("hbone: dial %s: %w", key.Address, err)
 	}
-	tc := tls.Client(raw, tlsCfg)
+	// Records go out whole (16 KiB): dynamic sizing only helps a browser's
+	// first paint, and a tunnel's writes are batched below TLS anyway.
+	tlsCfg.DynamicRecordSizingDisabled = true
+	bc := newBatchConn(raw)
+	tc := tls.Client(bc, tlsCfg)
 	if dl, ok := ctx.Deadline(); ok {
 		_ = raw.SetDeadline(dl)
 	}
@@ -422,7 +426,7 @@ func (d *Dialer) dialConn(ctx context.Context, key PoolKey, req *DialRequest) (*
 		return nil, fmt.Errorf("hbone: dial %s: %w", key.Address, err)
 	}
 	// NewClientConn writes the preface and SETTINGS; the deadline bounds it.
-	cc, err := d.t2.NewClientConn(tc)
+	cc, err := d.t2.NewClientConn(newBatchTLS(tc, bc))
 	if err != nil {
 		_ = raw.Close()
 		return nil, fmt.Errorf("hbone: dial %s: HTTP/2: %w", key.Address, err)

@@ -178,6 +178,7 @@ func NewServer(cfg ServerConfig) (*Server, error) {
 	if err != nil {
 		return nil, fmt.Errorf("hbone: server: %w", err)
 	}
+	tlsCfg.DynamicRecordSizingDisabled = true
 	return &Server{
 		cfg: cfg,
 		tls: tlsCfg,
@@ -270,7 +271,8 @@ func (s *Server) ServeConn(ctx context.Context, raw net.Conn) {
 
 	remote, _ := netip.ParseAddrPort(raw.RemoteAddr().String())
 	local, _ := netip.ParseAddrPort(raw.LocalAddr().String())
-	tc := tls.Server(raw, s.tls)
+	bc := newBatchConn(raw)
+	tc := tls.Server(bc, s.tls)
 	_ = raw.SetDeadline(time.Now().Add(s.cfg.HandshakeTimeout))
 	hctx, cancel := context.WithTimeout(ctx, s.cfg.HandshakeTimeout)
 	err := tc.HandshakeContext(hctx)
@@ -304,7 +306,7 @@ func (s *Server) ServeConn(ctx context.Context, raw net.Conn) {
 		defer s.wg.Done()
 		s.serveStream(w, r, peer, local, remote)
 	})
-	s.h2.ServeConn(tc, &http2.ServeConnOpts{Context: ctx, Handler: h, BaseConfig: s.base})
+	s.h2.ServeConn(newBatchTLS(tc, bc), &http2.ServeConnOpts{Context: ctx, Handler: h, BaseConfig: s.base})
 }
 
 func (s *Server) refuse(w http.ResponseWriter, code int, peer spiffeid.ID, remote netip.AddrPort, reason string) {

@@ -1,0 +1,128 @@
+package hbone
+
+import (
+	"bufio"
+	"crypto/tls"
+	"net"
+	"sync"
+)
+
+// crypto/tls writes every record (at most 16 KiB of plaintext) with its own
+// write syscall. A large HTTP/2 DATA frame is one tls.Conn.Write, so the
+// records it turns into are gathered under the TLS layer and leave in one
+// syscall per batchSize bytes instead: bulk streams cost a quarter of the
+// syscalls. Small writes (one record) go straight through.
+
+// batchSize bounds how much ciphertext is held before it is written.
+const batchSize = 64 << 10
+
+// maxRecordPlaintext is crypto/tls's largest record payload: writes up to
+// this size are one record (with dynamic record sizing disabled) and gain
+// nothing from batching.
+const maxRecordPlaintext = 16 << 10
+
+// readBufSize is the read buffer under TLS: crypto/tls asks for one record
+// header, then one record, at a time, often a few KiB per read syscall; the
+// buffer takes whatever has arrived (up to this much) in one.
+const readBufSize = 32 << 10
+
+// batchConn is the raw connection under a tls.Conn. While a batch is open
+// its writes are appended to a buffer; otherwise they go straight out.
+// Reads are buffered.
+type batchConn struct {
+	net.Conn
+	r *bufio.Reader // only crypto/tls reads, under its own lock
+
+	mu       sync.Mutex
+	batching bool
+	buf      []byte
+	err      error // sticky: once a buffered write failed, the TLS stream is broken
+}
+
+func newBatchConn(c net.Conn) *batchConn {
+	return &batchConn{Conn: c, r: bufio.NewReaderSize(c, readBufSize)}
+}
+
+func (b *batchConn) Read(p []byte) (int, error) { return b.r.Read(p) }
+
+func (b *batchConn) Write(p []byte) (int, error) {
+	b.mu.Lock()
+	defer b.mu.Unlock()
+	if b.err != nil {
+		return 0, b.err
+	}
+	if !b.batching {
+		n, err := b.Conn.Write(p)
+		if err != nil {
+			b.err = err
+		}
+		return n, err
+	}
+	if len(b.buf)+len(p) > batchSize && len(b.buf) > 0 {
+		if err := b.flushLocked(); err != nil {
+			return 0, err
+		}
+	}
+	b.buf = append(b.buf, p...)
+	return len(p), nil
+}
+
+func (b *batchConn) begin() {
+	b.mu.Lock()
+	b.batching = true
+	if b.buf == nil {
+		b.buf = make([]byte, 0, batchSize+maxRecordPlaintext+256)
+	}
+	b.mu.Unlock()
+}
+
+// end writes what the batch gathered.
+func (b *batchConn) end() error {
+	b.mu.Lock()
+	defer b.mu.Unlock()
+	b.batching = false
+	if b.err != nil {
+		return b.err
+	}
+	return b.flushLocked()
+}
+
+func (b *batchConn) flushLocked() error {
+	if len(b.buf) == 0 {
+		return nil
+	}
+	_, err := b.Conn.Write(b.buf)
+	b.buf = b.buf[:0]
+	if err != nil {
+		b.err = err
+	}
+	return err
+}
+
+// batchTLS is the tls.Conn HTTP/2 runs on (ConnectionState and the rest
+// are promoted); only Write differs.
+type batchTLS struct {
+	*tls.Conn
+	raw *batchConn
+	wmu sync.Mutex // one batch at a time (HTTP/2 already serializes writes)
+}
+
+func newBatchTLS(tc *tls.Conn, raw *batchConn) *batchTLS {
+	return &batchTLS{Conn: tc, raw: raw}
+}
+
+func (t *batchTLS) Write(p []byte) (int, error) {
+	if len(p) <= maxRecordPlaintext {
+		return t.Conn.Write(p)
+	}
+	t.wmu.Lock()
+	defer t.wmu.Unlock()
+	t.raw.begin()
+	n, err := t.Conn.Write(p)
+	if ferr := t.raw.end(); err == nil && ferr != nil {
+		// The records were accepted by TLS but never left: report nothing
+		// written, as the stream is broken.
+		return 0, ferr
+	}
+	return n, err
+}
