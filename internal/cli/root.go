@@ -47,6 +47,7 @@ It runs the same way on Kubernetes and on plain Linux hosts.`,
 		newCACmd(),
 		newEchoCmd(),
 		newNodeCmd(),
+		newGatewayCmd(), newWaypointCmd(),
 	)
 	return root
 }

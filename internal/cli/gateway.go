@@ -1,0 +1,99 @@
+package cli
+
+import (
+	"log/slog"
+
+	"github.com/spf13/cobra"
+
+	"github.com/ambitmesh/ambit/internal/waypoint"
+)
+
+func newGatewayCmd() *cobra.Command {
+	return gatewayCmd(false)
+}
+
+func newWaypointCmd() *cobra.Command {
+	return gatewayCmd(true)
+}
+
+// gatewayCmd is `ambit gateway` (ingress) or `ambit waypoint`: the same
+// join and L7 engine, serving Listener ports or HBONE.
+func gatewayCmd(isWaypoint bool) *cobra.Command {
+	var (
+		opts     waypoint.Options
+		logLevel string
+		access   bool
+	)
+	cmd := &cobra.Command{
+		Use:   "gateway --control-plane ADDR --gateway NAMESPACE/NAME --token T --ca-pin P",
+		Short: "Run an ingress gateway: the HTTP listeners of a Gateway with gatewayClassName ambit",
+		Long: `gateway joins the mesh as the Gateway NAMESPACE/NAME with a token from
+'ambit token create --gateway NAMESPACE/NAME', subscribes to its listeners,
+routes and backends, and serves every HTTP listener of the Gateway on
+--listen-address (all interfaces by default) with HTTPRoute routing,
+filters, weighted backends, retries and timeouts. Listeners added to or
+removed from the Gateway are opened or closed at runtime; route changes
+apply without dropping requests.
+
+Endpoints: admin on --admin-address (GET /config_dump), Prometheus metrics
+on --metrics-address (/metrics, istio_requests_total and friends),
+readiness on --readiness-address (/healthz/ready, 200 once the first
+complete configuration is applied and its listeners are open).`,
+		Example: `  ambit token create --gateway infra/edge
+  ambit gateway --control-plane 10.0.0.1:15010 --gateway infra/edge --token TOKEN --ca-pin sha256:...`,
+	}
+	if isWaypoint {
+		cmd.Use = "waypoint --control-plane ADDR --gateway NAMESPACE/NAME --token T --ca-pin P"
+		cmd.Short = "Run a waypoint: L7 routing and policy for the services bound to a Gateway with gatewayClassName ambit-waypoint"
+		cmd.Long = `waypoint joins the mesh as the Gateway NAMESPACE/NAME (class ambit-waypoint)
+with a token from 'ambit token create --gateway NAMESPACE/NAME' and accepts
+HBONE (HTTP/2 CONNECT over mutual TLS) from node proxies on --hbone-port.
+The CONNECT authority is the original destination, a bound service's
+VIP:port; the HTTP inside the tunnel is routed with the HTTPRoutes whose
+parentRef is that Service.
+
+Endpoints as for 'ambit gateway'.`
+		cmd.Example = `  ambit token create --gateway shop/reviews-waypoint
+  ambit waypoint --control-plane 10.0.0.1:15010 --gateway shop/reviews-waypoint --token TOKEN --ca-pin sha256:...`
+	}
+	cmd.Args = cobra.NoArgs
+	cmd.RunE = func(cmd *cobra.Command, _ []string) error {
+		level, err := parseLogLevel(logLevel)
+		if err != nil {
+			return err
+		}
+		opts.Logger = slog.New(slog.NewTextHandler(cmd.ErrOrStderr(), &slog.HandlerOptions{Level: level}))
+		if access {
+			opts.AccessLog = slog.New(slog.NewJSONHandler(cmd.OutOrStdout(), nil))
+		}
+		opts.Waypoint = isWaypoint
+		g, err := waypoint.New(opts)
+		if err != nil {
+			return err
+		}
+		return g.Run(cmd.Context())
+	}
+	f := cmd.Flags()
+	f.StringVar(&opts.ControlPlane, "control-plane", "", "address of the control plane's xDS/CA port, host:port")
+	f.StringVar(&opts.Gateway, "gateway", "", "the Gateway this process runs, NAMESPACE/NAME")
+	f.StringVar(&opts.Token, "token", "", "join token from 'ambit token create --gateway NAMESPACE/NAME'")
+	f.StringVar(&opts.CAPin, "ca-pin", "", "CA pin printed with the token (sha256:...)")
+	for _, name := range []string{"control-plane", "gateway", "token", "ca-pin"} {
+		_ = cmd.MarkFlagRequired(name)
+	}
+	f.StringVar(&opts.TrustDomain, "trust-domain", "cluster.local", "the mesh's trust domain (printed with the token)")
+	f.StringVar(&opts.Cluster, "cluster", "", "cluster name reported in metrics")
+	if isWaypoint {
+		f.Uint16Var(&opts.HBONEPort, "hbone-port", waypoint.DefaultHBONEPort, "HBONE port node proxies connect to")
+		f.StringVar(&opts.HBONEAddress, "hbone-address", "", "host to accept HBONE on; empty is every interface")
+	} else {
+		f.StringVar(&opts.ListenAddress, "listen-address", "", "host the Gateway's listener ports are opened on; empty is every interface")
+	}
+	f.DurationVar(&opts.ShutdownGrace, "shutdown-grace", waypoint.DefaultShutdownGrace, "how long in-flight requests may finish when a listener closes")
+	f.BoolVar(&access, "access-log", true, "write one JSON line per request to stdout")
+	f.StringVar(&opts.AdminAddress, "admin-address", "127.0.0.1:15000", "admin endpoint (/config_dump); keep it on localhost; - disables")
+	f.StringVar(&opts.MetricsAddress, "metrics-address", ":15020", "Prometheus /metrics; - disables")
+	f.StringVar(&opts.ReadinessAddress, "readiness-address", ":15021", "/healthz/ready; - disables")
+	f.StringVar(&logLevel, "log-level", "info", "debug, info, warn or error")
+	return cmd
+}

@@ -1,0 +1,168 @@
+package waypoint
+
+import (
+	"context"
+	"crypto/tls"
+	"fmt"
+	"io"
+	"net"
+	"net/http"
+	"net/netip"
+	"strconv"
+	"sync"
+
+	"github.com/spiffe/go-spiffe/v2/spiffeid"
+
+	"github.com/ambitmesh/ambit/internal/hbone"
+	"github.com/ambitmesh/ambit/internal/xdsclient"
+	gatewayv1 "github.com/ambitmesh/ambit/proto/ambit/gateway/v1"
+)
+
+// serviceKey is a service VIP and port, the authority node proxies send
+// to the waypoint.
+type serviceKey = netip.AddrPort
+
+type serviceTarget struct {
+	service string // "<namespace>/<name>"
+	port    uint32
+}
+
+// serviceIndex maps every VIP:port of the snapshot's Backends to its
+// service; those are the services bound to this waypoint.
+func serviceIndex(s *xdsclient.Snapshot) map[serviceKey]serviceTarget {
+	m := map[serviceKey]serviceTarget{}
+	for _, b := range xdsclient.All[*gatewayv1.Backend](s) {
+		name := b.GetNamespace() + "/" + b.GetName()
+		for _, raw := range b.GetVips() {
+			ip, ok := netip.AddrFromSlice(raw)
+			if !ok {
+				continue
+			}
+			for _, p := range b.GetPorts() {
+				m[netip.AddrPortFrom(ip.Unmap(), uint16(p.GetPort()))] = serviceTarget{name, p.GetPort()}
+			}
+		}
+	}
+	return m
+}
+
+// startHBONE binds the HBONE port and serves it: each CONNECT names a
+// bound service's VIP:port; the tunnelled bytes are HTTP, served by the
+// engine's handler for that service through an in-memory listener.
+func (g *Gateway) startHBONE(ctx context.Context, wg *sync.WaitGroup) error {
+	addr := net.JoinHostPort(g.opts.HBONEAddress, strconv.FormatUint(uint64(g.opts.HBONEPort), 10))
+	ln, err := net.Listen("tcp", addr)
+	if err != nil {
+		return fmt.Errorf("hbone listener %s: %w", addr, err)
+	}
+	g.mu.Lock()
+	g.addrs["hbone"] = ln.Addr()
+	g.mu.Unlock()
+
+	tunnels := newConnListener(ln.Addr())
+	srv := g.engine.Server(0)
+	srv.Handler = http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		t, _ := r.Context().Value(targetKey{}).(serviceTarget)
+		g.engine.ServiceHandler(t.service, t.port).ServeHTTP(w, r)
+	})
+	srv.ConnContext = func(ctx context.Context, c net.Conn) context.Context {
+		if tc, ok := c.(*tunnelConn); ok {
+			return context.WithValue(ctx, targetKey{}, tc.target)
+		}
+		return ctx
+	}
+	self := g.sess.ID
+	hs, err := hbone.NewServer(hbone.ServerConfig{
+		Source:   g.sess.Certs,
+		Bundle:   g.sess.Bundle,
+		Identity: func(*tls.ClientHelloInfo) (spiffeid.ID, error) { return self, nil },
+		Handler: hbone.HandlerFunc(func(_ context.Context, req *hbone.Request) (io.ReadWriteCloser, error) {
+			g.mu.Lock()
+			t, ok := g.services[req.Authority]
+			g.mu.Unlock()
+			if !ok {
+				return nil, fmt.Errorf("waypoint: authority %s: %w (no service bound to this waypoint has that VIP:port)", req.Authority, hbone.ErrNotLocal)
+			}
+			remote := req.RemoteAddr
+			if req.Forwarded.For.IsValid() {
+				remote = req.Forwarded.For
+			}
+			// One end goes to the HTTP server, the other back to the
+			// HBONE server, which copies the stream into it.
+			a, b := net.Pipe()
+			if !tunnels.push(&tunnelConn{Conn: b, target: t, remote: net.TCPAddrFromAddrPort(remote), local: net.TCPAddrFromAddrPort(req.Authority)}) {
+				_ = a.Close()
+				_ = b.Close()
+				return nil, fmt.Errorf("waypoint: shutting down")
+			}
+			return a, nil
+		}),
+		Logger: g.log.With("component", "hbone"),
+	})
+	if err != nil {
+		_ = ln.Close()
+		return err
+	}
+	wg.Go(func() { _ = hs.Serve(ctx, ln) })
+	srv.BaseContext = func(net.Listener) context.Context { return ctx }
+	wg.Go(func() { _ = srv.Serve(tunnels) })
+	wg.Go(func() {
+		<-ctx.Done()
+		_ = tunnels.Close()
+		sctx, cancel := context.WithTimeout(context.Background(), g.opts.ShutdownGrace)
+		defer cancel()
+		if srv.Shutdown(sctx) != nil {
+			_ = srv.Close()
+		}
+	})
+	return nil
+}
+
+type targetKey struct{}
+
+// tunnelConn is one HBONE stream as the HTTP server sees it.
+type tunnelConn struct {
+	net.Conn
+	target        serviceTarget
+	remote, local net.Addr
+}
+
+func (c *tunnelConn) RemoteAddr() net.Addr { return c.remote }
+func (c *tunnelConn) LocalAddr() net.Addr  { return c.local }
+
+// connListener is a net.Listener fed by push.
+type connListener struct {
+	addr net.Addr
+	ch   chan net.Conn
+	once sync.Once
+	done chan struct{}
+}
+
+func newConnListener(addr net.Addr) *connListener {
+	return &connListener{addr: addr, ch: make(chan net.Conn), done: make(chan struct{})}
+}
+
+func (l *connListener) push(c net.Conn) bool {
+	select {
+	case l.ch <- c:
+		return true
+	case <-l.done:
+		return false
+	}
+}
+
+func (l *connListener) Accept() (net.Conn, error) {
+	select {
+	case c := <-l.ch:
+		return c, nil
+	case <-l.done:
+		return nil, net.ErrClosed
+	}
+}
+
+func (l *connListener) Close() error {
+	l.once.Do(func() { close(l.done) })
+	return nil
+}
+
+func (l *connListener) Addr() net.Addr { return l.addr }
