@@ -27,9 +27,9 @@ import (
 	"github.com/ambitmesh/ambit/internal/telemetry"
 	"github.com/ambitmesh/ambit/internal/waypoint/proxy"
 	"github.com/ambitmesh/ambit/internal/xdsclient"
+	authzv1 "github.com/ambitmesh/ambit/proto/ambit/authorization/v1"
 	cav1 "github.com/ambitmesh/ambit/proto/ambit/ca/v1"
 	gatewayv1 "github.com/ambitmesh/ambit/proto/ambit/gateway/v1"
-	authzv1 "github.com/ambitmesh/ambit/proto/ambit/authorization/v1"
 )
 
 // TypeURLs are the xDS types a gateway or waypoint subscribes to (the
