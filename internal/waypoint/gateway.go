@@ -248,7 +248,7 @@ func (g *Gateway) apply(ctx context.Context, s *xdsclient.Snapshot) {
 	err := g.engine.ApplySnapshot(s)
 	g.mu.Lock()
 	g.applyErr = err
-	g.services = serviceIndex(s)
+	g.services = serviceIndex(s, g.namespace, g.name)
 	g.mu.Unlock()
 	want := map[uint32]string{}
 	for _, l := range xdsclient.All[*gatewayv1.Listener](s) {

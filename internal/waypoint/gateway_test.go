@@ -73,6 +73,7 @@ apiVersion: v1
 kind: Service
 metadata: {name: web-v1, namespace: shop}
 spec:
+  clusterIP: 240.240.0.21
   selector: {app: web, version: v1}
   ports: [{name: http, port: 80, targetPort: http}]
 ---

@@ -27,19 +27,23 @@ type serviceTarget struct {
 	port    uint32
 }
 
-// serviceIndex maps every VIP:port of the snapshot's Backends to its
-// service; those are the services bound to this waypoint.
-func serviceIndex(s *xdsclient.Snapshot) map[serviceKey]serviceTarget {
+// serviceIndex maps every VIP:port of the services bound to the waypoint
+// namespace/name (Backend.waypoint) to the service. Route backends are in
+// the snapshot too, but traffic addressed to them does not belong here.
+func serviceIndex(s *xdsclient.Snapshot, namespace, name string) map[serviceKey]serviceTarget {
 	m := map[serviceKey]serviceTarget{}
 	for _, b := range xdsclient.All[*gatewayv1.Backend](s) {
-		name := b.GetNamespace() + "/" + b.GetName()
+		if w := b.GetWaypoint(); w.GetNamespace() != namespace || w.GetName() != name {
+			continue
+		}
+		svc := b.GetNamespace() + "/" + b.GetName()
 		for _, raw := range b.GetVips() {
 			ip, ok := netip.AddrFromSlice(raw)
 			if !ok {
 				continue
 			}
 			for _, p := range b.GetPorts() {
-				m[netip.AddrPortFrom(ip.Unmap(), uint16(p.GetPort()))] = serviceTarget{name, p.GetPort()}
+				m[netip.AddrPortFrom(ip.Unmap(), uint16(p.GetPort()))] = serviceTarget{svc, p.GetPort()}
 			}
 		}
 	}
