@@ -6,7 +6,6 @@ package node
 
 import (
 	"context"
-	"crypto/tls"
 	"encoding/json"
 	"errors"
 	"fmt"
@@ -14,19 +13,13 @@ import (
 	"net"
 	"net/http"
 	"sync"
-	"time"
 
-	"github.com/prometheus/client_golang/prometheus"
-	"github.com/prometheus/client_golang/prometheus/collectors"
 	"github.com/prometheus/client_golang/prometheus/promhttp"
 	"github.com/spiffe/go-spiffe/v2/spiffeid"
-	"google.golang.org/grpc"
-	"google.golang.org/grpc/credentials"
-	"google.golang.org/protobuf/encoding/protojson"
 
 	"github.com/ambitmesh/ambit/internal/identity"
 	"github.com/ambitmesh/ambit/internal/node/proxy"
-	"github.com/ambitmesh/ambit/internal/telemetry"
+	"github.com/ambitmesh/ambit/internal/proxyboot"
 	"github.com/ambitmesh/ambit/internal/xdsclient"
 )
 
@@ -129,42 +122,16 @@ func (n *Node) Run(ctx context.Context) error {
 	if err != nil {
 		return fmt.Errorf("node: %w", err)
 	}
-	joinCtx, cancel := context.WithTimeout(ctx, 30*time.Second)
-	res, err := identity.Join(joinCtx, n.opts.ControlPlane, n.opts.Token, n.opts.CAPin, nodeID)
-	cancel()
-	if err != nil {
-		return fmt.Errorf("node: join %s as %s: %w", n.opts.ControlPlane, nodeID, err)
-	}
-	bundle := identity.NewBundle(td, nil)
-	if _, err := bundle.SetRootsAt(res.Generation, res.Roots); err != nil {
-		return fmt.Errorf("node: roots from join: %w", err)
-	}
-	cached := identity.SourceFunc(func(_ context.Context, id spiffeid.ID) (*tls.Certificate, error) { return n.certs.Current(id) })
-	tlsCfg, err := identity.ClientConfig(cached, bundle, nodeID, []spiffeid.ID{identity.ControlID(td)})
+	sess, err := proxyboot.Join(ctx, proxyboot.Options{
+		ControlPlane: n.opts.ControlPlane, Token: n.opts.Token, CAPin: n.opts.CAPin, ID: nodeID,
+		NodeID: "node/" + n.opts.Node, TypeURLs: proxy.TypeURLs, Logger: n.log, XDSBackoff: n.opts.XDSBackoff,
+	})
 	if err != nil {
 		return fmt.Errorf("node: %w", err)
 	}
-	conn, err := grpc.NewClient(n.opts.ControlPlane, grpc.WithTransportCredentials(credentials.NewTLS(tlsCfg)))
-	if err != nil {
-		return fmt.Errorf("node: control plane %s: %w", n.opts.ControlPlane, err)
-	}
-	defer conn.Close()
-	if n.certs, err = identity.NewManager(identity.Config{TrustDomain: td, Fetcher: identity.NewCAClient(conn), Bundle: bundle, Logger: n.log.With("component", "identity")}); err != nil {
-		return fmt.Errorf("node: %w", err)
-	}
-	if err := n.certs.Install(nodeID, res.Certificate); err != nil {
-		return fmt.Errorf("node: %w", err)
-	}
-	if n.xds, err = xdsclient.New(xdsclient.Config{
-		Address:              n.opts.ControlPlane,
-		NodeID:               "node/" + n.opts.Node,
-		TransportCredentials: credentials.NewTLS(tlsCfg),
-		TypeURLs:             proxy.TypeURLs,
-		Logger:               n.log,
-		Backoff:              n.opts.XDSBackoff,
-	}); err != nil {
-		return fmt.Errorf("node: %w", err)
-	}
+	defer sess.Close()
+	n.certs, n.xds = sess.Certs, sess.XDS
+	bundle := sess.Bundle
 	if n.proxy, err = proxy.New(proxy.Options{
 		Node: n.opts.Node, Cluster: n.opts.Cluster, Certs: n.certs, Bundle: bundle,
 		HBONEPort: n.opts.HBONEPort, Explicit: n.opts.Explicit, HTTPProxies: n.opts.HTTPProxies,
@@ -173,45 +140,25 @@ func (n *Node) Run(ctx context.Context) error {
 		return fmt.Errorf("node: %w", err)
 	}
 
-	reg := prometheus.NewRegistry()
-	reg.MustRegister(collectors.NewGoCollector(), collectors.NewProcessCollector(collectors.ProcessCollectorOpts{}))
-	if err := telemetry.Register(reg); err != nil {
-		return fmt.Errorf("node: metrics: %w", err)
-	}
-	if err := identity.RegisterMetrics(reg); err != nil {
-		return fmt.Errorf("node: metrics: %w", err)
+	reg, err := proxyboot.Registry()
+	if err != nil {
+		return fmt.Errorf("node: %w", err)
 	}
 
 	ctx, stop := context.WithCancel(ctx)
 	defer stop()
 	var wg sync.WaitGroup
 	defer wg.Wait()
-	servers := []struct {
-		name, addr string
-		h          http.Handler
-	}{
-		{"admin", n.opts.AdminAddress, n.adminHandler()},
-		{"metrics", n.opts.MetricsAddress, promhttp.HandlerFor(reg, promhttp.HandlerOpts{})},
-		{"readiness", n.opts.ReadinessAddress, n.readinessHandler()},
-	}
-	for _, s := range servers {
-		if s.addr == "-" {
-			continue
-		}
-		lis, err := net.Listen("tcp", s.addr)
-		if err != nil {
-			return fmt.Errorf("node: %s listener %s: %w", s.name, s.addr, err)
-		}
-		n.mu.Lock()
-		n.addrs[s.name] = lis.Addr()
-		n.mu.Unlock()
-		srv := &http.Server{Handler: s.h, ReadHeaderTimeout: 10 * time.Second}
-		wg.Go(func() { _ = srv.Serve(lis) })
-		wg.Go(func() { <-ctx.Done(); _ = srv.Close() })
+	err = proxyboot.ServeEndpoints(ctx, &wg, []proxyboot.Endpoint{
+		{Name: "admin", Address: n.opts.AdminAddress, Handler: n.adminHandler()},
+		{Name: "metrics", Address: n.opts.MetricsAddress, Handler: promhttp.HandlerFor(reg, promhttp.HandlerOpts{})},
+		{Name: "readiness", Address: n.opts.ReadinessAddress, Handler: proxyboot.Readiness(n.synced)},
+	}, func(name string, a net.Addr) { n.mu.Lock(); n.addrs[name] = a; n.mu.Unlock() })
+	if err != nil {
+		return fmt.Errorf("node: %w", err)
 	}
 
-	wg.Go(func() { _ = n.certs.Run(ctx) })
-	wg.Go(func() { _ = n.xds.Run(ctx) })
+	sess.RunBackground(ctx, &wg)
 	wg.Go(func() {
 		if _, err := n.xds.WaitSynced(ctx); err == nil {
 			close(n.synced)
@@ -240,19 +187,6 @@ func (n *Node) Run(ctx context.Context) error {
 	}
 }
 
-func (n *Node) readinessHandler() http.Handler {
-	mux := http.NewServeMux()
-	mux.HandleFunc("GET /healthz/ready", func(w http.ResponseWriter, _ *http.Request) {
-		select {
-		case <-n.synced:
-			_, _ = w.Write([]byte("ready\n"))
-		default:
-			http.Error(w, "not ready: no complete configuration from the control plane yet", http.StatusServiceUnavailable)
-		}
-	})
-	return mux
-}
-
 // ConfigDump is the admin /config_dump answer.
 type ConfigDump struct {
 	Node       string                                `json:"node"`
@@ -270,23 +204,14 @@ func (n *Node) adminHandler() http.Handler {
 	mux := http.NewServeMux()
 	mux.HandleFunc("GET /config_dump", func(w http.ResponseWriter, _ *http.Request) {
 		snap := n.xds.Current()
-		d := ConfigDump{Node: n.opts.Node, Generation: snap.Generation(), Synced: snap.Synced(), XDS: n.xds.Status(),
-			Resources: map[string]map[string]json.RawMessage{}}
+		d := ConfigDump{Node: n.opts.Node, Generation: snap.Generation(), Synced: snap.Synced(), XDS: n.xds.Status()}
 		for _, id := range n.certs.Identities() {
 			d.Identities = append(d.Identities, id.String())
 		}
-		for _, tu := range snap.TypeURLs() {
-			m := map[string]json.RawMessage{}
-			for _, name := range snap.Names(tu) {
-				r, _ := snap.Get(tu, name)
-				b, err := protojson.Marshal(r.Message)
-				if err != nil {
-					http.Error(w, fmt.Sprintf("config_dump: %s %s: %v", tu, name, err), http.StatusInternalServerError)
-					return
-				}
-				m[name] = b
-			}
-			d.Resources[tu] = m
+		var err error
+		if d.Resources, err = proxyboot.DumpResources(snap); err != nil {
+			http.Error(w, err.Error(), http.StatusInternalServerError)
+			return
 		}
 		for _, a := range n.proxy.InboundAddrs() {
 			d.Inbound = append(d.Inbound, a.String())

@@ -8,6 +8,7 @@ package proxyboot
 import (
 	"context"
 	"crypto/tls"
+	"encoding/json"
 	"errors"
 	"fmt"
 	"log/slog"
@@ -21,6 +22,7 @@ import (
 	"github.com/spiffe/go-spiffe/v2/spiffeid"
 	"google.golang.org/grpc"
 	"google.golang.org/grpc/credentials"
+	"google.golang.org/protobuf/encoding/protojson"
 
 	"github.com/ambitmesh/ambit/internal/identity"
 	"github.com/ambitmesh/ambit/internal/telemetry"
@@ -200,4 +202,23 @@ func CheckRequired(component string, fields ...[2]string) error {
 		}
 	}
 	return errors.Join(errs...)
+}
+
+// DumpResources renders every resource of snap as protojson, by type URL
+// and name.
+func DumpResources(snap *xdsclient.Snapshot) (map[string]map[string]json.RawMessage, error) {
+	out := map[string]map[string]json.RawMessage{}
+	for _, tu := range snap.TypeURLs() {
+		m := map[string]json.RawMessage{}
+		for _, name := range snap.Names(tu) {
+			r, _ := snap.Get(tu, name)
+			b, err := protojson.Marshal(r.Message)
+			if err != nil {
+				return nil, fmt.Errorf("config_dump: %s %s: %w", tu, name, err)
+			}
+			m[name] = b
+		}
+		out[tu] = m
+	}
+	return out, nil
 }

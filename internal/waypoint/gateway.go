@@ -20,7 +20,6 @@ import (
 
 	"github.com/prometheus/client_golang/prometheus/promhttp"
 	"github.com/spiffe/go-spiffe/v2/spiffeid"
-	"google.golang.org/protobuf/encoding/protojson"
 
 	"github.com/ambitmesh/ambit/internal/identity"
 	"github.com/ambitmesh/ambit/internal/proxyboot"
@@ -367,7 +366,7 @@ func (g *Gateway) adminHandler() http.Handler {
 		}
 		g.mu.Unlock()
 		var err error
-		if d.Resources, err = DumpResources(snap); err != nil {
+		if d.Resources, err = proxyboot.DumpResources(snap); err != nil {
 			http.Error(w, err.Error(), http.StatusInternalServerError)
 			return
 		}
@@ -377,23 +376,4 @@ func (g *Gateway) adminHandler() http.Handler {
 		_ = enc.Encode(d)
 	})
 	return mux
-}
-
-// DumpResources renders every resource of snap as protojson, by type URL
-// and name.
-func DumpResources(snap *xdsclient.Snapshot) (map[string]map[string]json.RawMessage, error) {
-	out := map[string]map[string]json.RawMessage{}
-	for _, tu := range snap.TypeURLs() {
-		m := map[string]json.RawMessage{}
-		for _, name := range snap.Names(tu) {
-			r, _ := snap.Get(tu, name)
-			b, err := protojson.Marshal(r.Message)
-			if err != nil {
-				return nil, fmt.Errorf("config_dump: %s %s: %w", tu, name, err)
-			}
-			m[name] = b
-		}
-		out[tu] = m
-	}
-	return out, nil
 }
