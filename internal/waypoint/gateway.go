@@ -192,7 +192,7 @@ func (g *Gateway) Run(ctx context.Context) error {
 	if g.sess, err = proxyboot.Join(ctx, proxyboot.Options{
 		ControlPlane: g.opts.ControlPlane, Token: g.opts.Token, CAPin: g.opts.CAPin, ID: id,
 		NodeID: "gateway/" + g.namespace + "/" + g.name, TypeURLs: TypeURLs,
-		Logger: g.log, XDSBackoff: g.opts.XDSBackoff,
+		Logger: g.opts.Logger, XDSBackoff: g.opts.XDSBackoff,
 	}); err != nil {
 		return fmt.Errorf("%s: %w", comp, err)
 	}
