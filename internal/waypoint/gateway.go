@@ -13,6 +13,7 @@ import (
 	"log/slog"
 	"net"
 	"net/http"
+	"net/netip"
 	"strconv"
 	"strings"
 	"sync"
@@ -21,6 +22,7 @@ import (
 	"github.com/prometheus/client_golang/prometheus/promhttp"
 	"github.com/spiffe/go-spiffe/v2/spiffeid"
 
+	"github.com/ambitmesh/ambit/internal/hbone"
 	"github.com/ambitmesh/ambit/internal/identity"
 	"github.com/ambitmesh/ambit/internal/proxyboot"
 	"github.com/ambitmesh/ambit/internal/telemetry"
@@ -67,6 +69,12 @@ type Options struct {
 	// HBONEAddress is the host of the HBONE listener; empty is every
 	// interface.
 	HBONEAddress string
+	// UpstreamHBONEPort is the node proxies' HBONE port a waypoint
+	// tunnels to endpoints with an identity (default DefaultHBONEPort).
+	UpstreamHBONEPort uint16
+	// PlaintextUpstreams makes a waypoint dial every endpoint as plain
+	// TCP, as the ingress gateway does (tests without node proxies).
+	PlaintextUpstreams bool
 
 	AdminAddress     string // default 127.0.0.1:15000; "-" disables
 	MetricsAddress   string // default :15020; "-" disables
@@ -92,6 +100,9 @@ type Gateway struct {
 	listeners map[uint32]*served
 	applyErr  error
 	services  map[serviceKey]serviceTarget // waypoint: VIP:port -> service
+	// upstreamIDs: waypoint: endpoint address -> its workload identity,
+	// for the HBONE tunnel to it.
+	upstreamIDs map[netip.Addr]spiffeid.ID
 
 	sess   *proxyboot.Session
 	engine *proxy.Engine
@@ -126,6 +137,9 @@ func New(opts Options) (*Gateway, error) {
 	}
 	if opts.HBONEPort == 0 {
 		opts.HBONEPort = DefaultHBONEPort
+	}
+	if opts.UpstreamHBONEPort == 0 {
+		opts.UpstreamHBONEPort = DefaultHBONEPort
 	}
 	if opts.AdminAddress == "" {
 		opts.AdminAddress = "127.0.0.1:15000"
@@ -197,11 +211,22 @@ func (g *Gateway) Run(ctx context.Context) error {
 		return fmt.Errorf("%s: %w", comp, err)
 	}
 	defer g.sess.Close()
-	if g.engine, err = proxy.New(proxy.Config{
+	ecfg := proxy.Config{
 		Logger: g.log.With("component", "proxy"), AccessLog: g.opts.AccessLog, Reporter: reporter,
 		Self: telemetry.Peer{Workload: g.name, Namespace: g.namespace, Principal: id.String(), App: g.name,
 			CanonicalService: g.name, CanonicalRevision: "latest", Cluster: g.opts.Cluster},
-	}); err != nil {
+	}
+	if g.opts.Waypoint && !g.opts.PlaintextUpstreams {
+		d, err := hbone.NewDialer(hbone.DialerConfig{Source: g.sess.Certs, Bundle: g.sess.Bundle, Logger: g.log.With("component", "hbone")})
+		if err != nil {
+			return fmt.Errorf("%s: %w", comp, err)
+		}
+		// Closed after the engine (deferred later, runs earlier), whose
+		// idle upstream connections are tunnels of this dialer.
+		defer d.Close()
+		ecfg.DialContext = g.upstreamDialer(d)
+	}
+	if g.engine, err = proxy.New(ecfg); err != nil {
 		return fmt.Errorf("%s: %w", comp, err)
 	}
 	defer g.engine.Close()
@@ -248,6 +273,7 @@ func (g *Gateway) apply(ctx context.Context, s *xdsclient.Snapshot) {
 	g.mu.Lock()
 	g.applyErr = err
 	g.services = serviceIndex(s, g.namespace, g.name)
+	g.upstreamIDs = upstreamIdentities(s)
 	g.mu.Unlock()
 	want := map[uint32]string{}
 	for _, l := range xdsclient.All[*gatewayv1.Listener](s) {

@@ -10,10 +10,12 @@ import (
 	"net/netip"
 	"strconv"
 	"sync"
+	"time"
 
 	"github.com/spiffe/go-spiffe/v2/spiffeid"
 
 	"github.com/ambitmesh/ambit/internal/hbone"
+	"github.com/ambitmesh/ambit/internal/waypoint/proxy"
 	"github.com/ambitmesh/ambit/internal/xdsclient"
 	gatewayv1 "github.com/ambitmesh/ambit/proto/ambit/gateway/v1"
 )
@@ -48,6 +50,61 @@ func serviceIndex(s *xdsclient.Snapshot, namespace, name string) map[serviceKey]
 		}
 	}
 	return m
+}
+
+// upstreamIdentities maps every backend endpoint address with a valid
+// SPIFFE identity to it: those are mesh workloads, reached through their
+// node proxy over HBONE.
+func upstreamIdentities(s *xdsclient.Snapshot) map[netip.Addr]spiffeid.ID {
+	m := map[netip.Addr]spiffeid.ID{}
+	for _, b := range xdsclient.All[*gatewayv1.Backend](s) {
+		for _, ep := range b.GetEndpoints() {
+			id, err := spiffeid.FromString(ep.GetIdentity())
+			if err != nil {
+				continue
+			}
+			for _, raw := range ep.GetAddresses() {
+				if ip, ok := netip.AddrFromSlice(raw); ok {
+					m[ip.Unmap()] = id
+				}
+			}
+		}
+	}
+	return m
+}
+
+// upstreamDialer is the engine's upstream dialer of a waypoint: an
+// endpoint with an identity gets an HBONE tunnel to its node proxy
+// (authority = endpoint ip:port, the waypoint's identity as the source, the
+// endpoint's as the only accepted peer), so the destination's policy sees
+// the waypoint as the peer; any other address is dialled as plain TCP.
+func (g *Gateway) upstreamDialer(d *hbone.Dialer) func(ctx context.Context, network, addr string) (net.Conn, error) {
+	plain := &net.Dialer{Timeout: proxy.DefaultDialTimeout, KeepAlive: 30 * time.Second}
+	return func(ctx context.Context, network, addr string) (net.Conn, error) {
+		ap, err := netip.ParseAddrPort(addr)
+		if err != nil {
+			return plain.DialContext(ctx, network, addr)
+		}
+		ap = netip.AddrPortFrom(ap.Addr().Unmap(), ap.Port())
+		g.mu.Lock()
+		id, ok := g.upstreamIDs[ap.Addr()]
+		g.mu.Unlock()
+		if !ok {
+			return plain.DialContext(ctx, network, addr)
+		}
+		ctx, cancel := context.WithTimeout(ctx, proxy.DefaultDialTimeout)
+		defer cancel()
+		c, err := d.Dial(ctx, &hbone.DialRequest{
+			Address:     netip.AddrPortFrom(ap.Addr(), g.opts.UpstreamHBONEPort),
+			Authority:   ap.String(),
+			Source:      g.sess.ID,
+			Destination: []spiffeid.ID{id},
+		})
+		if err != nil {
+			return nil, fmt.Errorf("waypoint: tunnel to %s (%s) via port %d: %w", ap, id, g.opts.UpstreamHBONEPort, err)
+		}
+		return c, nil
+	}
 }
 
 // startHBONE binds the HBONE port and serves it: each CONNECT names a

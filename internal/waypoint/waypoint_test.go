@@ -69,7 +69,7 @@ func TestWaypointServesHBONE(t *testing.T) {
 	wtok := token(t, cp, "gateway/shop/web-waypoint")
 	g, err := waypoint.New(waypoint.Options{
 		ControlPlane: cp.XDSAddr().String(), Gateway: "shop/web-waypoint", Token: wtok.Token, CAPin: wtok.CAPin, TrustDomain: wtok.TrustDomain,
-		Waypoint: true, HBONEAddress: "127.0.0.1", HBONEPort: uint16(freePort(t)),
+		Waypoint: true, HBONEAddress: "127.0.0.1", HBONEPort: uint16(freePort(t)), PlaintextUpstreams: true,
 		AdminAddress: "127.0.0.1:0", MetricsAddress: "-", ReadinessAddress: "-",
 		Logger: discard, XDSBackoff: xdsclient.Backoff{Initial: 20 * time.Millisecond, Max: 200 * time.Millisecond},
 	})

@@ -44,7 +44,14 @@ type Config struct {
 	byNode   map[string][]*Workload
 	services map[netip.AddrPort]*ServiceTarget
 	byHost   map[string]*workloadv1.Service
+	// byGateway: "<namespace>/<gateway name>" -> the workloads running
+	// that Gateway (label gateway.networking.k8s.io/gateway-name).
+	byGateway map[string][]*Workload
 }
+
+// LabelGatewayName marks a workload as a pod of the Gateway it names (in
+// the workload's namespace), as Kubernetes Gateway API implementations do.
+const LabelGatewayName = "gateway.networking.k8s.io/gateway-name"
 
 // Workload is a workload of the mesh with its parsed addresses and identity.
 type Workload struct {
@@ -95,6 +102,7 @@ func BuildConfig(s *xdsclient.Snapshot) (cfg *Config, problems []error) {
 		byNode:     map[string][]*Workload{},
 		services:   map[netip.AddrPort]*ServiceTarget{},
 		byHost:     map[string]*workloadv1.Service{},
+		byGateway:  map[string][]*Workload{},
 	}
 	for _, name := range s.Names(typeTrustBundle) {
 		if r, ok := s.Get(typeTrustBundle, name); ok {
@@ -144,6 +152,10 @@ func BuildConfig(s *xdsclient.Snapshot) (cfg *Config, problems []error) {
 			cfg.byAddr[a] = append(cfg.byAddr[a], w)
 		}
 		cfg.byNode[pw.GetNode()] = append(cfg.byNode[pw.GetNode()], w)
+		if gw := pw.GetLabels()[LabelGatewayName]; gw != "" {
+			k := pw.GetNamespace() + "/" + gw
+			cfg.byGateway[k] = append(cfg.byGateway[k], w)
+		}
 		for svc, pl := range pw.GetServices() {
 			backs[svc] = append(backs[svc], backing{w, pl})
 		}
@@ -212,6 +224,10 @@ func (c *Config) Service(dst netip.AddrPort) *ServiceTarget {
 // ServiceByHostname returns the service named hostname
 // ("<name>.<namespace>.svc.<domain>"), or nil.
 func (c *Config) ServiceByHostname(hostname string) *workloadv1.Service { return c.byHost[hostname] }
+
+// GatewayWorkloads returns the workloads running Gateway
+// "<namespace>/<name>" (its waypoint pods), in name order.
+func (c *Config) GatewayWorkloads(key string) []*Workload { return c.byGateway[key] }
 
 // WorkloadByKey finds "<namespace>/<name>" among node's workloads.
 func (c *Config) WorkloadByKey(node, key string) *Workload {

@@ -12,6 +12,7 @@ import (
 	"github.com/spiffe/go-spiffe/v2/spiffeid"
 
 	"github.com/ambitmesh/ambit/internal/hbone"
+	"github.com/ambitmesh/ambit/internal/identity"
 	"github.com/ambitmesh/ambit/internal/telemetry"
 	workloadv1 "github.com/ambitmesh/ambit/proto/ambit/workload/v1"
 )
@@ -94,6 +95,15 @@ func (p *Proxy) outbound(ctx context.Context, client net.Conn, dst netip.AddrPor
 	} else if ws := cfg.Workloads(dst.Addr()); len(ws) > 0 {
 		target = ws[0]
 	}
+	// A service bound to a waypoint is reached through it, except by the
+	// waypoint's own pods (which forward the traffic to the endpoints).
+	wp := svc.GetWaypoint()
+	viaWaypoint := wp.GetName() != "" && src != nil && !isGatewayPod(src, wp.GetNamespace(), wp.GetName())
+	var wpPod *Workload
+	if viaWaypoint {
+		wpPod = pickGatewayPod(cfg.GatewayWorkloads(wp.GetNamespace() + "/" + wp.GetName()))
+		target = wpPod
+	}
 	if target != nil {
 		labels.Destination = telemetry.PeerFromWorkload(target.Proto, p.opts.Cluster)
 	}
@@ -106,6 +116,14 @@ func (p *Proxy) outbound(ctx context.Context, client net.Conn, dst netip.AddrPor
 		}
 		p.refuse(labels, clientAddr, dst, answer, err)
 		return
+	case viaWaypoint && wpPod == nil:
+		// Fail closed, as ztunnel: going around the waypoint would skip
+		// the L7 policy and routing it is there for.
+		err := fmt.Errorf("node proxy: service %s/%s is bound to waypoint %s/%s, which has no workload (want a Workload in namespace %s labelled %s=%s with an address and a valid identity); refusing rather than bypassing the waypoint",
+			svc.GetNamespace(), svc.GetName(), wp.GetNamespace(), wp.GetName(), wp.GetNamespace(), LabelGatewayName, wp.GetName())
+		p.log.Warn("connection refused: waypoint unavailable", "service", svc.GetNamespace()+"/"+svc.GetName(), "waypoint", wp.GetNamespace()+"/"+wp.GetName(), "client", clientAddr, "destination", dst)
+		p.refuse(labels, clientAddr, dst, answer, err)
+		return
 	case svc != nil && target == nil:
 		p.refuse(labels, clientAddr, dst, answer, fmt.Errorf("node proxy: service %s/%s has no endpoint for port %d", svc.GetNamespace(), svc.GetName(), dst.Port()))
 		return
@@ -116,12 +134,25 @@ func (p *Proxy) outbound(ctx context.Context, client net.Conn, dst netip.AddrPor
 
 	labels.SecurityPolicy = telemetry.SecurityMutualTLS
 	hboneAddr := netip.AddrPortFrom(addr.Addr(), p.opts.HBONEPort)
+	destID := target.Identity
+	if viaWaypoint {
+		// The waypoint maps the service's VIP:port to its routes, and
+		// presents the identity it joined with (its Gateway's).
+		addr = netip.AddrPortFrom(dst.Addr().Unmap(), dst.Port())
+		hboneAddr = netip.AddrPortFrom(wpPod.Addresses[0], p.opts.HBONEPort)
+		id, err := identity.WorkloadID(src.Identity.TrustDomain(), wp.GetNamespace(), wp.GetName())
+		if err != nil {
+			p.refuse(labels, clientAddr, dst, answer, fmt.Errorf("node proxy: waypoint %s/%s of service %s/%s: %w", wp.GetNamespace(), wp.GetName(), svc.GetNamespace(), svc.GetName(), err))
+			return
+		}
+		destID = id
+	}
 	m := telemetry.Open(labels, telemetry.Endpoints{Src: clientAddr, Dst: hboneAddr, HBONE: addr.String()})
 	req := &hbone.DialRequest{
 		Address:     hboneAddr,
 		Authority:   addr.String(),
 		Source:      src.Identity,
-		Destination: []spiffeid.ID{target.Identity},
+		Destination: []spiffeid.ID{destID},
 		Forwarded:   hbone.Forwarded{For: p.forwardedFor(src, clientAddr)},
 		Baggage: hbone.Baggage{
 			ClusterName:    p.opts.Cluster,
@@ -163,6 +194,22 @@ func (p *Proxy) outbound(ctx context.Context, client net.Conn, dst netip.AddrPor
 	closeWrite(counted)
 	<-tunnel.(*hbone.Conn).Sent()
 	m.Finish(p.access, telemetry.Result{})
+}
+
+// isGatewayPod reports whether w runs Gateway namespace/name.
+func isGatewayPod(w *Workload, namespace, name string) bool {
+	return w.Proto.GetNamespace() == namespace && w.Proto.GetLabels()[LabelGatewayName] == name
+}
+
+// pickGatewayPod returns the first of a gateway's workloads that can be
+// reached over HBONE, or nil.
+func pickGatewayPod(ws []*Workload) *Workload {
+	for _, w := range ws {
+		if len(w.Addresses) > 0 && !w.Identity.IsZero() {
+			return w
+		}
+	}
+	return nil
 }
 
 // passthrough connects to a destination outside the mesh as plain TCP.
