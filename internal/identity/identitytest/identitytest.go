@@ -44,6 +44,9 @@ type CA struct {
 
 	mu     sync.Mutex
 	bundle []*x509.Certificate
+	// gen versions bundle like the real CA's trust_bundle_generation, so a
+	// response computed before a SetBundle cannot undo it when it lands late.
+	gen uint64
 }
 
 // NewCA makes a root for td whose leaves live at most ttl.
@@ -72,7 +75,7 @@ func NewCA(td spiffeid.TrustDomain, ttl time.Duration) (*CA, error) {
 	if err != nil {
 		return nil, err
 	}
-	ca := &CA{TD: td, Root: root, key: key, bundle: []*x509.Certificate{root}}
+	ca := &CA{TD: td, Root: root, key: key, bundle: []*x509.Certificate{root}, gen: 1}
 	ca.ttl.Store(int64(ttl))
 	return ca, nil
 }
@@ -95,6 +98,7 @@ func (ca *CA) SetTTL(ttl time.Duration) { ca.ttl.Store(int64(ttl)) }
 func (ca *CA) SetBundle(roots ...*x509.Certificate) {
 	ca.mu.Lock()
 	ca.bundle = slices.Clone(roots)
+	ca.gen++
 	ca.mu.Unlock()
 }
 
@@ -161,7 +165,10 @@ func (ca *CA) CreateCertificate(_ context.Context, id spiffeid.ID, csrPEM []byte
 	if err != nil {
 		return nil, err
 	}
-	return &identity.Issued{Chain: []*x509.Certificate{leaf}, Roots: ca.Bundle()}, nil
+	ca.mu.Lock()
+	roots, gen := slices.Clone(ca.bundle), ca.gen
+	ca.mu.Unlock()
+	return &identity.Issued{Chain: []*x509.Certificate{leaf}, Roots: roots, Generation: gen}, nil
 }
 
 func (ca *CA) signCSR(id spiffeid.ID, csrPEM []byte, validity time.Duration) (*x509.Certificate, error) {
