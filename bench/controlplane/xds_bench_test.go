@@ -19,6 +19,7 @@ import (
 	"google.golang.org/protobuf/proto"
 
 	"github.com/ambitmesh/ambit/internal/control/xds"
+	"github.com/ambitmesh/ambit/internal/control/xds/xdstest"
 )
 
 const clients = 50
@@ -105,7 +106,7 @@ func startServer(b *testing.B, srv *xds.Server) (string, func()) {
 }
 
 func newFleet(b *testing.B, n int) *fleet {
-	tokens := xds.TokenAuthenticator{}
+	tokens := xdstest.TokenAuthenticator{}
 	for i := range n {
 		tokens[fmt.Sprintf("tok-%d", i)] = nodeID(i)
 	}
@@ -140,7 +141,7 @@ func (f *fleet) connect(b *testing.B) func() {
 	var conns []*grpc.ClientConn
 	for i := range f.clients {
 		conn, err := grpc.NewClient(f.addr, grpc.WithTransportCredentials(insecure.NewCredentials()),
-			grpc.WithPerRPCCredentials(xds.BearerToken(fmt.Sprintf("tok-%d", i))))
+			grpc.WithPerRPCCredentials(xdstest.BearerToken(fmt.Sprintf("tok-%d", i))))
 		if err != nil {
 			b.Fatal(err)
 		}

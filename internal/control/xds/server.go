@@ -3,7 +3,6 @@ package xds
 import (
 	"cmp"
 	"context"
-	"crypto/subtle"
 	"fmt"
 	"log/slog"
 	"maps"
@@ -19,7 +18,6 @@ import (
 	"github.com/prometheus/client_golang/prometheus"
 	"google.golang.org/grpc"
 	"google.golang.org/grpc/codes"
-	"google.golang.org/grpc/metadata"
 	"google.golang.org/grpc/peer"
 	"google.golang.org/grpc/status"
 	"google.golang.org/protobuf/proto"
@@ -35,48 +33,6 @@ type Authenticator interface {
 	// error carrying a gRPC status (codes.Unauthenticated).
 	Authenticate(ctx context.Context) (nodeID string, err error)
 }
-
-// TokenAuthenticator maps bootstrap tokens to the node ID each one allows.
-// Proxies present the token as gRPC metadata "authorization: Bearer <token>".
-type TokenAuthenticator map[string]string
-
-// Authenticate implements Authenticator.
-func (t TokenAuthenticator) Authenticate(ctx context.Context) (string, error) {
-	md, _ := metadata.FromIncomingContext(ctx)
-	vals := md.Get("authorization")
-	if len(vals) != 1 {
-		return "", status.Error(codes.Unauthenticated, `xds: want exactly one "authorization: Bearer <token>" metadata entry`)
-	}
-	token, ok := strings.CutPrefix(vals[0], "Bearer ")
-	if !ok || token == "" {
-		return "", status.Error(codes.Unauthenticated, `xds: authorization metadata: want "Bearer <token>"`)
-	}
-	// Compare against every token in constant time so response timing does
-	// not reveal how much of a guess was right.
-	var node string
-	for tok, n := range t {
-		if subtle.ConstantTimeCompare([]byte(tok), []byte(token)) == 1 {
-			node = n
-		}
-	}
-	if node == "" {
-		return "", status.Error(codes.Unauthenticated, "xds: unknown bootstrap token")
-	}
-	return node, nil
-}
-
-// BearerToken is the client side of TokenAuthenticator, for
-// grpc.WithPerRPCCredentials.
-type BearerToken string
-
-// GetRequestMetadata implements credentials.PerRPCCredentials.
-func (b BearerToken) GetRequestMetadata(context.Context, ...string) (map[string]string, error) {
-	return map[string]string{"authorization": "Bearer " + string(b)}, nil
-}
-
-// RequireTransportSecurity implements credentials.PerRPCCredentials. The
-// bootstrap token travels in plaintext until the identity work brings TLS.
-func (BearerToken) RequireTransportSecurity() bool { return false }
 
 // Options configure a Server.
 type Options struct {

@@ -24,11 +24,12 @@ import (
 	"google.golang.org/grpc/status"
 
 	"github.com/ambitmesh/ambit/internal/control/model"
+	"github.com/ambitmesh/ambit/internal/control/xds/xdstest"
 )
 
 func TestMain(m *testing.M) { goleak.VerifyTestMain(m) }
 
-var testTokens = TokenAuthenticator{
+var testTokens = xdstest.TokenAuthenticator{
 	"tok-n1": "node/n1",
 	"tok-n2": "node/n2",
 	"tok-wp": "gateway/a/wp",
@@ -96,7 +97,7 @@ func connect(t *testing.T, addr, token, nodeID string) *testClient {
 	t.Helper()
 	opts := []grpc.DialOption{grpc.WithTransportCredentials(insecure.NewCredentials())}
 	if token != "" {
-		opts = append(opts, grpc.WithPerRPCCredentials(BearerToken(token)))
+		opts = append(opts, grpc.WithPerRPCCredentials(xdstest.BearerToken(token)))
 	}
 	conn, err := grpc.NewClient(addr, opts...)
 	if err != nil {
@@ -407,7 +408,7 @@ func TestAuthentication(t *testing.T) {
 		}
 	})
 	t.Run("sotw refused", func(t *testing.T) {
-		conn, err := grpc.NewClient(addr, grpc.WithTransportCredentials(insecure.NewCredentials()), grpc.WithPerRPCCredentials(BearerToken("tok-n1")))
+		conn, err := grpc.NewClient(addr, grpc.WithTransportCredentials(insecure.NewCredentials()), grpc.WithPerRPCCredentials(xdstest.BearerToken("tok-n1")))
 		if err != nil {
 			t.Fatal(err)
 		}
