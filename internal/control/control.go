@@ -73,6 +73,10 @@ type Control struct {
 	adminAddr net.Addr
 	ready     chan struct{}
 	readyOnce sync.Once
+	// applied closes after the first translation was pushed; ready waits
+	// for it and for the listeners.
+	applied     chan struct{}
+	appliedOnce sync.Once
 }
 
 // New builds a control plane; it does no I/O.
@@ -94,6 +98,7 @@ func New(opts Options) *Control {
 		registry: reg,
 		tokens:   ca.NewTokenStore(ca.TokensFile(opts.StateDir), nil),
 		ready:    make(chan struct{}),
+		applied:  make(chan struct{}),
 	}
 }
 
@@ -116,29 +121,59 @@ func (c *Control) Run(ctx context.Context) error {
 	if c.opts.StateDir == "" {
 		return errors.New("control: a state directory is required (--state-dir) to keep the CA's root across restarts")
 	}
+	ctx, cancel := context.WithCancel(ctx)
+	defer cancel()
 	src := file.New(c.opts.ConfigDir, file.Options{Debounce: c.opts.Debounce, Logger: c.opts.Logger.With("component", "source/file")})
-	// The trust domain comes from MeshConfig, so read the config once
-	// before the CA opens; changing it later needs a restart (and new
-	// certificates everywhere), which apply reports.
-	initial, err := src.Load()
-	if err != nil {
-		return fmt.Errorf("control: %w", err)
+	// The trust domain comes from MeshConfig, so the CA opens on the
+	// source's first snapshot, which waits for it before being applied
+	// (changing the trust domain later needs a restart; apply reports it).
+	first := make(chan *resources.Resources, 1)
+	opened := make(chan struct{})
+	setupDone := sync.OnceFunc(func() { close(opened) })
+	defer setupDone()
+	var firstOnce sync.Once
+	g, gctx := errgroup.WithContext(ctx)
+	g.Go(func() error {
+		err := src.Run(gctx, func(res *resources.Resources) {
+			firstOnce.Do(func() { first <- res; <-opened })
+			if c.CA() != nil {
+				c.apply(res)
+			}
+		})
+		if errors.Is(err, context.Canceled) {
+			return nil
+		}
+		return err
+	})
+	fail := func(err error) error {
+		setupDone()
+		cancel()
+		_ = g.Wait()
+		return err
 	}
-	td := translate.Translate(initial).Mesh.TrustDomain
+	var initial *resources.Resources
+	select {
+	case initial = <-first:
+	case <-gctx.Done():
+		if err := g.Wait(); err != nil {
+			return fmt.Errorf("control: %w", err)
+		}
+		return nil
+	}
 	authority, err := ca.Open(ca.Options{
-		StateDir: c.opts.StateDir, TrustDomain: td, LeafTTL: c.opts.LeafTTL,
+		StateDir: c.opts.StateDir, TrustDomain: translate.TrustDomain(initial), LeafTTL: c.opts.LeafTTL,
 		PluginCertsDir: c.opts.PluginCertsDir, Logger: c.opts.Logger.With("component", "ca"),
 	})
 	if err != nil {
-		return fmt.Errorf("control: %w", err)
+		return fail(fmt.Errorf("control: %w", err))
 	}
 	if err := ca.RegisterMetrics(c.registry); err != nil {
-		return fmt.Errorf("control: %w", err)
+		return fail(fmt.Errorf("control: %w", err))
 	}
 	dns, ips := serverNames(c.opts.ServerNames)
 	tlsConf, err := authority.ServerTLSConfig(dns, ips)
 	if err != nil {
-		return fmt.Errorf("control: serving certificate: %w", err)
+		return fail(fmt.Errorf("control: serving certificate: %w", err))
 	}
 	svc := ca.NewService(authority, ca.ServiceOptions{Authorizer: (*authorizer)(c), Tokens: c.tokens, Logger: c.opts.Logger.With("component", "ca")})
 	c.mu.Lock()
@@ -149,16 +184,17 @@ func (c *Control) Run(ctx context.Context) error {
 		Registerer:    c.registry,
 	})
 	c.mu.Unlock()
+	setupDone()
 
 	var lc net.ListenConfig
 	xl, err := lc.Listen(ctx, "tcp", c.opts.XDSAddress)
 	if err != nil {
-		return fmt.Errorf("control: xDS listener: %w (is another control plane running? pick another port with --xds-address)", err)
+		return fail(fmt.Errorf("control: xDS listener: %w (is another control plane running? pick another port with --xds-address)", err))
 	}
 	al, err := lc.Listen(ctx, "tcp", c.opts.AdminAddress)
 	if err != nil {
 		xl.Close()
-		return fmt.Errorf("control: admin listener: %w (pick another port with --admin-address)", err)
+		return fail(fmt.Errorf("control: admin listener: %w (pick another port with --admin-address)", err))
 	}
 	c.mu.Lock()
 	c.xdsAddr, c.adminAddr = xl.Addr(), al.Addr()
@@ -169,14 +205,14 @@ func (c *Control) Run(ctx context.Context) error {
 	svc.Register(gs)
 	admin := &http.Server{Handler: c.adminHandler(), ReadHeaderTimeout: 5 * time.Second}
 
-	g, gctx := errgroup.WithContext(ctx)
 	g.Go(func() error { c.pushBundles(gctx); return nil })
 	g.Go(func() error {
-		err := src.Run(gctx, c.apply)
-		if errors.Is(err, context.Canceled) {
-			return nil
+		select {
+		case <-c.applied:
+			c.readyOnce.Do(func() { close(c.ready) })
+		case <-gctx.Done():
 		}
-		return err
+		return nil
 	})
 	g.Go(func() error {
 		if err := gs.Serve(xl); err != nil && !errors.Is(err, grpc.ErrServerStopped) {
@@ -199,7 +235,7 @@ func (c *Control) Run(ctx context.Context) error {
 		return nil
 	})
 	c.log.Info("control plane serving", "xds", xl.Addr().String(), "admin", al.Addr().String(),
-		"configDir", c.opts.ConfigDir, "trustDomain", td, "caPin", authority.RootPin())
+		"configDir", c.opts.ConfigDir, "trustDomain", authority.TrustDomain().Name(), "caPin", authority.RootPin())
 	return g.Wait()
 }
 
@@ -227,7 +263,7 @@ func (c *Control) apply(res *resources.Resources) {
 		"workloads", len(result.Mesh.Workloads), "services", len(result.Mesh.Services),
 		"gateways", len(result.Mesh.Gateways), "policies", len(result.Mesh.Policies),
 		"took", time.Since(start).Round(time.Microsecond))
-	c.readyOnce.Do(func() { close(c.ready) })
+	c.appliedOnce.Do(func() { close(c.applied) })
 }
 
 // push sends the latest translation with the current trust bundle.

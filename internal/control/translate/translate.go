@@ -123,3 +123,12 @@ func setCondition(conds *[]status.Condition, c status.Condition) {
 func compareRef(a, b model.Ref) int {
 	return cmp.Or(cmp.Compare(a.Namespace, b.Namespace), cmp.Compare(a.Name, b.Name))
 }
+
+// TrustDomain is the trust domain Translate would use for res (MeshConfig's,
+// or the default when unset or invalid), without translating the rest: the
+// control plane needs it before it opens its CA.
+func TrustDomain(res *resources.Resources) string {
+	t := &translator{res: res, mesh: &model.Mesh{}, status: map[status.ObjectRef]*status.Object{}}
+	t.meshSettings()
+	return t.mesh.TrustDomain
+}
