@@ -373,7 +373,9 @@ func Run(ctx context.Context, o Options) (rep *Report, err error) {
 		sum := after.get("ambit_xds_view_compute_seconds_sum", "") - before.get("ambit_xds_view_compute_seconds_sum", "")
 		rep.ViewCompute = time.Duration(sum / n * float64(time.Second))
 	}
-	applies, err = appliedTimes(logPath)
+	// The control plane logs an apply after pushing it, so the last line
+	// may still be on its way when the clients already hold the change.
+	applies, err = waitApplied(ctx, logPath, o.Changes+1, o.Timeout)
 	if err != nil {
 		return nil, err
 	}
@@ -499,6 +501,27 @@ var appliedRe = regexp.MustCompile(`^time=(\S+) .*msg="configuration applied".* 
 type applied struct {
 	at   time.Time // when the log line was written: the end of the apply
 	took time.Duration
+}
+
+// waitApplied polls the control plane's log until it holds at least want
+// "configuration applied" lines, or timeout passes; it returns what it read.
+func waitApplied(ctx context.Context, logPath string, want int, timeout time.Duration) ([]applied, error) {
+	tick := time.NewTicker(5 * time.Millisecond)
+	defer tick.Stop()
+	deadline := time.After(timeout)
+	for {
+		applies, err := appliedTimes(logPath)
+		if err != nil || len(applies) >= want {
+			return applies, err
+		}
+		select {
+		case <-tick.C:
+		case <-deadline:
+			return applies, nil
+		case <-ctx.Done():
+			return nil, ctx.Err()
+		}
+	}
 }
 
 // appliedTimes reads the control plane's "configuration applied ... took="
