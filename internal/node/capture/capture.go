@@ -18,9 +18,10 @@ type Mode int
 const (
 	// ModePod captures all TCP of a workload's own network namespace (Istio's in-pod redirection).
 	ModePod Mode = iota
-	// ModeHost puts the rules in the node's namespace for a Workload that is a process on the node.
+	// ModeHost puts the rules in the node's namespace for Workloads that are processes on the node.
 	// The namespace is shared with everything else on the host, so host mode only captures outbound
-	// traffic to Config.OutboundInclude and inbound traffic to Config.InboundPorts on local addresses.
+	// traffic from Config.OutboundSources (and to Config.OutboundInclude when set) and inbound
+	// traffic to Config.InboundDestinations on the HBONE port and Config.InboundPorts.
 	ModeHost
 )
 
@@ -68,11 +69,18 @@ type Config struct {
 	// probe address).
 	InboundExcludeSources []netip.Prefix
 
-	// OutboundInclude limits outbound capture to these destinations (required in ModeHost, e.g. the
-	// mesh's pod and service CIDRs; optional in ModePod, where empty means everything).
+	// OutboundInclude limits outbound capture to these destinations (e.g. the mesh's pod and service
+	// CIDRs); empty means every destination.
 	OutboundInclude []netip.Prefix
-	// InboundPorts limits inbound capture to these destination ports (required in ModeHost: the
-	// Workload's ports; optional in ModePod, where empty means every port).
+	// OutboundSources limits outbound capture to connections from these source addresses. ModeHost
+	// requires it (the host workloads' addresses): the rest of the host's connections are left alone.
+	OutboundSources []netip.Prefix
+	// InboundDestinations limits inbound capture to these destination addresses. ModeHost requires
+	// it (the host workloads' addresses): traffic to the host's other addresses is left alone.
+	InboundDestinations []netip.Prefix
+	// InboundPorts limits plaintext inbound capture to these destination ports (HBONE is always
+	// captured). In ModePod empty means every port; in ModeHost empty means none (only HBONE), so a
+	// host's own services (ssh included) are never captured unless listed.
 	InboundPorts []uint16
 
 	// IPv6 also installs the IPv6 policy routing TPROXY needs (the nftables rules always cover both
@@ -139,14 +147,14 @@ func (c Config) Validate() error {
 	if c.RulePriority <= 0 || c.RulePriority >= 32766 {
 		bad("RulePriority %d: want 1-32765, before the main table's rule (DefaultConfig has 32764)", c.RulePriority)
 	}
-	for i, p := range c.OutboundInclude {
-		if !p.IsValid() {
-			bad("OutboundInclude[%d] is not a valid prefix", i)
-		}
-	}
-	for i, p := range c.InboundExcludeSources {
-		if !p.IsValid() {
-			bad("InboundExcludeSources[%d] is not a valid prefix", i)
+	for _, l := range []struct {
+		name string
+		ps   []netip.Prefix
+	}{{"OutboundInclude", c.OutboundInclude}, {"OutboundSources", c.OutboundSources}, {"InboundDestinations", c.InboundDestinations}, {"InboundExcludeSources", c.InboundExcludeSources}} {
+		for i, p := range l.ps {
+			if !p.IsValid() {
+				bad("%s[%d] is not a valid prefix", l.name, i)
+			}
 		}
 	}
 	for i, p := range c.InboundPorts {
@@ -155,11 +163,11 @@ func (c Config) Validate() error {
 		}
 	}
 	if c.Mode == ModeHost {
-		if len(c.OutboundInclude) == 0 {
-			bad("Mode host: OutboundInclude is empty: host mode must list the mesh destinations (pod/service CIDRs) to capture, or it would redirect every connection the host makes")
+		if len(c.OutboundSources) == 0 {
+			bad("Mode host: OutboundSources is empty: host mode must list the host workloads' addresses, or it would redirect every connection the host makes")
 		}
-		if len(c.InboundPorts) == 0 {
-			bad("Mode host: InboundPorts is empty: host mode must list the Workload's ports, or it would capture every connection to the host (ssh included)")
+		if len(c.InboundDestinations) == 0 {
+			bad("Mode host: InboundDestinations is empty: host mode must list the host workloads' addresses, or it would capture connections to every address of the host")
 		}
 	}
 	return errors.Join(errs...)

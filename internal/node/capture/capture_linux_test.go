@@ -428,13 +428,16 @@ func TestReinstallAppliesNewConfigAndRemoveStopsCapture(t *testing.T) {
 	}
 }
 
-// Host mode: the "pod" namespace plays a host whose process Workload listens on :80. Only the listed
-// destinations and ports are captured; everything else of the host is left alone.
+// Host mode: the "pod" namespace plays a host whose process Workload has the IPv4 address and listens
+// on :80. Only that address's outbound connections (to the included destinations) and inbound
+// connections to it on :80 and the HBONE port are captured; everything else of the host is left alone.
 func TestHostMode(t *testing.T) {
 	l := newLab(t)
 	cfg := capture.DefaultConfig()
 	cfg.Mode = capture.ModeHost
-	cfg.OutboundInclude = []netip.Prefix{netip.PrefixFrom(remoteIP, 32)}
+	cfg.OutboundSources = []netip.Prefix{netip.PrefixFrom(podIP, 32)}
+	cfg.InboundDestinations = []netip.Prefix{netip.PrefixFrom(podIP, 32)}
+	cfg.OutboundInclude = []netip.Prefix{netip.PrefixFrom(remoteIP, 32), netip.PrefixFrom(remoteIP6, 128)}
 	cfg.InboundPorts = []uint16{80}
 	install(t, l.pod.Path, cfg)
 	l.startServers(true)
@@ -449,9 +452,11 @@ func TestHostMode(t *testing.T) {
 		addr string
 		want string
 	}{
-		{"host process to an included destination is redirected", host, ap(remoteIP, 80), "outbound"},
-		{"host process to another destination is not", host, ap(outIP, 80), "out"},
+		{"workload address to an included destination is redirected", host, ap(remoteIP, 80), "outbound"},
+		{"workload address to another destination is not", host, ap(outIP, 80), "out"},
+		{"another host address to an included destination is not", host, ap(remoteIP6, 80), "remote"},
 		{"inbound to the workload port is captured", outside, ap(podIP, 80), "inbound"},
+		{"inbound to the workload port on another host address is not", outside, ap(podIP6, 80), "app"},
 		{"inbound to another host port is not", outside, ap(podIP, 2222), "host-sshd"},
 		{"inbound HBONE is captured", outside, ap(podIP, 15008), "hbone"},
 	}

@@ -23,11 +23,15 @@ func TestValidate(t *testing.T) {
 		{"default", capture.DefaultConfig(), nil},
 		{"host mode with scope", mod(func(c *capture.Config) {
 			c.Mode = capture.ModeHost
-			c.OutboundInclude = []netip.Prefix{netip.MustParsePrefix("10.96.0.0/12")}
-			c.InboundPorts = []uint16{8080}
+			c.OutboundSources = []netip.Prefix{netip.MustParsePrefix("192.168.1.5/32")}
+			c.InboundDestinations = []netip.Prefix{netip.MustParsePrefix("192.168.1.5/32")}
 		}), nil},
-		{"host mode without scope", mod(func(c *capture.Config) { c.Mode = capture.ModeHost }),
-			[]string{"OutboundInclude is empty", "InboundPorts is empty"}},
+		{"host mode without scope", mod(func(c *capture.Config) {
+			c.Mode = capture.ModeHost
+			c.InboundPorts = []uint16{8080}
+			c.OutboundInclude = []netip.Prefix{netip.MustParsePrefix("10.96.0.0/12")}
+		}), []string{"OutboundSources is empty", "InboundDestinations is empty"}},
+		{"bad destination prefix", mod(func(c *capture.Config) { c.InboundDestinations = []netip.Prefix{{}} }), []string{"InboundDestinations[0]"}},
 		{"zero port", mod(func(c *capture.Config) { c.OutboundPort = 0 }), []string{"OutboundPort is 0"}},
 		{"same ports", mod(func(c *capture.Config) { c.InboundHBONEPort = c.InboundPlaintextPort }), []string{"must differ"}},
 		{"mark outside mask", mod(func(c *capture.Config) { c.TProxyMark = 0x1000 }), []string{"TProxyMark 0x1000"}},

@@ -54,9 +54,11 @@
 //
 // (The real rules carry these explanations as nft comments.) Only bits 0xfff of the packet and
 // connection marks are touched; the others belong to the CNI. Config adds excluded ports and source
-// prefixes. ModeHost puts the same rules in the node's own namespace for a Workload that is a process
-// on the node, limited to Config.OutboundInclude destinations and, inbound, to Config.InboundPorts on
-// local addresses (fib daddr type local) — the host's other traffic is left alone.
+// prefixes. ModeHost puts the same rules in the node's own namespace for Workloads that are processes
+// on the node, scoped so the host stays reachable whatever the proxy does: outbound only from
+// Config.OutboundSources (the workloads' addresses; to Config.OutboundInclude when set), inbound only
+// to Config.InboundDestinations (the same addresses) on the HBONE port and on Config.InboundPorts
+// (none listed: HBONE only). The host's other addresses and ports, ssh included, are left alone.
 //
 // TPROXY, unlike iptables' target, falls through in nftables when no socket listens; the drop after
 // each tproxy rule makes inbound traffic fail closed while the proxy is down instead of reaching the

@@ -269,28 +269,33 @@ func addRules(c *nftables.Conn, t *nftables.Table, cfg Config) {
 	}
 	add(pre, "connections already accepted (or made by the proxy) keep their socket",
 		tcp(), ctEstablished(), verdict(expr.VerdictAccept))
-	var local []expr.Any
-	if host {
-		local = fibDaddrLocal()
-	}
 	// Each TPROXY rule is followed by a drop with the same match: nft's tproxy falls through when no
 	// proxy listens, and inbound traffic must then fail closed, not reach the app unchecked.
 	tproxyTo := func(comment string, port uint16, match ...[]expr.Any) {
 		add(pre, comment, append(match, setMark(cfg.TProxyMark), tproxy(port), verdict(expr.VerdictAccept))...)
 		add(pre, comment+" (no proxy listening: drop)", append(match, verdict(expr.VerdictDrop))...)
 	}
-	tproxyTo(fmt.Sprintf("HBONE to the proxy's %d", cfg.InboundHBONEPort), cfg.InboundHBONEPort,
-		tcp(), dport(expr.CmpOpEq, cfg.InboundHBONEPort), markIs(expr.CmpOpNeq, cfg.ProxyMark), local)
+	// In a pod every destination is the workload's; on a host only the listed addresses are.
+	dsts := []scope{{}}
+	if len(cfg.InboundDestinations) > 0 {
+		dsts = scopes(cfg.InboundDestinations, 16, 24, "to ")
+	}
+	for _, d := range dsts {
+		tproxyTo(fmt.Sprintf("HBONE %sto the proxy's %d", d.comment, cfg.InboundHBONEPort), cfg.InboundHBONEPort,
+			tcp(), dport(expr.CmpOpEq, cfg.InboundHBONEPort), markIs(expr.CmpOpNeq, cfg.ProxyMark), d.match)
+	}
 	for _, p := range cfg.ExcludeInboundPorts {
 		add(pre, "excluded inbound port", tcp(), dport(expr.CmpOpEq, p), verdict(expr.VerdictAccept))
 	}
-	if len(cfg.InboundPorts) == 0 {
-		tproxyTo(fmt.Sprintf("inbound plaintext to the proxy's %d", cfg.InboundPlaintextPort), cfg.InboundPlaintextPort,
-			tcp(), markIs(expr.CmpOpNeq, cfg.ProxyMark), local)
-	}
-	for _, p := range cfg.InboundPorts {
-		tproxyTo(fmt.Sprintf("inbound plaintext to port %d to the proxy's %d", p, cfg.InboundPlaintextPort), cfg.InboundPlaintextPort,
-			tcp(), dport(expr.CmpOpEq, p), markIs(expr.CmpOpNeq, cfg.ProxyMark), local)
+	for _, d := range dsts {
+		if len(cfg.InboundPorts) == 0 && !host {
+			tproxyTo(fmt.Sprintf("inbound plaintext %sto the proxy's %d", d.comment, cfg.InboundPlaintextPort), cfg.InboundPlaintextPort,
+				tcp(), markIs(expr.CmpOpNeq, cfg.ProxyMark), d.match)
+		}
+		for _, p := range cfg.InboundPorts {
+			tproxyTo(fmt.Sprintf("inbound plaintext %sport %d to the proxy's %d", d.comment, p, cfg.InboundPlaintextPort), cfg.InboundPlaintextPort,
+				tcp(), dport(expr.CmpOpEq, p), markIs(expr.CmpOpNeq, cfg.ProxyMark), d.match)
+		}
 	}
 
 	// output, type route (a mark change re-routes the packet).
@@ -304,12 +309,33 @@ func addRules(c *nftables.Conn, t *nftables.Table, cfg Config) {
 	for _, p := range cfg.outboundSkipPorts() {
 		add(outNAT, "excluded outbound port", tcp(), dport(expr.CmpOpEq, p), verdict(expr.VerdictAccept))
 	}
-	if len(cfg.OutboundInclude) == 0 {
-		add(outNAT, fmt.Sprintf("outbound to the proxy's %d", cfg.OutboundPort), tcp(), redirect(cfg.OutboundPort))
+	srcs, incl := []scope{{}}, []scope{{}}
+	if len(cfg.OutboundSources) > 0 {
+		srcs = scopes(cfg.OutboundSources, 12, 8, "from ")
 	}
-	for _, p := range cfg.OutboundInclude {
-		add(outNAT, fmt.Sprintf("outbound to %s to the proxy's %d", p, cfg.OutboundPort), tcp(), addrIn(p, 16, 24), redirect(cfg.OutboundPort))
+	if len(cfg.OutboundInclude) > 0 {
+		incl = scopes(cfg.OutboundInclude, 16, 24, "to ")
 	}
+	for _, s := range srcs {
+		for _, d := range incl {
+			add(outNAT, fmt.Sprintf("outbound %s%sto the proxy's %d", s.comment, d.comment, cfg.OutboundPort), tcp(), s.match, d.match, redirect(cfg.OutboundPort))
+		}
+	}
+}
+
+// scope is an address match of a rule (none: any address) and the words naming it in the comment.
+type scope struct {
+	match   []expr.Any
+	comment string
+}
+
+// scopes matches each prefix at IP header offsets v4Off/v6Off (see addrIn).
+func scopes(ps []netip.Prefix, v4Off, v6Off uint32, word string) []scope {
+	out := make([]scope, len(ps))
+	for i, p := range ps {
+		out[i] = scope{addrIn(p, v4Off, v6Off), word + p.String() + " "}
+	}
+	return out
 }
 
 func native32(v uint32) []byte { return binaryutil.NativeEndian.PutUint32(v) }
@@ -394,13 +420,6 @@ func addrIn(p netip.Prefix, v4Off, v6Off uint32) []expr.Any {
 		&expr.Bitwise{SourceRegister: reg, DestRegister: reg, Len: n,
 			Mask: net.CIDRMask(p.Bits(), int(n*8)), Xor: make([]byte, n)},
 		&expr.Cmp{Op: expr.CmpOpEq, Register: reg, Data: p.Addr().AsSlice()},
-	}
-}
-
-func fibDaddrLocal() []expr.Any {
-	return []expr.Any{
-		&expr.Fib{Register: reg, FlagDADDR: true, ResultADDRTYPE: true},
-		&expr.Cmp{Op: expr.CmpOpEq, Register: reg, Data: native32(unix.RTN_LOCAL)},
 	}
 }
 
