@@ -43,6 +43,12 @@ Transparent capture (root, Linux): --enroll NAMESPACE/NAME=NETNS-PATH, or
 POST /enroll (workload, netns) and /unenroll (workload) on the admin address,
 installs nftables rules inside the workload's network namespace and serves it
 from listeners opened there (Istio's in-pod redirection); apps need no change.
+--capture-host NAMESPACE/NAME (or POST /enroll with workload and mode=host)
+does the same for a Workload that is a process of this machine (a VM or bare
+metal service): rules in the host's own namespace, capturing only connections
+from the workload's addresses and to its addresses on the HBONE port and the
+ports it serves for mesh Services, so the rest of the host (ssh included) is
+untouched; every rule is removed on /unenroll and when the node stops.
 
 Endpoints: admin on --admin-address (GET /config_dump), Prometheus metrics
 on --metrics-address (/metrics), readiness on --readiness-address
@@ -82,6 +88,11 @@ on --metrics-address (/metrics), readiness on --readiness-address
 				}
 				opts.Enroll[key] = ns
 			}
+			for _, key := range opts.CaptureHost {
+				if ns, name, ok := strings.Cut(key, "/"); !ok || ns == "" || name == "" {
+					return fmt.Errorf("--capture-host %q: want NAMESPACE/NAME, e.g. shop/billing-vm", key)
+				}
+			}
 			n, err := node.New(opts)
 			if err != nil {
 				return err
@@ -102,6 +113,7 @@ on --metrics-address (/metrics), readiness on --readiness-address
 	f.Uint16Var(&hbone, "hbone-port", proxy.DefaultHBONEPort, "HBONE port: inbound listeners on local workload addresses, and outbound tunnels")
 	f.StringArrayVar(&explicit, "explicit", nil, "explicit-mode listener LISTEN=TARGET[@NAMESPACE/NAME], e.g. 127.0.0.1:9080=10.96.0.10:80 (repeatable)")
 	f.StringArrayVar(&proxies, "http-proxy", nil, "explicit-mode HTTP CONNECT proxy listener LISTEN[@NAMESPACE/NAME], e.g. 127.0.0.1:15080 (repeatable)")
+	f.StringArrayVar(&opts.CaptureHost, "capture-host", nil, "capture a local workload that is a process of this host, in host mode: NAMESPACE/NAME (repeatable; needs root)")
 	f.StringArrayVar(&enroll, "enroll", nil, "capture a local workload's traffic in its network namespace: NAMESPACE/NAME=NETNS-PATH (repeatable; needs root)")
 	f.StringVar(&opts.AdminAddress, "admin-address", "127.0.0.1:15000", "admin endpoint (/config_dump); keep it on localhost; - disables")
 	f.StringVar(&opts.MetricsAddress, "metrics-address", ":15020", "Prometheus /metrics; - disables")

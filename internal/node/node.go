@@ -39,6 +39,12 @@ type Options struct {
 	// namespace (path) to capture in, enrolled once the proxy serves. The
 	// admin endpoint's POST /enroll and /unenroll change it at runtime.
 	Enroll map[string]string
+	// CaptureHost lists local workloads "<namespace>/<name>" that are
+	// processes of this host, captured in host mode (rules in the node's own
+	// namespace, scoped to their addresses and ports) once the proxy serves;
+	// removed when the node stops. POST /enroll with mode=host does the same
+	// at runtime.
+	CaptureHost []string
 
 	AdminAddress     string // default 127.0.0.1:15000; "-" disables
 	MetricsAddress   string // default :15020; "-" disables
@@ -174,6 +180,11 @@ func (n *Node) Run(ctx context.Context) error {
 				return fmt.Errorf("node: %w", err)
 			}
 		}
+		for _, key := range n.opts.CaptureHost {
+			if err := n.proxy.EnrollHost(ctx, key); err != nil {
+				return fmt.Errorf("node: %w", err)
+			}
+		}
 		close(n.ready)
 		n.log.Info("node proxy started", "node", n.opts.Node, "identity", nodeID)
 	case err := <-errc:
@@ -230,12 +241,19 @@ func (n *Node) adminHandler() http.Handler {
 	// Enrolment for hosts without a CNI plugin (and the e2e lab): the admin
 	// listener is on localhost by default.
 	mux.HandleFunc("POST /enroll", func(w http.ResponseWriter, r *http.Request) {
-		key, ns := r.FormValue("workload"), r.FormValue("netns")
-		if key == "" || ns == "" {
-			http.Error(w, "enroll: want form fields workload=<namespace>/<name> and netns=<path>", http.StatusBadRequest)
+		key, ns, mode := r.FormValue("workload"), r.FormValue("netns"), r.FormValue("mode")
+		host := mode == "host"
+		if key == "" || (mode != "" && !host) || host == (ns != "") {
+			http.Error(w, "enroll: want form fields workload=<namespace>/<name> and either netns=<path> (in-pod capture) or mode=host (a process of this host)", http.StatusBadRequest)
 			return
 		}
-		if err := n.proxy.Enroll(r.Context(), key, ns); err != nil {
+		var err error
+		if host {
+			err, ns = n.proxy.EnrollHost(r.Context(), key), "host mode"
+		} else {
+			err = n.proxy.Enroll(r.Context(), key, ns)
+		}
+		if err != nil {
 			http.Error(w, err.Error(), http.StatusInternalServerError)
 			return
 		}

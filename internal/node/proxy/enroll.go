@@ -15,13 +15,14 @@ import (
 	"github.com/ambitmesh/ambit/internal/telemetry"
 )
 
-// pod is a workload network namespace enrolled for transparent capture.
+// pod is a workload enrolled for transparent capture: in its own network
+// namespace, or in host mode in the node's (host, nsPath Options.HostNetNS).
 type pod struct {
 	key     string // "<namespace>/<name>"
 	nsPath  string
-	capture capture.Config
-	cancel  context.CancelFunc
-	wg      sync.WaitGroup
+	host    bool
+	capture capture.Config // in-pod only; host mode shares p.host's rules
+	stop    func()         // closes its listeners and connections; waits for them
 }
 
 // errNotRunning refuses enrolment before Run (listeners live as long as Run).
@@ -42,22 +43,44 @@ func (p *Proxy) Enroll(ctx context.Context, key, nsPath string) error {
 	if runCtx == nil {
 		return errNotRunning
 	}
+	if old != nil && old.host {
+		return fmt.Errorf("node proxy: enroll %s in %s: it is enrolled in host mode; unenroll it first", key, nsPath)
+	}
 	if old != nil {
-		p.stopPod(old)
+		old.stop()
 	}
 	cc := capture.DefaultConfig()
 	cc.InboundHBONEPort = p.opts.HBONEPort
-	pc, cancel := context.WithCancel(runCtx)
-	pd := &pod{key: key, nsPath: nsPath, capture: cc, cancel: cancel}
+	stop, err := p.serveCapture(ctx, runCtx, nsPath, cc, func(ctx context.Context, c net.Conn) { p.serveCaptured(ctx, c, key) })
+	if err != nil {
+		return fmt.Errorf("node proxy: enroll %s: %w", key, err)
+	}
+	if err := capture.Install(ctx, nsPath, cc); err != nil {
+		stop()
+		return fmt.Errorf("node proxy: enroll %s: %w", key, err)
+	}
+	p.mu.Lock()
+	p.pods[key] = &pod{key: key, nsPath: nsPath, capture: cc, stop: stop}
+	p.mu.Unlock()
+	p.signal()
+	p.log.Info("workload enrolled", "workload", key, "netns", nsPath)
+	return nil
+}
+
+// serveCapture opens the outbound, plaintext inbound and HBONE listeners of
+// a capture inside nsPath and serves them until runCtx ends or the returned
+// stop is called (which waits for their connections to end).
+func (p *Proxy) serveCapture(ctx, runCtx context.Context, nsPath string, cc capture.Config, outbound func(context.Context, net.Conn)) (stop func(), err error) {
+	sctx, cancel := context.WithCancel(runCtx)
 	type spec struct {
 		port        uint16
 		transparent bool
 		serve       func(net.Conn)
 	}
 	specs := []spec{
-		{cc.OutboundPort, false, func(c net.Conn) { p.serveCaptured(pc, c, key) }},
-		{cc.InboundPlaintextPort, true, func(c net.Conn) { p.servePlaintext(pc, c) }},
-		{cc.InboundHBONEPort, true, func(c net.Conn) { p.server.ServeConn(pc, c) }},
+		{cc.OutboundPort, false, func(c net.Conn) { outbound(sctx, c) }},
+		{cc.InboundPlaintextPort, true, func(c net.Conn) { p.servePlaintext(sctx, c) }},
+		{cc.InboundHBONEPort, true, func(c net.Conn) { p.server.ServeConn(sctx, c) }},
 	}
 	var listeners []net.Listener
 	for _, s := range specs {
@@ -67,27 +90,23 @@ func (p *Proxy) Enroll(ctx context.Context, key, nsPath string) error {
 			for _, l := range listeners {
 				l.Close()
 			}
-			return fmt.Errorf("node proxy: enroll %s: listen on port %d in %s: %w", key, s.port, nsPath, err)
+			return nil, fmt.Errorf("listen on port %d in %s: %w", s.port, nsName(nsPath), err)
 		}
 		listeners = append(listeners, lis)
 	}
-	if err := capture.Install(ctx, nsPath, cc); err != nil {
-		cancel()
-		for _, l := range listeners {
-			l.Close()
-		}
-		return fmt.Errorf("node proxy: enroll %s: %w", key, err)
-	}
+	var wg sync.WaitGroup
 	for i, lis := range listeners {
 		serve := specs[i].serve
-		pd.wg.Go(func() { _ = acceptLoop(pc, lis, serve) })
+		wg.Go(func() { _ = acceptLoop(sctx, lis, serve) })
 	}
-	p.mu.Lock()
-	p.pods[key] = pd
-	p.mu.Unlock()
-	p.signal()
-	p.log.Info("workload enrolled", "workload", key, "netns", nsPath)
-	return nil
+	return func() { cancel(); wg.Wait() }, nil
+}
+
+func nsName(nsPath string) string {
+	if nsPath == "" {
+		return "the node's netns"
+	}
+	return nsPath
 }
 
 // Unenroll closes the workload's listeners and connections and removes
@@ -100,18 +119,16 @@ func (p *Proxy) Unenroll(ctx context.Context, key string) error {
 	if pd == nil {
 		return fmt.Errorf("node proxy: unenroll %s: not enrolled", key)
 	}
-	p.stopPod(pd)
+	if pd.host {
+		return p.unenrollHost(ctx, key)
+	}
+	pd.stop()
 	p.signal()
 	if err := capture.Remove(ctx, pd.nsPath, pd.capture); err != nil {
 		return fmt.Errorf("node proxy: unenroll %s: %w", key, err)
 	}
 	p.log.Info("workload unenrolled", "workload", key, "netns", pd.nsPath)
 	return nil
-}
-
-func (p *Proxy) stopPod(pd *pod) {
-	pd.cancel()
-	pd.wg.Wait()
 }
 
 func (p *Proxy) stopPods() {
@@ -121,8 +138,9 @@ func (p *Proxy) stopPods() {
 	p.runCtx = nil
 	p.mu.Unlock()
 	for _, pd := range pods {
-		p.stopPod(pd)
+		pd.stop()
 	}
+	p.stopHost()
 }
 
 func (p *Proxy) podOf(key string) *pod {
@@ -139,7 +157,16 @@ func (p *Proxy) serveCaptured(ctx context.Context, c net.Conn, key string) {
 		c.Close()
 		return
 	}
-	p.outbound(ctx, c, netip.AddrPortFrom(dst.Addr().Unmap(), dst.Port()), key, nil)
+	dst = netip.AddrPortFrom(dst.Addr().Unmap(), dst.Port())
+	if dst == addrPortOf(c.LocalAddr()) {
+		// Made to the outbound port itself, not redirected: forwarding it
+		// would dial this same listener again, and again.
+		p.refuse(telemetry.Labels{Reporter: telemetry.ReporterSource}, addrPortOf(c.RemoteAddr()), dst, func(error) error { return nil },
+			fmt.Errorf("node proxy: connection to the proxy's outbound port %s itself (not a redirected one) refused", dst))
+		c.Close()
+		return
+	}
+	p.outbound(ctx, c, dst, key, nil)
 }
 
 // servePlaintext serves a connection TPROXY'd to 15006: no identity, so it
@@ -159,17 +186,28 @@ func (p *Proxy) servePlaintext(ctx context.Context, c net.Conn) {
 		labels.Destination = telemetry.PeerFromWorkload(dst.Proto, p.opts.Cluster)
 	}
 	m := telemetry.Open(labels, telemetry.Endpoints{Src: src, Dst: dstAddr})
+	if p.isProxyPort(dstAddr.Port()) {
+		// Addressed to one of the proxy's own ports: forwarding it would
+		// reach this proxy again, in a loop.
+		m.Finish(p.access, telemetry.Result{Err: fmt.Errorf("node proxy: plaintext inbound to %s refused: that is the proxy's own port", dstAddr), Flags: telemetry.FlagConnectFailure})
+		return
+	}
 	if dst == nil {
 		m.Finish(p.access, telemetry.Result{Err: fmt.Errorf("node proxy: plaintext inbound to %s: no workload of node %s has that address", dstAddr, p.opts.Node), Flags: telemetry.FlagConnectFailure})
 		return
 	}
 	up := &upstream{m: m, access: p.access}
-	d, release := p.authz.Admit(policy.Conn{
+	pc := policy.Conn{
 		SrcIP: src.Addr(), DstNamespace: dst.Proto.GetNamespace(), DstName: dst.Proto.GetName(),
 		DstIP: dstAddr.Addr(), DstPort: dstAddr.Port(),
-	}, func(d policy.Decision) { up.revoke(d); _ = c.Close() })
+	}
+	d, release := p.authz.Admit(pc, func(d policy.Decision) { up.revoke(d); _ = c.Close() })
 	if !d.Allowed {
-		m.Finish(p.access, telemetry.Result{Err: fmt.Errorf("node proxy: plaintext inbound: %s", d), Flags: telemetry.FlagDenied, Policy: d.Policy.String()})
+		err := fmt.Errorf("node proxy: plaintext inbound: %s", d)
+		if p.needsIdentity(cfg, pc, d) {
+			err = fmt.Errorf("%w: %s", errMTLSRequired, d)
+		}
+		m.Finish(p.access, telemetry.Result{Err: err, Flags: telemetry.FlagDenied, Policy: d.Policy.String()})
 		return
 	}
 	up.release = release
@@ -188,6 +226,24 @@ func (p *Proxy) servePlaintext(ctx context.Context, c net.Conn) {
 	relay(c, up)
 }
 
+// errMTLSRequired refuses plaintext to a destination that accepts only
+// authenticated peers: STRICT peer authentication (MeshConfig mtlsMode, which
+// the control plane sends as a DENY policy for connections without a peer
+// identity) or any policy that a peer identity would satisfy.
+var errMTLSRequired = errors.New("node proxy: plaintext refused: the destination requires mTLS (STRICT peer authentication); reach it through the mesh")
+
+// needsIdentity reports whether denied plaintext conn would have passed
+// with a peer identity (that of the source workload when it is known): the
+// policy that refused it asks for mTLS, not for another client.
+func (p *Proxy) needsIdentity(cfg *Config, conn policy.Conn, denied policy.Decision) bool {
+	conn.SrcIdentity = "spiffe://" + p.opts.Bundle.TrustDomain().Name() + "/ns/-/sa/-"
+	if ws := cfg.Workloads(conn.SrcIP); len(ws) > 0 && !ws[0].Identity.IsZero() {
+		conn.SrcIdentity = ws[0].Identity.String()
+	}
+	d := cfg.Policies.Check(conn)
+	return d.Allowed || d.Policy != denied.Policy
+}
+
 // dialWorkload connects to a local workload: inside its namespace from the
 // original client address when it is enrolled, else plain TCP.
 func (p *Proxy) dialWorkload(ctx context.Context, w *Workload, src, dst netip.AddrPort) (net.Conn, error) {
@@ -195,8 +251,7 @@ func (p *Proxy) dialWorkload(ctx context.Context, w *Workload, src, dst netip.Ad
 		d := netns.Dialer{NetNS: pd.nsPath, Transparent: true, LocalAddr: netip.AddrPortFrom(src.Addr(), 0), Timeout: 10 * time.Second}
 		return d.DialContext(ctx, "tcp", dst.String())
 	}
-	d := net.Dialer{Timeout: 10 * time.Second}
-	return d.DialContext(ctx, "tcp", dst.String())
+	return p.plainDial(ctx, netip.Addr{}, dst)
 }
 
 // dialHBONE opens the outer connection of a tunnel: from inside the source
@@ -210,11 +265,7 @@ func (p *Proxy) dialHBONE(ctx context.Context, src netip.Addr, dst netip.AddrPor
 			}
 		}
 	}
-	d := net.Dialer{Timeout: 10 * time.Second}
-	if src.IsValid() {
-		d.LocalAddr = &net.TCPAddr{IP: src.AsSlice()}
-	}
-	return d.DialContext(ctx, "tcp", dst.String())
+	return p.plainDial(ctx, src, dst)
 }
 
 func addrPortOf(a net.Addr) netip.AddrPort {

@@ -23,7 +23,6 @@ import (
 	"strings"
 	"sync"
 	"sync/atomic"
-	"time"
 
 	"github.com/spiffe/go-spiffe/v2/spiffeid"
 
@@ -58,8 +57,14 @@ type Options struct {
 	// src, which is right in explicit mode.
 	DialWorkload func(ctx context.Context, w *Workload, src, dst netip.AddrPort) (net.Conn, error)
 	// DialPassthrough connects an outbound connection to a destination
-	// outside the mesh. Default: a plain TCP dial.
+	// outside the mesh. Default: a plain TCP dial (marked while host
+	// capture is on).
 	DialPassthrough func(ctx context.Context, dst netip.AddrPort) (net.Conn, error)
+	// HostNetNS is the network namespace of host-mode workloads
+	// (EnrollHost): where their rules go and the proxy's host sockets are
+	// made. Empty: the proxy's own namespace, which is the host's; tests
+	// point it at a namespace playing the host.
+	HostNetNS string
 	// HTTPProxies are explicit-mode HTTP CONNECT proxy listeners: apps
 	// send "CONNECT ip:port" and the connection is forwarded like one made
 	// to an Explicit listener targeting ip:port.
@@ -132,6 +137,8 @@ type Proxy struct {
 	listenFailed  map[netip.AddrPort]bool
 	pods          map[string]*pod // enrolled workloads by key
 	runCtx        context.Context // Run's context, nil when not running
+	host          hostCapture
+	hostActive    atomic.Bool // host rules installed: the proxy's sockets need the mark
 }
 
 type listener struct {
@@ -156,12 +163,6 @@ func New(opts Options) (*Proxy, error) {
 	if opts.AccessLog == nil {
 		opts.AccessLog = opts.Logger
 	}
-	d := &net.Dialer{Timeout: 10 * time.Second}
-	if opts.DialPassthrough == nil {
-		opts.DialPassthrough = func(ctx context.Context, dst netip.AddrPort) (net.Conn, error) {
-			return d.DialContext(ctx, "tcp", dst.String())
-		}
-	}
 	p := &Proxy{
 		opts:         opts,
 		log:          opts.Logger,
@@ -175,6 +176,11 @@ func New(opts Options) (*Proxy, error) {
 	}
 	if p.opts.DialWorkload == nil {
 		p.opts.DialWorkload = p.dialWorkload
+	}
+	if p.opts.DialPassthrough == nil {
+		p.opts.DialPassthrough = func(ctx context.Context, dst netip.AddrPort) (net.Conn, error) {
+			return p.plainDial(ctx, netip.Addr{}, dst)
+		}
 	}
 	p.cfg.Store(emptyConfig())
 
@@ -275,6 +281,7 @@ func (p *Proxy) Run(ctx context.Context, xc *xdsclient.Client) error {
 	held := map[spiffeid.ID]bool{}
 	for {
 		p.reconcileInbound(ctx)
+		p.reconcileHost(ctx)
 		p.reconcileIdentities(ctx, &wg, held)
 		select {
 		case <-ctx.Done():

@@ -90,7 +90,7 @@ type node struct {
 	access *lockedBuffer
 }
 
-func joinNode(t *testing.T, cp *control.Control, name string, hbonePort uint16, explicit []proxy.Explicit, httpProxies []proxy.HTTPProxy) *node {
+func joinNode(t *testing.T, cp *control.Control, name string, hbonePort uint16, explicit []proxy.Explicit, httpProxies []proxy.HTTPProxy, mods ...func(*proxy.Options)) *node {
 	t.Helper()
 	body, _ := json.Marshal(control.TokenRequest{Subject: "node/" + name})
 	resp, err := http.Post("http://"+cp.AdminAddr().String()+"/ca/tokens", "application/json", bytes.NewReader(body))
@@ -144,7 +144,7 @@ func joinNode(t *testing.T, cp *control.Control, name string, hbonePort uint16, 
 	}); err != nil {
 		t.Fatal(err)
 	}
-	if n.proxy, err = proxy.New(proxy.Options{
+	opts := proxy.Options{
 		Node:        name,
 		Cluster:     "test",
 		Certs:       n.certs,
@@ -154,7 +154,11 @@ func joinNode(t *testing.T, cp *control.Control, name string, hbonePort uint16, 
 		HTTPProxies: httpProxies,
 		Logger:      discard,
 		AccessLog:   slog.New(slog.NewJSONHandler(n.access, nil)),
-	}); err != nil {
+	}
+	for _, m := range mods {
+		m(&opts)
+	}
+	if n.proxy, err = proxy.New(opts); err != nil {
 		t.Fatal(err)
 	}
 	return n
