@@ -87,23 +87,52 @@ var (
 		// Istio's default buckets.
 		Buckets: []float64{0.5, 1, 5, 10, 25, 50, 100, 250, 500, 1000, 2500, 5000, 10000, 30000, 60000, 300000, 600000, 1800000, 3600000},
 	}, httpLabelNames)
+	// Sizes are headers plus body, as Istio's request.total_size and
+	// response.total_size.
+	requestBytes = prometheus.NewHistogramVec(prometheus.HistogramOpts{
+		Name:    "istio_request_bytes",
+		Help:    "Request size in bytes (headers and body)",
+		Buckets: byteBuckets,
+	}, httpLabelNames)
+	responseBytes = prometheus.NewHistogramVec(prometheus.HistogramOpts{
+		Name:    "istio_response_bytes",
+		Help:    "Response size in bytes (headers and body)",
+		Buckets: byteBuckets,
+	}, httpLabelNames)
 )
 
-// ObserveRequest records one HTTP request: istio_requests_total and
-// istio_request_duration_milliseconds with l's labels.
-func ObserveRequest(l *Labels, responseCode int, grpcStatus, flags string, d time.Duration) {
-	v := l.values(flags)
+// byteBuckets are Istio's size buckets: powers of ten from 1 B to 1 GB.
+var byteBuckets = prometheus.ExponentialBuckets(1, 10, 10)
+
+// Request is the outcome of one HTTP request.
+type Request struct {
+	ResponseCode int
+	GRPCStatus   string // "" when not gRPC
+	Flags        string
+	Duration     time.Duration
+	// RequestBytes and ResponseBytes are the sizes of the request and
+	// response as sent, headers and body.
+	RequestBytes, ResponseBytes int64
+}
+
+// ObserveRequest records one HTTP request with l's labels:
+// istio_requests_total, istio_request_duration_milliseconds,
+// istio_request_bytes and istio_response_bytes.
+func ObserveRequest(l *Labels, r Request) {
+	v := l.values(r.Flags)
 	n := len(v)
-	values := append(v[:n-2:n-2], strconv.Itoa(responseCode), orUnknown(grpcStatus), v[n-2], v[n-1])
+	values := append(v[:n-2:n-2], strconv.Itoa(r.ResponseCode), orUnknown(r.GRPCStatus), v[n-2], v[n-1])
 	requestsTotal.WithLabelValues(values...).Inc()
-	requestDuration.WithLabelValues(values...).Observe(float64(d) / float64(time.Millisecond))
+	requestDuration.WithLabelValues(values...).Observe(float64(r.Duration) / float64(time.Millisecond))
+	requestBytes.WithLabelValues(values...).Observe(float64(r.RequestBytes))
+	responseBytes.WithLabelValues(values...).Observe(float64(r.ResponseBytes))
 }
 
 // Register registers the traffic collectors with reg. Registering again
 // with the same registry is harmless.
 func Register(reg prometheus.Registerer) error {
 	var errs []error
-	for _, c := range []prometheus.Collector{tcpConnectionsOpened, tcpConnectionsClosed, tcpSentBytes, tcpReceivedBytes, requestsTotal, requestDuration} {
+	for _, c := range []prometheus.Collector{tcpConnectionsOpened, tcpConnectionsClosed, tcpSentBytes, tcpReceivedBytes, requestsTotal, requestDuration, requestBytes, responseBytes} {
 		if err := reg.Register(c); err != nil {
 			var are prometheus.AlreadyRegisteredError
 			if !errors.As(err, &are) {

@@ -16,6 +16,19 @@ import (
 // the node proxy's, so every proxy reports one label set).
 func Register(reg prometheus.Registerer) error { return telemetry.Register(reg) }
 
+// headSize is the HTTP/1.1 wire size of a message head: the start line and
+// the header lines, each with its CRLF, and the blank line. HTTP/2 sends
+// the same fields compressed; Istio reports their uncompressed size too.
+func headSize(start string, h http.Header) int64 {
+	n := len(start) + 4
+	for k, vs := range h {
+		for _, v := range vs {
+			n += len(k) + len(v) + 4
+		}
+	}
+	return int64(n)
+}
+
 // finish records the metrics and the access log line of a request.
 func (e *Engine) finish(rw *respWriter, r *http.Request, st *reqState) {
 	status := rw.status
@@ -52,7 +65,10 @@ func (e *Engine) finish(rw *respWriter, r *http.Request, st *reqState) {
 		Service:         telemetry.Service{Hostname: dstHost, Namespace: dstNS, Name: dstName},
 		RequestProtocol: proto,
 		SecurityPolicy:  telemetry.SecurityUnknown,
-	}, status, grpcStatus, st.flag, dur)
+	}, telemetry.Request{ResponseCode: status, GRPCStatus: grpcStatus, Flags: st.flag, Duration: dur,
+		RequestBytes:  headSize(r.Method+" "+r.RequestURI+" "+r.Proto, r.Header) + st.reqBody.n.Load(),
+		ResponseBytes: headSize(r.Proto+" "+strconv.Itoa(status)+" "+http.StatusText(status), rw.Header()) + rw.bytes,
+	})
 
 	if e.cfg.AccessLog == nil {
 		return

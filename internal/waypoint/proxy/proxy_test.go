@@ -488,23 +488,33 @@ func TestUpstreamResetMirrorMetricsReload(t *testing.T) {
 		if err != nil {
 			t.Fatal(err)
 		}
-		found := false
+		// The 504 answers "upstream request timeout" (24 bytes) after a
+		// head of at least its status line; the request is a bodiless GET
+		// whose head is at least "GET /pertry?delay=1s HTTP/1.1".
+		var found, reqBytes, respBytes bool
 		for _, mf := range mfs {
-			if mf.GetName() != "istio_requests_total" {
-				continue
-			}
 			for _, m := range mf.GetMetric() {
 				l := map[string]string{}
 				for _, lp := range m.GetLabel() {
 					l[lp.GetName()] = lp.GetValue()
 				}
-				if l["response_code"] == "504" && l["response_flags"] == "UT" && l["destination_service_name"] == "v1" && l["destination_workload"] == "v1-a" {
+				if l["response_code"] != "504" || l["response_flags"] != "UT" || l["destination_service_name"] != "v1" || l["destination_workload"] != "v1-a" {
+					continue
+				}
+				switch mf.GetName() {
+				case "istio_requests_total":
 					found = m.GetCounter().GetValue() >= 1
+				case "istio_request_bytes":
+					h := m.GetHistogram()
+					reqBytes = h.GetSampleCount() >= 1 && h.GetSampleSum() >= float64(len("GET /pertry?delay=1s HTTP/1.1"))*float64(h.GetSampleCount())
+				case "istio_response_bytes":
+					h := m.GetHistogram()
+					respBytes = h.GetSampleCount() >= 1 && h.GetSampleSum() >= float64(len("HTTP/1.1 504 Gateway Timeout")+len("upstream request timeout"))*float64(h.GetSampleCount())
 				}
 			}
 		}
-		if !found {
-			t.Error("no istio_requests_total series for the 504 UT to v1")
+		if !found || !reqBytes || !respBytes {
+			t.Errorf("series for the 504 UT to v1: istio_requests_total %v, istio_request_bytes %v, istio_response_bytes %v; want all", found, reqBytes, respBytes)
 		}
 	})
 

@@ -16,6 +16,7 @@ import (
 	"slices"
 	"strconv"
 	"strings"
+	"sync/atomic"
 	"syscall"
 	"time"
 
@@ -69,6 +70,22 @@ type reqState struct {
 	// upstreamErr is a read error on the upstream response body
 	// (a reset mid-response).
 	upstreamErr error
+	// reqBody counts the request body bytes read (istio_request_bytes).
+	reqBody countingBody
+}
+
+// countingBody counts what is read through it. The count is atomic: the
+// upstream transport reads the body on its own goroutine, which may still
+// run when the handler finishes.
+type countingBody struct {
+	io.ReadCloser
+	n atomic.Int64
+}
+
+func (b *countingBody) Read(p []byte) (int, error) {
+	n, err := b.ReadCloser.Read(p)
+	b.n.Add(int64(n))
+	return n, err
 }
 
 type stateKey struct{}
@@ -143,6 +160,10 @@ func (e *Engine) Serve(ctx context.Context, ln net.Listener, port uint32, shutdo
 func (e *Engine) serve(w http.ResponseWriter, r *http.Request, port uint32, table func(*config) *route.Table) {
 	st := &reqState{start: time.Now(), port: port, flag: FlagNone}
 	rw := &respWriter{ResponseWriter: w}
+	if r.Body != nil && r.Body != http.NoBody {
+		st.reqBody.ReadCloser = r.Body
+		r.Body = &st.reqBody
+	}
 	defer func() {
 		p := recover()
 		if p != nil {
