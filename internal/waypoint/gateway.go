@@ -106,6 +106,9 @@ type Gateway struct {
 
 	sess   *proxyboot.Session
 	engine *proxy.Engine
+	// dialer tunnels a waypoint's upstream connections (nil with
+	// PlaintextUpstreams and for an ingress gateway).
+	dialer *hbone.Dialer
 }
 
 type served struct {
@@ -224,7 +227,11 @@ func (g *Gateway) Run(ctx context.Context) error {
 		// Closed after the engine (deferred later, runs earlier), whose
 		// idle upstream connections are tunnels of this dialer.
 		defer d.Close()
-		ecfg.DialContext = g.upstreamDialer(d)
+		g.dialer = d
+		ecfg.DialContext = g.upstreamDialer(d, nil)
+	}
+	if g.opts.Waypoint {
+		ecfg.Waypoint = g.opts.Gateway
 	}
 	if g.engine, err = proxy.New(ecfg); err != nil {
 		return fmt.Errorf("%s: %w", comp, err)

@@ -9,6 +9,7 @@ import (
 	"net/http"
 	"net/netip"
 	"strconv"
+	"strings"
 	"sync"
 	"time"
 
@@ -27,6 +28,28 @@ type serviceKey = netip.AddrPort
 type serviceTarget struct {
 	service string // "<namespace>/<name>"
 	port    uint32
+	// tcp: the port declares a protocol other than HTTP; its streams are
+	// passed through to an endpoint as bytes.
+	tcp bool
+}
+
+// isTCPPort applies Istio's explicit protocol selection: appProtocol, else
+// the port name's "<protocol>[-<suffix>]" prefix. HTTP protocols and
+// ports that declare none are served as HTTP; anything else declared
+// (tcp, tls, https, mongo, mysql, redis, ...) is passed through.
+func isTCPPort(name, appProtocol string) bool {
+	proto := strings.ToLower(appProtocol)
+	if proto == "" {
+		proto, _, _ = strings.Cut(strings.ToLower(name), "-")
+	}
+	switch proto {
+	case "", "http", "http2", "grpc", "grpc-web", "h2c", "kubernetes.io/h2c", "kubernetes.io/ws":
+		return false
+	case "tcp", "tls", "https", "mongo", "mysql", "redis", "kubernetes.io/wss":
+		return true
+	}
+	// A name that is no protocol ("web", "api") declares nothing.
+	return appProtocol != ""
 }
 
 // serviceIndex maps every VIP:port of the services bound to the waypoint
@@ -45,7 +68,7 @@ func serviceIndex(s *xdsclient.Snapshot, namespace, name string) map[serviceKey]
 				continue
 			}
 			for _, p := range b.GetPorts() {
-				m[netip.AddrPortFrom(ip.Unmap(), uint16(p.GetPort()))] = serviceTarget{svc, p.GetPort()}
+				m[netip.AddrPortFrom(ip.Unmap(), uint16(p.GetPort()))] = serviceTarget{svc, p.GetPort(), isTCPPort(p.GetName(), p.GetAppProtocol())}
 			}
 		}
 	}
@@ -73,12 +96,26 @@ func upstreamIdentities(s *xdsclient.Snapshot) map[netip.Addr]spiffeid.ID {
 	return m
 }
 
+// downstream is what the waypoint keeps of a node proxy's CONNECT for the
+// upstream hop (DESIGN.md §3): the client's original address, its
+// baggage and its trace context.
+type downstream struct {
+	forwarded hbone.Forwarded
+	baggage   hbone.Baggage
+	trace     hbone.TraceParent
+}
+
 // upstreamDialer is the engine's upstream dialer of a waypoint: an
 // endpoint with an identity gets an HBONE tunnel to its node proxy
 // (authority = endpoint ip:port, the waypoint's identity as the source, the
 // endpoint's as the only accepted peer), so the destination's policy sees
-// the waypoint as the peer; any other address is dialled as plain TCP.
-func (g *Gateway) upstreamDialer(d *hbone.Dialer) func(ctx context.Context, network, addr string) (net.Conn, error) {
+// the waypoint as the peer, and the client's address in forwarded for=;
+// any other address is dialled as plain TCP. ds is the downstream whose
+// requests the tunnels carry (nil: none, such as mirrors').
+func (g *Gateway) upstreamDialer(d *hbone.Dialer, ds *downstream) func(ctx context.Context, network, addr string) (net.Conn, error) {
+	if ds == nil {
+		ds = &downstream{}
+	}
 	plain := &net.Dialer{Timeout: proxy.DefaultDialTimeout, KeepAlive: 30 * time.Second}
 	return func(ctx context.Context, network, addr string) (net.Conn, error) {
 		ap, err := netip.ParseAddrPort(addr)
@@ -99,6 +136,9 @@ func (g *Gateway) upstreamDialer(d *hbone.Dialer) func(ctx context.Context, netw
 			Authority:   ap.String(),
 			Source:      g.sess.ID,
 			Destination: []spiffeid.ID{id},
+			Forwarded:   hbone.Forwarded{For: ds.forwarded.For},
+			Baggage:     ds.baggage,
+			TraceParent: ds.trace,
 		})
 		if err != nil {
 			return nil, fmt.Errorf("waypoint: tunnel to %s (%s) via port %d: %w", ap, id, g.opts.UpstreamHBONEPort, err)
@@ -127,17 +167,28 @@ func (g *Gateway) startHBONE(ctx context.Context, wg *sync.WaitGroup) error {
 		g.engine.ServiceHandler(t.service, t.port).ServeHTTP(w, r)
 	})
 	srv.ConnContext = func(ctx context.Context, c net.Conn) context.Context {
-		if tc, ok := c.(*tunnelConn); ok {
-			return context.WithValue(ctx, targetKey{}, tc.target)
+		tc, ok := c.(*tunnelConn)
+		if !ok {
+			return ctx
+		}
+		ctx = context.WithValue(ctx, targetKey{}, tc.target)
+		ctx = proxy.WithPeer(ctx, tc.peer)
+		if g.dialer != nil {
+			ctx, tc.release = g.engine.WithUpstreams(ctx, g.upstreamDialer(g.dialer, &tc.ds))
 		}
 		return ctx
+	}
+	srv.ConnState = func(c net.Conn, s http.ConnState) {
+		if tc, ok := c.(*tunnelConn); ok && (s == http.StateClosed || s == http.StateHijacked) && tc.release != nil {
+			tc.release()
+		}
 	}
 	self := g.sess.ID
 	hs, err := hbone.NewServer(hbone.ServerConfig{
 		Source:   g.sess.Certs,
 		Bundle:   g.sess.Bundle,
 		Identity: func(*tls.ClientHelloInfo) (spiffeid.ID, error) { return self, nil },
-		Handler: hbone.HandlerFunc(func(_ context.Context, req *hbone.Request) (io.ReadWriteCloser, error) {
+		Handler: hbone.HandlerFunc(func(ctx context.Context, req *hbone.Request) (io.ReadWriteCloser, error) {
 			g.mu.Lock()
 			t, ok := g.services[req.Authority]
 			g.mu.Unlock()
@@ -148,10 +199,16 @@ func (g *Gateway) startHBONE(ctx context.Context, wg *sync.WaitGroup) error {
 			if req.Forwarded.For.IsValid() {
 				remote = req.Forwarded.For
 			}
+			ds := downstream{forwarded: hbone.Forwarded{For: remote}, baggage: req.Baggage, trace: req.TraceParent}
+			if t.tcp {
+				return g.passTCP(ctx, t, &ds)
+			}
 			// One end goes to the HTTP server, the other back to the
 			// HBONE server, which copies the stream into it.
 			a, b := net.Pipe()
-			if !tunnels.push(&tunnelConn{Conn: b, target: t, remote: net.TCPAddrFromAddrPort(remote), local: net.TCPAddrFromAddrPort(req.Authority)}) {
+			tc := &tunnelConn{Conn: b, target: t, ds: ds, remote: net.TCPAddrFromAddrPort(remote), local: net.TCPAddrFromAddrPort(req.Authority),
+				peer: proxy.Peer{Identity: req.Peer.String(), Source: remote, Destination: req.Authority}}
+			if !tunnels.push(tc) {
 				_ = a.Close()
 				_ = b.Close()
 				return nil, fmt.Errorf("waypoint: shutting down")
@@ -181,11 +238,61 @@ func (g *Gateway) startHBONE(ctx context.Context, wg *sync.WaitGroup) error {
 
 type targetKey struct{}
 
+// passTCP connects a stream for a non-HTTP port to an endpoint of the
+// service, as Istio's waypoint passes TCP through; the HBONE server relays
+// the bytes (and answers 503 when no endpoint can be reached).
+// Authorization of such streams is the destination node proxy's (L4), as
+// HTTP attributes do not exist here.
+func (g *Gateway) passTCP(ctx context.Context, t serviceTarget, ds *downstream) (io.ReadWriteCloser, error) {
+	ep, done, ok := g.engine.PickEndpoint(t.service, t.port)
+	if !ok {
+		return nil, fmt.Errorf("waypoint: service %s port %d has no endpoint", t.service, t.port)
+	}
+	dial := g.upstreamDialer(g.dialer, ds)
+	if g.dialer == nil {
+		plain := &net.Dialer{Timeout: proxy.DefaultDialTimeout}
+		dial = plain.DialContext
+	}
+	c, err := dial(ctx, "tcp", ep.String())
+	if err != nil {
+		done()
+		return nil, fmt.Errorf("waypoint: service %s port %d: %w", t.service, t.port, err)
+	}
+	return &doneConn{Conn: c, done: done}, nil
+}
+
+// doneConn calls done once when closed.
+type doneConn struct {
+	net.Conn
+	done func()
+	once sync.Once
+}
+
+// CloseWrite passes the client's end of stream on (the HBONE server
+// half-closes an upstream that can).
+func (c *doneConn) CloseWrite() error {
+	if cw, ok := c.Conn.(interface{ CloseWrite() error }); ok {
+		return cw.CloseWrite()
+	}
+	return nil
+}
+
+func (c *doneConn) Close() error {
+	err := c.Conn.Close()
+	c.once.Do(c.done)
+	return err
+}
+
 // tunnelConn is one HBONE stream as the HTTP server sees it.
 type tunnelConn struct {
 	net.Conn
 	target        serviceTarget
+	ds            downstream
+	peer          proxy.Peer
 	remote, local net.Addr
+	// release closes the stream's upstream connections (set by
+	// ConnContext, called on StateClosed).
+	release func()
 }
 
 func (c *tunnelConn) RemoteAddr() net.Addr { return c.remote }

@@ -174,6 +174,41 @@ func startNode(t *testing.T, ctx context.Context, wg *sync.WaitGroup, cp *contro
 	return n
 }
 
+// startWaypoint runs `ambit waypoint` for gateway on ip:hbonePort until
+// stop (idempotent) and returns its access log and join token.
+func startWaypoint(t *testing.T, ctx context.Context, cp *control.Control, gateway, ip string, hbonePort uint16) (*lockedBuffer, control.TokenResponse, func()) {
+	t.Helper()
+	access := &lockedBuffer{}
+	tok := token(t, cp, "gateway/"+gateway)
+	g, err := waypoint.New(waypoint.Options{
+		ControlPlane: cp.XDSAddr().String(), Gateway: gateway, Token: tok.Token, CAPin: tok.CAPin, TrustDomain: tok.TrustDomain,
+		Waypoint: true, HBONEAddress: ip, HBONEPort: hbonePort, UpstreamHBONEPort: hbonePort,
+		AdminAddress: "127.0.0.1:0", MetricsAddress: "-", ReadinessAddress: "-",
+		Logger: discard, AccessLog: slog.New(slog.NewJSONHandler(access, nil)),
+		XDSBackoff: xdsclient.Backoff{Initial: 20 * time.Millisecond, Max: 200 * time.Millisecond},
+	})
+	if err != nil {
+		t.Fatal(err)
+	}
+	gctx, gcancel := context.WithCancel(ctx)
+	gDone := make(chan error, 1)
+	go func() { gDone <- g.Run(gctx) }()
+	stopped := false
+	stop := func() {
+		if stopped {
+			return
+		}
+		stopped = true
+		gcancel()
+		if err := <-gDone; err != nil {
+			t.Errorf("waypoint: %v", err)
+		}
+	}
+	t.Cleanup(stop)
+	waitFor(t, "waypoint", []<-chan struct{}{g.Ready(), g.Synced()}, gDone)
+	return access, tok, stop
+}
+
 // commonPort finds a port free on every address (the HBONE port is the
 // same on every node and on the waypoint).
 func commonPort(t *testing.T, addrs ...string) uint16 {
@@ -234,34 +269,8 @@ func TestTrafficTraversesWaypointOnce(t *testing.T) {
 	defer cancel()
 	cp := startControl(t, ctx, dir)
 
-	wpAccess := &lockedBuffer{}
-	wtok := token(t, cp, "gateway/shop/web-waypoint")
-	g, err := waypoint.New(waypoint.Options{
-		ControlPlane: cp.XDSAddr().String(), Gateway: "shop/web-waypoint", Token: wtok.Token, CAPin: wtok.CAPin, TrustDomain: wtok.TrustDomain,
-		Waypoint: true, HBONEAddress: wmWaypointIP, HBONEPort: hbonePort, UpstreamHBONEPort: hbonePort,
-		AdminAddress: "127.0.0.1:0", MetricsAddress: "-", ReadinessAddress: "-",
-		Logger: discard, AccessLog: slog.New(slog.NewJSONHandler(wpAccess, nil)),
-		XDSBackoff: xdsclient.Backoff{Initial: 20 * time.Millisecond, Max: 200 * time.Millisecond},
-	})
-	if err != nil {
-		t.Fatal(err)
-	}
-	gctx, gcancel := context.WithCancel(ctx)
-	gDone := make(chan error, 1)
-	go func() { gDone <- g.Run(gctx) }()
-	gStopped := false
-	stopWaypoint := func() {
-		if gStopped {
-			return
-		}
-		gStopped = true
-		gcancel()
-		if err := <-gDone; err != nil {
-			t.Errorf("waypoint: %v", err)
-		}
-	}
+	wpAccess, wtok, stopWaypoint := startWaypoint(t, ctx, cp, "shop/web-waypoint", wmWaypointIP, hbonePort)
 	defer stopWaypoint()
-	waitFor(t, "waypoint", []<-chan struct{}{g.Ready(), g.Synced()}, gDone)
 
 	nctx, ncancel := context.WithCancel(ctx)
 	var nwg sync.WaitGroup

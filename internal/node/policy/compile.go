@@ -4,6 +4,7 @@ import (
 	"cmp"
 	"fmt"
 	"net/netip"
+	"net/textproto"
 	"slices"
 	"strconv"
 	"strings"
@@ -35,6 +36,14 @@ type match struct {
 	srcIPs, notSrcIPs         []netip.Prefix
 	dstIPs, notDstIPs         []netip.Prefix
 	ports, notPorts           []uint16
+	// HTTP attributes, compiled for waypoints only (NewWaypoint).
+	methods, notMethods []strMatch
+	paths, notPaths     []strMatch
+	hosts, notHosts     []strMatch
+	header              string // canonical name of a request.headers[...] condition
+	headerValues        []strMatch
+	notHeaderValues     []strMatch
+	sni, notSNI         []strMatch
 }
 
 type strKind uint8
@@ -100,7 +109,46 @@ func (m *match) matches(c *Conn, src *identity) bool {
 		strings2(m.namespaces, m.notNamespaces, src.namespace != "", src.namespace) &&
 		prefixes2(m.srcIPs, m.notSrcIPs, c.SrcIP) &&
 		prefixes2(m.dstIPs, m.notDstIPs, c.DstIP) &&
-		ports2(m.ports, m.notPorts, c.DstPort)
+		ports2(m.ports, m.notPorts, c.DstPort) &&
+		m.matchesHTTP(c.HTTP)
+}
+
+// matchesHTTP evaluates the HTTP attributes. A match without any always
+// holds; with some, a connection without HTTP never has them (positive
+// lists fail, negative ones pass).
+func (m *match) matchesHTTP(h *HTTP) bool {
+	if h == nil {
+		h = &HTTP{}
+	}
+	present := h.Method != ""
+	if !strings2(m.methods, m.notMethods, present, h.Method) ||
+		!strings2(m.paths, m.notPaths, present, h.Path) ||
+		!hosts2(m.hosts, m.notHosts, present, h.Host) ||
+		!strings2(m.sni, m.notSNI, h.SNI != "", h.SNI) {
+		return false
+	}
+	if m.header == "" {
+		return true
+	}
+	vs, ok := h.Header[m.header]
+	// Several field lines are one comma-separated value (RFC 9110 §5.3),
+	// as Envoy's header matcher sees them.
+	return strings2(m.headerValues, m.notHeaderValues, ok, strings.Join(vs, ","))
+}
+
+// hosts2 matches a Host header case-insensitively, with or without its
+// port, as Istio's hosts do ("example.com" matches "example.com:8080").
+func hosts2(pos, neg []strMatch, present bool, host string) bool {
+	host = strings.ToLower(host)
+	bare := host
+	if i := strings.LastIndexByte(host, ':'); i >= 0 && !strings.HasSuffix(host, "]") {
+		bare = host[:i]
+	}
+	hit := func(ms []strMatch) bool { return anyStr(ms, host) || anyStr(ms, bare) }
+	if len(pos) > 0 && (!present || !hit(pos)) {
+		return false
+	}
+	return !present || !hit(neg)
 }
 
 // strings2 evaluates a positive/negative pattern pair. A connection
@@ -159,6 +207,13 @@ var l4Keys = map[string]bool{
 	"destination.port": true,
 }
 
+// l7Keys are the further `when` keys a waypoint evaluates (besides
+// request.headers[<name>]).
+var l7Keys = map[string]bool{
+	"remote.ip":      true,
+	"connection.sni": true,
+}
+
 // New builds an Engine from the Authorization resources a node proxy
 // received. It never fails: what it cannot take as written is enforced
 // fail-closed and listed by Problems —
@@ -172,7 +227,20 @@ var l4Keys = map[string]bool{
 // HTTP attributes (methods, paths, hosts, request.* and other non-L4
 // `when` keys) make a rule never match in ALLOW; in DENY and AUDIT they
 // are ignored, so the rule matches more broadly than written.
-func New(policies []*authorizationv1.Authorization) *Engine {
+func New(policies []*authorizationv1.Authorization) *Engine { return newEngine(policies, nil) }
+
+// NewWaypoint builds the engine of waypoint gateway: the SCOPE_TARGETS
+// policies that target the waypoint itself (every request through it) or
+// a Service (requests to that service: Conn.DstNamespace/DstName name the
+// service), with HTTP attributes evaluated (Conn.HTTP). Other scopes are
+// node proxies' and are skipped. Invalid values are enforced fail-closed
+// as in New.
+func NewWaypoint(policies []*authorizationv1.Authorization, gateway Ref) *Engine {
+	return newEngine(policies, &gateway)
+}
+
+// newEngine is New (waypoint nil) or NewWaypoint.
+func newEngine(policies []*authorizationv1.Authorization, waypoint *Ref) *Engine {
 	e := &Engine{mesh: &policySet{}, namespace: map[string]*policySet{}, workload: map[workloadKey]*policySet{}}
 	type entry struct {
 		p      *compiled
@@ -195,8 +263,34 @@ func New(policies []*authorizationv1.Authorization) *Engine {
 			action = authorizationv1.Action_ACTION_DENY
 		}
 		var scopeWorkloads []workloadKey
+		// gatewayWide: a waypoint policy targeting the waypoint itself.
+		gatewayWide := false
 		switch a.GetScope() {
-		case authorizationv1.Scope_SCOPE_MESH, authorizationv1.Scope_SCOPE_NAMESPACE:
+		case authorizationv1.Scope_SCOPE_MESH, authorizationv1.Scope_SCOPE_NAMESPACE, authorizationv1.Scope_SCOPE_WORKLOADS:
+			if waypoint != nil {
+				continue // enforced by node proxies
+			}
+		case authorizationv1.Scope_SCOPE_TARGETS:
+			if waypoint == nil {
+				continue // enforced by the waypoint; a node proxy never sees it normally
+			}
+		default:
+			e.problems = append(e.problems, fmt.Errorf("policy: Authorization %s: scope %v is not MESH, NAMESPACE, WORKLOADS or TARGETS; policy skipped", ref, a.GetScope()))
+			continue
+		}
+		switch a.GetScope() {
+		case authorizationv1.Scope_SCOPE_TARGETS:
+			for _, t := range a.GetTargets() {
+				switch {
+				case t.GetKind() == "Gateway" && t.GetNamespace() == waypoint.Namespace && t.GetName() == waypoint.Name:
+					gatewayWide = true
+				case t.GetKind() == "Service":
+					scopeWorkloads = append(scopeWorkloads, workloadKey{t.GetNamespace(), t.GetName()})
+				}
+			}
+			if !gatewayWide && len(scopeWorkloads) == 0 {
+				continue // another waypoint's
+			}
 		case authorizationv1.Scope_SCOPE_WORKLOADS:
 			for _, w := range a.GetWorkloads() {
 				ns, name, ok := strings.Cut(w, "/")
@@ -206,17 +300,11 @@ func New(policies []*authorizationv1.Authorization) *Engine {
 				}
 				scopeWorkloads = append(scopeWorkloads, workloadKey{ns, name})
 			}
-		case authorizationv1.Scope_SCOPE_TARGETS:
-			// Enforced by the waypoint; a node proxy never sees it normally.
-			continue
-		default:
-			e.problems = append(e.problems, fmt.Errorf("policy: Authorization %s: scope %v is not MESH, NAMESPACE, WORKLOADS or TARGETS; policy skipped", ref, a.GetScope()))
-			continue
 		}
 
 		c := &compiled{ref: ref}
 		for i, r := range a.GetRules() {
-			cr, err := compileRule(r, action)
+			cr, err := compileRule(r, action, waypoint != nil)
 			if err != nil {
 				e.problems = append(e.problems, fmt.Errorf("policy: Authorization %s: rules[%d]: %w; the rule %s", ref, i, err, failClosedEffect(action)))
 			}
@@ -224,12 +312,14 @@ func New(policies []*authorizationv1.Authorization) *Engine {
 		}
 		e.count++
 		ent := entry{c, action}
-		switch a.GetScope() {
-		case authorizationv1.Scope_SCOPE_MESH:
+		switch {
+		case gatewayWide:
 			mesh = append(mesh, ent)
-		case authorizationv1.Scope_SCOPE_NAMESPACE:
+		case a.GetScope() == authorizationv1.Scope_SCOPE_MESH:
+			mesh = append(mesh, ent)
+		case a.GetScope() == authorizationv1.Scope_SCOPE_NAMESPACE:
 			byNS[ref.Namespace] = append(byNS[ref.Namespace], ent)
-		case authorizationv1.Scope_SCOPE_WORKLOADS:
+		default: // workloads, or a waypoint's target services
 			for _, k := range scopeWorkloads {
 				byWL[k] = append(byWL[k], ent)
 			}
@@ -274,8 +364,9 @@ func failClosedEffect(action authorizationv1.Action) string {
 }
 
 // compileRule converts one rule. On a malformed value it returns the
-// fail-closed rule for the action and the error.
-func compileRule(r *authorizationv1.Rule, action authorizationv1.Action) (rule, error) {
+// fail-closed rule for the action and the error. l7 compiles HTTP
+// attributes (a waypoint); without it they are handled as New documents.
+func compileRule(r *authorizationv1.Rule, action authorizationv1.Action, l7 bool) (rule, error) {
 	allow := action == authorizationv1.Action_ACTION_ALLOW
 	failClosed := rule{never: allow, always: !allow}
 	if r.GetInvalid() != "" {
@@ -309,13 +400,24 @@ func compileRule(r *authorizationv1.Rule, action authorizationv1.Action) (rule, 
 	if len(r.GetTo()) > 0 {
 		var clause []match
 		for i, o := range r.GetTo() {
-			if len(o.GetMethods())+len(o.GetNotMethods())+len(o.GetPaths())+len(o.GetNotPaths())+len(o.GetHosts())+len(o.GetNotHosts()) > 0 && allow {
+			if len(o.GetMethods())+len(o.GetNotMethods())+len(o.GetPaths())+len(o.GetNotPaths())+len(o.GetHosts())+len(o.GetNotHosts()) > 0 && allow && !l7 {
 				return rule{never: true}, nil
 			}
 			var m match
 			var err error
 			if m.ports, err = protoPorts(o.GetPorts()); err == nil {
 				m.notPorts, err = protoPorts(o.GetNotPorts())
+			}
+			if l7 {
+				for _, f := range []struct {
+					dst  *[]strMatch
+					vals []string
+				}{{&m.methods, o.GetMethods()}, {&m.notMethods, o.GetNotMethods()}, {&m.paths, o.GetPaths()},
+					{&m.notPaths, o.GetNotPaths()}, {&m.hosts, lower(o.GetHosts())}, {&m.notHosts, lower(o.GetNotHosts())}} {
+					if err == nil {
+						*f.dst, err = patterns(f.vals)
+					}
+				}
 			}
 			if err != nil {
 				return failClosed, fmt.Errorf("to[%d]: %w", i, err)
@@ -325,7 +427,7 @@ func compileRule(r *authorizationv1.Rule, action authorizationv1.Action) (rule, 
 		out.clauses = append(out.clauses, clause)
 	}
 	for i, w := range r.GetWhen() {
-		if !l4Keys[w.GetKey()] {
+		if !l4Keys[w.GetKey()] && !l7 {
 			if allow {
 				return rule{never: true}, nil
 			}
@@ -364,8 +466,36 @@ func conditionMatch(w *authorizationv1.Condition) (match, error) {
 		if m.ports, err = stringPorts(w.GetValues()); err == nil {
 			m.notPorts, err = stringPorts(w.GetNotValues())
 		}
+	case "remote.ip":
+		// The original client: without trusted X-Forwarded-For hops
+		// (Envoy's default), the source address.
+		if m.srcIPs, err = stringPrefixes(w.GetValues()); err == nil {
+			m.notSrcIPs, err = stringPrefixes(w.GetNotValues())
+		}
+	case "connection.sni":
+		if m.sni, err = patterns(lower(w.GetValues())); err == nil {
+			m.notSNI, err = patterns(lower(w.GetNotValues()))
+		}
+	default:
+		name, ok := strings.CutPrefix(w.GetKey(), "request.headers[")
+		name, ok2 := strings.CutSuffix(name, "]")
+		if !ok || !ok2 || name == "" {
+			return m, fmt.Errorf("key %q is not supported; want one of source.ip, source.namespace, source.principal, destination.ip, destination.port, remote.ip, connection.sni, request.headers[<name>]", w.GetKey())
+		}
+		m.header = textproto.CanonicalMIMEHeaderKey(name)
+		if m.headerValues, err = patterns(w.GetValues()); err == nil {
+			m.notHeaderValues, err = patterns(w.GetNotValues())
+		}
 	}
 	return m, err
+}
+
+func lower(vs []string) []string {
+	out := make([]string, len(vs))
+	for i, v := range vs {
+		out[i] = strings.ToLower(v)
+	}
+	return out
 }
 
 func patterns(vs []string) ([]strMatch, error) {

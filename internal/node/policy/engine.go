@@ -28,6 +28,22 @@ type Conn struct {
 	DstName      string
 	DstIP        netip.Addr
 	DstPort      uint16
+	// HTTP is the request, at a waypoint (NewWaypoint); nil at a node
+	// proxy.
+	HTTP *HTTP
+}
+
+// HTTP is what a waypoint's engine knows about a request.
+type HTTP struct {
+	Method string
+	Host   string // Host header or :authority
+	// Path is the normalised path without the query.
+	Path string
+	// Header holds the request headers under canonical keys.
+	Header map[string][]string
+	// SNI is the TLS server name of the downstream connection, "" for
+	// plaintext.
+	SNI string
 }
 
 // Ref names an AuthorizationPolicy.

@@ -29,17 +29,20 @@ import (
 	"net"
 	"net/http"
 	"net/http/httputil"
+	"net/netip"
 	"strings"
 	"sync"
 	"sync/atomic"
 	"time"
 
+	"github.com/ambitmesh/ambit/internal/node/policy"
 	"github.com/ambitmesh/ambit/internal/telemetry"
 	"github.com/ambitmesh/ambit/internal/waypoint/filter"
 	_ "github.com/ambitmesh/ambit/internal/waypoint/filter/builtin" // every built-in filter
 	"github.com/ambitmesh/ambit/internal/waypoint/lb"
 	"github.com/ambitmesh/ambit/internal/waypoint/route"
 	"github.com/ambitmesh/ambit/internal/xdsclient"
+	authzv1 "github.com/ambitmesh/ambit/proto/ambit/authorization/v1"
 	gatewayv1 "github.com/ambitmesh/ambit/proto/ambit/gateway/v1"
 )
 
@@ -88,8 +91,12 @@ type Config struct {
 	// request unless set).
 	Balancer lb.Config
 	// DialContext, when set, replaces the plain TCP dialer for upstream
-	// connections (tests, and HBONE later).
+	// connections (a waypoint's HBONE tunnels, tests).
 	DialContext func(ctx context.Context, network, addr string) (net.Conn, error)
+	// Waypoint, "<namespace>/<name>", makes ApplySnapshot enforce the
+	// AuthorizationPolicies that target this waypoint or its services on
+	// ServiceHandler requests.
+	Waypoint string
 }
 
 // Engine is the L7 engine. Create it with New, feed it with Apply or
@@ -99,6 +106,8 @@ type Engine struct {
 	log *slog.Logger
 
 	cur atomic.Pointer[config]
+	// authz is the waypoint's policy engine (nil: no policies).
+	authz atomic.Pointer[policy.Engine]
 
 	mu   sync.Mutex // serialises Apply
 	bals map[balKey]*lb.Balancer
@@ -125,8 +134,12 @@ type config struct {
 	// services are waypoint route tables by resource name
 	// ("<ns>/<name>" or "<ns>/<name>:<port>").
 	services map[string]*route.Table
-	routes   map[*gatewayv1.Route]*compiledRoute
-	backends map[balKey]*upstream
+	// passthrough: "<ns>/<name>:<port>" of every service bound to a
+	// waypoint -> a table with one route to the service itself, served
+	// when no route table applies (Istio's default waypoint route).
+	passthrough map[string]*route.Table
+	routes      map[*gatewayv1.Route]*compiledRoute
+	backends    map[balKey]*upstream
 }
 
 type compiledRoute struct {
@@ -184,6 +197,21 @@ func New(cfg Config) (*Engine, error) {
 		d := &net.Dialer{Timeout: cfg.DialTimeout, KeepAlive: 30 * time.Second}
 		dial = d.DialContext
 	}
+	// One transport per upstream protocol: http.Transport pools
+	// connections per endpoint address, which is the per-endpoint pool.
+	e.h1, e.h2c = newTransports(dial)
+	e.rp = &httputil.ReverseProxy{
+		Rewrite:        e.rewrite,
+		Transport:      (*roundTripper)(e),
+		ErrorHandler:   e.errorHandler,
+		ModifyResponse: e.modifyResponse,
+		ErrorLog:       slog.NewLogLogger(cfg.Logger.Handler(), slog.LevelDebug),
+	}
+	e.cur.Store(&config{})
+	return e, nil
+}
+
+func newTransports(dial func(ctx context.Context, network, addr string) (net.Conn, error)) (h1, h2c *http.Transport) {
 	newTransport := func(h2c bool) *http.Transport {
 		var p http.Protocols
 		if h2c {
@@ -202,18 +230,53 @@ func New(cfg Config) (*Engine, error) {
 			ForceAttemptHTTP2:  false,
 		}
 	}
-	// One transport per upstream protocol: http.Transport pools
-	// connections per endpoint address, which is the per-endpoint pool.
-	e.h1, e.h2c = newTransport(false), newTransport(true)
-	e.rp = &httputil.ReverseProxy{
-		Rewrite:        e.rewrite,
-		Transport:      (*roundTripper)(e),
-		ErrorHandler:   e.errorHandler,
-		ModifyResponse: e.modifyResponse,
-		ErrorLog:       slog.NewLogLogger(cfg.Logger.Handler(), slog.LevelDebug),
+	return newTransport(false), newTransport(true)
+}
+
+type transportsKey struct{}
+
+type transports struct{ h1, h2c *http.Transport }
+
+// WithUpstreams gives the requests served under ctx their own upstream
+// connections, dialled with dial, instead of the engine's shared pool;
+// release closes them once idle. A waypoint gives each downstream
+// connection its own so the tunnels to the endpoints carry that client's
+// forwarded address (a shared tunnel would carry the first client's).
+func (e *Engine) WithUpstreams(ctx context.Context, dial func(ctx context.Context, network, addr string) (net.Conn, error)) (context.Context, func()) {
+	t := &transports{}
+	t.h1, t.h2c = newTransports(dial)
+	return context.WithValue(ctx, transportsKey{}, t), func() {
+		t.h1.CloseIdleConnections()
+		t.h2c.CloseIdleConnections()
 	}
-	e.cur.Store(&config{})
-	return e, nil
+}
+
+// transport is the round tripper of a request: its WithUpstreams pool or
+// the engine's.
+func (e *Engine) transport(ctx context.Context, h2c bool) *http.Transport {
+	h1, h2 := e.h1, e.h2c
+	if t, ok := ctx.Value(transportsKey{}).(*transports); ok {
+		h1, h2 = t.h1, t.h2c
+	}
+	if h2c {
+		return h2
+	}
+	return h1
+}
+
+// PickEndpoint picks an endpoint of a service port for a TCP connection
+// (a waypoint passing a non-HTTP port through); done must be called when
+// the connection ends. ok is false when the service has no endpoint.
+func (e *Engine) PickEndpoint(service string, port uint32) (ep netip.AddrPort, done func(), ok bool) {
+	up := e.cur.Load().backends[balKey{service, port}]
+	if up == nil {
+		return netip.AddrPort{}, nil, false
+	}
+	p, ok := up.bal.Pick(nil)
+	if !ok {
+		return netip.AddrPort{}, nil, false
+	}
+	return p.Addr, func() { up.bal.Done(p) }, true
 }
 
 // Close stops mirrors, waits for them and closes idle upstream
@@ -242,7 +305,31 @@ func (e *Engine) ApplySnapshot(s *xdsclient.Snapshot) error {
 	for _, b := range xdsclient.All[*gatewayv1.Backend](s) {
 		bs = append(bs, b)
 	}
-	return e.Apply(ls, ts, bs)
+	err := e.Apply(ls, ts, bs)
+	if e.cfg.Waypoint != "" {
+		var ps []*authzv1.Authorization
+		for _, a := range xdsclient.All[*authzv1.Authorization](s) {
+			ps = append(ps, a)
+		}
+		err = errors.Join(err, e.ApplyAuthorization(ps))
+	}
+	return err
+}
+
+// ApplyAuthorization replaces the waypoint's policies (Config.Waypoint);
+// requests already past their check are not affected, every later one
+// is. Values that cannot be compiled are enforced fail-closed (a DENY
+// rule matches, an ALLOW rule does not) and reported.
+func (e *Engine) ApplyAuthorization(policies []*authzv1.Authorization) error {
+	ns, name, _ := strings.Cut(e.cfg.Waypoint, "/")
+	pe := policy.NewWaypoint(policies, policy.Ref{Namespace: ns, Name: name})
+	e.authz.Store(pe)
+	if p := pe.Problems(); len(p) > 0 {
+		err := fmt.Errorf("proxy: authorization: %w", errors.Join(p...))
+		e.log.Warn("proxy: authorization policies applied fail-closed", "error", err)
+		return err
+	}
+	return nil
 }
 
 // Apply compiles and publishes a configuration. Problems (an invalid
@@ -255,10 +342,11 @@ func (e *Engine) Apply(listeners []*gatewayv1.Listener, tables []*gatewayv1.Rout
 	defer e.mu.Unlock()
 	var errs []error
 	c := &config{
-		listeners: map[uint32]*route.Table{},
-		services:  map[string]*route.Table{},
-		routes:    map[*gatewayv1.Route]*compiledRoute{},
-		backends:  map[balKey]*upstream{},
+		listeners:   map[uint32]*route.Table{},
+		services:    map[string]*route.Table{},
+		passthrough: map[string]*route.Table{},
+		routes:      map[*gatewayv1.Route]*compiledRoute{},
+		backends:    map[balKey]*upstream{},
 	}
 	addRoutes := func(rs []*gatewayv1.Route) {
 		for _, r := range rs {
@@ -305,6 +393,12 @@ func (e *Engine) Apply(listeners []*gatewayv1.Listener, tables []*gatewayv1.Rout
 		byName[name] = b
 		for _, p := range b.GetPorts() {
 			want[balKey{name, p.GetPort()}] = true
+			if b.GetWaypoint().GetName() != "" {
+				r := passthroughRoute(b, p.GetPort())
+				t, _ := route.CompileRouteTable(&gatewayv1.RouteTable{Routes: []*gatewayv1.Route{r}})
+				c.passthrough[fmt.Sprintf("%s:%d", name, p.GetPort())] = t
+				addRoutes([]*gatewayv1.Route{r})
+			}
 		}
 	}
 	for r := range c.routes {
@@ -347,6 +441,16 @@ func (e *Engine) Apply(listeners []*gatewayv1.Listener, tables []*gatewayv1.Rout
 		e.log.Warn("proxy: configuration applied with errors", "error", err)
 	}
 	return err
+}
+
+// passthroughRoute sends every request to the service port itself, with
+// the default load balancing, no filters, timeouts or retries.
+func passthroughRoute(b *gatewayv1.Backend, port uint32) *gatewayv1.Route {
+	return &gatewayv1.Route{
+		Source:   &gatewayv1.RouteSource{Kind: "Service", Namespace: b.GetNamespace(), Name: b.GetName(), RuleName: "passthrough"},
+		Match:    &gatewayv1.RouteMatch{},
+		Backends: []*gatewayv1.BackendRef{{Service: b.GetNamespace() + "/" + b.GetName(), Port: port, Weight: 1}},
+	}
 }
 
 func compileRoute(r *gatewayv1.Route) *compiledRoute {

@@ -1,6 +1,7 @@
 package proxy
 
 import (
+	"encoding/hex"
 	"log/slog"
 	"net/http"
 	"strconv"
@@ -8,6 +9,7 @@ import (
 
 	"github.com/prometheus/client_golang/prometheus"
 
+	"github.com/ambitmesh/ambit/internal/hbone"
 	"github.com/ambitmesh/ambit/internal/telemetry"
 	gatewayv1 "github.com/ambitmesh/ambit/proto/ambit/gateway/v1"
 )
@@ -86,10 +88,18 @@ func (e *Engine) finish(rw *respWriter, r *http.Request, st *reqState) {
 	}
 	if st.fr != nil {
 		attrs = append(attrs, slog.String("request_id", st.fr.Header.Get("X-Request-Id")))
+		if tp, err := hbone.ParseTraceParent(st.fr.Header.Get("Traceparent")); err == nil {
+			attrs = append(attrs, slog.String("trace_id", hex.EncodeToString(tp.TraceID[:])))
+		}
 	}
 	if st.route != nil {
 		s := st.route.Source()
 		attrs = append(attrs, slog.String("route", s.GetKind()+"/"+s.GetNamespace()+"/"+s.GetName()+"#"+strconv.Itoa(int(s.GetRule()))))
+	}
+	if !st.policy.Policy.IsZero() || st.flag == FlagRBAC {
+		// The deciding policy (a DENY that matched, the ALLOW that did) or
+		// why none did.
+		attrs = append(attrs, slog.String("authz", st.policy.String()))
 	}
 	if st.picked {
 		attrs = append(attrs, slog.String("upstream", st.endpoint.Addr.String()), slog.Int("attempts", st.attempts))

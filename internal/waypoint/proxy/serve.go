@@ -20,6 +20,8 @@ import (
 	"syscall"
 	"time"
 
+	"github.com/ambitmesh/ambit/internal/hbone"
+	"github.com/ambitmesh/ambit/internal/node/policy"
 	"github.com/ambitmesh/ambit/internal/waypoint/filter"
 	"github.com/ambitmesh/ambit/internal/waypoint/lb"
 	"github.com/ambitmesh/ambit/internal/waypoint/route"
@@ -38,6 +40,9 @@ const (
 	FlagUpstreamClosed  = "UC"
 	FlagUpstreamTimeout = "UT"
 	FlagDownstreamClose = "DC"
+	// FlagRBAC: denied by an AuthorizationPolicy (Envoy reports it as
+	// rbac_access_denied_matched_policy in the response code details).
+	FlagRBAC = "RBAC"
 )
 
 // Errors the round tripper returns to the error handler.
@@ -72,6 +77,8 @@ type reqState struct {
 	upstreamErr error
 	// reqBody counts the request body bytes read (istio_request_bytes).
 	reqBody countingBody
+	// policy is the authorization decision at a waypoint.
+	policy policy.Decision
 }
 
 // countingBody counts what is read through it. The count is atomic: the
@@ -98,23 +105,75 @@ func stateFrom(ctx context.Context) *reqState {
 // Handler serves requests arriving on the listener with the given port.
 func (e *Engine) Handler(port uint32) http.Handler {
 	return http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
-		e.serve(w, r, port, func(c *config) *route.Table { return c.listeners[port] })
+		e.serve(w, r, port, "", func(c *config) *route.Table { return c.listeners[port] })
 	})
 }
 
-// ServiceHandler serves a waypoint's traffic for one service port: the
-// route table for "<ns>/<name>:<port>", else "<ns>/<name>". Without a
-// table, requests are answered 404 (pass-through is not built yet).
+// Peer is the downstream of a waypoint request as the node proxy's HBONE
+// stream describes it; the waypoint's HBONE server attaches it to each
+// stream's requests with WithPeer.
+type Peer struct {
+	// Identity is the verified SPIFFE ID of the HBONE client certificate:
+	// the source workload's, which its node proxy presents.
+	Identity string
+	// Source is the client's original address (the CONNECT's forwarded
+	// for=), Destination the service VIP:port it addressed.
+	Source, Destination netip.AddrPort
+}
+
+type peerKey struct{}
+
+// WithPeer attaches the HBONE peer of a stream to ctx.
+func WithPeer(ctx context.Context, p Peer) context.Context {
+	return context.WithValue(ctx, peerKey{}, p)
+}
+
+// ServiceHandler serves a waypoint's traffic for one service port
+// ("<ns>/<name>"): authorization first (the waypoint's policies, with the
+// Peer of the request's context), then the route table for
+// "<ns>/<name>:<port>", else "<ns>/<name>", else the pass-through route
+// to the service itself.
 func (e *Engine) ServiceHandler(service string, port uint32) http.Handler {
 	withPort := service + ":" + strconv.FormatUint(uint64(port), 10)
 	return http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
-		e.serve(w, r, port, func(c *config) *route.Table {
+		e.serve(w, r, port, service, func(c *config) *route.Table {
 			if t := c.services[withPort]; t != nil {
 				return t
 			}
-			return c.services[service]
+			if t := c.services[service]; t != nil {
+				return t
+			}
+			return c.passthrough[withPort]
 		})
 	})
+}
+
+// authorize applies the waypoint's policies to a request for service;
+// false when it was denied (and answered 403).
+func (e *Engine) authorize(w http.ResponseWriter, r *http.Request, st *reqState, service string) bool {
+	pe := e.authz.Load()
+	if pe == nil || pe.Len() == 0 {
+		return true
+	}
+	p, _ := r.Context().Value(peerKey{}).(Peer)
+	ns, name, _ := strings.Cut(service, "/")
+	d := pe.Check(policy.Conn{
+		SrcIdentity: p.Identity, SrcIP: p.Source.Addr().Unmap(),
+		DstNamespace: ns, DstName: name,
+		DstIP: p.Destination.Addr().Unmap(), DstPort: p.Destination.Port(),
+		HTTP: &policy.HTTP{Method: r.Method, Host: r.Host, Path: r.URL.EscapedPath(), Header: r.Header},
+	})
+	st.policy = d
+	if d.Allowed {
+		return true
+	}
+	st.flag = FlagRBAC
+	// Envoy's answer; which policy denied is the access log's business,
+	// not the client's.
+	w.Header().Set("Content-Type", "text/plain")
+	w.WriteHeader(http.StatusForbidden)
+	_, _ = io.WriteString(w, "RBAC: access denied")
+	return false
 }
 
 // Server returns an http.Server for the listener port serving HTTP/1.1
@@ -157,7 +216,9 @@ func (e *Engine) Serve(ctx context.Context, ln net.Listener, port uint32, shutdo
 	return err
 }
 
-func (e *Engine) serve(w http.ResponseWriter, r *http.Request, port uint32, table func(*config) *route.Table) {
+// serve handles one request; service is the waypoint service it is for
+// ("" on a gateway listener).
+func (e *Engine) serve(w http.ResponseWriter, r *http.Request, port uint32, service string, table func(*config) *route.Table) {
 	st := &reqState{start: time.Now(), port: port, flag: FlagNone}
 	rw := &respWriter{ResponseWriter: w}
 	if r.Body != nil && r.Body != http.NoBody {
@@ -180,6 +241,15 @@ func (e *Engine) serve(w http.ResponseWriter, r *http.Request, port uint32, tabl
 			panic(p)
 		}
 	}()
+	if p, ok := normalizePath(r.URL.EscapedPath()); ok {
+		// Policies, routes and the upstream must all see one path, or
+		// "/public/../admin" would pass a DENY on "/admin*" and reach
+		// /admin (Envoy's normalize_path, which Istio turns on).
+		setPath(r.URL, p)
+	}
+	if service != "" && !e.authorize(rw, r, st, service) {
+		return
+	}
 	c := e.cur.Load()
 	t := table(c)
 	var rt *route.Route
@@ -200,6 +270,13 @@ func (e *Engine) serve(w http.ResponseWriter, r *http.Request, port uint32, tabl
 	hdr := r.Header.Clone()
 	if hdr.Get("X-Request-Id") == "" {
 		hdr.Set("X-Request-Id", newRequestID())
+	}
+	// W3C trace context: kept when valid (with tracestate and baggage,
+	// which pass unchanged), else started here so every hop of the
+	// request logs one trace id.
+	if _, err := hbone.ParseTraceParent(hdr.Get("Traceparent")); err != nil {
+		hdr.Set("Traceparent", hbone.NewTraceParent().String())
+		hdr.Del("Tracestate")
 	}
 	scheme := "http"
 	if r.TLS != nil {
@@ -244,11 +321,7 @@ func (e *Engine) serve(w http.ResponseWriter, r *http.Request, port uint32, tabl
 	out.Host = fr.Host
 	u := *r.URL
 	u.RawQuery = fr.RawQuery
-	if p, err := url.PathUnescape(fr.Path); err == nil {
-		u.Path, u.RawPath = p, fr.Path
-	} else {
-		u.Path, u.RawPath = fr.Path, ""
-	}
+	setPath(&u, fr.Path)
 	out.URL = &u
 	st.lbReq = lb.HTTPRequest{Req: out, Source: remoteIP(r)}
 	if d := rt.Config.GetTimeouts().GetRequest().AsDuration(); d > 0 && !isUpgrade(r) {
@@ -257,6 +330,46 @@ func (e *Engine) serve(w http.ResponseWriter, r *http.Request, port uint32, tabl
 		out = out.WithContext(ctx)
 	}
 	e.rp.ServeHTTP(rw, out)
+}
+
+// setPath sets u's path from its escaped form.
+func setPath(u *url.URL, escaped string) {
+	if p, err := url.PathUnescape(escaped); err == nil {
+		u.Path, u.RawPath = p, escaped
+	} else {
+		u.Path, u.RawPath = escaped, ""
+	}
+}
+
+// normalizePath removes dot segments from an escaped path (RFC 3986
+// §5.2.4), counting "%2e" as a dot as Envoy does; "%2F" stays data. ok is
+// false when the path has none (the common case, no allocation).
+func normalizePath(p string) (string, bool) {
+	if !strings.HasPrefix(p, "/") || (!strings.Contains(p, "/.") && !strings.Contains(strings.ToLower(p), "/%2e")) {
+		return p, false
+	}
+	segs := strings.Split(p[1:], "/")
+	out := make([]string, 0, len(segs))
+	for i, s := range segs {
+		last := i == len(segs)-1
+		switch strings.ReplaceAll(strings.ToLower(s), "%2e", ".") {
+		case ".":
+			if last {
+				out = append(out, "")
+			}
+		case "..":
+			if len(out) > 0 {
+				out = out[:len(out)-1]
+			}
+			if last {
+				out = append(out, "")
+			}
+		default:
+			out = append(out, s)
+		}
+	}
+	n := "/" + strings.Join(out, "/")
+	return n, n != p
 }
 
 func writeReply(w http.ResponseWriter, rep *filter.Reply) {
@@ -353,11 +466,7 @@ func (t *roundTripper) RoundTrip(req *http.Request) (*http.Response, error) {
 			}
 			areq.Body = b
 		}
-		tr := e.h1
-		if st.up.h2c && !upgrade {
-			tr = e.h2c
-		}
-		resp, err := tr.RoundTrip(areq)
+		resp, err := e.transport(req.Context(), st.up.h2c && !upgrade).RoundTrip(areq)
 		last := attempt+1 >= attempts || !replayable
 		if err != nil {
 			cancel()
