@@ -218,6 +218,9 @@ func (p *Proxy) hostCaptureConfig() (capture.Config, []error) {
 	for _, key := range keys {
 		w := cfg.WorkloadByKey(p.opts.Node, key)
 		if w == nil || len(w.Addresses) == 0 || w.Identity.IsZero() {
+			if cfg.Snapshot == nil {
+				continue // no snapshot yet: nothing to report
+			}
 			problems = append(problems, fmt.Errorf("node proxy: host workload %s: not a workload of node %s with an address and a valid identity in the current snapshot; captured once it is", key, p.opts.Node))
 			continue
 		}
