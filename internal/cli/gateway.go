@@ -6,6 +6,7 @@ import (
 	"github.com/spf13/cobra"
 
 	"github.com/ambitmesh/ambit/internal/waypoint"
+	"github.com/ambitmesh/ambit/internal/waypoint/proxy"
 )
 
 func newGatewayCmd() *cobra.Command {
@@ -90,6 +91,10 @@ Endpoints as for 'ambit gateway'.`
 		f.StringVar(&opts.ListenAddress, "listen-address", "", "host the Gateway's listener ports are opened on; empty is every interface")
 	}
 	f.DurationVar(&opts.ShutdownGrace, "shutdown-grace", waypoint.DefaultShutdownGrace, "how long in-flight requests may finish when a listener closes")
+	f.DurationVar(&opts.ReadHeaderTimeout, "read-header-timeout", proxy.DefaultReadHeaderTimeout, "how long a client may take to send a request head; slower clients are disconnected")
+	f.DurationVar(&opts.IdleTimeout, "idle-timeout", proxy.DefaultIdleTimeout, "close client connections idle for this long")
+	f.IntVar(&opts.MaxHeaderBytes, "max-header-bytes", proxy.DefaultMaxHeaderBytes, "largest request head accepted; larger ones are answered 431")
+	f.Uint32Var(&opts.MaxConcurrentStreams, "max-concurrent-streams", proxy.DefaultMaxConcurrentStreams, "HTTP/2 streams one client connection may have open")
 	f.BoolVar(&access, "access-log", true, "write one JSON line per request to stdout")
 	f.StringVar(&opts.AdminAddress, "admin-address", "127.0.0.1:15000", "admin endpoint (/config_dump); keep it on localhost; - disables")
 	f.StringVar(&opts.MetricsAddress, "metrics-address", ":15020", "Prometheus /metrics; - disables")

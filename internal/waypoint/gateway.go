@@ -81,9 +81,16 @@ type Options struct {
 	ReadinessAddress string // default :15021; "-" disables
 
 	ShutdownGrace time.Duration
-	Logger        *slog.Logger
-	AccessLog     *slog.Logger
-	XDSBackoff    xdsclient.Backoff
+	// Limits of the downstream side (zero: the engine's defaults, see
+	// proxy.Config).
+	ReadHeaderTimeout    time.Duration
+	IdleTimeout          time.Duration
+	MaxHeaderBytes       int
+	MaxConcurrentStreams uint32
+
+	Logger     *slog.Logger
+	AccessLog  *slog.Logger
+	XDSBackoff xdsclient.Backoff
 }
 
 // Gateway is a running gateway or waypoint.
@@ -216,6 +223,8 @@ func (g *Gateway) Run(ctx context.Context) error {
 	defer g.sess.Close()
 	ecfg := proxy.Config{
 		Logger: g.log.With("component", "proxy"), AccessLog: g.opts.AccessLog, Reporter: reporter,
+		ReadHeaderTimeout: g.opts.ReadHeaderTimeout, IdleTimeout: g.opts.IdleTimeout,
+		MaxHeaderBytes: g.opts.MaxHeaderBytes, MaxConcurrentStreams: g.opts.MaxConcurrentStreams,
 		Self: telemetry.Peer{Workload: g.name, Namespace: g.namespace, Principal: id.String(), App: g.name,
 			CanonicalService: g.name, CanonicalRevision: "latest", Cluster: g.opts.Cluster},
 	}
@@ -239,6 +248,9 @@ func (g *Gateway) Run(ctx context.Context) error {
 	defer g.engine.Close()
 	reg, err := proxyboot.Registry()
 	if err != nil {
+		return fmt.Errorf("%s: %w", comp, err)
+	}
+	if err := proxy.Register(reg); err != nil {
 		return fmt.Errorf("%s: %w", comp, err)
 	}
 

@@ -178,7 +178,11 @@ type reply struct {
 }
 
 func get(c *http.Client, addr, host string, hdr map[string]string) (reply, error) {
-	req, err := http.NewRequest("GET", "http://"+addr+"/", nil)
+	return getPath(c, addr, host, "/", hdr)
+}
+
+func getPath(c *http.Client, addr, host, path string, hdr map[string]string) (reply, error) {
+	req, err := http.NewRequest("GET", "http://"+addr+path, nil)
 	if err != nil {
 		return reply{}, err
 	}

@@ -51,8 +51,10 @@ const (
 	DefaultReadHeaderTimeout = 10 * time.Second
 	DefaultIdleTimeout       = 5 * time.Minute
 	DefaultMaxHeaderBytes    = 64 << 10
-	DefaultDialTimeout       = 5 * time.Second
-	DefaultMirrorTimeout     = 10 * time.Second
+	// DefaultMaxConcurrentStreams is Envoy's edge recommendation.
+	DefaultMaxConcurrentStreams = 100
+	DefaultDialTimeout          = 5 * time.Second
+	DefaultMirrorTimeout        = 10 * time.Second
 	// DefaultRetryBackoff is the base backoff when a retry policy sets
 	// none (Envoy's 25 ms).
 	DefaultRetryBackoff = 25 * time.Millisecond
@@ -78,10 +80,13 @@ type Config struct {
 
 	// ReadHeaderTimeout bounds how long a client may take to send a
 	// request head (slowloris); IdleTimeout closes idle keep-alive
-	// connections; MaxHeaderBytes bounds the request head.
-	ReadHeaderTimeout time.Duration
-	IdleTimeout       time.Duration
-	MaxHeaderBytes    int
+	// connections; MaxHeaderBytes bounds the request head (larger heads
+	// are answered 431); MaxConcurrentStreams bounds the streams one
+	// HTTP/2 client may have open.
+	ReadHeaderTimeout    time.Duration
+	IdleTimeout          time.Duration
+	MaxHeaderBytes       int
+	MaxConcurrentStreams uint32
 
 	// DialTimeout bounds an upstream TCP connect.
 	DialTimeout time.Duration
@@ -180,6 +185,9 @@ func New(cfg Config) (*Engine, error) {
 	}
 	if cfg.MaxHeaderBytes <= 0 {
 		cfg.MaxHeaderBytes = DefaultMaxHeaderBytes
+	}
+	if cfg.MaxConcurrentStreams == 0 {
+		cfg.MaxConcurrentStreams = DefaultMaxConcurrentStreams
 	}
 	if cfg.DialTimeout <= 0 {
 		cfg.DialTimeout = DefaultDialTimeout

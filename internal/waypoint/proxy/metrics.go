@@ -2,6 +2,8 @@ package proxy
 
 import (
 	"encoding/hex"
+	"errors"
+	"fmt"
 	"log/slog"
 	"net/http"
 	"strconv"
@@ -14,9 +16,25 @@ import (
 	gatewayv1 "github.com/ambitmesh/ambit/proto/ambit/gateway/v1"
 )
 
+// downstreamRejected counts what never became a request: heads net/http
+// refused (by reason) and heads that did not arrive in time.
+var downstreamRejected = prometheus.NewCounterVec(prometheus.CounterOpts{
+	Name: "ambit_proxy_downstream_rejected_total",
+	Help: "Downstream requests refused before routing: malformed or oversized heads, unsupported transfer encodings or versions, heads not complete within the read header timeout",
+}, []string{"reason"})
+
 // Register registers the request collectors (they live in telemetry, with
-// the node proxy's, so every proxy reports one label set).
-func Register(reg prometheus.Registerer) error { return telemetry.Register(reg) }
+// the node proxy's, so every proxy reports one label set) and the
+// engine's own. Registering again with the same registry is harmless.
+func Register(reg prometheus.Registerer) error {
+	if err := reg.Register(downstreamRejected); err != nil {
+		var are prometheus.AlreadyRegisteredError
+		if !errors.As(err, &are) {
+			return fmt.Errorf("proxy: register metrics: %w", err)
+		}
+	}
+	return telemetry.Register(reg)
+}
 
 // headSize is the HTTP/1.1 wire size of a message head: the start line and
 // the header lines, each with its CRLF, and the blank line. HTTP/2 sends

@@ -43,6 +43,9 @@ const (
 	// FlagRBAC: denied by an AuthorizationPolicy (Envoy reports it as
 	// rbac_access_denied_matched_policy in the response code details).
 	FlagRBAC = "RBAC"
+	// FlagRetryLimit is Envoy's URX, added to the last attempt's flag
+	// when the retries of the route's policy are used up.
+	FlagRetryLimit = "URX"
 )
 
 // Errors the round tripper returns to the error handler.
@@ -75,23 +78,30 @@ type reqState struct {
 	// upstreamErr is a read error on the upstream response body
 	// (a reset mid-response).
 	upstreamErr error
-	// reqBody counts the request body bytes read (istio_request_bytes).
+	// reqBody counts the request body bytes read (istio_request_bytes)
+	// and keeps its read error.
 	reqBody countingBody
 	// policy is the authorization decision at a waypoint.
 	policy policy.Decision
 }
 
-// countingBody counts what is read through it. The count is atomic: the
+// countingBody counts what is read through it, and records the first read
+// error (a broken chunked encoding, a client gone mid-body) so the error
+// handler does not blame the upstream for it. Both are atomic: the
 // upstream transport reads the body on its own goroutine, which may still
 // run when the handler finishes.
 type countingBody struct {
 	io.ReadCloser
-	n atomic.Int64
+	n   atomic.Int64
+	err atomic.Pointer[error]
 }
 
 func (b *countingBody) Read(p []byte) (int, error) {
 	n, err := b.ReadCloser.Read(p)
 	b.n.Add(int64(n))
+	if err != nil && err != io.EOF {
+		b.err.CompareAndSwap(nil, &err)
+	}
 	return n, err
 }
 
@@ -188,7 +198,19 @@ func (e *Engine) Server(port uint32) *http.Server {
 		ReadHeaderTimeout: e.cfg.ReadHeaderTimeout,
 		IdleTimeout:       e.cfg.IdleTimeout,
 		MaxHeaderBytes:    e.cfg.MaxHeaderBytes,
-		ErrorLog:          slog.NewLogLogger(e.log.Handler(), slog.LevelDebug),
+		// Envoy's edge recommendations: a client holds at most
+		// MaxConcurrentStreams streams and 64 KiB unread per stream,
+		// 1 MiB per connection, so its buffered bytes are bounded.
+		HTTP2: &http.HTTP2Config{
+			MaxConcurrentStreams:          int(e.cfg.MaxConcurrentStreams),
+			MaxReceiveBufferPerStream:     64 << 10,
+			MaxReceiveBufferPerConnection: 1 << 20,
+			// The protocol's default, not Go's 1 MiB: a larger frame is a
+			// FRAME_SIZE_ERROR, as with Envoy.
+			MaxReadFrameSize: 16 << 10,
+		},
+		ConnContext: connContext,
+		ErrorLog:    slog.NewLogLogger(e.log.Handler(), slog.LevelDebug),
 	}
 }
 
@@ -208,7 +230,7 @@ func (e *Engine) Serve(ctx context.Context, ln net.Listener, port uint32, shutdo
 			_ = srv.Close()
 		}
 	}()
-	err := srv.Serve(ln)
+	err := srv.Serve(&guardListener{Listener: ln, e: e, port: port})
 	<-done
 	if errors.Is(err, http.ErrServerClosed) {
 		return nil
@@ -221,6 +243,7 @@ func (e *Engine) Serve(ctx context.Context, ln net.Listener, port uint32, shutdo
 func (e *Engine) serve(w http.ResponseWriter, r *http.Request, port uint32, service string, table func(*config) *route.Table) {
 	st := &reqState{start: time.Now(), port: port, flag: FlagNone}
 	rw := &respWriter{ResponseWriter: w}
+	defer enter(r)()
 	if r.Body != nil && r.Body != http.NoBody {
 		st.reqBody.ReadCloser = r.Body
 		r.Body = &st.reqBody
@@ -478,7 +501,11 @@ func (t *roundTripper) RoundTrip(req *http.Request) (*http.Response, error) {
 			}
 			return nil, err
 		}
-		if !last && slices.Contains(retry.GetCodes(), uint32(resp.StatusCode)) {
+		retriable := slices.Contains(retry.GetCodes(), uint32(resp.StatusCode))
+		if last && retriable && attempt > 0 {
+			st.flag = FlagRetryLimit
+		}
+		if !last && retriable {
 			// Drain a little so the connection can be reused.
 			_, _ = io.CopyN(io.Discard, resp.Body, 64<<10)
 			_ = resp.Body.Close()
@@ -599,9 +626,22 @@ func (e *Engine) modifyResponse(resp *http.Response) error {
 }
 
 // errorHandler answers when no upstream response head arrived, as Envoy
-// does: 503 for connect failures and resets, 504 for timeouts.
+// does: 503 for connect failures and resets, 504 for timeouts, 400 when
+// the client's body was malformed.
 func (e *Engine) errorHandler(w http.ResponseWriter, r *http.Request, err error) {
 	st := stateFrom(r.Context())
+	if p := st.reqBody.err.Load(); p != nil {
+		var ne net.Error
+		if errors.Is(*p, io.ErrUnexpectedEOF) || errors.As(*p, &ne) || r.Context().Err() != nil {
+			st.flag = FlagDownstreamClose
+			w.WriteHeader(499)
+			return
+		}
+		st.flag = FlagDownstreamProtocolError
+		e.log.Debug("proxy: malformed request body", "client", r.RemoteAddr, "error", *p)
+		http.Error(w, "malformed request body", http.StatusBadRequest)
+		return
+	}
 	status, flag := http.StatusServiceUnavailable, FlagUpstreamClosed
 	switch {
 	case errors.Is(err, errNoHealthy):
@@ -619,6 +659,9 @@ func (e *Engine) errorHandler(w http.ResponseWriter, r *http.Request, err error)
 		flag = FlagUpstreamReset
 	}
 	st.flag = flag
+	if st.attempts > 1 {
+		st.flag += "," + FlagRetryLimit
+	}
 	msg := "upstream connect error or disconnect/reset before headers. reset reason: " + flag
 	switch flag {
 	case FlagUpstreamTimeout:

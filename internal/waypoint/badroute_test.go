@@ -1,0 +1,112 @@
+package waypoint_test
+
+import (
+	"context"
+	"fmt"
+	"log/slog"
+	"net/http"
+	"path/filepath"
+	"strings"
+	"testing"
+	"time"
+
+	"github.com/ambitmesh/ambit/internal/waypoint"
+	"github.com/ambitmesh/ambit/internal/xdsclient"
+)
+
+// badRegexRoute has an invalid path regex; goodRoute, next to it on the
+// same Gateway, must keep being served.
+const badRegexRoute = `
+apiVersion: gateway.networking.k8s.io/v1
+kind: HTTPRoute
+metadata: {name: broken, namespace: shop}
+spec:
+  parentRefs: [{name: edge, namespace: infra}]
+  hostnames: [broken.example.com]
+  rules:
+  - matches: [{path: {type: RegularExpression, value: "/(unclosed"}}]
+    backendRefs: [{name: web-v1, port: 80}]
+---
+apiVersion: gateway.networking.k8s.io/v1
+kind: HTTPRoute
+metadata: {name: good, namespace: shop}
+spec:
+  parentRefs: [{name: edge, namespace: infra}]
+  hostnames: [app.example.com]
+  rules:
+  - matches: [{path: {type: RegularExpression, value: "/items/[0-9]+"}}]
+    backendRefs: [{name: web-v2, port: 80}]
+`
+
+// TestGatewayInvalidRegexAndUnknownHost: through the control plane and
+// `ambit gateway`, a route with an invalid regex is rejected with a
+// status naming the field, the valid route next to it is served, and a
+// host no route claims is answered 404 with NR in the access log.
+func TestGatewayInvalidRegexAndUnknownHost(t *testing.T) {
+	v1, v2 := startEcho(t, "127.0.0.51", "v1"), startEcho(t, "127.0.0.52", "v2")
+	port := freePort(t)
+	dir := t.TempDir()
+	writeFile(t, filepath.Join(dir, "mesh.yaml"), fmt.Sprintf(meshTmpl, port, v1, v2))
+	writeFile(t, filepath.Join(dir, "routes.yaml"), badRegexRoute)
+
+	ctx, cancel := context.WithCancel(context.Background())
+	defer cancel()
+	cp := startControl(t, ctx, dir)
+	tok := token(t, cp, "gateway/infra/edge")
+	logs := &syncBuf{}
+	g, err := waypoint.New(waypoint.Options{
+		ControlPlane: cp.XDSAddr().String(), Gateway: "infra/edge", Token: tok.Token, CAPin: tok.CAPin, TrustDomain: tok.TrustDomain,
+		ListenAddress: "127.0.0.1", AdminAddress: "127.0.0.1:0", MetricsAddress: "127.0.0.1:0", ReadinessAddress: "127.0.0.1:0",
+		Logger: discard, AccessLog: slog.New(slog.NewJSONHandler(logs, nil)),
+		XDSBackoff: xdsclient.Backoff{Initial: 20 * time.Millisecond, Max: 200 * time.Millisecond},
+	})
+	if err != nil {
+		t.Fatal(err)
+	}
+	gctx, gcancel := context.WithCancel(ctx)
+	gDone := make(chan error, 1)
+	go func() { gDone <- g.Run(gctx) }()
+	defer func() {
+		gcancel()
+		if err := <-gDone; err != nil {
+			t.Errorf("gateway: %v", err)
+		}
+	}()
+	waitFor(t, "gateway", []<-chan struct{}{g.Ready(), g.Synced()}, gDone)
+
+	var reason string
+	for _, r := range cp.Status().Rejected {
+		if strings.Contains(r.Object, "broken") {
+			reason = r.Reason
+		}
+	}
+	if !strings.Contains(reason, "path.value") || !strings.Contains(reason, "not a valid RE2 regular expression") {
+		t.Errorf("rejection of HTTPRoute shop/broken: %q, want it to name path.value and the regex error (rejected: %+v)", reason, cp.Status().Rejected)
+	}
+
+	tr := &http.Transport{}
+	defer tr.CloseIdleConnections()
+	c := &http.Client{Transport: tr, Timeout: 10 * time.Second}
+	addr := fmt.Sprintf("127.0.0.1:%d", port)
+	for _, tc := range []struct {
+		host, path string
+		status     int
+		pod        string
+	}{
+		{"app.example.com", "/items/42", 200, "v2"},
+		{"app.example.com", "/items/x", 404, ""},
+		{"broken.example.com", "/unclosed", 404, ""},
+		{"nobody.example.com", "/", 404, ""},
+	} {
+		r, err := getPath(c, addr, tc.host, tc.path, nil)
+		if err != nil {
+			t.Fatal(err)
+		}
+		if r.status != tc.status || r.pod != tc.pod {
+			t.Errorf("%s%s: %d from %q, want %d from %q", tc.host, tc.path, r.status, r.pod, tc.status, tc.pod)
+		}
+	}
+	if !strings.Contains(logs.String(), `"authority":"nobody.example.com","path":"/","protocol":"HTTP/1.1","status":404,"flags":"NR"`) {
+		t.Errorf("no NR access log line for the unknown host:\n%.2000s", logs.String())
+	}
+}

@@ -1,0 +1,489 @@
+package proxy
+
+import (
+	"bufio"
+	"bytes"
+	"context"
+	"errors"
+	"fmt"
+	"io"
+	"log/slog"
+	"net"
+	"net/http"
+	"net/netip"
+	"os"
+	"os/exec"
+	"path/filepath"
+	"strings"
+	"sync"
+	"testing"
+	"time"
+
+	dto "github.com/prometheus/client_model/go"
+	"golang.org/x/net/http2"
+	"google.golang.org/protobuf/types/known/durationpb"
+
+	gatewayv1 "github.com/ambitmesh/ambit/proto/ambit/gateway/v1"
+)
+
+// seen is one request as the backend received it.
+type seen struct {
+	method, path string
+	contentLength,
+	transferEncoding []string
+	body string
+}
+
+// recorder is a backend that records every request and answers with its
+// path, so a test can compare the request boundaries the proxy saw with
+// the ones the backend saw.
+type recorder struct {
+	mu   sync.Mutex
+	reqs []seen
+}
+
+func (rec *recorder) ServeHTTP(w http.ResponseWriter, r *http.Request) {
+	body, _ := io.ReadAll(r.Body)
+	rec.mu.Lock()
+	// The raw framing headers are gone from r.Header once parsed; what
+	// arrived on the wire is in r.TransferEncoding and r.ContentLength.
+	s := seen{method: r.Method, path: r.URL.Path, transferEncoding: r.TransferEncoding, body: string(body)}
+	if r.ContentLength >= 0 && len(r.TransferEncoding) == 0 {
+		s.contentLength = []string{fmt.Sprint(r.ContentLength)}
+	}
+	rec.reqs = append(rec.reqs, s)
+	rec.mu.Unlock()
+	_, _ = io.WriteString(w, "path="+r.URL.Path)
+}
+
+func (rec *recorder) take() []seen {
+	rec.mu.Lock()
+	defer rec.mu.Unlock()
+	out := rec.reqs
+	rec.reqs = nil
+	return out
+}
+
+// exchange writes raw on a fresh connection and reads every response
+// until the proxy closes the connection (or 5 s pass).
+func exchange(t *testing.T, addr, raw string) (statuses []int, bodies []string) {
+	t.Helper()
+	conn, err := net.Dial("tcp", addr)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer conn.Close()
+	_ = conn.SetDeadline(time.Now().Add(5 * time.Second))
+	if _, err := io.WriteString(conn, raw); err != nil {
+		t.Fatal(err)
+	}
+	br := bufio.NewReader(conn)
+	for {
+		resp, err := http.ReadResponse(br, nil)
+		if err != nil {
+			var ne net.Error
+			if errors.As(err, &ne) && ne.Timeout() {
+				t.Fatalf("the proxy neither answered nor closed the connection within 5s (after %v)", statuses)
+			}
+			return statuses, bodies
+		}
+		b, _ := io.ReadAll(resp.Body)
+		resp.Body.Close()
+		statuses, bodies = append(statuses, resp.StatusCode), append(bodies, string(b))
+		if resp.Close {
+			return statuses, bodies
+		}
+	}
+}
+
+func TestMalformedHTTP1(t *testing.T) {
+	rec := &recorder{}
+	be := startHandler(t, rec)
+	g := startGateway(t, Config{MaxHeaderBytes: 8 << 10},
+		[]*gatewayv1.Listener{listener(map[string][]*gatewayv1.Route{"*": {rt("all", prefix("/"), ref("rec", 1))}}, "*")},
+		[]*gatewayv1.Backend{backend("rec", be)})
+	big := strings.Repeat("a", 16<<10) // the limit plus net/http's 4 KiB slack, and more
+
+	// Refused by the listener: nothing reaches the backend, the
+	// connection is closed, and the access log has a DPE line.
+	for _, tc := range []struct {
+		name, raw string
+		status    int
+		reason    string // in the access log's error and the metric's reason
+	}{
+		{"space in header name", "GET / HTTP/1.1\r\nHost: a\r\nX Bad: 1\r\n\r\n", 400, "bad_request"},
+		{"space before colon", "POST / HTTP/1.1\r\nHost: a\r\nTransfer-Encoding : chunked\r\n\r\n0\r\n\r\n", 400, "bad_request"},
+		{"NUL in header value", "GET / HTTP/1.1\r\nHost: a\r\nX-A: a\x00b\r\n\r\n", 400, "bad_request"},
+		{"bare CR in header value", "GET / HTTP/1.1\r\nHost: a\r\nX-A: a\rb\r\n\r\n", 400, "bad_request"},
+		{"bad method byte", "G(T / HTTP/1.1\r\nHost: a\r\n\r\n", 400, "bad_request"},
+		{"two Host headers", "GET / HTTP/1.1\r\nHost: a\r\nHost: b\r\n\r\n", 400, "bad_request"},
+		{"no Host", "GET / HTTP/1.1\r\n\r\n", 400, "bad_request"},
+		{"conflicting Content-Length", "POST / HTTP/1.1\r\nHost: a\r\nContent-Length: 5\r\nContent-Length: 6\r\n\r\nhello!", 400, "bad_request"},
+		{"non-numeric Content-Length", "POST / HTTP/1.1\r\nHost: a\r\nContent-Length: 5x\r\n\r\nhello", 400, "bad_request"},
+		{"obfuscated Transfer-Encoding", "POST / HTTP/1.1\r\nHost: a\r\nTransfer-Encoding: xchunked\r\n\r\n0\r\n\r\n", 501, "unsupported_transfer_encoding"},
+		{"chunked then identity", "POST / HTTP/1.1\r\nHost: a\r\nTransfer-Encoding: chunked, identity\r\n\r\n0\r\n\r\n", 501, "unsupported_transfer_encoding"},
+		{"two Transfer-Encoding headers", "POST / HTTP/1.1\r\nHost: a\r\nTransfer-Encoding: chunked\r\nTransfer-Encoding: identity\r\n\r\n0\r\n\r\n", 501, "unsupported_transfer_encoding"},
+		{"unknown HTTP version", "GET / HTTP/9.9\r\nHost: a\r\n\r\n", 505, "unsupported_version"},
+		{"oversized header", "GET / HTTP/1.1\r\nHost: a\r\nX-Big: " + big + "\r\n\r\n", 431, "header_too_large"},
+		{"oversized request line", "GET /" + big + " HTTP/1.1\r\nHost: a\r\n\r\n", 431, "header_too_large"},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			before := rejected(tc.reason)
+			statuses, _ := exchange(t, g.addr, tc.raw)
+			if len(statuses) != 1 || statuses[0] != tc.status {
+				t.Fatalf("responses %v, want one %d and the connection closed", statuses, tc.status)
+			}
+			if got := rec.take(); len(got) != 0 {
+				t.Errorf("the backend received %+v", got)
+			}
+			if d := rejected(tc.reason) - before; d != 1 {
+				t.Errorf("ambit_proxy_downstream_rejected_total{reason=%q} went up by %v, want 1", tc.reason, d)
+			}
+			want := fmt.Sprintf(`"status":%d,"flags":"DPE"`, tc.status)
+			eventually(t, "a DPE access log line", func() bool { return strings.Contains(g.log.String(), want) })
+		})
+	}
+
+	// Smuggling: whatever the client's framing tricks, the backend sees
+	// exactly the requests the proxy answered, re-framed by the proxy
+	// (never both Content-Length and chunked), so proxy and backend
+	// cannot disagree on where a request ends. Transfer-Encoding
+	// overrides Content-Length (RFC 9112 §6.3).
+	for _, tc := range []struct {
+		name, raw string
+		want      []seen // what the backend saw, in order
+	}{
+		{"CL.TE: chunked body hides a second request from a CL parser",
+			"POST /a HTTP/1.1\r\nHost: a\r\nContent-Length: 59\r\nTransfer-Encoding: chunked\r\n\r\n0\r\n\r\nGET /smuggled HTTP/1.1\r\nHost: a\r\nConnection: close\r\n\r\n",
+			// The proxy treats /smuggled as the client's own next request
+			// on its connection and answers it: no desynchronisation.
+			[]seen{{method: "POST", path: "/a", transferEncoding: []string{"chunked"}}, {method: "GET", path: "/smuggled", contentLength: []string{"0"}}}},
+		{"TE.CL: a CL parser would see a second request inside the chunk",
+			"POST /b HTTP/1.1\r\nHost: a\r\nContent-Length: 4\r\nTransfer-Encoding: chunked\r\nConnection: close\r\n\r\n2f\r\nGET /smuggled HTTP/1.1\r\nHost: a\r\nX-Pad: 12345\r\n\r\n0\r\n\r\n",
+			[]seen{{method: "POST", path: "/b", transferEncoding: []string{"chunked"}, body: "GET /smuggled HTTP/1.1\r\nHost: a\r\nX-Pad: 12345\r\n"}}},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			_, bodies := exchange(t, g.addr, tc.raw)
+			got := rec.take()
+			if len(got) != len(tc.want) {
+				t.Fatalf("backend saw %+v, want %+v (proxy answered %q)", got, tc.want, bodies)
+			}
+			for i, w := range tc.want {
+				s := got[i]
+				if s.method != w.method || s.path != w.path || s.body != w.body ||
+					fmt.Sprint(s.transferEncoding) != fmt.Sprint(w.transferEncoding) ||
+					(len(w.contentLength) > 0 && fmt.Sprint(s.contentLength) != fmt.Sprint(w.contentLength)) {
+					t.Errorf("backend request %d: %+v, want %+v", i, s, w)
+				}
+				if len(s.transferEncoding) > 0 && len(s.contentLength) > 0 {
+					t.Errorf("backend request %d has both Content-Length and Transfer-Encoding", i)
+				}
+				if i >= len(bodies) || bodies[i] != "path="+w.path {
+					t.Errorf("proxy answer %d: %q, want the backend's answer for %s", i, bodies, w.path)
+				}
+			}
+		})
+	}
+
+	t.Run("malformed chunked body", func(t *testing.T) {
+		statuses, _ := exchange(t, g.addr, "POST /chunk HTTP/1.1\r\nHost: a\r\nTransfer-Encoding: chunked\r\n\r\n5\r\nhelloXX0\r\n\r\n")
+		if len(statuses) != 1 || statuses[0] != 400 {
+			t.Fatalf("responses %v, want one 400 (the client's fault, not the upstream's)", statuses)
+		}
+		eventually(t, "a DPE access log line for /chunk", func() bool {
+			return strings.Contains(g.log.String(), `"path":"/chunk","protocol":"HTTP/1.1","status":400,"flags":"DPE"`)
+		})
+		rec.take()
+	})
+
+	t.Run("still serving", func(t *testing.T) {
+		statuses, bodies := exchange(t, g.addr, "GET /ok HTTP/1.1\r\nHost: a\r\nConnection: close\r\n\r\n")
+		if len(statuses) != 1 || statuses[0] != 200 || bodies[0] != "path=/ok" {
+			t.Errorf("after the bad input: %v %q", statuses, bodies)
+		}
+	})
+}
+
+// TestSlowClients: a client trickling its request head is cut off at the
+// read header timeout, however steadily it sends, and an idle keep-alive
+// connection is closed at the idle timeout.
+func TestSlowClients(t *testing.T) {
+	v1 := startEcho(t, "v1")
+	logs := &syncBuf{}
+	g := startGateway(t, Config{ReadHeaderTimeout: 300 * time.Millisecond, IdleTimeout: 400 * time.Millisecond,
+		Logger: slog.New(slog.NewTextHandler(logs, nil))},
+		[]*gatewayv1.Listener{listener(map[string][]*gatewayv1.Route{"*": {rt("all", prefix("/"), ref("v1", 1))}}, "*")},
+		[]*gatewayv1.Backend{backend("v1", v1)})
+
+	t.Run("trickled head", func(t *testing.T) {
+		before := rejected("header_timeout")
+		conn, err := net.Dial("tcp", g.addr)
+		if err != nil {
+			t.Fatal(err)
+		}
+		defer conn.Close()
+		closed := make(chan time.Duration, 1)
+		start := time.Now()
+		go func() {
+			_ = conn.SetReadDeadline(time.Now().Add(10 * time.Second))
+			_, _ = io.Copy(io.Discard, conn)
+			closed <- time.Since(start)
+		}()
+		// One header line every 50 ms, for up to 10 s: never a complete head.
+		tick := time.NewTicker(50 * time.Millisecond)
+		defer tick.Stop()
+		_, _ = io.WriteString(conn, "GET / HTTP/1.1\r\nHost: a\r\n")
+		for i := 0; ; i++ {
+			select {
+			case d := <-closed:
+				if d > 3*time.Second {
+					t.Errorf("closed after %v, want about the 300ms read header timeout", d)
+				}
+				eventually(t, "the header timeout log line", func() bool {
+					return strings.Contains(logs.String(), "request head not received within the read header timeout")
+				})
+				if d := rejected("header_timeout") - before; d != 1 {
+					t.Errorf("header_timeout went up by %v, want 1", d)
+				}
+				return
+			case <-tick.C:
+				if _, err := fmt.Fprintf(conn, "X-Slow-%d: 1\r\n", i); err != nil {
+					continue // the proxy closed; the reader reports it
+				}
+			case <-time.After(10 * time.Second):
+				t.Fatal("the proxy kept a trickling head open for 10s")
+			}
+		}
+	})
+
+	t.Run("idle keep-alive", func(t *testing.T) {
+		conn, err := net.Dial("tcp", g.addr)
+		if err != nil {
+			t.Fatal(err)
+		}
+		defer conn.Close()
+		_ = conn.SetDeadline(time.Now().Add(10 * time.Second))
+		_, _ = io.WriteString(conn, "GET / HTTP/1.1\r\nHost: a\r\n\r\n")
+		br := bufio.NewReader(conn)
+		resp, err := http.ReadResponse(br, nil)
+		if err != nil {
+			t.Fatal(err)
+		}
+		_, _ = io.Copy(io.Discard, resp.Body)
+		resp.Body.Close()
+		start := time.Now()
+		if n, err := br.Read(make([]byte, 1)); err != io.EOF {
+			t.Fatalf("idle connection: read %d bytes, %v; want EOF at the idle timeout", n, err)
+		}
+		if d := time.Since(start); d > 3*time.Second {
+			t.Errorf("idle connection closed after %v, want about 400ms", d)
+		}
+	})
+}
+
+// TestHTTP2Limits reads the SETTINGS the h2c listener announces: the
+// per-client stream limit and flow-control windows bound what one client
+// can make the proxy buffer.
+func TestHTTP2Limits(t *testing.T) {
+	v1 := startEcho(t, "v1")
+	g := startGateway(t, Config{},
+		[]*gatewayv1.Listener{listener(map[string][]*gatewayv1.Route{"*": {rt("all", prefix("/"), ref("v1", 1))}}, "*")},
+		[]*gatewayv1.Backend{backend("v1", v1)})
+	conn, err := net.Dial("tcp", g.addr)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer conn.Close()
+	_ = conn.SetDeadline(time.Now().Add(5 * time.Second))
+	if _, err := io.WriteString(conn, http2.ClientPreface); err != nil {
+		t.Fatal(err)
+	}
+	fr := http2.NewFramer(conn, conn)
+	if err := fr.WriteSettings(); err != nil {
+		t.Fatal(err)
+	}
+	f, err := fr.ReadFrame()
+	if err != nil {
+		t.Fatal(err)
+	}
+	sf, ok := f.(*http2.SettingsFrame)
+	if !ok {
+		t.Fatalf("first frame %v, want SETTINGS", f)
+	}
+	want := map[http2.SettingID]uint32{
+		http2.SettingMaxConcurrentStreams: DefaultMaxConcurrentStreams,
+		http2.SettingInitialWindowSize:    64 << 10,
+		http2.SettingMaxHeaderListSize:    DefaultMaxHeaderBytes,
+	}
+	for id, w := range want {
+		v, ok := sf.Value(id)
+		if !ok || v < w/2 || v > w*2 {
+			t.Errorf("SETTINGS %v = %d (present %v), want about %d", id, v, ok, w)
+		}
+	}
+	if v, _ := sf.Value(http2.SettingMaxConcurrentStreams); v != DefaultMaxConcurrentStreams {
+		t.Errorf("MAX_CONCURRENT_STREAMS %d, want %d", v, DefaultMaxConcurrentStreams)
+	}
+}
+
+// TestH2Spec runs the h2spec HTTP/2 conformance suite against the h2c
+// listener (.ci/run installs h2spec; without it the test skips).
+func TestH2Spec(t *testing.T) {
+	bin := findTool("h2spec")
+	if bin == "" {
+		t.Skip("h2spec not installed: go install github.com/summerwind/h2spec/cmd/h2spec@v2.2.1+incompatible")
+	}
+	v1 := startEcho(t, "v1")
+	g := startGateway(t, Config{},
+		[]*gatewayv1.Listener{listener(map[string][]*gatewayv1.Route{"*": {rt("all", prefix("/"), ref("v1", 1))}}, "*")},
+		[]*gatewayv1.Backend{backend("v1", v1)})
+	ap := netip.MustParseAddrPort(g.addr)
+	ctx, cancel := context.WithTimeout(context.Background(), 2*time.Minute)
+	defer cancel()
+	report := filepath.Join(t.TempDir(), "h2spec.xml")
+	out, err := exec.CommandContext(ctx, bin, "--host", ap.Addr().String(), "--port", fmt.Sprint(ap.Port()),
+		"--timeout", "3", "--junit-report", report).CombinedOutput()
+	if err != nil && !bytes.Contains(out, []byte("Failures:")) {
+		t.Fatalf("h2spec: %v\n%s", err, tail(out, 40))
+	}
+	// What Go's HTTP/2 server itself does not do (a plain net/http h2c
+	// server fails the same cases): it answers an invalid preface over
+	// HTTP/1.1 instead of closing, closes the connection on a repeated
+	// SETTINGS_INITIAL_WINDOW_SIZE, and serves requests with
+	// connection-specific header fields instead of resetting the stream
+	// (the proxy drops those fields before forwarding). Any other failure
+	// is the proxy's.
+	known := map[string]bool{
+		"Sends invalid connection preface":                                                             true,
+		"Sends multiple values of SETTINGS_INITIAL_WINDOW_SIZE":                                        true,
+		"Sends a HEADERS frame that contains the connection-specific header field":                     true,
+		`Sends a HEADERS frame that contains the TE header field with any value other than "trailers"`: true,
+	}
+	_, failures, _ := bytes.Cut(out, []byte("Failures:"))
+	for l := range strings.Lines(string(failures)) {
+		_, name, ok := strings.Cut(l, "× ")
+		if !ok {
+			continue
+		}
+		_, name, _ = strings.Cut(strings.TrimSpace(name), ": ")
+		if !known[name] {
+			t.Errorf("h2spec failure: %s", name)
+		}
+	}
+	if t.Failed() {
+		t.Logf("h2spec output:\n%s", tail(out, 80))
+	}
+	// The proxy survived the suite's protocol violations.
+	if r := g.do(t, client(t), "a", "/after-h2spec", nil); r.status != 200 {
+		t.Errorf("after h2spec: %d", r.status)
+	}
+}
+
+// findTool looks in PATH, then in $GOBIN / $GOPATH/bin (go install).
+func findTool(name string) string {
+	if p, err := exec.LookPath(name); err == nil {
+		return p
+	}
+	dirs := []string{os.Getenv("GOBIN")}
+	if out, err := exec.Command("go", "env", "GOPATH").Output(); err == nil {
+		for _, d := range filepath.SplitList(strings.TrimSpace(string(out))) {
+			dirs = append(dirs, filepath.Join(d, "bin"))
+		}
+	}
+	for _, d := range dirs {
+		if d == "" {
+			continue
+		}
+		if p := filepath.Join(d, name); fileExists(p) {
+			return p
+		}
+	}
+	return ""
+}
+
+func fileExists(p string) bool { _, err := os.Stat(p); return err == nil }
+
+func tail(b []byte, lines int) string {
+	ls := strings.Split(strings.TrimRight(string(b), "\n"), "\n")
+	return strings.Join(ls[max(0, len(ls)-lines):], "\n")
+}
+
+func rejected(reason string) float64 {
+	var m dto.Metric
+	_ = downstreamRejected.WithLabelValues(reason).Write(&m)
+	return m.GetCounter().GetValue()
+}
+
+// startRawBackend accepts TCP connections and hands each to handle.
+func startRawBackend(t *testing.T, handle func(*net.TCPConn)) netip.AddrPort {
+	t.Helper()
+	ln, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		t.Fatal(err)
+	}
+	var wg sync.WaitGroup
+	wg.Go(func() {
+		for {
+			c, err := ln.Accept()
+			if err != nil {
+				return
+			}
+			wg.Go(func() { handle(c.(*net.TCPConn)) })
+		}
+	})
+	t.Cleanup(func() { _ = ln.Close(); wg.Wait() })
+	return netip.MustParseAddrPort(ln.Addr().String())
+}
+
+// TestUpstreamFailures: each way a backend can fail before answering
+// gets Envoy's status and response flag in the access log, and the
+// proxy keeps serving.
+func TestUpstreamFailures(t *testing.T) {
+	// Reads the request head, then closes: a clean FIN, no response.
+	closes := startRawBackend(t, func(c *net.TCPConn) {
+		_, _ = http.ReadRequest(bufio.NewReader(c))
+		_ = c.Close()
+	})
+	// Reads the request head, then resets (RST: linger 0).
+	resets := startRawBackend(t, func(c *net.TCPConn) {
+		_, _ = http.ReadRequest(bufio.NewReader(c))
+		_ = c.SetLinger(0)
+		_ = c.Close()
+	})
+	unavailable := startHandler(t, http.HandlerFunc(func(w http.ResponseWriter, _ *http.Request) { w.WriteHeader(503) }))
+	refused := netip.MustParseAddrPort("127.0.0.1:1") // nothing listens on port 1
+	retried := func(name, svc string) *gatewayv1.Route {
+		r := rt(name, prefix("/"+name), ref(svc, 1))
+		r.Retry = &gatewayv1.Retry{Codes: []uint32{503}, Attempts: 2, Backoff: durationpb.New(time.Millisecond)}
+		return r
+	}
+	routes := []*gatewayv1.Route{
+		rt("closes", prefix("/closes"), ref("closes", 1)),
+		rt("resets", prefix("/resets"), ref("resets", 1)),
+		rt("refused", prefix("/refused"), ref("refused", 1)),
+		retried("retried-refused", "refused"),
+		retried("retried-503", "unavailable"),
+	}
+	g := startGateway(t, Config{}, []*gatewayv1.Listener{listener(map[string][]*gatewayv1.Route{"*": routes}, "*")},
+		[]*gatewayv1.Backend{backend("closes", closes), backend("resets", resets), backend("refused", refused), backend("unavailable", unavailable)})
+	c := client(t)
+	for _, tc := range []struct {
+		path   string
+		status int
+		flags  string
+	}{
+		{"/closes", 503, "UC"},
+		{"/resets", 503, "UR"},
+		{"/refused", 503, "UF"},
+		{"/retried-refused", 503, "UF,URX"},
+		{"/retried-503", 503, "URX"},
+	} {
+		t.Run(strings.TrimPrefix(tc.path, "/"), func(t *testing.T) {
+			if r := g.do(t, c, "a", tc.path, nil); r.status != tc.status {
+				t.Errorf("status %d, want %d", r.status, tc.status)
+			}
+			want := fmt.Sprintf(`"path":%q,"protocol":"HTTP/1.1","status":%d,"flags":%q`, tc.path, tc.status, tc.flags)
+			eventually(t, want, func() bool { return strings.Contains(g.log.String(), want) })
+		})
+	}
+}
