@@ -110,7 +110,7 @@ func (c *guardConn) Write(p []byte) (int, error) {
 		if head, body, ok := bytes.Cut(p, refusalHeaders); ok && !bytes.Contains(head, dateHeader) && len(head) >= len(refusalPrefix)+3 {
 			c.reported.Store(true)
 			status, _ := strconv.Atoi(string(head[len(refusalPrefix) : len(refusalPrefix)+3]))
-			c.e.refused(c, status, string(body))
+			c.e.refused(c, status, string(body), len(p))
 		}
 	}
 	return c.Conn.Write(p)
@@ -118,7 +118,7 @@ func (c *guardConn) Write(p []byte) (int, error) {
 
 // refused records a request net/http refused: an access log line and the
 // request metrics with the DPE flag, as Envoy does for a codec error.
-func (e *Engine) refused(c net.Conn, status int, reason string) {
+func (e *Engine) refused(c net.Conn, status int, reason string, sent int) {
 	reasonLabel := "bad_request"
 	switch status {
 	case http.StatusRequestHeaderFieldsTooLarge:
@@ -130,7 +130,8 @@ func (e *Engine) refused(c net.Conn, status int, reason string) {
 	}
 	downstreamRejected.WithLabelValues(reasonLabel).Inc()
 	telemetry.ObserveRequest(&telemetry.Labels{Reporter: e.cfg.Reporter, Source: e.cfg.Self,
-		RequestProtocol: "http", SecurityPolicy: telemetry.SecurityUnknown}, status, "", FlagDownstreamProtocolError, 0)
+		RequestProtocol: "http", SecurityPolicy: telemetry.SecurityUnknown},
+		telemetry.Request{ResponseCode: status, Flags: FlagDownstreamProtocolError, ResponseBytes: int64(sent)})
 	if e.cfg.AccessLog == nil {
 		return
 	}
@@ -141,7 +142,7 @@ func (e *Engine) refused(c net.Conn, status int, reason string) {
 		slog.String("protocol", "HTTP/1.1"),
 		slog.Int("status", status),
 		slog.String("flags", FlagDownstreamProtocolError),
-		slog.Int64("bytes_sent", 0),
+		slog.Int("bytes_sent", sent),
 		slog.Duration("duration", time.Duration(0)),
 		slog.String("client", c.RemoteAddr().String()),
 		slog.String("error", reason),
