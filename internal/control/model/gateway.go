@@ -28,6 +28,20 @@ type Gateway struct {
 	// MeshRoutes (waypoints only) are the GAMMA route tables of the services
 	// bound to this waypoint, sorted by service then port.
 	MeshRoutes []ServiceRoutes `json:"meshRoutes,omitempty"`
+	// Certificates are the contents of the Secrets the programmed
+	// listeners' TLS settings reference, sorted by Namespace, Name. They
+	// go to this gateway only, and never into a rendering of the model
+	// (translate output, golden files): key material stays secret.
+	Certificates []Certificate `json:"-"`
+}
+
+// Certificate is the content of a kubernetes.io/tls Secret. It may not
+// parse: the gateway then keeps the last good certificate of that Secret
+// (the listener's ResolvedRefs condition says why it is unusable).
+type Certificate struct {
+	Ref
+	CertPEM []byte
+	KeyPEM  []byte
 }
 
 // Listener is one Gateway listener with the routes attached to it.

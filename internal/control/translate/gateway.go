@@ -1,6 +1,7 @@
 package translate
 
 import (
+	"cmp"
 	"fmt"
 	"slices"
 	"strings"
@@ -156,10 +157,18 @@ func (t *translator) translateGateway(gw *gwv1.Gateway, class model.GatewayClass
 		if c.programmed() {
 			good = append(good, c.name)
 			g.Listeners = append(g.Listeners, checks[i].model)
+			for _, crt := range c.certs {
+				if !slices.ContainsFunc(g.Certificates, func(x model.Certificate) bool { return x.Ref == crt.Ref }) {
+					g.Certificates = append(g.Certificates, crt)
+				}
+			}
 		} else {
 			bad = append(bad, fmt.Sprintf("%s (%s)", c.name, c.problem()))
 		}
 	}
+	slices.SortFunc(g.Certificates, func(a, b model.Certificate) int {
+		return cmp.Or(cmp.Compare(a.Namespace, b.Namespace), cmp.Compare(a.Name, b.Name))
+	})
 	if len(good) == 0 {
 		return reject(string(gwv1.GatewayReasonListenersNotValid), "no listener is valid: "+strings.Join(bad, "; "))
 	}
@@ -183,11 +192,17 @@ type listenerCheck struct {
 	refsReasons, refsMsgs       []string
 	conflictReason, conflictMsg string
 	hbone                       bool
+	// certBlocked: a certificateRef is missing, not permitted or of the
+	// wrong kind, so the listener is not programmed. A Secret that exists
+	// but holds a malformed certificate does not block (see
+	// checkCertificateRef).
+	certBlocked bool
+	// certs are the Secrets the listener serves from.
+	certs []model.Certificate
 }
 
 func (c *listenerCheck) programmed() bool {
-	return c.acceptReason == "" && c.conflictReason == "" && !slices.Contains(c.refsReasons, string(gwv1.ListenerReasonInvalidCertificateRef)) &&
-		!slices.Contains(c.refsReasons, string(gwv1.ListenerReasonRefNotPermitted)) && (len(c.kinds) > 0 || c.hbone)
+	return c.acceptReason == "" && c.conflictReason == "" && !c.certBlocked && (len(c.kinds) > 0 || c.hbone)
 }
 
 func (c *listenerCheck) problem() string {
@@ -344,18 +359,23 @@ func (t *translator) checkListenerTLS(gw *gwv1.Gateway, c *listenerCheck, l gwv1
 		return mode // certificateRefs are ignored in Passthrough, as the spec says
 	}
 	if len(l.TLS.CertificateRefs) == 0 {
+		c.certBlocked = true
 		c.refsReasons = append(c.refsReasons, string(gwv1.ListenerReasonInvalidCertificateRef))
 		c.refsMsgs = append(c.refsMsgs, field+".tls.certificateRefs: at least one certificate is required in mode Terminate")
 	}
 	for j, ref := range l.TLS.CertificateRefs {
 		f := fmt.Sprintf("%s.tls.certificateRefs[%d]", field, j)
-		if reason, msg := t.checkCertificateRef(gw, f, ref); reason != "" {
+		reason, msg, cert := t.checkCertificateRef(gw, f, ref)
+		if reason != "" {
 			c.refsReasons = append(c.refsReasons, reason)
 			c.refsMsgs = append(c.refsMsgs, msg)
+		}
+		if cert == nil {
+			c.certBlocked = true
 			continue
 		}
-		c.model.TLS.Certificates = append(c.model.TLS.Certificates,
-			model.Ref{Namespace: string(deref(ref.Namespace, gwv1.Namespace(gw.Namespace))), Name: string(ref.Name)})
+		c.model.TLS.Certificates = append(c.model.TLS.Certificates, cert.Ref)
+		c.certs = append(c.certs, *cert)
 	}
 	return mode
 }

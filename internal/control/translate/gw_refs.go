@@ -8,6 +8,8 @@ import (
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
 	"k8s.io/apimachinery/pkg/labels"
 	gwv1 "sigs.k8s.io/gateway-api/apis/v1"
+
+	"github.com/ambitmesh/ambit/internal/control/model"
 )
 
 const gwGroup = gwv1.GroupName
@@ -94,38 +96,46 @@ func (t *translator) routeNamespaceAllowed(ar *gwv1.AllowedRoutes, gwNS, routeNS
 }
 
 // checkCertificateRef validates one listener certificateRef and returns the
-// ResolvedRefs reason and message when it is unusable.
-func (t *translator) checkCertificateRef(gw *gwv1.Gateway, field string, ref gwv1.SecretObjectReference) (reason, msg string) {
+// ResolvedRefs reason and message when it is unusable. cert is set when the
+// Secret may be served: always when reason is empty, and also when only its
+// content is malformed, so that a gateway which already serves that Secret
+// keeps its last good certificate through a botched rotation instead of
+// losing the listener.
+func (t *translator) checkCertificateRef(gw *gwv1.Gateway, field string, ref gwv1.SecretObjectReference) (reason, msg string, cert *model.Certificate) {
 	group, kind := string(deref(ref.Group, "")), string(deref(ref.Kind, "Secret"))
 	ns := string(deref(ref.Namespace, gwv1.Namespace(gw.Namespace)))
 	name := string(ref.Name)
 	if group != "" || kind != "Secret" {
 		return string(gwv1.ListenerReasonInvalidCertificateRef),
-			fmt.Sprintf("%s: %s is not supported; reference a Secret (group \"\", kind Secret) of type %s", field, groupKind(group, kind), corev1.SecretTypeTLS)
+			fmt.Sprintf("%s: %s is not supported; reference a Secret (group \"\", kind Secret) of type %s", field, groupKind(group, kind), corev1.SecretTypeTLS), nil
 	}
 	if !t.refGranted(gwGroup, "Gateway", gw.Namespace, "", "Secret", ns, name) {
 		return string(gwv1.ListenerReasonRefNotPermitted),
-			fmt.Sprintf("%s: Secret %s/%s is in another namespace and no ReferenceGrant in %q allows Gateways from %q to use it", field, ns, name, ns, gw.Namespace)
+			fmt.Sprintf("%s: Secret %s/%s is in another namespace and no ReferenceGrant in %q allows Gateways from %q to use it", field, ns, name, ns, gw.Namespace), nil
 	}
 	s := t.res.Secret(ns, name)
 	if s == nil {
-		return string(gwv1.ListenerReasonInvalidCertificateRef), fmt.Sprintf("%s: Secret %s/%s not found", field, ns, name)
+		return string(gwv1.ListenerReasonInvalidCertificateRef), fmt.Sprintf("%s: Secret %s/%s not found", field, ns, name), nil
 	}
 	if s.Type != corev1.SecretTypeTLS {
 		return string(gwv1.ListenerReasonInvalidCertificateRef),
-			fmt.Sprintf("%s: Secret %s/%s has type %q; it must be %s", field, ns, name, s.Type, corev1.SecretTypeTLS)
+			fmt.Sprintf("%s: Secret %s/%s has type %q; it must be %s", field, ns, name, s.Type, corev1.SecretTypeTLS), nil
 	}
 	crt, key := secretValue(s, corev1.TLSCertKey), secretValue(s, corev1.TLSPrivateKeyKey)
+	cert = &model.Certificate{Ref: model.Ref{Namespace: ns, Name: name}, CertPEM: crt, KeyPEM: key}
 	if len(crt) == 0 || len(key) == 0 {
 		return string(gwv1.ListenerReasonInvalidCertificateRef),
-			fmt.Sprintf("%s: Secret %s/%s must hold %s and %s", field, ns, name, corev1.TLSCertKey, corev1.TLSPrivateKeyKey)
+			fmt.Sprintf("%s: Secret %s/%s must hold %s and %s%s", field, ns, name, corev1.TLSCertKey, corev1.TLSPrivateKeyKey, keptNote), cert
 	}
 	if _, err := tls.X509KeyPair(crt, key); err != nil {
 		return string(gwv1.ListenerReasonInvalidCertificateRef),
-			fmt.Sprintf("%s: Secret %s/%s does not hold a usable PEM certificate and key: %v", field, ns, name, err)
+			fmt.Sprintf("%s: Secret %s/%s does not hold a usable PEM certificate and key: %v%s", field, ns, name, err, keptNote), cert
 	}
-	return "", ""
+	return "", "", cert
 }
+
+// keptNote ends the message of a Secret whose content is unusable.
+const keptNote = "; a gateway that already serves this Secret keeps its last good certificate until it is fixed"
 
 // secretValue reads a key from data, or from stringData: files are written
 // by hand and there is no API server to fold stringData into data.

@@ -17,6 +17,7 @@ import (
 
 	"github.com/ambitmesh/ambit/internal/control/model"
 	cav1 "github.com/ambitmesh/ambit/proto/ambit/ca/v1"
+	gatewayv1 "github.com/ambitmesh/ambit/proto/ambit/gateway/v1"
 )
 
 // Type URLs of ambit's xDS resources.
@@ -27,6 +28,7 @@ const (
 	TypeListener      = "type.googleapis.com/ambit.gateway.v1.Listener"
 	TypeRouteTable    = "type.googleapis.com/ambit.gateway.v1.RouteTable"
 	TypeBackend       = "type.googleapis.com/ambit.gateway.v1.Backend"
+	TypeSecret        = "type.googleapis.com/ambit.gateway.v1.Secret"
 	TypeTrustBundle   = "type.googleapis.com/ambit.ca.v1.TrustBundle"
 )
 
@@ -35,11 +37,11 @@ const (
 // first), which is also the order pushes go out in.
 var (
 	NodeTypes    = []string{TypeTrustBundle, TypeService, TypeWorkload, TypeAuthorization}
-	GatewayTypes = []string{TypeTrustBundle, TypeBackend, TypeRouteTable, TypeListener, TypeAuthorization}
+	GatewayTypes = []string{TypeTrustBundle, TypeBackend, TypeSecret, TypeRouteTable, TypeListener, TypeAuthorization}
 )
 
 // typeOrder is the push order across all types.
-var typeOrder = []string{TypeTrustBundle, TypeService, TypeWorkload, TypeBackend, TypeRouteTable, TypeListener, TypeAuthorization}
+var typeOrder = []string{TypeTrustBundle, TypeService, TypeWorkload, TypeBackend, TypeSecret, TypeRouteTable, TypeListener, TypeAuthorization}
 
 // ProxyKind is the role of a connected proxy.
 type ProxyKind int
@@ -148,9 +150,12 @@ func (s *ResourceSet) changesSince(since string) (names []string, ok bool) {
 
 // GatewayView is what one waypoint or ingress gateway receives.
 type GatewayView struct {
-	Listeners      *ResourceSet
-	RouteTables    *ResourceSet
-	Backends       *ResourceSet
+	Listeners   *ResourceSet
+	RouteTables *ResourceSet
+	Backends    *ResourceSet
+	// Secrets are the serving certificates of this gateway's own
+	// listeners; no other proxy's view holds them.
+	Secrets        *ResourceSet
 	Authorizations *ResourceSet
 }
 
@@ -207,6 +212,8 @@ func (v *Views) Set(id ProxyID, typeURL string) *ResourceSet {
 				s = g.RouteTables
 			case TypeBackend:
 				s = g.Backends
+			case TypeSecret:
+				s = g.Secrets
 			case TypeAuthorization:
 				s = g.Authorizations
 			}
@@ -533,6 +540,12 @@ func ComputeViews(mesh *model.Mesh, prev *Views) (*Views, error) {
 				used[s] = true
 			}
 		}
+		secrets := make([]*Resource, 0, len(g.Certificates))
+		for _, c := range g.Certificates {
+			secrets = append(secrets, b.resource(TypeSecret, c.Ref.String(), &gatewayv1.Secret{
+				Namespace: c.Namespace, Name: c.Name, CertificateChainPem: c.CertPEM, PrivateKeyPem: c.KeyPEM,
+			}))
+		}
 		var backends []*Resource
 		for ref := range used {
 			if r := backend(ref); r != nil {
@@ -543,6 +556,7 @@ func ComputeViews(mesh *model.Mesh, prev *Views) (*Views, error) {
 			Listeners:      b.set(key+"listeners", TypeListener, listeners),
 			RouteTables:    b.set(key+"routetables", TypeRouteTable, tables),
 			Backends:       b.set(key+"backends", TypeBackend, backends),
+			Secrets:        b.set(key+"secrets", TypeSecret, secrets),
 			Authorizations: b.set(key+"authz", TypeAuthorization, gatewayPolicies[g.Ref]),
 		}
 	}

@@ -15,6 +15,7 @@ import (
 
 	"github.com/ambitmesh/ambit/internal/control/model"
 	authzv1 "github.com/ambitmesh/ambit/proto/ambit/authorization/v1"
+	gatewayv1 "github.com/ambitmesh/ambit/proto/ambit/gateway/v1"
 	workloadv1 "github.com/ambitmesh/ambit/proto/ambit/workload/v1"
 )
 
@@ -374,5 +375,40 @@ func TestStrictMTLSBecomesMeshDenyForPlaintext(t *testing.T) {
 			len(got.GetRules()[0].GetFrom()) != 1 || got.GetRules()[0].GetFrom()[0].GetNotPrincipals()[0] != "*" {
 			t.Errorf("strict policy = %v, want DENY from notPrincipals [*]", got)
 		}
+	}
+}
+
+// Serving certificates are secret: each goes to the gateway whose
+// listeners use it and to no other proxy.
+func TestSecretsGoOnlyToTheirGateway(t *testing.T) {
+	m := testMesh()
+	cert := func(ns, name string) model.Certificate {
+		return model.Certificate{Ref: model.Ref{Namespace: ns, Name: name}, CertPEM: []byte("crt " + name), KeyPEM: []byte("key " + name)}
+	}
+	https := func(certs ...model.Ref) model.Listener {
+		return model.Listener{Name: "https", Port: 443, Protocol: "HTTPS", TLS: &model.ListenerTLS{Mode: "Terminate", Certificates: certs}}
+	}
+	m.Gateways[1].Listeners = append(m.Gateways[1].Listeners, https(model.Ref{Namespace: "b", Name: "gw-cert"}))
+	m.Gateways[1].Certificates = []model.Certificate{cert("b", "gw-cert")}
+	m.Gateways = append(m.Gateways, model.Gateway{
+		Ref: model.Ref{Namespace: "c", Name: "other"}, Class: model.ClassIngress, Identity: "spiffe://cluster.local/ns/c/sa/other",
+		Listeners:    []model.Listener{https(model.Ref{Namespace: "c", Name: "other-cert"})},
+		Certificates: []model.Certificate{cert("c", "other-cert")},
+	})
+	v, err := ComputeViews(m, nil)
+	if err != nil {
+		t.Fatal(err)
+	}
+	for id, want := range map[string][]string{
+		"gateway/b/gw": {"b/gw-cert"}, "gateway/c/other": {"c/other-cert"}, "gateway/a/wp": {}, "node/n1": {}, "node/n3": {},
+	} {
+		if got := v.Set(mustParse(t, id), TypeSecret).Names(); !cmp.Equal(got, want) {
+			t.Errorf("%s receives secrets %v, want %v", id, got, want)
+		}
+	}
+	r := v.Set(mustParse(t, "gateway/c/other"), TypeSecret).Items["c/other-cert"]
+	want := &gatewayv1.Secret{Namespace: "c", Name: "other-cert", CertificateChainPem: []byte("crt other-cert"), PrivateKeyPem: []byte("key other-cert")}
+	if diff := cmp.Diff(want, r.Message, cmpProto()); diff != "" {
+		t.Errorf("secret resource (-want +got):\n%s", diff)
 	}
 }

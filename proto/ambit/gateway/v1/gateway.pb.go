@@ -317,6 +317,82 @@ func (x *ListenerTLS) GetCertificates() []*ObjectRef {
 	return nil
 }
 
+// Secret is a serving certificate of a gateway's TLS listeners, from a
+// Secret of type kubernetes.io/tls. A gateway receives only the Secrets its
+// own listeners reference; node proxies never receive any.
+// Resource name: "<namespace>/<name>".
+// Type URL: type.googleapis.com/ambit.gateway.v1.Secret
+type Secret struct {
+	state     protoimpl.MessageState `protogen:"open.v1"`
+	Namespace string                 `protobuf:"bytes,1,opt,name=namespace,proto3" json:"namespace,omitempty"`
+	Name      string                 `protobuf:"bytes,2,opt,name=name,proto3" json:"name,omitempty"`
+	// certificate_chain_pem is the leaf certificate first, then
+	// intermediates (tls.crt).
+	CertificateChainPem []byte `protobuf:"bytes,3,opt,name=certificate_chain_pem,json=certificateChainPem,proto3" json:"certificate_chain_pem,omitempty"`
+	// private_key_pem is the leaf's private key (tls.key).
+	PrivateKeyPem []byte `protobuf:"bytes,4,opt,name=private_key_pem,json=privateKeyPem,proto3" json:"private_key_pem,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *Secret) Reset() {
+	*x = Secret{}
+	mi := &file_ambit_gateway_v1_gateway_proto_msgTypes[3]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *Secret) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*Secret) ProtoMessage() {}
+
+func (x *Secret) ProtoReflect() protoreflect.Message {
+	mi := &file_ambit_gateway_v1_gateway_proto_msgTypes[3]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use Secret.ProtoReflect.Descriptor instead.
+func (*Secret) Descriptor() ([]byte, []int) {
+	return file_ambit_gateway_v1_gateway_proto_rawDescGZIP(), []int{3}
+}
+
+func (x *Secret) GetNamespace() string {
+	if x != nil {
+		return x.Namespace
+	}
+	return ""
+}
+
+func (x *Secret) GetName() string {
+	if x != nil {
+		return x.Name
+	}
+	return ""
+}
+
+func (x *Secret) GetCertificateChainPem() []byte {
+	if x != nil {
+		return x.CertificateChainPem
+	}
+	return nil
+}
+
+func (x *Secret) GetPrivateKeyPem() []byte {
+	if x != nil {
+		return x.PrivateKeyPem
+	}
+	return nil
+}
+
 // ObjectRef names a namespaced object.
 type ObjectRef struct {
 	state         protoimpl.MessageState `protogen:"open.v1"`
@@ -328,7 +404,7 @@ type ObjectRef struct {
 
 func (x *ObjectRef) Reset() {
 	*x = ObjectRef{}
-	mi := &file_ambit_gateway_v1_gateway_proto_msgTypes[3]
+	mi := &file_ambit_gateway_v1_gateway_proto_msgTypes[4]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -340,7 +416,7 @@ func (x *ObjectRef) String() string {
 func (*ObjectRef) ProtoMessage() {}
 
 func (x *ObjectRef) ProtoReflect() protoreflect.Message {
-	mi := &file_ambit_gateway_v1_gateway_proto_msgTypes[3]
+	mi := &file_ambit_gateway_v1_gateway_proto_msgTypes[4]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -353,7 +429,7 @@ func (x *ObjectRef) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use ObjectRef.ProtoReflect.Descriptor instead.
 func (*ObjectRef) Descriptor() ([]byte, []int) {
-	return file_ambit_gateway_v1_gateway_proto_rawDescGZIP(), []int{3}
+	return file_ambit_gateway_v1_gateway_proto_rawDescGZIP(), []int{4}
 }
 
 func (x *ObjectRef) GetNamespace() string {
@@ -389,7 +465,7 @@ type RouteTable struct {
 
 func (x *RouteTable) Reset() {
 	*x = RouteTable{}
-	mi := &file_ambit_gateway_v1_gateway_proto_msgTypes[4]
+	mi := &file_ambit_gateway_v1_gateway_proto_msgTypes[5]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -401,7 +477,7 @@ func (x *RouteTable) String() string {
 func (*RouteTable) ProtoMessage() {}
 
 func (x *RouteTable) ProtoReflect() protoreflect.Message {
-	mi := &file_ambit_gateway_v1_gateway_proto_msgTypes[4]
+	mi := &file_ambit_gateway_v1_gateway_proto_msgTypes[5]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -414,7 +490,7 @@ func (x *RouteTable) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use RouteTable.ProtoReflect.Descriptor instead.
 func (*RouteTable) Descriptor() ([]byte, []int) {
-	return file_ambit_gateway_v1_gateway_proto_rawDescGZIP(), []int{4}
+	return file_ambit_gateway_v1_gateway_proto_rawDescGZIP(), []int{5}
 }
 
 func (x *RouteTable) GetGateway() *Gateway {
@@ -457,7 +533,7 @@ type VirtualHost struct {
 
 func (x *VirtualHost) Reset() {
 	*x = VirtualHost{}
-	mi := &file_ambit_gateway_v1_gateway_proto_msgTypes[5]
+	mi := &file_ambit_gateway_v1_gateway_proto_msgTypes[6]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -469,7 +545,7 @@ func (x *VirtualHost) String() string {
 func (*VirtualHost) ProtoMessage() {}
 
 func (x *VirtualHost) ProtoReflect() protoreflect.Message {
-	mi := &file_ambit_gateway_v1_gateway_proto_msgTypes[5]
+	mi := &file_ambit_gateway_v1_gateway_proto_msgTypes[6]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -482,7 +558,7 @@ func (x *VirtualHost) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use VirtualHost.ProtoReflect.Descriptor instead.
 func (*VirtualHost) Descriptor() ([]byte, []int) {
-	return file_ambit_gateway_v1_gateway_proto_rawDescGZIP(), []int{5}
+	return file_ambit_gateway_v1_gateway_proto_rawDescGZIP(), []int{6}
 }
 
 func (x *VirtualHost) GetHostname() string {
@@ -516,7 +592,7 @@ type Route struct {
 
 func (x *Route) Reset() {
 	*x = Route{}
-	mi := &file_ambit_gateway_v1_gateway_proto_msgTypes[6]
+	mi := &file_ambit_gateway_v1_gateway_proto_msgTypes[7]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -528,7 +604,7 @@ func (x *Route) String() string {
 func (*Route) ProtoMessage() {}
 
 func (x *Route) ProtoReflect() protoreflect.Message {
-	mi := &file_ambit_gateway_v1_gateway_proto_msgTypes[6]
+	mi := &file_ambit_gateway_v1_gateway_proto_msgTypes[7]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -541,7 +617,7 @@ func (x *Route) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use Route.ProtoReflect.Descriptor instead.
 func (*Route) Descriptor() ([]byte, []int) {
-	return file_ambit_gateway_v1_gateway_proto_rawDescGZIP(), []int{6}
+	return file_ambit_gateway_v1_gateway_proto_rawDescGZIP(), []int{7}
 }
 
 func (x *Route) GetSource() *RouteSource {
@@ -602,7 +678,7 @@ type RouteSource struct {
 
 func (x *RouteSource) Reset() {
 	*x = RouteSource{}
-	mi := &file_ambit_gateway_v1_gateway_proto_msgTypes[7]
+	mi := &file_ambit_gateway_v1_gateway_proto_msgTypes[8]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -614,7 +690,7 @@ func (x *RouteSource) String() string {
 func (*RouteSource) ProtoMessage() {}
 
 func (x *RouteSource) ProtoReflect() protoreflect.Message {
-	mi := &file_ambit_gateway_v1_gateway_proto_msgTypes[7]
+	mi := &file_ambit_gateway_v1_gateway_proto_msgTypes[8]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -627,7 +703,7 @@ func (x *RouteSource) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use RouteSource.ProtoReflect.Descriptor instead.
 func (*RouteSource) Descriptor() ([]byte, []int) {
-	return file_ambit_gateway_v1_gateway_proto_rawDescGZIP(), []int{7}
+	return file_ambit_gateway_v1_gateway_proto_rawDescGZIP(), []int{8}
 }
 
 func (x *RouteSource) GetKind() string {
@@ -687,7 +763,7 @@ type RouteMatch struct {
 
 func (x *RouteMatch) Reset() {
 	*x = RouteMatch{}
-	mi := &file_ambit_gateway_v1_gateway_proto_msgTypes[8]
+	mi := &file_ambit_gateway_v1_gateway_proto_msgTypes[9]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -699,7 +775,7 @@ func (x *RouteMatch) String() string {
 func (*RouteMatch) ProtoMessage() {}
 
 func (x *RouteMatch) ProtoReflect() protoreflect.Message {
-	mi := &file_ambit_gateway_v1_gateway_proto_msgTypes[8]
+	mi := &file_ambit_gateway_v1_gateway_proto_msgTypes[9]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -712,7 +788,7 @@ func (x *RouteMatch) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use RouteMatch.ProtoReflect.Descriptor instead.
 func (*RouteMatch) Descriptor() ([]byte, []int) {
-	return file_ambit_gateway_v1_gateway_proto_rawDescGZIP(), []int{8}
+	return file_ambit_gateway_v1_gateway_proto_rawDescGZIP(), []int{9}
 }
 
 func (x *RouteMatch) GetPath() *PathMatch {
@@ -761,7 +837,7 @@ type PathMatch struct {
 
 func (x *PathMatch) Reset() {
 	*x = PathMatch{}
-	mi := &file_ambit_gateway_v1_gateway_proto_msgTypes[9]
+	mi := &file_ambit_gateway_v1_gateway_proto_msgTypes[10]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -773,7 +849,7 @@ func (x *PathMatch) String() string {
 func (*PathMatch) ProtoMessage() {}
 
 func (x *PathMatch) ProtoReflect() protoreflect.Message {
-	mi := &file_ambit_gateway_v1_gateway_proto_msgTypes[9]
+	mi := &file_ambit_gateway_v1_gateway_proto_msgTypes[10]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -786,7 +862,7 @@ func (x *PathMatch) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use PathMatch.ProtoReflect.Descriptor instead.
 func (*PathMatch) Descriptor() ([]byte, []int) {
-	return file_ambit_gateway_v1_gateway_proto_rawDescGZIP(), []int{9}
+	return file_ambit_gateway_v1_gateway_proto_rawDescGZIP(), []int{10}
 }
 
 func (x *PathMatch) GetType() MatchType {
@@ -815,7 +891,7 @@ type StringMatch struct {
 
 func (x *StringMatch) Reset() {
 	*x = StringMatch{}
-	mi := &file_ambit_gateway_v1_gateway_proto_msgTypes[10]
+	mi := &file_ambit_gateway_v1_gateway_proto_msgTypes[11]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -827,7 +903,7 @@ func (x *StringMatch) String() string {
 func (*StringMatch) ProtoMessage() {}
 
 func (x *StringMatch) ProtoReflect() protoreflect.Message {
-	mi := &file_ambit_gateway_v1_gateway_proto_msgTypes[10]
+	mi := &file_ambit_gateway_v1_gateway_proto_msgTypes[11]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -840,7 +916,7 @@ func (x *StringMatch) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use StringMatch.ProtoReflect.Descriptor instead.
 func (*StringMatch) Descriptor() ([]byte, []int) {
-	return file_ambit_gateway_v1_gateway_proto_rawDescGZIP(), []int{10}
+	return file_ambit_gateway_v1_gateway_proto_rawDescGZIP(), []int{11}
 }
 
 func (x *StringMatch) GetType() MatchType {
@@ -882,7 +958,7 @@ type BackendRef struct {
 
 func (x *BackendRef) Reset() {
 	*x = BackendRef{}
-	mi := &file_ambit_gateway_v1_gateway_proto_msgTypes[11]
+	mi := &file_ambit_gateway_v1_gateway_proto_msgTypes[12]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -894,7 +970,7 @@ func (x *BackendRef) String() string {
 func (*BackendRef) ProtoMessage() {}
 
 func (x *BackendRef) ProtoReflect() protoreflect.Message {
-	mi := &file_ambit_gateway_v1_gateway_proto_msgTypes[11]
+	mi := &file_ambit_gateway_v1_gateway_proto_msgTypes[12]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -907,7 +983,7 @@ func (x *BackendRef) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use BackendRef.ProtoReflect.Descriptor instead.
 func (*BackendRef) Descriptor() ([]byte, []int) {
-	return file_ambit_gateway_v1_gateway_proto_rawDescGZIP(), []int{11}
+	return file_ambit_gateway_v1_gateway_proto_rawDescGZIP(), []int{12}
 }
 
 func (x *BackendRef) GetService() string {
@@ -963,7 +1039,7 @@ type Filter struct {
 
 func (x *Filter) Reset() {
 	*x = Filter{}
-	mi := &file_ambit_gateway_v1_gateway_proto_msgTypes[12]
+	mi := &file_ambit_gateway_v1_gateway_proto_msgTypes[13]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -975,7 +1051,7 @@ func (x *Filter) String() string {
 func (*Filter) ProtoMessage() {}
 
 func (x *Filter) ProtoReflect() protoreflect.Message {
-	mi := &file_ambit_gateway_v1_gateway_proto_msgTypes[12]
+	mi := &file_ambit_gateway_v1_gateway_proto_msgTypes[13]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -988,7 +1064,7 @@ func (x *Filter) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use Filter.ProtoReflect.Descriptor instead.
 func (*Filter) Descriptor() ([]byte, []int) {
-	return file_ambit_gateway_v1_gateway_proto_rawDescGZIP(), []int{12}
+	return file_ambit_gateway_v1_gateway_proto_rawDescGZIP(), []int{13}
 }
 
 func (x *Filter) GetKind() isFilter_Kind {
@@ -1104,7 +1180,7 @@ type HeaderModifier struct {
 
 func (x *HeaderModifier) Reset() {
 	*x = HeaderModifier{}
-	mi := &file_ambit_gateway_v1_gateway_proto_msgTypes[13]
+	mi := &file_ambit_gateway_v1_gateway_proto_msgTypes[14]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1116,7 +1192,7 @@ func (x *HeaderModifier) String() string {
 func (*HeaderModifier) ProtoMessage() {}
 
 func (x *HeaderModifier) ProtoReflect() protoreflect.Message {
-	mi := &file_ambit_gateway_v1_gateway_proto_msgTypes[13]
+	mi := &file_ambit_gateway_v1_gateway_proto_msgTypes[14]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1129,7 +1205,7 @@ func (x *HeaderModifier) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use HeaderModifier.ProtoReflect.Descriptor instead.
 func (*HeaderModifier) Descriptor() ([]byte, []int) {
-	return file_ambit_gateway_v1_gateway_proto_rawDescGZIP(), []int{13}
+	return file_ambit_gateway_v1_gateway_proto_rawDescGZIP(), []int{14}
 }
 
 func (x *HeaderModifier) GetSet() []*Header {
@@ -1164,7 +1240,7 @@ type Header struct {
 
 func (x *Header) Reset() {
 	*x = Header{}
-	mi := &file_ambit_gateway_v1_gateway_proto_msgTypes[14]
+	mi := &file_ambit_gateway_v1_gateway_proto_msgTypes[15]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1176,7 +1252,7 @@ func (x *Header) String() string {
 func (*Header) ProtoMessage() {}
 
 func (x *Header) ProtoReflect() protoreflect.Message {
-	mi := &file_ambit_gateway_v1_gateway_proto_msgTypes[14]
+	mi := &file_ambit_gateway_v1_gateway_proto_msgTypes[15]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1189,7 +1265,7 @@ func (x *Header) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use Header.ProtoReflect.Descriptor instead.
 func (*Header) Descriptor() ([]byte, []int) {
-	return file_ambit_gateway_v1_gateway_proto_rawDescGZIP(), []int{14}
+	return file_ambit_gateway_v1_gateway_proto_rawDescGZIP(), []int{15}
 }
 
 func (x *Header) GetName() string {
@@ -1220,7 +1296,7 @@ type PathModifier struct {
 
 func (x *PathModifier) Reset() {
 	*x = PathModifier{}
-	mi := &file_ambit_gateway_v1_gateway_proto_msgTypes[15]
+	mi := &file_ambit_gateway_v1_gateway_proto_msgTypes[16]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1232,7 +1308,7 @@ func (x *PathModifier) String() string {
 func (*PathModifier) ProtoMessage() {}
 
 func (x *PathModifier) ProtoReflect() protoreflect.Message {
-	mi := &file_ambit_gateway_v1_gateway_proto_msgTypes[15]
+	mi := &file_ambit_gateway_v1_gateway_proto_msgTypes[16]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1245,7 +1321,7 @@ func (x *PathModifier) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use PathModifier.ProtoReflect.Descriptor instead.
 func (*PathModifier) Descriptor() ([]byte, []int) {
-	return file_ambit_gateway_v1_gateway_proto_rawDescGZIP(), []int{15}
+	return file_ambit_gateway_v1_gateway_proto_rawDescGZIP(), []int{16}
 }
 
 func (x *PathModifier) GetKind() isPathModifier_Kind {
@@ -1303,7 +1379,7 @@ type Redirect struct {
 
 func (x *Redirect) Reset() {
 	*x = Redirect{}
-	mi := &file_ambit_gateway_v1_gateway_proto_msgTypes[16]
+	mi := &file_ambit_gateway_v1_gateway_proto_msgTypes[17]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1315,7 +1391,7 @@ func (x *Redirect) String() string {
 func (*Redirect) ProtoMessage() {}
 
 func (x *Redirect) ProtoReflect() protoreflect.Message {
-	mi := &file_ambit_gateway_v1_gateway_proto_msgTypes[16]
+	mi := &file_ambit_gateway_v1_gateway_proto_msgTypes[17]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1328,7 +1404,7 @@ func (x *Redirect) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use Redirect.ProtoReflect.Descriptor instead.
 func (*Redirect) Descriptor() ([]byte, []int) {
-	return file_ambit_gateway_v1_gateway_proto_rawDescGZIP(), []int{16}
+	return file_ambit_gateway_v1_gateway_proto_rawDescGZIP(), []int{17}
 }
 
 func (x *Redirect) GetScheme() string {
@@ -1377,7 +1453,7 @@ type URLRewrite struct {
 
 func (x *URLRewrite) Reset() {
 	*x = URLRewrite{}
-	mi := &file_ambit_gateway_v1_gateway_proto_msgTypes[17]
+	mi := &file_ambit_gateway_v1_gateway_proto_msgTypes[18]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1389,7 +1465,7 @@ func (x *URLRewrite) String() string {
 func (*URLRewrite) ProtoMessage() {}
 
 func (x *URLRewrite) ProtoReflect() protoreflect.Message {
-	mi := &file_ambit_gateway_v1_gateway_proto_msgTypes[17]
+	mi := &file_ambit_gateway_v1_gateway_proto_msgTypes[18]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1402,7 +1478,7 @@ func (x *URLRewrite) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use URLRewrite.ProtoReflect.Descriptor instead.
 func (*URLRewrite) Descriptor() ([]byte, []int) {
-	return file_ambit_gateway_v1_gateway_proto_rawDescGZIP(), []int{17}
+	return file_ambit_gateway_v1_gateway_proto_rawDescGZIP(), []int{18}
 }
 
 func (x *URLRewrite) GetHostname() string {
@@ -1432,7 +1508,7 @@ type Mirror struct {
 
 func (x *Mirror) Reset() {
 	*x = Mirror{}
-	mi := &file_ambit_gateway_v1_gateway_proto_msgTypes[18]
+	mi := &file_ambit_gateway_v1_gateway_proto_msgTypes[19]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1444,7 +1520,7 @@ func (x *Mirror) String() string {
 func (*Mirror) ProtoMessage() {}
 
 func (x *Mirror) ProtoReflect() protoreflect.Message {
-	mi := &file_ambit_gateway_v1_gateway_proto_msgTypes[18]
+	mi := &file_ambit_gateway_v1_gateway_proto_msgTypes[19]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1457,7 +1533,7 @@ func (x *Mirror) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use Mirror.ProtoReflect.Descriptor instead.
 func (*Mirror) Descriptor() ([]byte, []int) {
-	return file_ambit_gateway_v1_gateway_proto_rawDescGZIP(), []int{18}
+	return file_ambit_gateway_v1_gateway_proto_rawDescGZIP(), []int{19}
 }
 
 func (x *Mirror) GetBackend() *BackendRef {
@@ -1496,7 +1572,7 @@ type CORS struct {
 
 func (x *CORS) Reset() {
 	*x = CORS{}
-	mi := &file_ambit_gateway_v1_gateway_proto_msgTypes[19]
+	mi := &file_ambit_gateway_v1_gateway_proto_msgTypes[20]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1508,7 +1584,7 @@ func (x *CORS) String() string {
 func (*CORS) ProtoMessage() {}
 
 func (x *CORS) ProtoReflect() protoreflect.Message {
-	mi := &file_ambit_gateway_v1_gateway_proto_msgTypes[19]
+	mi := &file_ambit_gateway_v1_gateway_proto_msgTypes[20]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1521,7 +1597,7 @@ func (x *CORS) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use CORS.ProtoReflect.Descriptor instead.
 func (*CORS) Descriptor() ([]byte, []int) {
-	return file_ambit_gateway_v1_gateway_proto_rawDescGZIP(), []int{19}
+	return file_ambit_gateway_v1_gateway_proto_rawDescGZIP(), []int{20}
 }
 
 func (x *CORS) GetAllowOrigins() []string {
@@ -1577,7 +1653,7 @@ type Timeouts struct {
 
 func (x *Timeouts) Reset() {
 	*x = Timeouts{}
-	mi := &file_ambit_gateway_v1_gateway_proto_msgTypes[20]
+	mi := &file_ambit_gateway_v1_gateway_proto_msgTypes[21]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1589,7 +1665,7 @@ func (x *Timeouts) String() string {
 func (*Timeouts) ProtoMessage() {}
 
 func (x *Timeouts) ProtoReflect() protoreflect.Message {
-	mi := &file_ambit_gateway_v1_gateway_proto_msgTypes[20]
+	mi := &file_ambit_gateway_v1_gateway_proto_msgTypes[21]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1602,7 +1678,7 @@ func (x *Timeouts) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use Timeouts.ProtoReflect.Descriptor instead.
 func (*Timeouts) Descriptor() ([]byte, []int) {
-	return file_ambit_gateway_v1_gateway_proto_rawDescGZIP(), []int{20}
+	return file_ambit_gateway_v1_gateway_proto_rawDescGZIP(), []int{21}
 }
 
 func (x *Timeouts) GetRequest() *durationpb.Duration {
@@ -1631,7 +1707,7 @@ type Retry struct {
 
 func (x *Retry) Reset() {
 	*x = Retry{}
-	mi := &file_ambit_gateway_v1_gateway_proto_msgTypes[21]
+	mi := &file_ambit_gateway_v1_gateway_proto_msgTypes[22]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1643,7 +1719,7 @@ func (x *Retry) String() string {
 func (*Retry) ProtoMessage() {}
 
 func (x *Retry) ProtoReflect() protoreflect.Message {
-	mi := &file_ambit_gateway_v1_gateway_proto_msgTypes[21]
+	mi := &file_ambit_gateway_v1_gateway_proto_msgTypes[22]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1656,7 +1732,7 @@ func (x *Retry) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use Retry.ProtoReflect.Descriptor instead.
 func (*Retry) Descriptor() ([]byte, []int) {
-	return file_ambit_gateway_v1_gateway_proto_rawDescGZIP(), []int{21}
+	return file_ambit_gateway_v1_gateway_proto_rawDescGZIP(), []int{22}
 }
 
 func (x *Retry) GetCodes() []uint32 {
@@ -1701,7 +1777,7 @@ type Backend struct {
 
 func (x *Backend) Reset() {
 	*x = Backend{}
-	mi := &file_ambit_gateway_v1_gateway_proto_msgTypes[22]
+	mi := &file_ambit_gateway_v1_gateway_proto_msgTypes[23]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1713,7 +1789,7 @@ func (x *Backend) String() string {
 func (*Backend) ProtoMessage() {}
 
 func (x *Backend) ProtoReflect() protoreflect.Message {
-	mi := &file_ambit_gateway_v1_gateway_proto_msgTypes[22]
+	mi := &file_ambit_gateway_v1_gateway_proto_msgTypes[23]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1726,7 +1802,7 @@ func (x *Backend) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use Backend.ProtoReflect.Descriptor instead.
 func (*Backend) Descriptor() ([]byte, []int) {
-	return file_ambit_gateway_v1_gateway_proto_rawDescGZIP(), []int{22}
+	return file_ambit_gateway_v1_gateway_proto_rawDescGZIP(), []int{23}
 }
 
 func (x *Backend) GetNamespace() string {
@@ -1795,7 +1871,7 @@ type Endpoint struct {
 
 func (x *Endpoint) Reset() {
 	*x = Endpoint{}
-	mi := &file_ambit_gateway_v1_gateway_proto_msgTypes[23]
+	mi := &file_ambit_gateway_v1_gateway_proto_msgTypes[24]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1807,7 +1883,7 @@ func (x *Endpoint) String() string {
 func (*Endpoint) ProtoMessage() {}
 
 func (x *Endpoint) ProtoReflect() protoreflect.Message {
-	mi := &file_ambit_gateway_v1_gateway_proto_msgTypes[23]
+	mi := &file_ambit_gateway_v1_gateway_proto_msgTypes[24]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1820,7 +1896,7 @@ func (x *Endpoint) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use Endpoint.ProtoReflect.Descriptor instead.
 func (*Endpoint) Descriptor() ([]byte, []int) {
-	return file_ambit_gateway_v1_gateway_proto_rawDescGZIP(), []int{23}
+	return file_ambit_gateway_v1_gateway_proto_rawDescGZIP(), []int{24}
 }
 
 func (x *Endpoint) GetWorkload() *ObjectRef {
@@ -1893,7 +1969,12 @@ const file_ambit_gateway_v1_gateway_proto_rawDesc = "" +
 	"\rvirtual_hosts\x18\a \x03(\v2\x1d.ambit.gateway.v1.VirtualHostR\fvirtualHosts\"b\n" +
 	"\vListenerTLS\x12\x12\n" +
 	"\x04mode\x18\x01 \x01(\tR\x04mode\x12?\n" +
-	"\fcertificates\x18\x02 \x03(\v2\x1b.ambit.gateway.v1.ObjectRefR\fcertificates\"=\n" +
+	"\fcertificates\x18\x02 \x03(\v2\x1b.ambit.gateway.v1.ObjectRefR\fcertificates\"\x96\x01\n" +
+	"\x06Secret\x12\x1c\n" +
+	"\tnamespace\x18\x01 \x01(\tR\tnamespace\x12\x12\n" +
+	"\x04name\x18\x02 \x01(\tR\x04name\x122\n" +
+	"\x15certificate_chain_pem\x18\x03 \x01(\fR\x13certificateChainPem\x12&\n" +
+	"\x0fprivate_key_pem\x18\x04 \x01(\fR\rprivateKeyPem\"=\n" +
 	"\tObjectRef\x12\x1c\n" +
 	"\tnamespace\x18\x01 \x01(\tR\tnamespace\x12\x12\n" +
 	"\x04name\x18\x02 \x01(\tR\x04name\"\xbd\x01\n" +
@@ -2025,80 +2106,81 @@ func file_ambit_gateway_v1_gateway_proto_rawDescGZIP() []byte {
 }
 
 var file_ambit_gateway_v1_gateway_proto_enumTypes = make([]protoimpl.EnumInfo, 1)
-var file_ambit_gateway_v1_gateway_proto_msgTypes = make([]protoimpl.MessageInfo, 24)
+var file_ambit_gateway_v1_gateway_proto_msgTypes = make([]protoimpl.MessageInfo, 25)
 var file_ambit_gateway_v1_gateway_proto_goTypes = []any{
 	(MatchType)(0),              // 0: ambit.gateway.v1.MatchType
 	(*Gateway)(nil),             // 1: ambit.gateway.v1.Gateway
 	(*Listener)(nil),            // 2: ambit.gateway.v1.Listener
 	(*ListenerTLS)(nil),         // 3: ambit.gateway.v1.ListenerTLS
-	(*ObjectRef)(nil),           // 4: ambit.gateway.v1.ObjectRef
-	(*RouteTable)(nil),          // 5: ambit.gateway.v1.RouteTable
-	(*VirtualHost)(nil),         // 6: ambit.gateway.v1.VirtualHost
-	(*Route)(nil),               // 7: ambit.gateway.v1.Route
-	(*RouteSource)(nil),         // 8: ambit.gateway.v1.RouteSource
-	(*RouteMatch)(nil),          // 9: ambit.gateway.v1.RouteMatch
-	(*PathMatch)(nil),           // 10: ambit.gateway.v1.PathMatch
-	(*StringMatch)(nil),         // 11: ambit.gateway.v1.StringMatch
-	(*BackendRef)(nil),          // 12: ambit.gateway.v1.BackendRef
-	(*Filter)(nil),              // 13: ambit.gateway.v1.Filter
-	(*HeaderModifier)(nil),      // 14: ambit.gateway.v1.HeaderModifier
-	(*Header)(nil),              // 15: ambit.gateway.v1.Header
-	(*PathModifier)(nil),        // 16: ambit.gateway.v1.PathModifier
-	(*Redirect)(nil),            // 17: ambit.gateway.v1.Redirect
-	(*URLRewrite)(nil),          // 18: ambit.gateway.v1.URLRewrite
-	(*Mirror)(nil),              // 19: ambit.gateway.v1.Mirror
-	(*CORS)(nil),                // 20: ambit.gateway.v1.CORS
-	(*Timeouts)(nil),            // 21: ambit.gateway.v1.Timeouts
-	(*Retry)(nil),               // 22: ambit.gateway.v1.Retry
-	(*Backend)(nil),             // 23: ambit.gateway.v1.Backend
-	(*Endpoint)(nil),            // 24: ambit.gateway.v1.Endpoint
-	(*durationpb.Duration)(nil), // 25: google.protobuf.Duration
-	(*v1.ServicePort)(nil),      // 26: ambit.workload.v1.ServicePort
-	(*v1.WaypointBinding)(nil),  // 27: ambit.workload.v1.WaypointBinding
-	(*v1.Locality)(nil),         // 28: ambit.workload.v1.Locality
-	(*v1.PortMapping)(nil),      // 29: ambit.workload.v1.PortMapping
+	(*Secret)(nil),              // 4: ambit.gateway.v1.Secret
+	(*ObjectRef)(nil),           // 5: ambit.gateway.v1.ObjectRef
+	(*RouteTable)(nil),          // 6: ambit.gateway.v1.RouteTable
+	(*VirtualHost)(nil),         // 7: ambit.gateway.v1.VirtualHost
+	(*Route)(nil),               // 8: ambit.gateway.v1.Route
+	(*RouteSource)(nil),         // 9: ambit.gateway.v1.RouteSource
+	(*RouteMatch)(nil),          // 10: ambit.gateway.v1.RouteMatch
+	(*PathMatch)(nil),           // 11: ambit.gateway.v1.PathMatch
+	(*StringMatch)(nil),         // 12: ambit.gateway.v1.StringMatch
+	(*BackendRef)(nil),          // 13: ambit.gateway.v1.BackendRef
+	(*Filter)(nil),              // 14: ambit.gateway.v1.Filter
+	(*HeaderModifier)(nil),      // 15: ambit.gateway.v1.HeaderModifier
+	(*Header)(nil),              // 16: ambit.gateway.v1.Header
+	(*PathModifier)(nil),        // 17: ambit.gateway.v1.PathModifier
+	(*Redirect)(nil),            // 18: ambit.gateway.v1.Redirect
+	(*URLRewrite)(nil),          // 19: ambit.gateway.v1.URLRewrite
+	(*Mirror)(nil),              // 20: ambit.gateway.v1.Mirror
+	(*CORS)(nil),                // 21: ambit.gateway.v1.CORS
+	(*Timeouts)(nil),            // 22: ambit.gateway.v1.Timeouts
+	(*Retry)(nil),               // 23: ambit.gateway.v1.Retry
+	(*Backend)(nil),             // 24: ambit.gateway.v1.Backend
+	(*Endpoint)(nil),            // 25: ambit.gateway.v1.Endpoint
+	(*durationpb.Duration)(nil), // 26: google.protobuf.Duration
+	(*v1.ServicePort)(nil),      // 27: ambit.workload.v1.ServicePort
+	(*v1.WaypointBinding)(nil),  // 28: ambit.workload.v1.WaypointBinding
+	(*v1.Locality)(nil),         // 29: ambit.workload.v1.Locality
+	(*v1.PortMapping)(nil),      // 30: ambit.workload.v1.PortMapping
 }
 var file_ambit_gateway_v1_gateway_proto_depIdxs = []int32{
 	1,  // 0: ambit.gateway.v1.Listener.gateway:type_name -> ambit.gateway.v1.Gateway
 	3,  // 1: ambit.gateway.v1.Listener.tls:type_name -> ambit.gateway.v1.ListenerTLS
-	6,  // 2: ambit.gateway.v1.Listener.virtual_hosts:type_name -> ambit.gateway.v1.VirtualHost
-	4,  // 3: ambit.gateway.v1.ListenerTLS.certificates:type_name -> ambit.gateway.v1.ObjectRef
+	7,  // 2: ambit.gateway.v1.Listener.virtual_hosts:type_name -> ambit.gateway.v1.VirtualHost
+	5,  // 3: ambit.gateway.v1.ListenerTLS.certificates:type_name -> ambit.gateway.v1.ObjectRef
 	1,  // 4: ambit.gateway.v1.RouteTable.gateway:type_name -> ambit.gateway.v1.Gateway
-	4,  // 5: ambit.gateway.v1.RouteTable.service:type_name -> ambit.gateway.v1.ObjectRef
-	7,  // 6: ambit.gateway.v1.RouteTable.routes:type_name -> ambit.gateway.v1.Route
-	7,  // 7: ambit.gateway.v1.VirtualHost.routes:type_name -> ambit.gateway.v1.Route
-	8,  // 8: ambit.gateway.v1.Route.source:type_name -> ambit.gateway.v1.RouteSource
-	9,  // 9: ambit.gateway.v1.Route.match:type_name -> ambit.gateway.v1.RouteMatch
-	13, // 10: ambit.gateway.v1.Route.filters:type_name -> ambit.gateway.v1.Filter
-	12, // 11: ambit.gateway.v1.Route.backends:type_name -> ambit.gateway.v1.BackendRef
-	21, // 12: ambit.gateway.v1.Route.timeouts:type_name -> ambit.gateway.v1.Timeouts
-	22, // 13: ambit.gateway.v1.Route.retry:type_name -> ambit.gateway.v1.Retry
-	10, // 14: ambit.gateway.v1.RouteMatch.path:type_name -> ambit.gateway.v1.PathMatch
-	11, // 15: ambit.gateway.v1.RouteMatch.headers:type_name -> ambit.gateway.v1.StringMatch
-	11, // 16: ambit.gateway.v1.RouteMatch.query_params:type_name -> ambit.gateway.v1.StringMatch
+	5,  // 5: ambit.gateway.v1.RouteTable.service:type_name -> ambit.gateway.v1.ObjectRef
+	8,  // 6: ambit.gateway.v1.RouteTable.routes:type_name -> ambit.gateway.v1.Route
+	8,  // 7: ambit.gateway.v1.VirtualHost.routes:type_name -> ambit.gateway.v1.Route
+	9,  // 8: ambit.gateway.v1.Route.source:type_name -> ambit.gateway.v1.RouteSource
+	10, // 9: ambit.gateway.v1.Route.match:type_name -> ambit.gateway.v1.RouteMatch
+	14, // 10: ambit.gateway.v1.Route.filters:type_name -> ambit.gateway.v1.Filter
+	13, // 11: ambit.gateway.v1.Route.backends:type_name -> ambit.gateway.v1.BackendRef
+	22, // 12: ambit.gateway.v1.Route.timeouts:type_name -> ambit.gateway.v1.Timeouts
+	23, // 13: ambit.gateway.v1.Route.retry:type_name -> ambit.gateway.v1.Retry
+	11, // 14: ambit.gateway.v1.RouteMatch.path:type_name -> ambit.gateway.v1.PathMatch
+	12, // 15: ambit.gateway.v1.RouteMatch.headers:type_name -> ambit.gateway.v1.StringMatch
+	12, // 16: ambit.gateway.v1.RouteMatch.query_params:type_name -> ambit.gateway.v1.StringMatch
 	0,  // 17: ambit.gateway.v1.PathMatch.type:type_name -> ambit.gateway.v1.MatchType
 	0,  // 18: ambit.gateway.v1.StringMatch.type:type_name -> ambit.gateway.v1.MatchType
-	13, // 19: ambit.gateway.v1.BackendRef.filters:type_name -> ambit.gateway.v1.Filter
-	14, // 20: ambit.gateway.v1.Filter.request_header_modifier:type_name -> ambit.gateway.v1.HeaderModifier
-	14, // 21: ambit.gateway.v1.Filter.response_header_modifier:type_name -> ambit.gateway.v1.HeaderModifier
-	17, // 22: ambit.gateway.v1.Filter.request_redirect:type_name -> ambit.gateway.v1.Redirect
-	18, // 23: ambit.gateway.v1.Filter.url_rewrite:type_name -> ambit.gateway.v1.URLRewrite
-	19, // 24: ambit.gateway.v1.Filter.request_mirror:type_name -> ambit.gateway.v1.Mirror
-	20, // 25: ambit.gateway.v1.Filter.cors:type_name -> ambit.gateway.v1.CORS
-	15, // 26: ambit.gateway.v1.HeaderModifier.set:type_name -> ambit.gateway.v1.Header
-	15, // 27: ambit.gateway.v1.HeaderModifier.add:type_name -> ambit.gateway.v1.Header
-	16, // 28: ambit.gateway.v1.Redirect.path:type_name -> ambit.gateway.v1.PathModifier
-	16, // 29: ambit.gateway.v1.URLRewrite.path:type_name -> ambit.gateway.v1.PathModifier
-	12, // 30: ambit.gateway.v1.Mirror.backend:type_name -> ambit.gateway.v1.BackendRef
-	25, // 31: ambit.gateway.v1.Timeouts.request:type_name -> google.protobuf.Duration
-	25, // 32: ambit.gateway.v1.Timeouts.backend_request:type_name -> google.protobuf.Duration
-	25, // 33: ambit.gateway.v1.Retry.backoff:type_name -> google.protobuf.Duration
-	26, // 34: ambit.gateway.v1.Backend.ports:type_name -> ambit.workload.v1.ServicePort
-	24, // 35: ambit.gateway.v1.Backend.endpoints:type_name -> ambit.gateway.v1.Endpoint
-	27, // 36: ambit.gateway.v1.Backend.waypoint:type_name -> ambit.workload.v1.WaypointBinding
-	4,  // 37: ambit.gateway.v1.Endpoint.workload:type_name -> ambit.gateway.v1.ObjectRef
-	28, // 38: ambit.gateway.v1.Endpoint.locality:type_name -> ambit.workload.v1.Locality
-	29, // 39: ambit.gateway.v1.Endpoint.ports:type_name -> ambit.workload.v1.PortMapping
+	14, // 19: ambit.gateway.v1.BackendRef.filters:type_name -> ambit.gateway.v1.Filter
+	15, // 20: ambit.gateway.v1.Filter.request_header_modifier:type_name -> ambit.gateway.v1.HeaderModifier
+	15, // 21: ambit.gateway.v1.Filter.response_header_modifier:type_name -> ambit.gateway.v1.HeaderModifier
+	18, // 22: ambit.gateway.v1.Filter.request_redirect:type_name -> ambit.gateway.v1.Redirect
+	19, // 23: ambit.gateway.v1.Filter.url_rewrite:type_name -> ambit.gateway.v1.URLRewrite
+	20, // 24: ambit.gateway.v1.Filter.request_mirror:type_name -> ambit.gateway.v1.Mirror
+	21, // 25: ambit.gateway.v1.Filter.cors:type_name -> ambit.gateway.v1.CORS
+	16, // 26: ambit.gateway.v1.HeaderModifier.set:type_name -> ambit.gateway.v1.Header
+	16, // 27: ambit.gateway.v1.HeaderModifier.add:type_name -> ambit.gateway.v1.Header
+	17, // 28: ambit.gateway.v1.Redirect.path:type_name -> ambit.gateway.v1.PathModifier
+	17, // 29: ambit.gateway.v1.URLRewrite.path:type_name -> ambit.gateway.v1.PathModifier
+	13, // 30: ambit.gateway.v1.Mirror.backend:type_name -> ambit.gateway.v1.BackendRef
+	26, // 31: ambit.gateway.v1.Timeouts.request:type_name -> google.protobuf.Duration
+	26, // 32: ambit.gateway.v1.Timeouts.backend_request:type_name -> google.protobuf.Duration
+	26, // 33: ambit.gateway.v1.Retry.backoff:type_name -> google.protobuf.Duration
+	27, // 34: ambit.gateway.v1.Backend.ports:type_name -> ambit.workload.v1.ServicePort
+	25, // 35: ambit.gateway.v1.Backend.endpoints:type_name -> ambit.gateway.v1.Endpoint
+	28, // 36: ambit.gateway.v1.Backend.waypoint:type_name -> ambit.workload.v1.WaypointBinding
+	5,  // 37: ambit.gateway.v1.Endpoint.workload:type_name -> ambit.gateway.v1.ObjectRef
+	29, // 38: ambit.gateway.v1.Endpoint.locality:type_name -> ambit.workload.v1.Locality
+	30, // 39: ambit.gateway.v1.Endpoint.ports:type_name -> ambit.workload.v1.PortMapping
 	40, // [40:40] is the sub-list for method output_type
 	40, // [40:40] is the sub-list for method input_type
 	40, // [40:40] is the sub-list for extension type_name
@@ -2111,7 +2193,7 @@ func file_ambit_gateway_v1_gateway_proto_init() {
 	if File_ambit_gateway_v1_gateway_proto != nil {
 		return
 	}
-	file_ambit_gateway_v1_gateway_proto_msgTypes[12].OneofWrappers = []any{
+	file_ambit_gateway_v1_gateway_proto_msgTypes[13].OneofWrappers = []any{
 		(*Filter_RequestHeaderModifier)(nil),
 		(*Filter_ResponseHeaderModifier)(nil),
 		(*Filter_RequestRedirect)(nil),
@@ -2119,7 +2201,7 @@ func file_ambit_gateway_v1_gateway_proto_init() {
 		(*Filter_RequestMirror)(nil),
 		(*Filter_Cors)(nil),
 	}
-	file_ambit_gateway_v1_gateway_proto_msgTypes[15].OneofWrappers = []any{
+	file_ambit_gateway_v1_gateway_proto_msgTypes[16].OneofWrappers = []any{
 		(*PathModifier_ReplaceFullPath)(nil),
 		(*PathModifier_ReplacePrefixMatch)(nil),
 	}
@@ -2129,7 +2211,7 @@ func file_ambit_gateway_v1_gateway_proto_init() {
 			GoPackagePath: reflect.TypeOf(x{}).PkgPath(),
 			RawDescriptor: unsafe.Slice(unsafe.StringData(file_ambit_gateway_v1_gateway_proto_rawDesc), len(file_ambit_gateway_v1_gateway_proto_rawDesc)),
 			NumEnums:      1,
-			NumMessages:   24,
+			NumMessages:   25,
 			NumExtensions: 0,
 			NumServices:   0,
 		},
