@@ -38,6 +38,7 @@ import (
 var TypeURLs = []string{
 	xdsclient.TypeURLOf[*cav1.TrustBundle](),
 	xdsclient.TypeURLOf[*gatewayv1.Backend](),
+	xdsclient.TypeURLOf[*gatewayv1.Secret](),
 	xdsclient.TypeURLOf[*gatewayv1.RouteTable](),
 	xdsclient.TypeURLOf[*gatewayv1.Listener](),
 	xdsclient.TypeURLOf[*authzv1.Authorization](),
@@ -120,8 +121,15 @@ type Gateway struct {
 
 type served struct {
 	addr   net.Addr
+	family string // proxy.FamilyHTTP, FamilyTLS or FamilyTCP
 	cancel context.CancelFunc
 	done   chan struct{}
+}
+
+// wanted is what a snapshot asks of one port: a listener name (for logs)
+// and how the port is served.
+type wanted struct {
+	name, family string
 }
 
 // New applies defaults and checks opts; it does no I/O.
@@ -294,13 +302,12 @@ func (g *Gateway) apply(ctx context.Context, s *xdsclient.Snapshot) {
 	g.services = serviceIndex(s, g.namespace, g.name)
 	g.upstreamIDs = upstreamIdentities(s)
 	g.mu.Unlock()
-	want := map[uint32]string{}
+	want := map[uint32]wanted{}
 	for _, l := range xdsclient.All[*gatewayv1.Listener](s) {
-		switch strings.ToUpper(l.GetProtocol()) {
-		case "HTTP":
-			want[l.GetPort()] = l.GetName()
-		case "HTTPS":
-			g.log.Warn("listener not served: TLS termination is not supported by ambit gateway yet", "listener", l.GetName(), "port", l.GetPort())
+		if f := proxy.Family(l.GetProtocol()); f != "" {
+			// Listeners sharing a port are of one family (the control
+			// plane refuses mixes); the engine serves them all.
+			want[l.GetPort()] = wanted{name: l.GetName(), family: f}
 		}
 	}
 	ok := g.reconcile(ctx, want)
@@ -314,16 +321,16 @@ func (g *Gateway) apply(ctx context.Context, s *xdsclient.Snapshot) {
 	}
 }
 
-// reconcile opens the wanted ports not open yet and closes the others. A
-// port that cannot be opened is logged and retried at the next snapshot;
-// false then.
-func (g *Gateway) reconcile(ctx context.Context, want map[uint32]string) bool {
+// reconcile opens the wanted ports not open yet and closes the others
+// (and a port whose family changed, to reopen it). A port that cannot be
+// opened is logged and retried at the next snapshot; false then.
+func (g *Gateway) reconcile(ctx context.Context, want map[uint32]wanted) bool {
 	// Only the Watch goroutine changes the set; the lock guards readers,
 	// and is not held while a removed listener drains.
 	var gone []*served
 	g.mu.Lock()
 	for port, s := range g.listeners {
-		if _, ok := want[port]; !ok {
+		if w, ok := want[port]; !ok || w.family != s.family {
 			gone = append(gone, s)
 			delete(g.listeners, port)
 			g.log.Info("listener closed", "port", port)
@@ -335,7 +342,7 @@ func (g *Gateway) reconcile(ctx context.Context, want map[uint32]string) bool {
 		<-s.done // the port is released before it could be wanted again
 	}
 	all := true
-	for port, name := range want {
+	for port, w := range want {
 		g.mu.Lock()
 		open := g.listeners[port] != nil
 		g.mu.Unlock()
@@ -345,22 +352,22 @@ func (g *Gateway) reconcile(ctx context.Context, want map[uint32]string) bool {
 		addr := net.JoinHostPort(g.opts.ListenAddress, strconv.FormatUint(uint64(port), 10))
 		ln, err := net.Listen("tcp", addr)
 		if err != nil {
-			g.log.Error("listener not opened", "listener", name, "address", addr, "error", err)
+			g.log.Error("listener not opened", "listener", w.name, "address", addr, "error", err)
 			all = false
 			continue
 		}
 		lctx, cancel := context.WithCancel(ctx)
-		s := &served{addr: ln.Addr(), cancel: cancel, done: make(chan struct{})}
+		s := &served{addr: ln.Addr(), family: w.family, cancel: cancel, done: make(chan struct{})}
 		go func() {
 			defer close(s.done)
-			if err := g.engine.Serve(lctx, ln, port, g.opts.ShutdownGrace); err != nil {
-				g.log.Error("listener stopped", "listener", name, "address", addr, "error", err)
+			if err := g.engine.ServeListener(lctx, ln, port, w.family, g.opts.ShutdownGrace); err != nil {
+				g.log.Error("listener stopped", "listener", w.name, "address", addr, "error", err)
 			}
 		}()
 		g.mu.Lock()
 		g.listeners[port] = s
 		g.mu.Unlock()
-		g.log.Info("listener opened", "listener", name, "address", ln.Addr().String())
+		g.log.Info("listener opened", "listener", w.name, "family", w.family, "address", ln.Addr().String())
 	}
 	return all
 }
@@ -415,10 +422,28 @@ func (g *Gateway) adminHandler() http.Handler {
 			http.Error(w, err.Error(), http.StatusInternalServerError)
 			return
 		}
+		redactSecrets(d.Resources)
 		w.Header().Set("Content-Type", "application/json")
 		enc := json.NewEncoder(w)
 		enc.SetIndent("", "  ")
 		_ = enc.Encode(d)
 	})
 	return mux
+}
+
+// redactSecrets replaces the private keys in a resource dump: the admin
+// endpoint shows which certificates a gateway serves, never their keys.
+func redactSecrets(res map[string]map[string]json.RawMessage) {
+	secrets := res[xdsclient.TypeURLOf[*gatewayv1.Secret]()]
+	for name, raw := range secrets {
+		var m map[string]any
+		if json.Unmarshal(raw, &m) != nil {
+			delete(secrets, name)
+			continue
+		}
+		if _, ok := m["privateKeyPem"]; ok {
+			m["privateKeyPem"] = "(redacted)"
+		}
+		secrets[name], _ = json.Marshal(m)
+	}
 }

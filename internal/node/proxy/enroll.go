@@ -223,7 +223,7 @@ func (p *Proxy) servePlaintext(ctx context.Context, c net.Conn) {
 	defer up.Close()
 	stop := context.AfterFunc(ctx, func() { _ = up.Close(); _ = c.Close() })
 	defer stop()
-	relay(c, up)
+	telemetry.Relay(c, up)
 }
 
 // errMTLSRequired refuses plaintext to a destination that accepts only

@@ -191,7 +191,7 @@ func (p *Proxy) outbound(ctx context.Context, client net.Conn, dst netip.AddrPor
 		return
 	}
 	_, _ = io.Copy(counted, tunnel)
-	closeWrite(counted)
+	telemetry.CloseWrite(counted)
 	<-tunnel.(*hbone.Conn).Sent()
 	m.Finish(p.access, telemetry.Result{})
 }
@@ -230,7 +230,7 @@ func (p *Proxy) passthrough(ctx context.Context, client net.Conn, clientAddr, ds
 		m.Finish(p.access, telemetry.Result{Err: err, Flags: telemetry.FlagConnectFailure})
 		return
 	}
-	relay(telemetry.CountConn(client, m, telemetry.ReadsAreRequest), up)
+	telemetry.Relay(telemetry.CountConn(client, m, telemetry.ReadsAreRequest), up)
 	m.Finish(p.access, telemetry.Result{})
 }
 

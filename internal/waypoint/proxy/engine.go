@@ -116,9 +116,14 @@ type Engine struct {
 
 	mu   sync.Mutex // serialises Apply
 	bals map[balKey]*lb.Balancer
+	// certs is the last good certificate of each Secret (see
+	// applySecrets).
+	certs map[string]*certEntry
 
 	rp      *httputil.ReverseProxy
 	h1, h2c *http.Transport
+	// dial opens upstream connections (Config.DialContext or TCP).
+	dial func(ctx context.Context, network, addr string) (net.Conn, error)
 
 	// base is cancelled by Close; mirrors run under it.
 	base    context.Context
@@ -135,7 +140,13 @@ type balKey struct {
 
 // config is one immutable compiled configuration.
 type config struct {
+	// listeners are the HTTP listeners' tables by port.
 	listeners map[uint32]*route.Table
+	// tlsPorts are the HTTPS and TLS listeners by port, tlsListeners the
+	// same by listener name; tcp the TCP listeners by port.
+	tlsPorts     map[uint32]*tlsPort
+	tlsListeners map[string]*tlsListener
+	tcp          map[uint32]*tcpListener
 	// services are waypoint route tables by resource name
 	// ("<ns>/<name>" or "<ns>/<name>:<port>").
 	services map[string]*route.Table
@@ -205,6 +216,7 @@ func New(cfg Config) (*Engine, error) {
 		d := &net.Dialer{Timeout: cfg.DialTimeout, KeepAlive: 30 * time.Second}
 		dial = d.DialContext
 	}
+	e.dial = dial
 	// One transport per upstream protocol: http.Transport pools
 	// connections per endpoint address, which is the per-endpoint pool.
 	e.h1, e.h2c = newTransports(dial)
@@ -304,6 +316,10 @@ func (e *Engine) ApplySnapshot(s *xdsclient.Snapshot) error {
 	var ls []*gatewayv1.Listener
 	var ts []*gatewayv1.RouteTable
 	var bs []*gatewayv1.Backend
+	var ss []*gatewayv1.Secret
+	for _, sec := range xdsclient.All[*gatewayv1.Secret](s) {
+		ss = append(ss, sec)
+	}
 	for _, l := range xdsclient.All[*gatewayv1.Listener](s) {
 		ls = append(ls, l)
 	}
@@ -313,7 +329,7 @@ func (e *Engine) ApplySnapshot(s *xdsclient.Snapshot) error {
 	for _, b := range xdsclient.All[*gatewayv1.Backend](s) {
 		bs = append(bs, b)
 	}
-	err := e.Apply(ls, ts, bs)
+	err := e.Apply(ls, ts, bs, ss...)
 	if e.cfg.Waypoint != "" {
 		var ps []*authzv1.Authorization
 		for _, a := range xdsclient.All[*authzv1.Authorization](s) {
@@ -342,19 +358,24 @@ func (e *Engine) ApplyAuthorization(policies []*authzv1.Authorization) error {
 
 // Apply compiles and publishes a configuration. Problems (an invalid
 // route, two HTTP listeners on one port, a filter that cannot be
-// compiled) are reported together; the configuration is published anyway
-// with the bad parts left out or answering 500, so one bad object never
-// takes the others down.
-func (e *Engine) Apply(listeners []*gatewayv1.Listener, tables []*gatewayv1.RouteTable, backends []*gatewayv1.Backend) error {
+// compiled, a Secret that does not parse) are reported together; the
+// configuration is published anyway with the bad parts left out or
+// answering 500 (a bad Secret keeps its last good certificate), so one bad
+// object never takes the others down.
+func (e *Engine) Apply(listeners []*gatewayv1.Listener, tables []*gatewayv1.RouteTable, backends []*gatewayv1.Backend, secrets ...*gatewayv1.Secret) error {
 	e.mu.Lock()
 	defer e.mu.Unlock()
-	var errs []error
+	certs, err := e.applySecrets(secrets)
+	errs := []error{err}
 	c := &config{
-		listeners:   map[uint32]*route.Table{},
-		services:    map[string]*route.Table{},
-		passthrough: map[string]*route.Table{},
-		routes:      map[*gatewayv1.Route]*compiledRoute{},
-		backends:    map[balKey]*upstream{},
+		listeners:    map[uint32]*route.Table{},
+		tlsPorts:     map[uint32]*tlsPort{},
+		tlsListeners: map[string]*tlsListener{},
+		tcp:          map[uint32]*tcpListener{},
+		services:     map[string]*route.Table{},
+		passthrough:  map[string]*route.Table{},
+		routes:       map[*gatewayv1.Route]*compiledRoute{},
+		backends:     map[balKey]*upstream{},
 	}
 	addRoutes := func(rs []*gatewayv1.Route) {
 		for _, r := range rs {
@@ -366,18 +387,40 @@ func (e *Engine) Apply(listeners []*gatewayv1.Listener, tables []*gatewayv1.Rout
 		}
 	}
 	for _, l := range listeners {
-		switch strings.ToUpper(l.GetProtocol()) {
-		case "HTTP", "HTTPS":
+		port := l.GetPort()
+		switch Family(l.GetProtocol()) {
+		case FamilyHTTP:
+			if _, dup := c.listeners[port]; dup {
+				errs = append(errs, fmt.Errorf("proxy: listener %q: port %d already has an HTTP listener; merge them into one listener with several hostnames", l.GetName(), port))
+				continue
+			}
+			t, err := route.CompileListener(l)
+			errs = append(errs, err)
+			c.listeners[port] = t
+		case FamilyTLS:
+			tl, err := compileTLSListener(l, certs)
+			errs = append(errs, err)
+			p := c.tlsPorts[port]
+			if p == nil {
+				p = &tlsPort{}
+				c.tlsPorts[port] = p
+			}
+			if !p.byName.Add(l.GetHostname(), tl) {
+				errs = append(errs, fmt.Errorf("proxy: listener %q: port %d already has a TLS listener for hostname %q; give each listener of a port its own hostname", l.GetName(), port, l.GetHostname()))
+				continue
+			}
+			c.tlsListeners[l.GetName()] = tl
+		case FamilyTCP:
+			if _, dup := c.tcp[port]; dup {
+				errs = append(errs, fmt.Errorf("proxy: listener %q: port %d already has a TCP listener; TCP listeners cannot share a port", l.GetName(), port))
+				continue
+			}
+			t, err := route.CompileListener(l)
+			errs = append(errs, err)
+			c.tcp[port] = &tcpListener{name: l.GetName(), table: t}
 		default:
-			continue // TLS passthrough, TCP: not this engine
+			continue // HBONE (the waypoint's own), UDP: not this engine
 		}
-		if _, dup := c.listeners[l.GetPort()]; dup {
-			errs = append(errs, fmt.Errorf("proxy: listener %q: port %d already has an HTTP listener; merge them into one listener with several hostnames", l.GetName(), l.GetPort()))
-			continue
-		}
-		t, err := route.CompileListener(l)
-		errs = append(errs, err)
-		c.listeners[l.GetPort()] = t
 		for _, vh := range l.GetVirtualHosts() {
 			addRoutes(vh.GetRoutes())
 		}
@@ -443,8 +486,9 @@ func (e *Engine) Apply(listeners []*gatewayv1.Listener, tables []*gatewayv1.Rout
 	for k, u := range c.backends {
 		e.bals[k] = u.bal
 	}
+	e.certs = certs
 	e.cur.Store(c)
-	err := errors.Join(errs...)
+	err = errors.Join(errs...)
 	if err != nil {
 		e.log.Warn("proxy: configuration applied with errors", "error", err)
 	}

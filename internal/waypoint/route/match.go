@@ -247,37 +247,16 @@ func hostOf(h string) string {
 	return h
 }
 
-// Host returns the virtual host a request for host (a Host header, port
-// allowed) is served by: an exact name, else the wildcard with the longest
-// suffix, else "*". ok is false when none applies (the server answers
-// 404).
+// lookupHost returns the virtual host a request for host (a Host header,
+// port allowed) is served by: an exact name, else the wildcard with the
+// longest suffix, else "*". ok is false when none applies (the server
+// answers 404).
 func (t *Table) lookupHost(host string) (*vhost, bool) {
-	if len(t.exact) == 0 && len(t.wild) == 0 {
-		if t.star >= 0 {
-			return &t.hosts[t.star], true
-		}
+	i, ok := t.index.Lookup(host)
+	if !ok {
 		return nil, false
 	}
-	h := hostOf(host)
-	if i, ok := t.exact[h]; ok {
-		return &t.hosts[i], true
-	}
-	if len(t.wild) > 0 {
-		// Walking the dots left to right tries the longest suffix first;
-		// i > 0 keeps at least one label in front of the wildcard.
-		for i := 1; i < len(h); i++ {
-			if h[i] != '.' {
-				continue
-			}
-			if j, ok := t.wild[h[i:]]; ok {
-				return &t.hosts[j], true
-			}
-		}
-	}
-	if t.star >= 0 {
-		return &t.hosts[t.star], true
-	}
-	return nil, false
+	return &t.hosts[i], true
 }
 
 // Match returns the first route, in precedence order, of the virtual host

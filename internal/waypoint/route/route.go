@@ -18,7 +18,6 @@ import (
 	"fmt"
 	"net/http"
 	"regexp"
-	"strings"
 
 	gatewayv1 "github.com/ambitmesh/ambit/proto/ambit/gateway/v1"
 )
@@ -85,14 +84,9 @@ type vhost struct {
 // Table is an immutable compiled route table; safe for concurrent use.
 type Table struct {
 	hosts []vhost
-	// exact maps a lowercase host name to its index in hosts.
-	exact map[string]int
-	// wild maps a wildcard's suffix (".example.com" for "*.example.com")
-	// to its index in hosts.
-	wild map[string]int
-	// star is the index of the "*" host, or -1.
-	star int
-	n    int
+	// index maps a host name to its index in hosts.
+	index HostIndex[int]
+	n     int
 }
 
 // Len is the number of routes compiled, across virtual hosts.
@@ -108,14 +102,11 @@ var ErrInvalidRoute = errors.New("invalid route")
 // wrapped in ErrInvalidRoute; the returned table is usable either way, so
 // one bad route never takes the others down.
 func CompileListener(l *gatewayv1.Listener) (*Table, error) {
-	t := &Table{exact: map[string]int{}, wild: map[string]int{}, star: -1}
+	t := &Table{}
 	var errs []error
 	for _, vh := range l.GetVirtualHosts() {
-		name := strings.TrimSuffix(strings.ToLower(vh.GetHostname()), ".")
-		if name == "" {
-			name = "*"
-		}
-		if t.has(name) {
+		name := normalizeHost(vh.GetHostname())
+		if !t.index.Add(name, len(t.hosts)) {
 			// The control plane sends one virtual host per name; a
 			// duplicate can only be shadowed, as in Envoy.
 			errs = append(errs, fmt.Errorf("route: listener %q: virtual host %q appears twice; the first is used", l.GetName(), name))
@@ -123,17 +114,8 @@ func CompileListener(l *gatewayv1.Listener) (*Table, error) {
 		}
 		routes, err := compileRoutes(name, vh.GetRoutes())
 		errs = append(errs, err)
-		idx := len(t.hosts)
 		t.hosts = append(t.hosts, vhost{name: name, routes: routes})
 		t.n += len(routes)
-		switch {
-		case name == "*":
-			t.star = idx
-		case strings.HasPrefix(name, "*."):
-			t.wild[name[1:]] = idx
-		default:
-			t.exact[name] = idx
-		}
 	}
 	if err := errors.Join(errs...); err != nil {
 		return t, fmt.Errorf("route: listener %q: %w", l.GetName(), err)
@@ -145,7 +127,8 @@ func CompileListener(l *gatewayv1.Listener) (*Table, error) {
 // hostnames do not apply (GAMMA), every request is matched against the
 // routes. Errors are reported as for CompileListener.
 func CompileRouteTable(rt *gatewayv1.RouteTable) (*Table, error) {
-	t := &Table{star: 0}
+	t := &Table{}
+	t.index.Add("*", 0)
 	routes, err := compileRoutes("*", rt.GetRoutes())
 	t.hosts = []vhost{{name: "*", routes: routes}}
 	t.n = len(routes)
@@ -154,18 +137,6 @@ func CompileRouteTable(rt *gatewayv1.RouteTable) (*Table, error) {
 		return t, fmt.Errorf("route: route table %s/%s port %d: %w", svc.GetNamespace(), svc.GetName(), rt.GetPort(), err)
 	}
 	return t, nil
-}
-
-func (t *Table) has(name string) bool {
-	if name == "*" {
-		return t.star >= 0
-	}
-	if strings.HasPrefix(name, "*.") {
-		_, ok := t.wild[name[1:]]
-		return ok
-	}
-	_, ok := t.exact[name]
-	return ok
 }
 
 func compileRoutes(host string, in []*gatewayv1.Route) ([]*Route, error) {

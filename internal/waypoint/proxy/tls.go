@@ -1,0 +1,352 @@
+package proxy
+
+import (
+	"bytes"
+	"context"
+	"crypto/tls"
+	"errors"
+	"io"
+	"log/slog"
+	"net"
+	"net/http"
+	"strings"
+	"sync"
+	"time"
+
+	"github.com/ambitmesh/ambit/internal/waypoint/route"
+)
+
+// ServeListener serves ln, the port of one listener family (see Family),
+// until ctx is cancelled; connections in flight then get shutdownGrace to
+// finish. The port's listeners are read from the current configuration
+// for every connection, so listeners, routes and certificates change
+// without the port closing or an established connection dropping.
+func (e *Engine) ServeListener(ctx context.Context, ln net.Listener, port uint32, family string, shutdownGrace time.Duration) error {
+	switch family {
+	case FamilyHTTP:
+		return e.Serve(ctx, ln, port, shutdownGrace)
+	case FamilyTLS, FamilyTCP:
+		return e.serveConns(ctx, ln, port, family, shutdownGrace)
+	}
+	_ = ln.Close()
+	return errors.New("proxy: listener family " + family + " is not served; use http, tls or tcp")
+}
+
+// serveConns accepts the connections of a TLS or TCP port. Terminated
+// HTTPS goes to one http.Server per port (HTTP/1.1, and HTTP/2 chosen by
+// ALPN); everything else is forwarded as bytes.
+func (e *Engine) serveConns(ctx context.Context, ln net.Listener, port uint32, family string, grace time.Duration) error {
+	var l4 connSet
+	var srv *http.Server
+	var https *connQueue
+	srvDone := make(chan struct{})
+	if family == FamilyTLS {
+		https = newConnQueue(ln.Addr())
+		srv = e.httpsServer()
+		go func() {
+			defer close(srvDone)
+			_ = srv.Serve(https)
+		}()
+	} else {
+		close(srvDone)
+	}
+	stopped := make(chan struct{})
+	go func() {
+		defer close(stopped)
+		<-ctx.Done()
+		_ = ln.Close()
+		sctx, cancel := context.WithTimeout(context.Background(), grace)
+		defer cancel()
+		if srv != nil && srv.Shutdown(sctx) != nil {
+			_ = srv.Close()
+		}
+		l4.drain(sctx)
+	}()
+	var err error
+	for {
+		var c net.Conn
+		c, err = ln.Accept()
+		if err != nil {
+			if ne, ok := err.(net.Error); ok && ne.Timeout() {
+				continue
+			}
+			break
+		}
+		l4.add(1)
+		go func() {
+			defer l4.add(-1)
+			if family == FamilyTCP {
+				e.serveTCP(ctx, c, port, &l4)
+				return
+			}
+			e.serveTLSConn(ctx, c, port, https, &l4)
+		}()
+	}
+	<-stopped
+	<-srvDone
+	if ctx.Err() != nil {
+		return nil
+	}
+	return err
+}
+
+// httpsServer serves terminated HTTPS connections: the listener each
+// connection was accepted for (by SNI) travels in the connection's
+// context, and its routes are looked up per request in the current
+// configuration.
+func (e *Engine) httpsServer() *http.Server {
+	var p http.Protocols
+	p.SetHTTP1(true)
+	p.SetHTTP2(true)
+	return &http.Server{
+		Handler: http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+			name, _ := r.Context().Value(listenerKey{}).(string)
+			port, _ := r.Context().Value(portKey{}).(uint32)
+			e.serve(w, r, port, "", func(c *config) *route.Table {
+				if tl := c.tlsListeners[name]; tl != nil && tl.https {
+					return tl.table
+				}
+				return nil
+			})
+		}),
+		Protocols:         &p,
+		ReadHeaderTimeout: e.cfg.ReadHeaderTimeout,
+		IdleTimeout:       e.cfg.IdleTimeout,
+		MaxHeaderBytes:    e.cfg.MaxHeaderBytes,
+		ErrorLog:          slog.NewLogLogger(e.log.Handler(), slog.LevelDebug),
+		ConnContext: func(ctx context.Context, c net.Conn) context.Context {
+			if tc, ok := c.(*tls.Conn); ok {
+				if hc, ok := tc.NetConn().(*helloConn); ok {
+					ctx = context.WithValue(ctx, listenerKey{}, hc.listener)
+					ctx = context.WithValue(ctx, portKey{}, hc.port)
+				}
+			}
+			return ctx
+		},
+	}
+}
+
+type listenerKey struct{}
+type portKey struct{}
+
+// serveTLSConn reads the ClientHello, picks the listener of the port
+// whose hostname best matches the server name (exact, then the longest
+// wildcard, then the listener without hostname), and terminates or passes
+// the connection through.
+func (e *Engine) serveTLSConn(ctx context.Context, c net.Conn, port uint32, https *connQueue, l4 *connSet) {
+	_ = c.SetReadDeadline(time.Now().Add(e.cfg.ReadHeaderTimeout))
+	sni, hello, err := peekClientHello(c)
+	if err != nil {
+		e.log.Info("proxy: connection refused: no TLS ClientHello", "port", port, "client", c.RemoteAddr().String(), "error", err)
+		_ = c.Close()
+		return
+	}
+	cfg := e.cur.Load()
+	var tl *tlsListener
+	if p := cfg.tlsPorts[port]; p != nil {
+		tl, _ = p.byName.Lookup(sni)
+	}
+	if tl == nil {
+		e.log.Info("proxy: TLS connection refused: no listener for its server name", "port", port, "sni", sni, "client", c.RemoteAddr().String())
+		_ = c.Close()
+		return
+	}
+	hc := &helloConn{Conn: c, hello: hello, listener: tl.name, port: port}
+	if tl.passthrough {
+		_ = c.SetReadDeadline(time.Time{})
+		e.forward(ctx, hc, port, tl.name, tl.table, sni, l4)
+		return
+	}
+	tc := tls.Server(hc, tl.conf)
+	if tl.https {
+		// The HTTP server handshakes (under its own deadline) and picks
+		// HTTP/2 or HTTP/1.1 from the negotiated ALPN protocol.
+		_ = c.SetReadDeadline(time.Time{})
+		if !https.put(tc) {
+			_ = tc.Close()
+		}
+		return
+	}
+	if err := tc.HandshakeContext(ctx); err != nil {
+		e.log.Info("proxy: TLS handshake failed", "listener", tl.name, "sni", sni, "client", c.RemoteAddr().String(), "error", err)
+		_ = c.Close()
+		return
+	}
+	_ = c.SetReadDeadline(time.Time{})
+	e.forward(ctx, tc, port, tl.name, tl.table, sni, l4)
+}
+
+// errHelloRead stops the handshake peekClientHello runs once it has the
+// ClientHello.
+var errHelloRead = errors.New("client hello read")
+
+// peekClientHello reads the ClientHello from c with crypto/tls's own
+// parser and returns its server name (lowercase, "" when the client sent
+// none) and the bytes read, which the caller must replay.
+func peekClientHello(c net.Conn) (sni string, hello []byte, err error) {
+	var buf bytes.Buffer
+	got := false
+	err = tls.Server(readOnlyConn{r: io.TeeReader(c, &buf)}, &tls.Config{
+		GetConfigForClient: func(h *tls.ClientHelloInfo) (*tls.Config, error) {
+			sni, got = strings.ToLower(h.ServerName), true
+			return nil, errHelloRead
+		},
+	}).Handshake()
+	if got {
+		return sni, buf.Bytes(), nil
+	}
+	return "", nil, err
+}
+
+// readOnlyConn feeds the ClientHello to the peeking handshake; what that
+// handshake would send (an alert) goes nowhere.
+type readOnlyConn struct {
+	net.Conn
+	r io.Reader
+}
+
+func (c readOnlyConn) Read(p []byte) (int, error)  { return c.r.Read(p) }
+func (c readOnlyConn) Write(p []byte) (int, error) { return len(p), nil }
+func (readOnlyConn) Close() error                  { return nil }
+func (readOnlyConn) SetDeadline(time.Time) error   { return nil }
+func (readOnlyConn) SetReadDeadline(time.Time) error {
+	return nil
+}
+func (readOnlyConn) SetWriteDeadline(time.Time) error { return nil }
+
+// helloConn is a client connection whose ClientHello was already read:
+// reads replay it first. It remembers the listener it was accepted for.
+type helloConn struct {
+	net.Conn
+	hello    []byte
+	listener string
+	port     uint32
+}
+
+func (c *helloConn) Read(p []byte) (int, error) {
+	if len(c.hello) > 0 {
+		n := copy(p, c.hello)
+		c.hello = c.hello[n:]
+		return n, nil
+	}
+	return c.Conn.Read(p)
+}
+
+// WriteTo lets io.Copy from the client splice once the replay is done.
+func (c *helloConn) WriteTo(w io.Writer) (int64, error) {
+	var n int64
+	if len(c.hello) > 0 {
+		m, err := w.Write(c.hello)
+		n += int64(m)
+		c.hello = c.hello[m:]
+		if err != nil {
+			return n, err
+		}
+	}
+	m, err := io.Copy(w, c.Conn)
+	return n + m, err
+}
+
+// CloseWrite half-closes the client connection.
+func (c *helloConn) CloseWrite() error {
+	if cw, ok := c.Conn.(interface{ CloseWrite() error }); ok {
+		return cw.CloseWrite()
+	}
+	return c.Conn.Close()
+}
+
+// connQueue is a net.Listener fed by serveTLSConn with the connections
+// it terminated for HTTPS listeners.
+type connQueue struct {
+	addr net.Addr
+	ch   chan net.Conn
+	done chan struct{}
+	once sync.Once
+}
+
+func newConnQueue(addr net.Addr) *connQueue {
+	return &connQueue{addr: addr, ch: make(chan net.Conn), done: make(chan struct{})}
+}
+
+func (q *connQueue) put(c net.Conn) bool {
+	select {
+	case q.ch <- c:
+		return true
+	case <-q.done:
+		return false
+	}
+}
+
+func (q *connQueue) Accept() (net.Conn, error) {
+	select {
+	case c := <-q.ch:
+		return c, nil
+	case <-q.done:
+		return nil, net.ErrClosed
+	}
+}
+
+func (q *connQueue) Close() error {
+	q.once.Do(func() { close(q.done) })
+	return nil
+}
+
+func (q *connQueue) Addr() net.Addr { return q.addr }
+
+// connSet tracks the forwarded connections of a port, so that shutdown
+// waits for them (up to the grace period) and then closes them.
+type connSet struct {
+	mu    sync.Mutex
+	n     int
+	conns map[net.Conn]struct{}
+	idle  chan struct{}
+}
+
+func (s *connSet) add(d int) {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	s.n += d
+	if s.n == 0 && s.idle != nil {
+		close(s.idle)
+		s.idle = nil
+	}
+}
+
+// track registers c until the returned func is called.
+func (s *connSet) track(c net.Conn) func() {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	if s.conns == nil {
+		s.conns = map[net.Conn]struct{}{}
+	}
+	s.conns[c] = struct{}{}
+	return func() {
+		s.mu.Lock()
+		delete(s.conns, c)
+		s.mu.Unlock()
+	}
+}
+
+// drain waits until every connection handler returned or ctx ends, then
+// closes what is left.
+func (s *connSet) drain(ctx context.Context) {
+	s.mu.Lock()
+	var idle chan struct{}
+	if s.n > 0 {
+		idle = make(chan struct{})
+		s.idle = idle
+	}
+	s.mu.Unlock()
+	if idle != nil {
+		select {
+		case <-idle:
+			return
+		case <-ctx.Done():
+		}
+	}
+	s.mu.Lock()
+	for c := range s.conns {
+		_ = c.Close()
+	}
+	s.mu.Unlock()
+}
