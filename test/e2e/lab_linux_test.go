@@ -15,12 +15,12 @@ import (
 	"os/exec"
 	"path/filepath"
 	"strings"
-	"syscall"
 	"testing"
 	"time"
 
 	"github.com/ambitmesh/ambit/internal/control"
 	"github.com/ambitmesh/ambit/internal/echo"
+	ambitlab "github.com/ambitmesh/ambit/internal/lab"
 	"github.com/ambitmesh/ambit/internal/node/netns"
 	"github.com/ambitmesh/ambit/internal/node/netns/netnstest"
 )
@@ -86,22 +86,16 @@ type lab struct {
 }
 
 // proc is a child process whose combined output goes to a file.
-type proc struct {
-	name string
-	out  string
-	cmd  *exec.Cmd
-	done chan struct{}
-	err  error
-}
+type proc struct{ *ambitlab.Process }
 
 // log returns what the process wrote so far.
 func (p *proc) log(t testing.TB) string {
 	t.Helper()
-	b, err := os.ReadFile(p.out)
+	out, err := p.Output()
 	if err != nil {
-		t.Fatalf("read %s output: %v", p.name, err)
+		t.Fatalf("read %s output: %v", p.Name, err)
 	}
-	return string(b)
+	return out
 }
 
 func requireLab(t *testing.T) {
@@ -123,26 +117,11 @@ func newLab(t *testing.T) *lab {
 	requireLab(t)
 	p, a := netip.MustParsePrefix, netip.MustParseAddr
 	l := &lab{pods: map[string]netnstest.NS{}, nodeProcs: map[string]*proc{}}
-	l.node1, l.node2 = netnstest.NewNS(t, "node1"), netnstest.NewNS(t, "node2")
-	netnstest.Veth(t, l.node1, "eth0", p(node1IP+"/24"), l.node2, "eth0", p(node2IP+"/24"))
-	for _, n := range []netnstest.NS{l.node1, l.node2} {
-		netnstest.Forwarding(t, n)
-	}
-	netnstest.Route(t, l.node1, p("10.2.0.0/16"), a(node2IP))
-	netnstest.Route(t, l.node2, p("10.1.0.0/16"), a(node1IP))
-	for i, w := range []struct {
-		name, ip string
-		node     netnstest.NS
-	}{
-		{"client-a", clientIP, l.node1}, {"other-a", otherIP, l.node1},
-		{"web-b1", webB1IP, l.node2}, {"web-b2", webB2IP, l.node2},
-	} {
-		pod := netnstest.NewNS(t, w.name)
-		gw := netip.MustParseAddr(w.ip).Prev() // x.y.z.1
-		netnstest.Veth(t, w.node, fmt.Sprintf("veth%d", i), netip.PrefixFrom(gw, 24), pod, "eth0", p(w.ip+"/24"))
-		netnstest.Route(t, pod, p("0.0.0.0/0"), gw)
-		l.pods[w.name] = pod
-	}
+	topo := netnstest.Topology(t, ambitlab.Spec{Prefix: "e2e", Nodes: [2]ambitlab.Node{
+		{Name: "node1", Link: p(node1IP + "/24"), Pods: []ambitlab.Pod{{Name: "client-a", IP: a(clientIP)}, {Name: "other-a", IP: a(otherIP)}}},
+		{Name: "node2", Link: p(node2IP + "/24"), Pods: []ambitlab.Pod{{Name: "web-b1", IP: a(webB1IP)}, {Name: "web-b2", IP: a(webB2IP)}}},
+	}})
+	l.node1, l.node2, l.pods = topo.Nodes["node1"], topo.Nodes["node2"], topo.Pods
 
 	ctx, cancel := context.WithCancel(context.Background())
 	l.ctx = ctx
@@ -199,46 +178,24 @@ func newLab(t *testing.T) *lab {
 	return l
 }
 
-// start runs `ambit args...` inside ns (ip netns exec), output to a file.
-// It is stopped (SIGTERM, then SIGKILL after 5 s) when the test ends.
+// start runs `ambit args...` inside ns, output to a file. It is stopped
+// (SIGTERM, then SIGKILL after 5 s) when the test ends.
 func (l *lab) start(t *testing.T, name string, ns netnstest.NS, args ...string) *proc {
 	t.Helper()
-	out := filepath.Join(t.TempDir(), name+".log")
-	f, err := os.Create(out)
+	p, err := ambitlab.Start(name, ns.Path, filepath.Join(t.TempDir(), name+".log"), ambitBin, args...)
 	if err != nil {
 		t.Fatal(err)
 	}
-	cmd := exec.CommandContext(l.ctx, "ip", append([]string{"netns", "exec", ns.Name, ambitBin}, args...)...)
-	cmd.Stdout, cmd.Stderr = f, f
-	cmd.Cancel = func() error { return cmd.Process.Signal(syscall.SIGTERM) }
-	cmd.WaitDelay = 5 * time.Second
-	// ip netns exec execs the binary, so the pid is ambit's; its own process
-	// group lets the kill below reach anything it started.
-	cmd.SysProcAttr = &syscall.SysProcAttr{Setpgid: true}
-	if err := cmd.Start(); err != nil {
-		f.Close()
-		t.Fatalf("start %s: %v", name, err)
-	}
-	p := &proc{name: name, out: out, cmd: cmd, done: make(chan struct{})}
-	go func() {
-		p.err = cmd.Wait()
-		f.Close()
-		close(p.done)
-	}()
 	t.Cleanup(func() {
-		_ = cmd.Process.Signal(syscall.SIGTERM)
-		select {
-		case <-p.done:
-		case <-time.After(5 * time.Second):
-			_ = syscall.Kill(-cmd.Process.Pid, syscall.SIGKILL)
-			<-p.done
+		if err := p.Stop(5 * time.Second); err != nil {
+			t.Errorf("%v", err)
 		}
 		if t.Failed() {
-			b, _ := os.ReadFile(out)
-			t.Logf("---- %s (%s) output ----\n%s", name, strings.Join(args, " "), tail(string(b), 150))
+			out, _ := p.Output()
+			t.Logf("---- %s (%s) output ----\n%s", name, strings.Join(args, " "), tail(out, 150))
 		}
 	})
-	return p
+	return &proc{p}
 }
 
 // token runs `ambit token create` on the control plane's host (node 1's
