@@ -48,6 +48,7 @@ It runs the same way on Kubernetes and on plain Linux hosts.`,
 		newEchoCmd(),
 		newNodeCmd(),
 		newGatewayCmd(), newWaypointCmd(),
+		newDemoCmd(),
 	)
 	return root
 }

@@ -22,8 +22,7 @@ type Process struct {
 
 // Start runs bin with args inside the network namespace at nsPath ("" = this process's own),
 // stdout and stderr appended to logPath. The child is started from an OS thread inside the
-// namespace, so it lives there without `ip netns exec`; it gets its own process group and, on
-// Linux, is killed if this process dies without stopping it (so a killed run leaves no processes).
+// namespace (StartIn), so it lives there without `ip netns exec`; a killed run leaves no processes.
 func Start(name, nsPath, logPath, bin string, args ...string) (*Process, error) {
 	f, err := os.OpenFile(logPath, os.O_CREATE|os.O_WRONLY|os.O_APPEND, 0o644)
 	if err != nil {
@@ -32,13 +31,7 @@ func Start(name, nsPath, logPath, bin string, args ...string) (*Process, error) 
 	defer f.Close() // the child has its own copy
 	cmd := exec.Command(bin, args...)
 	cmd.Stdout, cmd.Stderr = f, f
-	cmd.SysProcAttr = sysProcAttr()
-	start := cmd.Start
-	if nsPath != "" {
-		// fork(2) copies the calling thread's namespace into the child.
-		start = func() error { return ambitnetns.Do(nsPath, cmd.Start) }
-	}
-	if err := start(); err != nil {
+	if err := StartIn(nsPath, cmd); err != nil {
 		return nil, fmt.Errorf("lab: start %s: %w", name, err)
 	}
 	p := &Process{Name: name, Log: logPath, cmd: cmd, done: make(chan struct{})}
@@ -47,6 +40,17 @@ func Start(name, nsPath, logPath, bin string, args ...string) (*Process, error) 
 		close(p.done)
 	}()
 	return p, nil
+}
+
+// StartIn starts cmd inside the network namespace at nsPath ("" = this process's own), in its own
+// process group and, on Linux, killed if this process dies first.
+func StartIn(nsPath string, cmd *exec.Cmd) error {
+	cmd.SysProcAttr = sysProcAttr()
+	if nsPath == "" {
+		return cmd.Start()
+	}
+	// fork(2) copies the calling thread's namespace into the child.
+	return ambitnetns.Do(nsPath, cmd.Start)
 }
 
 // Done is closed when the process has exited.

@@ -1,0 +1,48 @@
+//go:build unix
+
+package demo
+
+import (
+	"errors"
+	"fmt"
+	"os"
+	"strconv"
+	"strings"
+	"syscall"
+)
+
+// lock takes the demo's lock file: one demo at a time per machine (they would share addresses
+// and namespace names). The lock is released by the kernel if the process dies, so a killed run
+// never blocks the next one.
+func lock(path string) (unlock func(), err error) {
+	f, err := os.OpenFile(path, os.O_CREATE|os.O_RDWR, 0o644)
+	if errors.Is(err, os.ErrPermission) {
+		f, err = os.Open(path) // another user's lock file: locking needs only a descriptor
+	}
+	if err != nil {
+		return nil, fmt.Errorf("demo: lock file %s: %w", path, err)
+	}
+	if err := syscall.Flock(int(f.Fd()), syscall.LOCK_EX|syscall.LOCK_NB); err != nil {
+		b, _ := os.ReadFile(path)
+		f.Close()
+		if errors.Is(err, syscall.EWOULDBLOCK) {
+			return nil, fmt.Errorf("demo: another ambit demo is running (pid %s, lock %s): wait for it to finish or stop it with Ctrl-C",
+				pidOr(strings.TrimSpace(string(b))), path)
+		}
+		return nil, fmt.Errorf("demo: lock %s: %w", path, err)
+	}
+	_ = f.Truncate(0)
+	_, _ = f.WriteAt([]byte(strconv.Itoa(os.Getpid())+"\n"), 0)
+	return func() {
+		_ = f.Truncate(0)
+		_ = syscall.Flock(int(f.Fd()), syscall.LOCK_UN)
+		f.Close()
+	}, nil
+}
+
+func pidOr(s string) string {
+	if s == "" {
+		return "unknown"
+	}
+	return s
+}

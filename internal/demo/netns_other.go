@@ -1,0 +1,11 @@
+//go:build !linux
+
+package demo
+
+import "errors"
+
+func netnsLayout() (*layout, error) {
+	return nil, errors.New("demo: network namespaces need Linux")
+}
+
+func cleanLeftovers(string, func(string, ...any)) error { return nil }
