@@ -59,6 +59,9 @@ func (p *Process) Done() <-chan struct{} { return p.done }
 // Err is how the process ended (valid after Done).
 func (p *Process) Err() error { return p.err }
 
+// Signal sends sig to the process.
+func (p *Process) Signal(sig os.Signal) error { return p.cmd.Process.Signal(sig) }
+
 // Pid is the child's process id.
 func (p *Process) Pid() int { return p.cmd.Process.Pid }
 

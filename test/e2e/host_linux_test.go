@@ -150,9 +150,9 @@ func TestLabHostMode(t *testing.T) {
 			t.Fatal("no table inet ambit after enrolling again")
 		}
 		p := l.nodeProcs["node-2"]
-		_ = p.cmd.Process.Signal(syscall.SIGTERM)
+		_ = p.Signal(syscall.SIGTERM)
 		select {
-		case <-p.done:
+		case <-p.Done():
 		case <-time.After(10 * time.Second):
 			t.Fatal("node-2 did not stop within 10 s of SIGTERM")
 		}
