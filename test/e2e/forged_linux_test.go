@@ -32,6 +32,12 @@ import (
 // the proxy refuses below is the request, not the certificate.
 func (l *lab) meshCert(t *testing.T, id string) tls.Certificate {
 	t.Helper()
+	return l.meshCertValid(t, id, time.Now().Add(-time.Minute), time.Now().Add(time.Hour))
+}
+
+// meshCertValid is meshCert valid from notBefore to notAfter.
+func (l *lab) meshCertValid(t *testing.T, id string, notBefore, notAfter time.Time) tls.Certificate {
+	t.Helper()
 	read := func(name, typ string) []byte {
 		b, err := os.ReadFile(filepath.Join(l.stateDir, "ca", name))
 		if err != nil {
@@ -62,8 +68,8 @@ func (l *lab) meshCert(t *testing.T, id string) tls.Certificate {
 	tmpl := &x509.Certificate{
 		SerialNumber: big.NewInt(time.Now().UnixNano()),
 		URIs:         []*url.URL{u},
-		NotBefore:    time.Now().Add(-time.Minute),
-		NotAfter:     time.Now().Add(time.Hour),
+		NotBefore:    notBefore,
+		NotAfter:     notAfter,
 		KeyUsage:     x509.KeyUsageDigitalSignature,
 		ExtKeyUsage:  []x509.ExtKeyUsage{x509.ExtKeyUsageClientAuth, x509.ExtKeyUsageServerAuth},
 	}

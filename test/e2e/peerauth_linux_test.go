@@ -34,10 +34,7 @@ spec: {mtlsMode: STRICT}
 // refused instead of looping through the proxy.
 func TestLabPeerAuthentication(t *testing.T) {
 	l := newLab(t)
-	outsider := netnstest.NewNS(t, "outsider")
-	gw := netip.MustParseAddr(outsiderIP).Prev()
-	netnstest.Veth(t, l.node2, "veth-out", netip.PrefixFrom(gw, 24), outsider, "eth0", netip.PrefixFrom(netip.MustParseAddr(outsiderIP), 24))
-	netnstest.Route(t, outsider, netip.MustParsePrefix("0.0.0.0/0"), gw)
+	outsider := l.extraPod(t, "outsider", outsiderIP, l.node2)
 	target := webB1IP + ":" + echoPort
 	plaintext := func(path string) error {
 		b, err := l.httpGet(outsider.Path, true, "http://"+target+path)
@@ -123,4 +120,15 @@ func TestLabPeerAuthentication(t *testing.T) {
 		l.removeConfig(t, "meshconfig.yaml")
 		eventually(t, 10*time.Second, "plaintext to be accepted again", func() error { return plaintext("/permissive-again") })
 	})
+}
+
+// extraPod adds a pod namespace with address ip on node (its own /24, the
+// node end at .1, default route through it), beyond the lab's four.
+func (l *lab) extraPod(t *testing.T, name, ip string, node netnstest.NS) netnstest.NS {
+	t.Helper()
+	pod := netnstest.NewNS(t, name)
+	a := netip.MustParseAddr(ip)
+	netnstest.Veth(t, node, "veth-"+name, netip.PrefixFrom(a.Prev(), 24), pod, "eth0", netip.PrefixFrom(a, 24))
+	netnstest.Route(t, pod, netip.MustParsePrefix("0.0.0.0/0"), a.Prev())
+	return pod
 }
