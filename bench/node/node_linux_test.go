@@ -47,6 +47,8 @@ var (
 	flagHAProxy  = flag.String("node.haproxy", "haproxy", "haproxy binary (Debian's haproxy package)")
 	flagAmbitEnv = flag.String("node.ambit-env", "", "extra environment for the ambit node processes, comma-separated (e.g. GOMEMLIMIT=12MiB,GOGC=50)")
 	flagPaths    = flag.String("node.paths", "direct,haproxy,ambit", "paths to run, in order")
+	flagAmbit    = flag.String("node.ambit", "", "prebuilt ambit binary (default: build ../../cmd/ambit), to compare builds run by run")
+	flagProfile  = flag.String("node.profile", "", "directory: after the ambit path, save each node's heap and goroutine profiles, /proc/PID/smaps and status there")
 )
 
 const (
@@ -89,7 +91,9 @@ type result struct {
 	proxyCPU            time.Duration // both proxies, during the fortio run
 	cpuPerReqA, cpuPerB time.Duration // per proxy, per request
 	bulkCPUPerGiB       time.Duration
-	rssKB, hwmKB        []int64
+	// Per proxy: before the first request, after the fortio run, after
+	// the bulk stream.
+	idle, fortio, bulk []memKB
 }
 
 // BenchmarkNodeProxy runs the whole comparison once (the figures do not
@@ -98,9 +102,12 @@ func BenchmarkNodeProxy(b *testing.B) {
 	netnstest.RequireRoot(b)
 	fortio := findFortio(b)
 	tmp := b.TempDir()
-	ambit := filepath.Join(tmp, "ambit")
-	if out, err := exec.Command("go", "build", "-o", ambit, "../../cmd/ambit").CombinedOutput(); err != nil {
-		b.Fatalf("build ambit: %v\n%s", err, out)
+	ambit := *flagAmbit
+	if ambit == "" {
+		ambit = filepath.Join(tmp, "ambit")
+		if out, err := exec.Command("go", "build", "-o", ambit, "../../cmd/ambit").CombinedOutput(); err != nil {
+			b.Fatalf("build ambit: %v\n%s", err, out)
+		}
 	}
 
 	// The lab: two nodes joined by a veth, a pod behind each (as TestInPodCapture).
@@ -160,6 +167,9 @@ func BenchmarkNodeProxy(b *testing.B) {
 			}
 			for i, addr := range nodeMetrics {
 				b.Logf("node %c Go memory: %s", 'a'+i, goMem(addr))
+			}
+			if *flagProfile != "" {
+				saveProfiles(b, *flagProfile, pids)
 			}
 			results = append(results, r)
 		default:
@@ -305,10 +315,16 @@ func runPath(b *testing.B, ctx context.Context, name, fortio string, pod netnste
 	b.Helper()
 	r := result{path: name}
 	slug := strings.Fields(name)[0]
+	for _, pid := range pids {
+		r.idle = append(r.idle, memOf(b, pid))
+	}
 	runFortio(b, ctx, fortio, pod, target, 2*time.Second, filepath.Join(tmp, slug+"-warmup.json"))
 	cpu0 := cpuOf(b, pids)
 	fr := runFortio(b, ctx, fortio, pod, target, *flagDuration, filepath.Join(tmp, slug+".json"))
 	cpu1 := cpuOf(b, pids)
+	for _, pid := range pids {
+		r.fortio = append(r.fortio, memOf(b, pid))
+	}
 	r.requests, r.qps = fr.DurationHistogram.Count, fr.ActualQPS
 	r.errors = r.requests - fr.RetCodes["200"]
 	for _, pc := range fr.DurationHistogram.Percentiles {
@@ -339,8 +355,7 @@ func runPath(b *testing.B, ctx context.Context, name, fortio string, pod netnste
 		r.bulkCPUPerGiB += time.Duration(float64(cpu3[i]-cpu2[i]) * float64(1<<30) / float64(*flagBulk))
 	}
 	for _, pid := range pids {
-		rss, hwm := memOf(b, pid)
-		r.rssKB, r.hwmKB = append(r.rssKB, rss), append(r.hwmKB, hwm)
+		r.bulk = append(r.bulk, memOf(b, pid))
 	}
 	b.Logf("%s: %d requests, %.0f qps, p50 %v p90 %v p99 %v, bulk %.0f MB/s", name, r.requests, r.qps, r.p50, r.p90, r.p99, r.bulkMBps)
 	return r
@@ -366,25 +381,32 @@ func cpuOf(b *testing.B, pids []int) []time.Duration {
 	return out
 }
 
-func memOf(b *testing.B, pid int) (rssKB, hwmKB int64) {
+// memKB is a process's memory from /proc/PID/status: resident (VmRSS) and
+// the private anonymous part of it (RssAnon: heap, stacks, runtime); the
+// rest is mostly the executable's pages, shared with every process running
+// the same binary.
+type memKB struct{ rss, anon int64 }
+
+func memOf(b *testing.B, pid int) memKB {
 	b.Helper()
 	f, err := os.Open(fmt.Sprintf("/proc/%d/status", pid))
 	if err != nil {
 		b.Fatal(err)
 	}
 	defer f.Close()
+	var m memKB
 	sc := bufio.NewScanner(f)
 	for sc.Scan() {
 		k, v, _ := strings.Cut(sc.Text(), ":")
 		n, _ := strconv.ParseInt(strings.TrimSuffix(strings.TrimSpace(v), " kB"), 10, 64)
 		switch k {
 		case "VmRSS":
-			rssKB = n
-		case "VmHWM":
-			hwmKB = n
+			m.rss = n
+		case "RssAnon":
+			m.anon = n
 		}
 	}
-	return rssKB, hwmKB
+	return m
 }
 
 // startAmbit runs the control plane in-process and one `ambit node` process
@@ -445,6 +467,7 @@ func startAmbit(b *testing.B, ctx context.Context, tmp, ambit string, pod1, pod2
 	}
 	metricsB = "http://" + eps[1].metrics + "/metrics"
 	nodeMetrics = []string{eps[0].metrics, eps[1].metrics}
+	nodeAdmins = []string{eps[0].admin, eps[1].admin}
 	return pids
 }
 
@@ -468,8 +491,46 @@ func goMem(addr string) string {
 	return strings.Join(out, ", ")
 }
 
+// saveProfiles writes each node's Go heap and goroutine profiles (admin
+// /debug/pprof) and its /proc/PID/smaps and status to dir, as a-heap,
+// b-smaps, ...: where the RSS is.
+func saveProfiles(b *testing.B, dir string, pids []int) {
+	b.Helper()
+	if err := os.MkdirAll(dir, 0o755); err != nil {
+		b.Fatal(err)
+	}
+	save := func(name string, raw []byte) {
+		if err := os.WriteFile(filepath.Join(dir, name), raw, 0o644); err != nil {
+			b.Fatal(err)
+		}
+	}
+	for i, pid := range pids {
+		n := string(rune('a' + i))
+		for _, prof := range []string{"heap", "goroutine"} {
+			resp, err := http.Get("http://" + nodeAdmins[i] + "/debug/pprof/" + prof)
+			if err != nil {
+				b.Fatal(err)
+			}
+			raw, err := io.ReadAll(resp.Body)
+			resp.Body.Close()
+			if err != nil || resp.StatusCode != http.StatusOK {
+				b.Fatalf("node %s %s profile: %v (status %d)", n, prof, err, resp.StatusCode)
+			}
+			save(n+"-"+prof, raw)
+		}
+		for _, f := range []string{"smaps", "status"} {
+			raw, err := os.ReadFile(fmt.Sprintf("/proc/%d/%s", pid, f))
+			if err != nil {
+				b.Fatal(err)
+			}
+			save(n+"-"+f, raw)
+		}
+	}
+	b.Logf("profiles in %s (go tool pprof -sample_index=inuse_space -top %s/a-heap)", dir, dir)
+}
+
 // nodeMetrics are the nodes' metrics addresses (a, b).
-var nodeMetrics []string
+var nodeMetrics, nodeAdmins []string
 
 // metricsB is node-b's metrics URL, for the proof that the mesh path was
 // HBONE mTLS.
@@ -622,24 +683,33 @@ func writeCerts(b *testing.B, dir string) {
 func printTable(w io.Writer, rs []result) {
 	ms := func(d time.Duration) string { return fmt.Sprintf("%.3f", float64(d)/float64(time.Millisecond)) }
 	tw := tabwriter.NewWriter(w, 0, 0, 2, ' ', 0)
-	fmt.Fprintf(tw, "path\trequests\tqps\tnon-200\tp50 ms\tp90 ms\tp99 ms\tadded p99 ms\tbulk MB/s\tproxy CPU µs/req (sum = a + b)\tproxy CPU s/GiB bulk\tRSS MB (a, b)\tpeak RSS MB (a, b)\n")
+	fmt.Fprintf(tw, "path\trequests\tqps\tnon-200\tp50 ms\tp90 ms\tp99 ms\tadded p99 ms\tbulk MB/s\tproxy CPU µs/req (sum = a + b)\tproxy CPU s/GiB bulk\tRSS MB idle / fortio / bulk (a; b)\tof which anon MB (a; b)\n")
 	var base time.Duration
 	for i, r := range rs {
 		if i == 0 {
 			base = r.p99
 		}
-		cpu, rss, hwm, bulkCPU := "-", "-", "-", "-"
-		if len(r.rssKB) > 0 {
+		cpu, bulkCPU := "-", "-"
+		rss, anon := "-", "-"
+		if len(r.bulk) > 0 {
 			perReq := r.proxyCPU / time.Duration(max(r.requests, 1))
 			cpu = fmt.Sprintf("%.1f = %.1f + %.1f", us(perReq), us(r.cpuPerReqA), us(r.cpuPerB))
 			bulkCPU = fmt.Sprintf("%.2f", r.bulkCPUPerGiB.Seconds())
-			rss = fmt.Sprintf("%.1f, %.1f", float64(r.rssKB[0])/1024, float64(r.rssKB[len(r.rssKB)-1])/1024)
-			hwm = fmt.Sprintf("%.1f, %.1f", float64(r.hwmKB[0])/1024, float64(r.hwmKB[len(r.hwmKB)-1])/1024)
+			rss = memColumn(r, func(m memKB) int64 { return m.rss })
+			anon = memColumn(r, func(m memKB) int64 { return m.anon })
 		}
 		fmt.Fprintf(tw, "%s\t%d\t%.0f\t%d\t%s\t%s\t%s\t%s\t%.0f\t%s\t%s\t%s\t%s\n", r.path, r.requests, r.qps, r.errors,
-			ms(r.p50), ms(r.p90), ms(r.p99), ms(r.p99-base), r.bulkMBps, cpu, bulkCPU, rss, hwm)
+			ms(r.p50), ms(r.p90), ms(r.p99), ms(r.p99-base), r.bulkMBps, cpu, bulkCPU, rss, anon)
 	}
 	_ = tw.Flush()
+}
+
+// memColumn is "idle / fortio / bulk" MB for the first proxy, then the last.
+func memColumn(r result, f func(memKB) int64) string {
+	one := func(i int) string {
+		return fmt.Sprintf("%.1f / %.1f / %.1f", float64(f(r.idle[i]))/1024, float64(f(r.fortio[i]))/1024, float64(f(r.bulk[i]))/1024)
+	}
+	return one(0) + "; " + one(len(r.bulk)-1)
 }
 
 func us(d time.Duration) float64 { return float64(d) / float64(time.Microsecond) }

@@ -70,7 +70,7 @@ type DialerConfig struct {
 	MaxStreamsPerConn int           // streams per connection before opening another; default 100 (lowered by the server's SETTINGS)
 	StreamWindow      int32         // default 4 MiB
 	ConnWindow        int32         // default 16 MiB
-	MaxFrameSize      uint32        // default 1 MiB
+	MaxFrameSize      uint32        // default 64 KiB
 	// PingInterval/PingTimeout: see ServerConfig. Defaults 30s and 15s.
 	PingInterval, PingTimeout time.Duration
 	// Linger bounds how long Close waits, in the background, for data

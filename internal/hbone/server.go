@@ -109,7 +109,7 @@ type ServerConfig struct {
 	MaxConcurrentStreams uint32        // advertised SETTINGS_MAX_CONCURRENT_STREAMS; default 200 (ztunnel's)
 	StreamWindow         int32         // receive window per stream; default 4 MiB
 	ConnWindow           int32         // receive window per connection; default 16 MiB
-	MaxFrameSize         uint32        // largest frame accepted; default 1 MiB
+	MaxFrameSize         uint32        // largest frame accepted (advertised SETTINGS_MAX_FRAME_SIZE); default 64 KiB
 	// PingInterval: with no frame read for this long the server pings and
 	// closes the connection when no answer comes within PingTimeout.
 	// Defaults 30s and 15s.
@@ -143,12 +143,17 @@ func (c ServerConfig) withDefaults() ServerConfig {
 	return c
 }
 
-// Istio's HTTP/2 sizes (ztunnel's window_size, connection_window_size,
-// frame_size): big enough that one bulk stream is not flow-control bound.
+// HTTP/2 sizes. The windows are Istio's (ztunnel's window_size and
+// connection_window_size): big enough that one bulk stream is not
+// flow-control bound. The frame size we accept is 64 KiB, not ztunnel's
+// 1 MiB: x/net's client holds a send buffer of min(peer's max frame,
+// 512 KiB) for every open stream, so 1 MiB cost 512 KiB per proxied
+// connection on the sending proxy, while a 64 KiB frame is already four
+// TLS records and the relays move at most 64 KiB per write.
 const (
 	DefaultStreamWindow = 4 << 20
 	DefaultConnWindow   = 16 << 20
-	DefaultMaxFrameSize = 1 << 20
+	DefaultMaxFrameSize = 64 << 10
 )
 
 // Server terminates HBONE: mTLS, HTTP/2, CONNECT.
@@ -376,9 +381,9 @@ func (s *Server) serveStream(w http.ResponseWriter, r *http.Request, peer spiffe
 	done := make(chan struct{})
 	go func() {
 		defer close(done)
-		bp := getBuf()
-		defer putBuf(bp)
-		if err := copyPlain(up, r.Body, *bp); err == nil {
+		buf := newRelayBuf()
+		defer buf.free()
+		if err := copyPlain(up, r.Body, &buf); err == nil {
 			if cw, ok := up.(interface{ CloseWrite() error }); ok {
 				_ = cw.CloseWrite()
 				return
@@ -389,23 +394,24 @@ func (s *Server) serveStream(w http.ResponseWriter, r *http.Request, peer spiffe
 
 	// upstream -> client; flushing every chunk keeps request/response
 	// latency low (x/net holds writes under 4 KiB in a buffer otherwise).
-	bp := getBuf()
-	buf := *bp
+	buf := newRelayBuf()
 	for {
-		n, rerr := up.Read(buf)
+		b := buf.bytes()
+		n, rerr := up.Read(b)
 		if n > 0 {
-			if _, werr := w.Write(buf[:n]); werr != nil {
+			if _, werr := w.Write(b[:n]); werr != nil {
 				break
 			}
 			if rc.Flush() != nil {
 				break
 			}
+			buf.filled(n)
 		}
 		if rerr != nil {
 			break
 		}
 	}
-	putBuf(bp)
+	buf.free()
 	// Upstream finished (or the stream died). Returning ends the response
 	// with END_STREAM; x/net then resets the request side (it cannot keep
 	// reading after the handler), so whatever the client still sends is
@@ -423,13 +429,15 @@ func isTimeout(err error) bool {
 // copyPlain copies until src's EOF (nil) or an error, with buf only:
 // io.CopyBuffer would let *net.TCPConn.ReadFrom take over and allocate its
 // own buffer for a non-file source.
-func copyPlain(dst io.Writer, src io.Reader, buf []byte) error {
+func copyPlain(dst io.Writer, src io.Reader, buf *relayBuf) error {
 	for {
-		n, rerr := src.Read(buf)
+		b := buf.bytes()
+		n, rerr := src.Read(b)
 		if n > 0 {
-			if _, werr := dst.Write(buf[:n]); werr != nil {
+			if _, werr := dst.Write(b[:n]); werr != nil {
 				return werr
 			}
+			buf.filled(n)
 		}
 		if rerr == io.EOF {
 			return nil
@@ -440,12 +448,40 @@ func copyPlain(dst io.Writer, src io.Reader, buf []byte) error {
 	}
 }
 
-// copyBufSize is the relay buffer (two per proxied stream, pooled): large
-// enough that bulk transfers move in few DATA frames, small enough that
-// thousands of mostly idle streams stay cheap.
-const copyBufSize = 64 << 10
+// Relay buffers (one per direction of a proxied stream, pooled). Most
+// streams carry requests and answers of a few KiB and spend their life
+// blocked in Read holding their buffer, so a stream starts with a small
+// one; the first read that fills it marks a bulk transfer, which moves to
+// a large one so that it travels in few, large DATA frames.
+const (
+	smallBufSize = 8 << 10
+	largeBufSize = 64 << 10
+)
 
-var bufPool = sync.Pool{New: func() any { b := make([]byte, copyBufSize); return &b }}
+var (
+	smallBufs = sync.Pool{New: func() any { b := make([]byte, smallBufSize); return &b }}
+	largeBufs = sync.Pool{New: func() any { b := make([]byte, largeBufSize); return &b }}
+)
 
-func getBuf() *[]byte  { return bufPool.Get().(*[]byte) }
-func putBuf(b *[]byte) { bufPool.Put(b) }
+type relayBuf struct{ p *[]byte }
+
+func newRelayBuf() relayBuf { return relayBuf{smallBufs.Get().(*[]byte)} }
+
+func (r *relayBuf) bytes() []byte { return *r.p }
+
+// filled is told how many bytes the last read returned.
+func (r *relayBuf) filled(n int) {
+	if n == len(*r.p) && n < largeBufSize {
+		smallBufs.Put(r.p)
+		r.p = largeBufs.Get().(*[]byte)
+	}
+}
+
+func (r *relayBuf) free() {
+	if len(*r.p) == largeBufSize {
+		largeBufs.Put(r.p)
+	} else {
+		smallBufs.Put(r.p)
+	}
+	r.p = nil
+}

@@ -12,6 +12,8 @@ import (
 	"log/slog"
 	"net"
 	"net/http"
+	"runtime/pprof"
+	"strconv"
 	"sync"
 
 	"github.com/prometheus/client_golang/prometheus/promhttp"
@@ -270,6 +272,23 @@ func (n *Node) adminHandler() http.Handler {
 			return
 		}
 		_, _ = fmt.Fprintf(w, "unenrolled %s\n", key)
+	})
+	// Go's runtime profiles (heap, goroutine, allocs, ...; ?debug=1 for
+	// text), as ztunnel's and Envoy's admin endpoints offer theirs. Not
+	// net/http/pprof: it links another half MB into every proxy.
+	mux.HandleFunc("GET /debug/pprof/{profile}", func(w http.ResponseWriter, r *http.Request) {
+		p := pprof.Lookup(r.PathValue("profile"))
+		if p == nil {
+			http.Error(w, fmt.Sprintf("no profile %q; want heap, allocs, goroutine, threadcreate, block or mutex", r.PathValue("profile")), http.StatusNotFound)
+			return
+		}
+		debug, _ := strconv.Atoi(r.FormValue("debug"))
+		if debug == 0 {
+			w.Header().Set("Content-Type", "application/octet-stream")
+		} else {
+			w.Header().Set("Content-Type", "text/plain; charset=utf-8")
+		}
+		_ = p.WriteTo(w, debug)
 	})
 	return mux
 }

@@ -144,6 +144,13 @@ func TestRunJoinsServesAndDumps(t *testing.T) {
 		t.Errorf("config_dump identities %v, want %s among them", dump.Identities, wantID)
 	}
 	t.Run("enrolment via admin", func(t *testing.T) { enrolViaAdmin(t, n.Addr("admin").String()) })
+	// The runtime's profiles, for the memory figures of docs/benchmarks.md.
+	if code, b := httpGet(t, "http://"+n.Addr("admin").String()+"/debug/pprof/goroutine?debug=1"); code != http.StatusOK || !bytes.Contains(b, []byte("node.(*Node).Run")) {
+		t.Errorf("admin goroutine profile = %d, names node.(*Node).Run: %v", code, bytes.Contains(b, []byte("node.(*Node).Run")))
+	}
+	if code, b := httpGet(t, "http://"+n.Addr("admin").String()+"/debug/pprof/nosuch"); code != http.StatusNotFound || !bytes.Contains(b, []byte("want heap")) {
+		t.Errorf("admin unknown profile = %d %q, want 404 naming the profiles", code, b)
+	}
 	if code, b := httpGet(t, "http://"+n.Addr("metrics").String()+"/metrics"); code != http.StatusOK || !bytes.Contains(b, []byte("go_goroutines")) {
 		t.Errorf("metrics = %d, body has go_goroutines: %v", code, bytes.Contains(b, []byte("go_goroutines")))
 	}
