@@ -47,6 +47,15 @@ type Config struct {
 	// byGateway: "<namespace>/<gateway name>" -> the workloads running
 	// that Gateway (label gateway.networking.k8s.io/gateway-name).
 	byGateway map[string][]*Workload
+	// gatewayPods: the same key -> the pods reachable over HBONE (an
+	// address and an identity) with their round-robin cursor.
+	gatewayPods map[string]*podRing
+}
+
+// podRing is a gateway's reachable pods and its round-robin cursor.
+type podRing struct {
+	pods []*Workload
+	next atomic.Uint64
 }
 
 // LabelGatewayName marks a workload as a pod of the Gateway it names (in
@@ -104,6 +113,7 @@ func BuildConfig(s *xdsclient.Snapshot) (cfg *Config, problems []error) {
 		byHost:     map[string]*workloadv1.Service{},
 		byGateway:  map[string][]*Workload{},
 	}
+	cfg.gatewayPods = map[string]*podRing{}
 	for _, name := range s.Names(typeTrustBundle) {
 		if r, ok := s.Get(typeTrustBundle, name); ok {
 			if tb, ok := r.Message.(*cav1.TrustBundle); ok {
@@ -155,6 +165,12 @@ func BuildConfig(s *xdsclient.Snapshot) (cfg *Config, problems []error) {
 		if gw := pw.GetLabels()[LabelGatewayName]; gw != "" {
 			k := pw.GetNamespace() + "/" + gw
 			cfg.byGateway[k] = append(cfg.byGateway[k], w)
+			if len(w.Addresses) > 0 && !w.Identity.IsZero() {
+				if cfg.gatewayPods[k] == nil {
+					cfg.gatewayPods[k] = &podRing{}
+				}
+				cfg.gatewayPods[k].pods = append(cfg.gatewayPods[k].pods, w)
+			}
 		}
 		for svc, pl := range pw.GetServices() {
 			backs[svc] = append(backs[svc], backing{w, pl})
@@ -228,6 +244,19 @@ func (c *Config) ServiceByHostname(hostname string) *workloadv1.Service { return
 // GatewayWorkloads returns the workloads running Gateway
 // "<namespace>/<name>" (its waypoint pods), in name order.
 func (c *Config) GatewayWorkloads(key string) []*Workload { return c.byGateway[key] }
+
+// GatewayPods returns the pods of Gateway "<namespace>/<name>" that can
+// be reached over HBONE, rotated by one at each call (round robin: the
+// first is the pick, the others the fallbacks in order). The slice is
+// the caller's.
+func (c *Config) GatewayPods(key string) []*Workload {
+	r := c.gatewayPods[key]
+	if r == nil || len(r.pods) == 0 {
+		return nil
+	}
+	i := int((r.next.Add(1) - 1) % uint64(len(r.pods)))
+	return append(slices.Clone(r.pods[i:]), r.pods[:i]...)
+}
 
 // WorkloadByKey finds "<namespace>/<name>" among node's workloads.
 func (c *Config) WorkloadByKey(node, key string) *Workload {

@@ -8,6 +8,7 @@ import (
 	"net"
 	"net/netip"
 	"sync"
+	"time"
 
 	"github.com/spiffe/go-spiffe/v2/spiffeid"
 
@@ -95,14 +96,23 @@ func (p *Proxy) outbound(ctx context.Context, client net.Conn, dst netip.AddrPor
 	} else if ws := cfg.Workloads(dst.Addr()); len(ws) > 0 {
 		target = ws[0]
 	}
-	// A service bound to a waypoint is reached through it, except by the
+	// A service bound to a waypoint is reached through it, and so is a
+	// workload bound to one when addressed directly; except by the
 	// waypoint's own pods (which forward the traffic to the endpoints).
-	wp := svc.GetWaypoint()
+	wp, bound := svc.GetWaypoint(), "service "+svc.GetNamespace()+"/"+svc.GetName()
+	if svc == nil && target != nil {
+		wp, bound = target.Proto.GetWaypoint(), "workload "+target.Key()
+	}
 	viaWaypoint := wp.GetName() != "" && src != nil && !isGatewayPod(src, wp.GetNamespace(), wp.GetName())
-	var wpPod *Workload
+	// wpPods are the waypoint's pods to try, in round-robin order with
+	// the ones that failed recently last.
+	var wpPods []*Workload
 	if viaWaypoint {
-		wpPod = pickGatewayPod(cfg.GatewayWorkloads(wp.GetNamespace() + "/" + wp.GetName()))
-		target = wpPod
+		wpPods = p.waypoints.order(cfg.GatewayPods(wp.GetNamespace() + "/" + wp.GetName()))
+		target = nil
+		if len(wpPods) > 0 {
+			target = wpPods[0]
+		}
 	}
 	if target != nil {
 		labels.Destination = telemetry.PeerFromWorkload(target.Proto, p.opts.Cluster)
@@ -116,12 +126,12 @@ func (p *Proxy) outbound(ctx context.Context, client net.Conn, dst netip.AddrPor
 		}
 		p.refuse(labels, clientAddr, dst, answer, err)
 		return
-	case viaWaypoint && wpPod == nil:
+	case viaWaypoint && target == nil:
 		// Fail closed, as ztunnel: going around the waypoint would skip
 		// the L7 policy and routing it is there for.
-		err := fmt.Errorf("node proxy: service %s/%s is bound to waypoint %s/%s, which has no workload (want a Workload in namespace %s labelled %s=%s with an address and a valid identity); refusing rather than bypassing the waypoint",
-			svc.GetNamespace(), svc.GetName(), wp.GetNamespace(), wp.GetName(), wp.GetNamespace(), LabelGatewayName, wp.GetName())
-		p.log.Warn("connection refused: waypoint unavailable", "service", svc.GetNamespace()+"/"+svc.GetName(), "waypoint", wp.GetNamespace()+"/"+wp.GetName(), "client", clientAddr, "destination", dst)
+		err := fmt.Errorf("node proxy: %s is bound to waypoint %s/%s, which has no workload (want a Workload in namespace %s labelled %s=%s with an address and a valid identity); refusing rather than bypassing the waypoint",
+			bound, wp.GetNamespace(), wp.GetName(), wp.GetNamespace(), LabelGatewayName, wp.GetName())
+		p.log.Warn("connection refused: waypoint unavailable", "bound", bound, "waypoint", wp.GetNamespace()+"/"+wp.GetName(), "client", clientAddr, "destination", dst)
 		p.refuse(labels, clientAddr, dst, answer, err)
 		return
 	case svc != nil && target == nil:
@@ -136,13 +146,14 @@ func (p *Proxy) outbound(ctx context.Context, client net.Conn, dst netip.AddrPor
 	hboneAddr := netip.AddrPortFrom(addr.Addr(), p.opts.HBONEPort)
 	destID := target.Identity
 	if viaWaypoint {
-		// The waypoint maps the service's VIP:port to its routes, and
+		// The waypoint maps the original destination (the service's
+		// VIP:port, or the workload's ip:port) to what serves it, and
 		// presents the identity it joined with (its Gateway's).
 		addr = netip.AddrPortFrom(dst.Addr().Unmap(), dst.Port())
-		hboneAddr = netip.AddrPortFrom(wpPod.Addresses[0], p.opts.HBONEPort)
+		hboneAddr = netip.AddrPortFrom(target.Addresses[0], p.opts.HBONEPort)
 		id, err := identity.WorkloadID(src.Identity.TrustDomain(), wp.GetNamespace(), wp.GetName())
 		if err != nil {
-			p.refuse(labels, clientAddr, dst, answer, fmt.Errorf("node proxy: waypoint %s/%s of service %s/%s: %w", wp.GetNamespace(), wp.GetName(), svc.GetNamespace(), svc.GetName(), err))
+			p.refuse(labels, clientAddr, dst, answer, fmt.Errorf("node proxy: waypoint %s/%s of %s: %w", wp.GetNamespace(), wp.GetName(), bound, err))
 			return
 		}
 		destID = id
@@ -177,7 +188,26 @@ func (p *Proxy) outbound(ctx context.Context, client net.Conn, dst netip.AddrPor
 	counted := telemetry.CountConn(client, m, telemetry.ReadsAreRequest)
 	req.Body = counted
 	tunnel, err := p.dialer.Dial(ctx, req)
+	for i := 1; err != nil && viaWaypoint && i < len(wpPods) && ctx.Err() == nil; i++ {
+		// Nothing was sent yet (the tunnel reads the client only after
+		// its 200): the next waypoint pod can take the connection. This
+		// attempt is accounted as the connect failure it was.
+		p.waypoints.failed(target)
+		err = fmt.Errorf("node proxy: tunnel to %s via %s: %w", addr, hboneAddr, err)
+		p.log.Warn("waypoint pod unreachable, trying the next", "waypoint", wp.GetNamespace()+"/"+wp.GetName(), "pod", target.Key(), "error", err)
+		m.Finish(p.access, telemetry.Result{Err: err, Flags: telemetry.FlagConnectFailure})
+		target = wpPods[i]
+		labels.Destination = telemetry.PeerFromWorkload(target.Proto, p.opts.Cluster)
+		hboneAddr = netip.AddrPortFrom(target.Addresses[0], p.opts.HBONEPort)
+		m = telemetry.Open(labels, telemetry.Endpoints{Src: clientAddr, Dst: hboneAddr, HBONE: addr.String()})
+		counted = telemetry.CountConn(client, m, telemetry.ReadsAreRequest)
+		req.Address, req.Body = hboneAddr, counted
+		tunnel, err = p.dialer.Dial(ctx, req)
+	}
 	if err != nil {
+		if viaWaypoint {
+			p.waypoints.failed(target)
+		}
 		err = fmt.Errorf("node proxy: tunnel to %s via %s: %w", addr, hboneAddr, err)
 		_ = answer(err)
 		m.Finish(p.access, telemetry.Result{Err: err, Flags: telemetry.FlagConnectFailure})
@@ -201,15 +231,51 @@ func isGatewayPod(w *Workload, namespace, name string) bool {
 	return w.Proto.GetNamespace() == namespace && w.Proto.GetLabels()[LabelGatewayName] == name
 }
 
-// pickGatewayPod returns the first of a gateway's workloads that can be
-// reached over HBONE, or nil.
-func pickGatewayPod(ws []*Workload) *Workload {
-	for _, w := range ws {
-		if len(w.Addresses) > 0 && !w.Identity.IsZero() {
-			return w
+// waypointHealth remembers the waypoint pods a tunnel could not be opened
+// to (passive health checking, as Envoy's outlier detection): they are
+// tried last for waypointEjection.
+type waypointHealth struct {
+	mu   sync.Mutex
+	down map[netip.Addr]time.Time // pod address -> failure time
+}
+
+// waypointEjection is how long a waypoint pod that failed is tried last.
+const waypointEjection = 30 * time.Second
+
+func (h *waypointHealth) failed(w *Workload) {
+	h.mu.Lock()
+	defer h.mu.Unlock()
+	if h.down == nil {
+		h.down = map[netip.Addr]time.Time{}
+	}
+	h.down[w.Addresses[0]] = time.Now()
+}
+
+// order puts the pods that failed within waypointEjection last, keeping
+// the round-robin order otherwise; all of them stay candidates, so a
+// waypoint whose every pod failed is still tried.
+func (h *waypointHealth) order(pods []*Workload) []*Workload {
+	h.mu.Lock()
+	defer h.mu.Unlock()
+	if len(h.down) == 0 {
+		return pods
+	}
+	now := time.Now()
+	healthy := make([]*Workload, 0, len(pods))
+	var down []*Workload
+	for _, w := range pods {
+		t, ok := h.down[w.Addresses[0]]
+		switch {
+		case ok && now.Sub(t) < waypointEjection:
+			down = append(down, w)
+		case ok:
+			delete(h.down, w.Addresses[0])
+			healthy = append(healthy, w)
+		default:
+			healthy = append(healthy, w)
 		}
 	}
-	return nil
+	return append(healthy, down...)
 }
 
 // passthrough connects to a destination outside the mesh as plain TCP.

@@ -138,6 +138,7 @@ type Proxy struct {
 	runCtx        context.Context // Run's context, nil when not running
 	host          hostCapture
 	hostActive    atomic.Bool // host rules installed: the proxy's sockets need the mark
+	waypoints     waypointHealth
 }
 
 type listener struct {

@@ -1,0 +1,136 @@
+package waypoint_test
+
+import (
+	"bufio"
+	"context"
+	"encoding/json"
+	"fmt"
+	"net"
+	"net/http"
+	"net/netip"
+	"path/filepath"
+	"slices"
+	"sync"
+	"strings"
+	"testing"
+	"time"
+
+	"github.com/ambitmesh/ambit/internal/echo"
+	nodeproxy "github.com/ambitmesh/ambit/internal/node/proxy"
+)
+
+// Addresses of TestWaypointPodsRoundRobinAndFailover.
+const (
+	rrClientIP = "127.0.0.63"
+	rrV1IP     = "127.0.0.74"
+	rrV2IP     = "127.0.0.75"
+	rrWP1IP    = "127.0.0.83"
+	rrWP2IP    = "127.0.0.84"
+)
+
+// twoWaypointPodsYAML: the waypoint of waypointMeshTmpl runs two pods.
+const twoWaypointPodsYAML = `
+apiVersion: ambit.dev/v1alpha1
+kind: Workload
+metadata: {name: web-waypoint-1, namespace: shop, labels: {gateway.networking.k8s.io/gateway-name: web-waypoint}}
+spec: {addresses: ["` + rrWP1IP + `"], node: node-w1, serviceAccount: web-waypoint}
+---
+apiVersion: ambit.dev/v1alpha1
+kind: Workload
+metadata: {name: web-waypoint-2, namespace: shop, labels: {gateway.networking.k8s.io/gateway-name: web-waypoint}}
+spec: {addresses: ["` + rrWP2IP + `"], node: node-w2, serviceAccount: web-waypoint}
+`
+
+// TestWaypointPodsRoundRobinAndFailover: node-a spreads connections to a
+// waypoint-bound service over the waypoint's two pods in turn; when one
+// stops, its connections fail over to the other without an error.
+func TestWaypointPodsRoundRobinAndFailover(t *testing.T) {
+	v1, v2 := startEcho(t, rrV1IP, "v1"), startEcho(t, rrV2IP, "v2")
+	dir := t.TempDir()
+	mesh := fmt.Sprintf(waypointMeshTmpl, v1, v2)
+	// The template's addresses are TestTrafficTraversesWaypointOnce's.
+	for old, repl := range map[string]string{wmClientIP: rrClientIP, wmV1IP: rrV1IP, wmV2IP: rrV2IP} {
+		mesh = strings.ReplaceAll(mesh, old, repl)
+	}
+	writeFile(t, filepath.Join(dir, "mesh.yaml"), mesh)
+	writeFile(t, filepath.Join(dir, "waypoint-pods.yaml"), twoWaypointPodsYAML)
+	hbonePort := commonPort(t, rrClientIP, rrV1IP, rrV2IP, rrWP1IP, rrWP2IP)
+	listen := netip.AddrPortFrom(netip.MustParseAddr(rrClientIP), commonPort(t, rrClientIP))
+	vip := netip.AddrPortFrom(netip.MustParseAddr(wmVIP), 80)
+
+	ctx, cancel := context.WithCancel(context.Background())
+	defer cancel()
+	cp := startControl(t, ctx, dir)
+	log1, _, stop1 := startWaypoint(t, ctx, cp, "shop/web-waypoint", rrWP1IP, hbonePort)
+	defer stop1()
+	log2, _, stop2 := startWaypoint(t, ctx, cp, "shop/web-waypoint", rrWP2IP, hbonePort)
+	defer stop2()
+
+	nctx, ncancel := context.WithCancel(ctx)
+	var nwg sync.WaitGroup
+	defer func() { ncancel(); nwg.Wait() }()
+	nodeA := startNode(t, nctx, &nwg, cp, "node-a", hbonePort, []nodeproxy.Explicit{{Listen: listen, Target: vip, Source: "shop/client-1"}})
+	nodeB := startNode(t, nctx, &nwg, cp, "node-b", hbonePort, nil)
+	eventually(t, "node-a to know both waypoint pods", func() bool {
+		return len(nodeA.proxy.Config().GatewayPods("shop/web-waypoint")) == 2 && slices.Contains(nodeA.proxy.ExplicitAddrs(), listen)
+	})
+	eventually(t, "node-b to serve HBONE", func() bool {
+		return len(nodeB.proxy.InboundAddrs()) == 2
+	})
+
+	get := func(t *testing.T, path string) {
+		t.Helper()
+		c, err := net.Dial("tcp", listen.String())
+		if err != nil {
+			t.Fatal(err)
+		}
+		defer c.Close()
+		_ = c.SetDeadline(time.Now().Add(10 * time.Second))
+		req, _ := http.NewRequest("GET", "http://web.shop.svc.cluster.local"+path, nil)
+		if err := req.Write(c); err != nil {
+			t.Fatal(err)
+		}
+		resp, err := http.ReadResponse(bufio.NewReader(c), req)
+		if err != nil {
+			t.Fatalf("GET %s: %v", path, err)
+		}
+		defer resp.Body.Close()
+		var e echo.Response
+		if err := json.NewDecoder(resp.Body).Decode(&e); err != nil || resp.StatusCode != 200 || e.Pod != "v1" {
+			t.Fatalf("GET %s: %d from %q (%v), want 200 from v1", path, resp.StatusCode, e.Pod, err)
+		}
+	}
+	lines := func(b *lockedBuffer) int {
+		n := 0
+		for _, r := range b.records(t) {
+			if r["msg"] == "access" {
+				n++
+			}
+		}
+		return n
+	}
+
+	for i := range 6 {
+		get(t, fmt.Sprintf("/rr/%d", i))
+	}
+	if n1, n2 := lines(log1), lines(log2); n1 != 3 || n2 != 3 {
+		t.Errorf("requests per waypoint pod: %d and %d, want 3 and 3 (round robin)", n1, n2)
+	}
+
+	stop1()
+	for i := range 4 {
+		get(t, fmt.Sprintf("/failover/%d", i))
+	}
+	if n2 := lines(log2); n2 != 7 {
+		t.Errorf("waypoint pod 2 served %d requests, want 7 (3 before, 4 after pod 1 stopped)", n2)
+	}
+	found := false
+	for _, r := range nodeA.log.records(t) {
+		if r["msg"] == "waypoint pod unreachable, trying the next" && r["pod"] == "shop/web-waypoint-1" {
+			found = true
+		}
+	}
+	if !found {
+		t.Error("node-a did not log the failover from web-waypoint-1")
+	}
+}
