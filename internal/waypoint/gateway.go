@@ -31,12 +31,14 @@ import (
 	authzv1 "github.com/ambitmesh/ambit/proto/ambit/authorization/v1"
 	cav1 "github.com/ambitmesh/ambit/proto/ambit/ca/v1"
 	gatewayv1 "github.com/ambitmesh/ambit/proto/ambit/gateway/v1"
+	workloadv1 "github.com/ambitmesh/ambit/proto/ambit/workload/v1"
 )
 
 // TypeURLs are the xDS types a gateway or waypoint subscribes to (the
 // control plane's xds.GatewayTypes).
 var TypeURLs = []string{
 	xdsclient.TypeURLOf[*cav1.TrustBundle](),
+	xdsclient.TypeURLOf[*workloadv1.Workload](),
 	xdsclient.TypeURLOf[*gatewayv1.Backend](),
 	xdsclient.TypeURLOf[*gatewayv1.Secret](),
 	xdsclient.TypeURLOf[*gatewayv1.RouteTable](),
@@ -108,6 +110,7 @@ type Gateway struct {
 	listeners map[uint32]*served
 	applyErr  error
 	services  map[serviceKey]serviceTarget // waypoint: VIP:port -> service
+	workloads map[netip.Addr]string        // waypoint: bound workload address -> "<ns>/<name>"
 	// upstreamIDs: waypoint: endpoint address -> its workload identity,
 	// for the HBONE tunnel to it.
 	upstreamIDs map[netip.Addr]spiffeid.ID
@@ -300,6 +303,7 @@ func (g *Gateway) apply(ctx context.Context, s *xdsclient.Snapshot) {
 	g.mu.Lock()
 	g.applyErr = err
 	g.services = serviceIndex(s, g.namespace, g.name)
+	g.workloads = workloadIndex(s, g.namespace, g.name)
 	g.upstreamIDs = upstreamIdentities(s)
 	g.mu.Unlock()
 	want := map[uint32]wanted{}

@@ -16,21 +16,28 @@ import (
 	"github.com/spiffe/go-spiffe/v2/spiffeid"
 
 	"github.com/ambitmesh/ambit/internal/hbone"
+	"github.com/ambitmesh/ambit/internal/telemetry"
 	"github.com/ambitmesh/ambit/internal/waypoint/proxy"
 	"github.com/ambitmesh/ambit/internal/xdsclient"
 	gatewayv1 "github.com/ambitmesh/ambit/proto/ambit/gateway/v1"
+	workloadv1 "github.com/ambitmesh/ambit/proto/ambit/workload/v1"
 )
 
 // serviceKey is a service VIP and port, the authority node proxies send
 // to the waypoint.
 type serviceKey = netip.AddrPort
 
+// serviceTarget is what a CONNECT authority names: a port of a bound
+// service, or (workload set) a bound workload addressed directly.
 type serviceTarget struct {
-	service string // "<namespace>/<name>"
-	port    uint32
-	// tcp: the port declares a protocol other than HTTP; its streams are
-	// passed through to an endpoint as bytes.
+	service  string // "<namespace>/<name>"; "" for a workload
+	hostname string
+	port     uint32
+	// tcp: the port declares a protocol other than HTTP, or a workload is
+	// addressed; its streams are passed through as bytes.
 	tcp bool
+	// workload is "<namespace>/<name>" of a workload addressed directly.
+	workload string
 }
 
 // isTCPPort applies Istio's explicit protocol selection: appProtocol, else
@@ -68,18 +75,47 @@ func serviceIndex(s *xdsclient.Snapshot, namespace, name string) map[serviceKey]
 				continue
 			}
 			for _, p := range b.GetPorts() {
-				m[netip.AddrPortFrom(ip.Unmap(), uint16(p.GetPort()))] = serviceTarget{svc, p.GetPort(), isTCPPort(p.GetName(), p.GetAppProtocol())}
+				m[netip.AddrPortFrom(ip.Unmap(), uint16(p.GetPort()))] = serviceTarget{service: svc, hostname: b.GetHostname(), port: p.GetPort(), tcp: isTCPPort(p.GetName(), p.GetAppProtocol())}
 			}
 		}
 	}
 	return m
 }
 
-// upstreamIdentities maps every backend endpoint address with a valid
-// SPIFFE identity to it: those are mesh workloads, reached through their
-// node proxy over HBONE.
+// workloadIndex maps the addresses of the workloads bound to the waypoint
+// namespace/name (the control plane sends only those) to their
+// "<namespace>/<name>".
+func workloadIndex(s *xdsclient.Snapshot, namespace, name string) map[netip.Addr]string {
+	m := map[netip.Addr]string{}
+	for _, w := range xdsclient.All[*workloadv1.Workload](s) {
+		if b := w.GetWaypoint(); b.GetNamespace() != namespace || b.GetName() != name {
+			continue
+		}
+		for _, raw := range w.GetAddresses() {
+			if ip, ok := netip.AddrFromSlice(raw); ok {
+				m[ip.Unmap()] = w.GetNamespace() + "/" + w.GetName()
+			}
+		}
+	}
+	return m
+}
+
+// upstreamIdentities maps every backend endpoint and bound workload
+// address with a valid SPIFFE identity to it: those are mesh workloads,
+// reached through their node proxy over HBONE.
 func upstreamIdentities(s *xdsclient.Snapshot) map[netip.Addr]spiffeid.ID {
 	m := map[netip.Addr]spiffeid.ID{}
+	for _, w := range xdsclient.All[*workloadv1.Workload](s) {
+		id, err := spiffeid.FromString(w.GetIdentity())
+		if err != nil {
+			continue
+		}
+		for _, raw := range w.GetAddresses() {
+			if ip, ok := netip.AddrFromSlice(raw); ok {
+				m[ip.Unmap()] = id
+			}
+		}
+	}
 	for _, b := range xdsclient.All[*gatewayv1.Backend](s) {
 		for _, ep := range b.GetEndpoints() {
 			id, err := spiffeid.FromString(ep.GetIdentity())
@@ -191,23 +227,28 @@ func (g *Gateway) startHBONE(ctx context.Context, wg *sync.WaitGroup) error {
 		Handler: hbone.HandlerFunc(func(ctx context.Context, req *hbone.Request) (io.ReadWriteCloser, error) {
 			g.mu.Lock()
 			t, ok := g.services[req.Authority]
+			if !ok {
+				if wl := g.workloads[req.Authority.Addr().Unmap()]; wl != "" {
+					t, ok = serviceTarget{workload: wl, port: uint32(req.Authority.Port()), tcp: true}, true
+				}
+			}
 			g.mu.Unlock()
 			if !ok {
-				return nil, fmt.Errorf("waypoint: authority %s: %w (no service bound to this waypoint has that VIP:port)", req.Authority, hbone.ErrNotLocal)
+				return nil, fmt.Errorf("waypoint: authority %s: %w (no service or workload bound to this waypoint has that address)", req.Authority, hbone.ErrNotLocal)
 			}
 			remote := req.RemoteAddr
 			if req.Forwarded.For.IsValid() {
 				remote = req.Forwarded.For
 			}
 			ds := downstream{forwarded: hbone.Forwarded{For: remote}, baggage: req.Baggage, trace: req.TraceParent}
+			peer := proxy.Peer{Identity: req.Peer.String(), Source: remote, Destination: req.Authority}
 			if t.tcp {
-				return g.passTCP(ctx, t, &ds)
+				return g.passTCP(ctx, t, &ds, peer)
 			}
 			// One end goes to the HTTP server, the other back to the
 			// HBONE server, which copies the stream into it.
 			a, b := net.Pipe()
-			tc := &tunnelConn{Conn: b, target: t, ds: ds, remote: net.TCPAddrFromAddrPort(remote), local: net.TCPAddrFromAddrPort(req.Authority),
-				peer: proxy.Peer{Identity: req.Peer.String(), Source: remote, Destination: req.Authority}}
+			tc := &tunnelConn{Conn: b, target: t, ds: ds, remote: net.TCPAddrFromAddrPort(remote), local: net.TCPAddrFromAddrPort(req.Authority), peer: peer}
 			if !tunnels.push(tc) {
 				_ = a.Close()
 				_ = b.Close()
@@ -239,15 +280,40 @@ func (g *Gateway) startHBONE(ctx context.Context, wg *sync.WaitGroup) error {
 type targetKey struct{}
 
 // passTCP connects a stream for a non-HTTP port to an endpoint of the
-// service, as Istio's waypoint passes TCP through; the HBONE server relays
-// the bytes (and answers 503 when no endpoint can be reached).
-// Authorization of such streams is the destination node proxy's (L4), as
-// HTTP attributes do not exist here.
-func (g *Gateway) passTCP(ctx context.Context, t serviceTarget, ds *downstream) (io.ReadWriteCloser, error) {
-	ep, done, ok := g.engine.PickEndpoint(t.service, t.port)
-	if !ok {
-		return nil, fmt.Errorf("waypoint: service %s port %d has no endpoint", t.service, t.port)
+// service (or for a workload addressed directly, to that workload), as
+// Istio's waypoint passes TCP through, after the waypoint's policies with
+// TCP semantics (the peer's identity and addresses; HTTP attributes
+// cannot be seen). The HBONE server relays the bytes, and answers 401
+// when denied and 503 when no endpoint can be reached.
+func (g *Gateway) passTCP(ctx context.Context, t serviceTarget, ds *downstream, peer proxy.Peer) (io.ReadWriteCloser, error) {
+	what := fmt.Sprintf("service %s port %d", t.service, t.port)
+	if t.workload != "" {
+		what = fmt.Sprintf("workload %s port %d", t.workload, t.port)
 	}
+	labels := telemetry.Labels{
+		Reporter: "waypoint", SecurityPolicy: telemetry.SecurityMutualTLS,
+		Source: telemetry.Peer{Principal: peer.Identity, Workload: ds.baggage.WorkloadName, Namespace: ds.baggage.Namespace,
+			CanonicalService: ds.baggage.ServiceName, CanonicalRevision: ds.baggage.ServiceVersion, Cluster: ds.baggage.ClusterName},
+		Service: telemetry.Service{Hostname: t.hostname},
+	}
+	labels.Service.Namespace, labels.Service.Name, _ = strings.Cut(t.service, "/")
+	if ns, name, ok := strings.Cut(t.workload, "/"); ok {
+		labels.Destination = telemetry.Peer{Workload: name, Namespace: ns}
+	}
+	if d := g.engine.AuthorizeConn(t.service, peer); !d.Allowed {
+		err := fmt.Errorf("waypoint: %s: %w: %s", what, hbone.ErrDenied, d)
+		m := telemetry.Open(labels, telemetry.Endpoints{Src: peer.Source, Dst: peer.Destination})
+		m.Finish(g.opts.AccessLog, telemetry.Result{Err: err, Flags: telemetry.FlagDenied, Policy: d.Policy.String()})
+		return nil, err
+	}
+	ep, done := peer.Destination, func() {}
+	if t.workload == "" {
+		var ok bool
+		if ep, done, ok = g.engine.PickEndpoint(t.service, t.port); !ok {
+			return nil, fmt.Errorf("waypoint: %s has no endpoint", what)
+		}
+	}
+	m := telemetry.Open(labels, telemetry.Endpoints{Src: peer.Source, Dst: ep})
 	dial := g.upstreamDialer(g.dialer, ds)
 	if g.dialer == nil {
 		plain := &net.Dialer{Timeout: proxy.DefaultDialTimeout}
@@ -256,9 +322,14 @@ func (g *Gateway) passTCP(ctx context.Context, t serviceTarget, ds *downstream) 
 	c, err := dial(ctx, "tcp", ep.String())
 	if err != nil {
 		done()
-		return nil, fmt.Errorf("waypoint: service %s port %d: %w", t.service, t.port, err)
+		err = fmt.Errorf("waypoint: %s: %w", what, err)
+		m.Finish(g.opts.AccessLog, telemetry.Result{Err: err, Flags: telemetry.FlagConnectFailure})
+		return nil, err
 	}
-	return &doneConn{Conn: c, done: done}, nil
+	return &doneConn{Conn: telemetry.CountConn(c, m, telemetry.ReadsAreResponse), done: func() {
+		done()
+		m.Finish(g.opts.AccessLog, telemetry.Result{})
+	}}, nil
 }
 
 // doneConn calls done once when closed.

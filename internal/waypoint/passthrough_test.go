@@ -289,6 +289,19 @@ func TestWaypointPassThroughAndPolicy(t *testing.T) {
 		if status, _, _ := get(t, "GET", "/admin/users"); status != 403 {
 			t.Errorf("/admin/users: %d, want 403", status)
 		}
+		// The TCP port is refused too: the policy's source is checked on
+		// streams the waypoint passes through.
+		c, err := net.Dial("tcp", tcpListen.String())
+		if err != nil {
+			t.Fatal(err)
+		}
+		defer c.Close()
+		_ = c.SetDeadline(time.Now().Add(10 * time.Second))
+		_, _ = io.WriteString(c, "hello")
+		// Closed or reset (the client's unread bytes), never echoed.
+		if b, _ := io.ReadAll(c); len(b) != 0 {
+			t.Errorf("TCP through the waypoint: read %q; want the connection closed", b)
+		}
 	})
 	writeFile(t, mesh, fmt.Sprintf(passthroughMeshTmpl, httpPort, tcpPort, ""))
 	eventually(t, "no policies: allowed again", func() bool {

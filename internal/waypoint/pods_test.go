@@ -10,8 +10,8 @@ import (
 	"net/netip"
 	"path/filepath"
 	"slices"
-	"sync"
 	"strings"
+	"sync"
 	"testing"
 	"time"
 

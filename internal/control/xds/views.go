@@ -37,7 +37,7 @@ const (
 // first), which is also the order pushes go out in.
 var (
 	NodeTypes    = []string{TypeTrustBundle, TypeService, TypeWorkload, TypeAuthorization}
-	GatewayTypes = []string{TypeTrustBundle, TypeBackend, TypeSecret, TypeRouteTable, TypeListener, TypeAuthorization}
+	GatewayTypes = []string{TypeTrustBundle, TypeWorkload, TypeBackend, TypeSecret, TypeRouteTable, TypeListener, TypeAuthorization}
 )
 
 // typeOrder is the push order across all types.
@@ -157,6 +157,9 @@ type GatewayView struct {
 	// listeners; no other proxy's view holds them.
 	Secrets        *ResourceSet
 	Authorizations *ResourceSet
+	// Workloads (waypoints) are the workloads bound to the waypoint: node
+	// proxies send the traffic addressed to them through it.
+	Workloads *ResourceSet
 }
 
 // Views is every proxy view of one translation.
@@ -216,6 +219,8 @@ func (v *Views) Set(id ProxyID, typeURL string) *ResourceSet {
 				s = g.Secrets
 			case TypeAuthorization:
 				s = g.Authorizations
+			case TypeWorkload:
+				s = g.Workloads
 			}
 		}
 	}
@@ -395,6 +400,7 @@ func ComputeViews(mesh *model.Mesh, prev *Views) (*Views, error) {
 	workloads := make([]*Resource, 0, len(mesh.Workloads))
 	nodeNamespaces := map[string]map[string]bool{}
 	workloadNode := make(map[model.Ref]string, len(mesh.Workloads))
+	boundWorkloads := map[model.Ref][]*Resource{}
 	for i := range mesh.Workloads {
 		w := &mesh.Workloads[i]
 		bk := backs[w.Ref]
@@ -414,6 +420,9 @@ func ComputeViews(mesh *model.Mesh, prev *Views) (*Views, error) {
 		}
 		nodeNamespaces[w.Node][w.Namespace] = true
 		workloadNode[w.Ref] = w.Node
+		if w.Waypoint != nil {
+			boundWorkloads[w.Waypoint.Gateway] = append(boundWorkloads[w.Waypoint.Gateway], r)
+		}
 	}
 	v.Workloads = b.set("workloads", TypeWorkload, workloads)
 
@@ -558,6 +567,7 @@ func ComputeViews(mesh *model.Mesh, prev *Views) (*Views, error) {
 			Backends:       b.set(key+"backends", TypeBackend, backends),
 			Secrets:        b.set(key+"secrets", TypeSecret, secrets),
 			Authorizations: b.set(key+"authz", TypeAuthorization, gatewayPolicies[g.Ref]),
+			Workloads:      b.set(key+"workloads", TypeWorkload, boundWorkloads[g.Ref]),
 		}
 	}
 	return v, errors.Join(b.errs...)

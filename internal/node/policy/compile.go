@@ -227,20 +227,28 @@ var l7Keys = map[string]bool{
 // HTTP attributes (methods, paths, hosts, request.* and other non-L4
 // `when` keys) make a rule never match in ALLOW; in DENY and AUDIT they
 // are ignored, so the rule matches more broadly than written.
-func New(policies []*authorizationv1.Authorization) *Engine { return newEngine(policies, nil) }
+func New(policies []*authorizationv1.Authorization) *Engine { return newEngine(policies, nil, false) }
 
-// NewWaypoint builds the engine of waypoint gateway: the SCOPE_TARGETS
-// policies that target the waypoint itself (every request through it) or
-// a Service (requests to that service: Conn.DstNamespace/DstName name the
-// service), with HTTP attributes evaluated (Conn.HTTP). Other scopes are
-// node proxies' and are skipped. Invalid values are enforced fail-closed
-// as in New.
+// NewWaypoint builds the engine of waypoint gateway for HTTP requests:
+// the SCOPE_TARGETS policies that target the waypoint itself (every
+// request through it) or a Service (requests to that service:
+// Conn.DstNamespace/DstName name the service), with HTTP attributes
+// evaluated (Conn.HTTP). Other scopes are node proxies' and are skipped.
+// Invalid values are enforced fail-closed as in New.
 func NewWaypoint(policies []*authorizationv1.Authorization, gateway Ref) *Engine {
-	return newEngine(policies, &gateway)
+	return newEngine(policies, &gateway, true)
 }
 
-// newEngine is New (waypoint nil) or NewWaypoint.
-func newEngine(policies []*authorizationv1.Authorization, waypoint *Ref) *Engine {
+// NewWaypointTCP is NewWaypoint for the TCP streams a waypoint passes
+// through: HTTP attributes are handled as at a node proxy (an ALLOW rule
+// using them never matches, a DENY rule matches ignoring them), as
+// Istio's waypoint does for TCP.
+func NewWaypointTCP(policies []*authorizationv1.Authorization, gateway Ref) *Engine {
+	return newEngine(policies, &gateway, false)
+}
+
+// newEngine is New (waypoint nil), NewWaypoint or NewWaypointTCP.
+func newEngine(policies []*authorizationv1.Authorization, waypoint *Ref, l7 bool) *Engine {
 	e := &Engine{mesh: &policySet{}, namespace: map[string]*policySet{}, workload: map[workloadKey]*policySet{}}
 	type entry struct {
 		p      *compiled
@@ -304,7 +312,7 @@ func newEngine(policies []*authorizationv1.Authorization, waypoint *Ref) *Engine
 
 		c := &compiled{ref: ref}
 		for i, r := range a.GetRules() {
-			cr, err := compileRule(r, action, waypoint != nil)
+			cr, err := compileRule(r, action, l7)
 			if err != nil {
 				e.problems = append(e.problems, fmt.Errorf("policy: Authorization %s: rules[%d]: %w; the rule %s", ref, i, err, failClosedEffect(action)))
 			}

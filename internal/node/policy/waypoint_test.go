@@ -117,3 +117,28 @@ func TestCheckNodeIgnoresHTTP(t *testing.T) {
 		t.Errorf("node Check = %+v, want %+v", got, deniedBy("bar", "d"))
 	}
 }
+
+// TCP streams through a waypoint: HTTP attributes cannot be seen, so an
+// ALLOW rule using them never matches and a DENY rule matches without
+// them; the peer identity still counts.
+func TestCheckWaypointTCP(t *testing.T) {
+	tests := []struct {
+		name     string
+		policies []*authzv1.Authorization
+		want     Decision
+	}{
+		{"ALLOW by method never matches TCP",
+			[]*authzv1.Authorization{targetPolicy("a", allow, toHTTPBin, to(&authzv1.Operation{Methods: []string{"GET"}}))}, noMatch},
+		{"DENY by path matches TCP more broadly",
+			[]*authzv1.Authorization{targetPolicy("d", deny, toHTTPBin, to(&authzv1.Operation{Paths: []string{"/admin*"}}))}, deniedBy("bar", "d")},
+		{"ALLOW by principal matches",
+			[]*authzv1.Authorization{targetPolicy("a", allow, toWaypoint, from(&authzv1.Source{Principals: []string{"cluster.local/ns/foo/*"}}))}, allowedBy("bar", "a")},
+	}
+	for _, tc := range tests {
+		t.Run(tc.name, func(t *testing.T) {
+			if got := NewWaypointTCP(tc.policies, waypointRef).Check(conn()); got != tc.want {
+				t.Errorf("Check = %+v, want %+v", got, tc.want)
+			}
+		})
+	}
+}

@@ -111,8 +111,9 @@ type Engine struct {
 	log *slog.Logger
 
 	cur atomic.Pointer[config]
-	// authz is the waypoint's policy engine (nil: no policies).
-	authz atomic.Pointer[policy.Engine]
+	// authz and authzTCP are the waypoint's policy engines for HTTP
+	// requests and for TCP streams (nil: no policies).
+	authz, authzTCP atomic.Pointer[policy.Engine]
 
 	mu   sync.Mutex // serialises Apply
 	bals map[balKey]*lb.Balancer
@@ -346,7 +347,9 @@ func (e *Engine) ApplySnapshot(s *xdsclient.Snapshot) error {
 // rule matches, an ALLOW rule does not) and reported.
 func (e *Engine) ApplyAuthorization(policies []*authzv1.Authorization) error {
 	ns, name, _ := strings.Cut(e.cfg.Waypoint, "/")
-	pe := policy.NewWaypoint(policies, policy.Ref{Namespace: ns, Name: name})
+	ref := policy.Ref{Namespace: ns, Name: name}
+	pe := policy.NewWaypoint(policies, ref)
+	e.authzTCP.Store(policy.NewWaypointTCP(policies, ref))
 	e.authz.Store(pe)
 	if p := pe.Problems(); len(p) > 0 {
 		err := fmt.Errorf("proxy: authorization: %w", errors.Join(p...))

@@ -158,6 +158,22 @@ func (e *Engine) ServiceHandler(service string, port uint32) http.Handler {
 	})
 }
 
+// AuthorizeConn applies the waypoint's policies to a TCP stream for
+// service ("<ns>/<name>"; "" for a workload addressed directly, which only
+// the policies targeting the waypoint itself apply to).
+func (e *Engine) AuthorizeConn(service string, p Peer) policy.Decision {
+	pe := e.authzTCP.Load()
+	if pe == nil {
+		return policy.Decision{Allowed: true, Reason: policy.ReasonNoAllowPolicies}
+	}
+	ns, name, _ := strings.Cut(service, "/")
+	return pe.Check(policy.Conn{
+		SrcIdentity: p.Identity, SrcIP: p.Source.Addr().Unmap(),
+		DstNamespace: ns, DstName: name,
+		DstIP: p.Destination.Addr().Unmap(), DstPort: p.Destination.Port(),
+	})
+}
+
 // authorize applies the waypoint's policies to a request for service;
 // false when it was denied (and answered 403).
 func (e *Engine) authorize(w http.ResponseWriter, r *http.Request, st *reqState, service string) bool {
