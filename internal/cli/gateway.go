@@ -27,14 +27,18 @@ func gatewayCmd(isWaypoint bool) *cobra.Command {
 	)
 	cmd := &cobra.Command{
 		Use:   "gateway --control-plane ADDR --gateway NAMESPACE/NAME --token T --ca-pin P",
-		Short: "Run an ingress gateway: the HTTP listeners of a Gateway with gatewayClassName ambit",
+		Short: "Run an ingress gateway: the HTTP, HTTPS, TLS and TCP listeners of a Gateway with gatewayClassName ambit",
 		Long: `gateway joins the mesh as the Gateway NAMESPACE/NAME with a token from
 'ambit token create --gateway NAMESPACE/NAME', subscribes to its listeners,
-routes and backends, and serves every HTTP listener of the Gateway on
---listen-address (all interfaces by default) with HTTPRoute routing,
-filters, weighted backends, retries and timeouts. Listeners added to or
-removed from the Gateway are opened or closed at runtime; route changes
-apply without dropping requests.
+routes, backends and serving certificates, and serves every listener of
+the Gateway on --listen-address (all interfaces by default): HTTP and
+HTTPS (TLS terminated with the certificates of its Secrets, chosen by SNI,
+HTTP/2 by ALPN) with HTTPRoute/GRPCRoute routing, filters, weighted
+backends, retries and timeouts; TLS listeners by SNI with TLSRoutes
+(Passthrough forwards the encrypted bytes); TCP listeners with TCPRoutes.
+Listeners added to or removed from the Gateway are opened or closed at
+runtime; route and certificate changes apply without dropping
+connections.
 
 Endpoints: admin on --admin-address (GET /config_dump), Prometheus metrics
 on --metrics-address (/metrics, istio_requests_total and friends),

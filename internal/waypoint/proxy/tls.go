@@ -6,7 +6,6 @@ import (
 	"crypto/tls"
 	"errors"
 	"io"
-	"log/slog"
 	"net"
 	"net/http"
 	"strings"
@@ -42,7 +41,7 @@ func (e *Engine) serveConns(ctx context.Context, ln net.Listener, port uint32, f
 	srvDone := make(chan struct{})
 	if family == FamilyTLS {
 		https = newConnQueue(ln.Addr())
-		srv = e.httpsServer()
+		srv = e.httpsServer(port)
 		go func() {
 			defer close(srvDone)
 			_ = srv.Serve(https)
@@ -90,44 +89,37 @@ func (e *Engine) serveConns(ctx context.Context, ln net.Listener, port uint32, f
 	return err
 }
 
-// httpsServer serves terminated HTTPS connections: the listener each
-// connection was accepted for (by SNI) travels in the connection's
-// context, and its routes are looked up per request in the current
-// configuration.
-func (e *Engine) httpsServer() *http.Server {
+// httpsServer serves the terminated HTTPS connections of a port, with the
+// limits and timeouts of Server: the listener each connection was
+// accepted for (by SNI) travels in the connection's context, and its
+// routes are looked up per request in the current configuration.
+func (e *Engine) httpsServer(port uint32) *http.Server {
+	srv := e.Server(port)
 	var p http.Protocols
 	p.SetHTTP1(true)
-	p.SetHTTP2(true)
-	return &http.Server{
-		Handler: http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
-			name, _ := r.Context().Value(listenerKey{}).(string)
-			port, _ := r.Context().Value(portKey{}).(uint32)
-			e.serve(w, r, port, "", func(c *config) *route.Table {
-				if tl := c.tlsListeners[name]; tl != nil && tl.https {
-					return tl.table
-				}
-				return nil
-			})
-		}),
-		Protocols:         &p,
-		ReadHeaderTimeout: e.cfg.ReadHeaderTimeout,
-		IdleTimeout:       e.cfg.IdleTimeout,
-		MaxHeaderBytes:    e.cfg.MaxHeaderBytes,
-		ErrorLog:          slog.NewLogLogger(e.log.Handler(), slog.LevelDebug),
-		ConnContext: func(ctx context.Context, c net.Conn) context.Context {
-			if tc, ok := c.(*tls.Conn); ok {
-				if hc, ok := tc.NetConn().(*helloConn); ok {
-					ctx = context.WithValue(ctx, listenerKey{}, hc.listener)
-					ctx = context.WithValue(ctx, portKey{}, hc.port)
-				}
+	p.SetHTTP2(true) // chosen by ALPN
+	srv.Protocols = &p
+	srv.Handler = http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		name, _ := r.Context().Value(listenerKey{}).(string)
+		e.serve(w, r, port, "", func(c *config) *route.Table {
+			if tl := c.tlsListeners[name]; tl != nil && tl.https {
+				return tl.table
 			}
-			return ctx
-		},
+			return nil
+		})
+	})
+	srv.ConnContext = func(ctx context.Context, c net.Conn) context.Context {
+		if tc, ok := c.(*tls.Conn); ok {
+			if hc, ok := tc.NetConn().(*helloConn); ok {
+				ctx = context.WithValue(ctx, listenerKey{}, hc.listener)
+			}
+		}
+		return ctx
 	}
+	return srv
 }
 
 type listenerKey struct{}
-type portKey struct{}
 
 // serveTLSConn reads the ClientHello, picks the listener of the port
 // whose hostname best matches the server name (exact, then the longest
@@ -151,7 +143,7 @@ func (e *Engine) serveTLSConn(ctx context.Context, c net.Conn, port uint32, http
 		_ = c.Close()
 		return
 	}
-	hc := &helloConn{Conn: c, hello: hello, listener: tl.name, port: port}
+	hc := &helloConn{Conn: c, hello: hello, listener: tl.name}
 	if tl.passthrough {
 		_ = c.SetReadDeadline(time.Time{})
 		e.forward(ctx, hc, port, tl.name, tl.table, sni, l4)
@@ -220,7 +212,6 @@ type helloConn struct {
 	net.Conn
 	hello    []byte
 	listener string
-	port     uint32
 }
 
 func (c *helloConn) Read(p []byte) (int, error) {

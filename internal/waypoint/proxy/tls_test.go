@@ -3,18 +3,12 @@ package proxy
 import (
 	"bufio"
 	"context"
-	"crypto/ecdsa"
-	"crypto/elliptic"
-	"crypto/rand"
 	"crypto/tls"
 	"crypto/x509"
-	"crypto/x509/pkix"
 	"encoding/json"
-	"encoding/pem"
 	"fmt"
 	"io"
 	"log/slog"
-	"math/big"
 	"net"
 	"net/http"
 	"net/http/httptest"
@@ -24,63 +18,17 @@ import (
 	"time"
 
 	"github.com/ambitmesh/ambit/internal/echo"
+	"github.com/ambitmesh/ambit/internal/waypoint/tlstest"
 	gatewayv1 "github.com/ambitmesh/ambit/proto/ambit/gateway/v1"
 )
 
-// testCA issues serving certificates that clients verify against pool.
-type testCA struct {
-	cert *x509.Certificate
-	key  *ecdsa.PrivateKey
-	pool *x509.CertPool
-}
+func newTestCA(t *testing.T) *testCA { return &testCA{tlstest.NewCA(t)} }
 
-func newTestCA(t *testing.T) *testCA {
-	t.Helper()
-	key, err := ecdsa.GenerateKey(elliptic.P256(), rand.Reader)
-	if err != nil {
-		t.Fatal(err)
-	}
-	tmpl := &x509.Certificate{SerialNumber: big.NewInt(1), Subject: pkix.Name{CommonName: "test root"},
-		NotBefore: time.Now().Add(-time.Hour), NotAfter: time.Now().Add(time.Hour),
-		IsCA: true, BasicConstraintsValid: true, KeyUsage: x509.KeyUsageCertSign}
-	der, err := x509.CreateCertificate(rand.Reader, tmpl, tmpl, &key.PublicKey, key)
-	if err != nil {
-		t.Fatal(err)
-	}
-	cert, _ := x509.ParseCertificate(der)
-	pool := x509.NewCertPool()
-	pool.AddCert(cert)
-	return &testCA{cert: cert, key: key, pool: pool}
-}
-
-var serial int64 = 100
-
-// issue returns the PEM certificate and key of a leaf for names; the
-// certificate's serial number tells issues apart.
-func (ca *testCA) issue(t *testing.T, names ...string) (crt, key []byte, sn int64) {
-	t.Helper()
-	k, err := ecdsa.GenerateKey(elliptic.P256(), rand.Reader)
-	if err != nil {
-		t.Fatal(err)
-	}
-	serial++
-	tmpl := &x509.Certificate{SerialNumber: big.NewInt(serial), Subject: pkix.Name{CommonName: names[0]}, DNSNames: names,
-		NotBefore: time.Now().Add(-time.Hour), NotAfter: time.Now().Add(time.Hour),
-		KeyUsage: x509.KeyUsageDigitalSignature, ExtKeyUsage: []x509.ExtKeyUsage{x509.ExtKeyUsageServerAuth}}
-	der, err := x509.CreateCertificate(rand.Reader, tmpl, ca.cert, &k.PublicKey, ca.key)
-	if err != nil {
-		t.Fatal(err)
-	}
-	kd, err := x509.MarshalPKCS8PrivateKey(k)
-	if err != nil {
-		t.Fatal(err)
-	}
-	return pem.EncodeToMemory(&pem.Block{Type: "CERTIFICATE", Bytes: der}),
-		pem.EncodeToMemory(&pem.Block{Type: "PRIVATE KEY", Bytes: kd}), serial
-}
+// testCA issues the certificates of Secrets.
+type testCA struct{ *tlstest.CA }
 
 func (ca *testCA) secret(t *testing.T, name string, names ...string) (*gatewayv1.Secret, int64) {
-	crt, key, sn := ca.issue(t, names...)
+	crt, key, sn := ca.Issue(t, names...)
 	return &gatewayv1.Secret{Namespace: "default", Name: name, CertificateChainPem: crt, PrivateKeyPem: key}, sn
 }
 
@@ -204,7 +152,7 @@ func TestHTTPSListenersBySNI(t *testing.T) {
 	} {
 		for _, h2 := range []bool{true, false} {
 			t.Run(fmt.Sprintf("%s/h2=%v", tt.sni, h2), func(t *testing.T) {
-				pod, major, sn := getPod(t, httpsClient(t, g.addr, tt.sni, ca.pool, h2), tt.sni)
+				pod, major, sn := getPod(t, httpsClient(t, g.addr, tt.sni, ca.Pool, h2), tt.sni)
 				want := 1
 				if h2 {
 					want = 2
@@ -228,7 +176,7 @@ func TestCertificateRotation(t *testing.T) {
 	g := startPort(t, FamilyTLS, 443, ls, bs, s1)
 
 	// An HTTP/1.1 keep-alive connection made with the first certificate.
-	conn, err := tls.Dial("tcp", g.addr, &tls.Config{ServerName: "web.example.com", RootCAs: ca.pool, NextProtos: []string{"http/1.1"}})
+	conn, err := tls.Dial("tcp", g.addr, &tls.Config{ServerName: "web.example.com", RootCAs: ca.Pool, NextProtos: []string{"http/1.1"}})
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -255,7 +203,7 @@ func TestCertificateRotation(t *testing.T) {
 	if err := g.e.Apply(ls, nil, bs, s2); err != nil {
 		t.Fatal(err)
 	}
-	if _, _, sn := getPod(t, httpsClient(t, g.addr, "web.example.com", ca.pool, true), "web.example.com"); sn != sn2 {
+	if _, _, sn := getPod(t, httpsClient(t, g.addr, "web.example.com", ca.Pool, true), "web.example.com"); sn != sn2 {
 		t.Errorf("new connection got certificate %d, want the rotated %d (was %d)", sn, sn2, sn1)
 	}
 	roundTrip() // the connection of before the rotation still serves
@@ -265,7 +213,7 @@ func TestCertificateRotation(t *testing.T) {
 	if err == nil || !strings.Contains(err.Error(), "secret default/web") || !strings.Contains(err.Error(), "keeping its last good certificate") {
 		t.Fatalf("apply of a malformed secret: error %v, want one naming the secret and keeping the last good certificate", err)
 	}
-	if _, _, sn := getPod(t, httpsClient(t, g.addr, "web.example.com", ca.pool, false), "web.example.com"); sn != sn2 {
+	if _, _, sn := getPod(t, httpsClient(t, g.addr, "web.example.com", ca.Pool, false), "web.example.com"); sn != sn2 {
 		t.Errorf("after a malformed secret, new connections got certificate %d, want the last good %d", sn, sn2)
 	}
 	roundTrip()
@@ -274,7 +222,7 @@ func TestCertificateRotation(t *testing.T) {
 // startTLSEcho serves the echo handler over TLS with a certificate for
 // names, as a passthrough backend.
 func startTLSEcho(t *testing.T, ca *testCA, pod string, names ...string) netip.AddrPort {
-	crt, key, _ := ca.issue(t, names...)
+	crt, key, _ := ca.Issue(t, names...)
 	cert, err := tls.X509KeyPair(crt, key)
 	if err != nil {
 		t.Fatal(err)
@@ -301,7 +249,7 @@ func TestTLSPassthrough(t *testing.T) {
 	counts := map[string]int{}
 	const n = 80
 	for range n {
-		c := httpsClient(t, g.addr, "db.example.com", ca.pool, false)
+		c := httpsClient(t, g.addr, "db.example.com", ca.Pool, false)
 		pod, _, _ := getPod(t, c, "db.example.com")
 		counts[pod]++
 		c.CloseIdleConnections()
@@ -313,7 +261,7 @@ func TestTLSPassthrough(t *testing.T) {
 	}
 
 	// A server name no route serves: the connection is closed, logged.
-	_, err := tls.Dial("tcp", g.addr, &tls.Config{ServerName: "other.test", RootCAs: ca.pool})
+	_, err := tls.Dial("tcp", g.addr, &tls.Config{ServerName: "other.test", RootCAs: ca.Pool})
 	if err == nil {
 		t.Fatal("handshake for an unrouted server name succeeded")
 	}
@@ -327,7 +275,7 @@ func TestTLSTerminateToTCP(t *testing.T) {
 	ls := []*gatewayv1.Listener{tlsListenerProto("db", "TLS", "Terminate", "db.example.com", "db", "db")}
 	bs := []*gatewayv1.Backend{backend("db", tcpEcho(t))}
 	g := startPort(t, FamilyTLS, 443, ls, bs, sec)
-	c, err := tls.Dial("tcp", g.addr, &tls.Config{ServerName: "db.example.com", RootCAs: ca.pool})
+	c, err := tls.Dial("tcp", g.addr, &tls.Config{ServerName: "db.example.com", RootCAs: ca.Pool})
 	if err != nil {
 		t.Fatal(err)
 	}
