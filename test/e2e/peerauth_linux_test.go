@@ -123,12 +123,18 @@ func TestLabPeerAuthentication(t *testing.T) {
 }
 
 // extraPod adds a pod namespace with address ip on node (its own /24, the
-// node end at .1, default route through it), beyond the lab's four.
+// node end at .1, default route through it, the other node routing the /24
+// to this one), beyond the lab's four.
 func (l *lab) extraPod(t *testing.T, name, ip string, node netnstest.NS) netnstest.NS {
 	t.Helper()
 	pod := netnstest.NewNS(t, name)
 	a := netip.MustParseAddr(ip)
 	netnstest.Veth(t, node, "veth-"+name, netip.PrefixFrom(a.Prev(), 24), pod, "eth0", netip.PrefixFrom(a, 24))
 	netnstest.Route(t, pod, netip.MustParsePrefix("0.0.0.0/0"), a.Prev())
+	other, via := l.node1, node2IP
+	if node == l.node1 {
+		other, via = l.node2, node1IP
+	}
+	netnstest.Route(t, other, netip.PrefixFrom(a, 24).Masked(), netip.MustParseAddr(via))
 	return pod
 }
