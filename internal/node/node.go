@@ -211,6 +211,8 @@ type ConfigDump struct {
 	Inbound    []string                              `json:"inbound"`
 	Explicit   []string                              `json:"explicit"`
 	HTTPProxy  []string                              `json:"httpProxy"`
+	// Enrolled maps captured workloads to their netns path, or "host".
+	Enrolled map[string]string `json:"enrolled"`
 }
 
 func (n *Node) adminHandler() http.Handler {
@@ -235,6 +237,7 @@ func (n *Node) adminHandler() http.Handler {
 		for _, a := range n.proxy.HTTPProxyAddrs() {
 			d.HTTPProxy = append(d.HTTPProxy, a.String())
 		}
+		d.Enrolled = n.proxy.Enrolled()
 		w.Header().Set("Content-Type", "application/json")
 		enc := json.NewEncoder(w)
 		enc.SetIndent("", "  ")

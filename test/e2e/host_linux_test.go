@@ -4,6 +4,7 @@ package e2e
 
 import (
 	"context"
+	"encoding/json"
 	"errors"
 	"fmt"
 	"io"
@@ -69,6 +70,22 @@ func TestLabHostMode(t *testing.T) {
 			return errors.New("no table inet ambit")
 		}
 		return nil
+	})
+
+	t.Run("ConfigDumpShowsHostMode", func(t *testing.T) {
+		b, err := l.httpGet(l.node2.Path, false, "http://127.0.0.1:15000/config_dump")
+		if err != nil {
+			t.Fatal(err)
+		}
+		var dump struct {
+			Enrolled map[string]string `json:"enrolled"`
+		}
+		if err := json.Unmarshal(b, &dump); err != nil {
+			t.Fatal(err)
+		}
+		if dump.Enrolled["shop/db-vm"] != "host" || dump.Enrolled["shop/web-b1"] == "" {
+			t.Errorf("config_dump enrolled = %v; want shop/db-vm in host mode next to the pods", dump.Enrolled)
+		}
 	})
 
 	t.Run("PodReachesHostWorkloadOverHBONE", func(t *testing.T) {

@@ -143,6 +143,21 @@ func (p *Proxy) stopPods() {
 	p.stopHost()
 }
 
+// Enrolled maps each enrolled workload to where it is captured: its
+// network namespace path, or "host" for host mode.
+func (p *Proxy) Enrolled() map[string]string {
+	p.mu.Lock()
+	defer p.mu.Unlock()
+	out := make(map[string]string, len(p.pods))
+	for key, pd := range p.pods {
+		out[key] = pd.nsPath
+		if pd.host {
+			out[key] = "host"
+		}
+	}
+	return out
+}
+
 func (p *Proxy) podOf(key string) *pod {
 	p.mu.Lock()
 	defer p.mu.Unlock()
