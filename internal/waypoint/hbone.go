@@ -241,7 +241,10 @@ func (g *Gateway) startHBONE(ctx context.Context, wg *sync.WaitGroup) error {
 				remote = req.Forwarded.For
 			}
 			ds := downstream{forwarded: hbone.Forwarded{For: remote}, baggage: req.Baggage, trace: req.TraceParent}
-			peer := proxy.Peer{Identity: req.Peer.String(), Source: remote, Destination: req.Authority}
+			peer := proxy.Peer{Identity: req.Peer.String(), Source: remote, Destination: req.Authority,
+				Labels: telemetry.Peer{Principal: req.Peer.String(), Workload: req.Baggage.WorkloadName, Namespace: req.Baggage.Namespace,
+					App: req.Baggage.ServiceName, Version: req.Baggage.ServiceVersion,
+					CanonicalService: req.Baggage.ServiceName, CanonicalRevision: req.Baggage.ServiceVersion, Cluster: req.Baggage.ClusterName}}
 			if t.tcp {
 				return g.passTCP(ctx, t, &ds, peer)
 			}
@@ -292,9 +295,7 @@ func (g *Gateway) passTCP(ctx context.Context, t serviceTarget, ds *downstream, 
 	}
 	labels := telemetry.Labels{
 		Reporter: "waypoint", SecurityPolicy: telemetry.SecurityMutualTLS,
-		Source: telemetry.Peer{Principal: peer.Identity, Workload: ds.baggage.WorkloadName, Namespace: ds.baggage.Namespace,
-			CanonicalService: ds.baggage.ServiceName, CanonicalRevision: ds.baggage.ServiceVersion, Cluster: ds.baggage.ClusterName},
-		Service: telemetry.Service{Hostname: t.hostname},
+		Source: peer.Labels, Service: telemetry.Service{Hostname: t.hostname},
 	}
 	labels.Service.Namespace, labels.Service.Name, _ = strings.Cut(t.service, "/")
 	if ns, name, ok := strings.Cut(t.workload, "/"); ok {

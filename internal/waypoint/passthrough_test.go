@@ -209,7 +209,8 @@ func TestWaypointPassThroughAndPolicy(t *testing.T) {
 		found := false
 		for _, r := range wpAccess.records(t) {
 			if r["path"] == "/hello" {
-				found = r["route"] == "Service/shop/api#0" && r["status"] == float64(200)
+				found = r["route"] == "Service/shop/api#0" && r["status"] == float64(200) &&
+					r["peer_identity"] == "spiffe://cluster.local/ns/shop/sa/client"
 			}
 		}
 		if !found {

@@ -65,7 +65,13 @@ func (e *Engine) finish(rw *respWriter, r *http.Request, st *reqState) {
 		proto = "grpc"
 		grpcStatus = rw.Header().Get("Grpc-Status")
 	}
+	// A waypoint knows its client from the HBONE stream; an ingress
+	// gateway reports itself as the source, as Istio's does.
 	src := e.cfg.Self
+	peer, hasPeer := r.Context().Value(peerKey{}).(Peer)
+	if hasPeer {
+		src = peer.Labels
+	}
 	var dstNS, dstName, dstHost, dstWL, dstWLNS, dstPrincipal string
 	if st.up != nil {
 		b := st.up.backend
@@ -103,6 +109,11 @@ func (e *Engine) finish(rw *respWriter, r *http.Request, st *reqState) {
 		slog.Int64("bytes_sent", rw.bytes),
 		slog.Duration("duration", dur),
 		slog.String("client", r.RemoteAddr),
+	}
+	if hasPeer && peer.Identity != "" {
+		// The identity the HBONE client's certificate proved (Envoy's
+		// %DOWNSTREAM_PEER_URI_SAN%).
+		attrs = append(attrs, slog.String("peer_identity", peer.Identity))
 	}
 	if st.fr != nil {
 		attrs = append(attrs, slog.String("request_id", st.fr.Header.Get("X-Request-Id")))

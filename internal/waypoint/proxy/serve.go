@@ -22,6 +22,7 @@ import (
 
 	"github.com/ambitmesh/ambit/internal/hbone"
 	"github.com/ambitmesh/ambit/internal/node/policy"
+	"github.com/ambitmesh/ambit/internal/telemetry"
 	"github.com/ambitmesh/ambit/internal/waypoint/filter"
 	"github.com/ambitmesh/ambit/internal/waypoint/lb"
 	"github.com/ambitmesh/ambit/internal/waypoint/route"
@@ -129,6 +130,9 @@ type Peer struct {
 	// Source is the client's original address (the CONNECT's forwarded
 	// for=), Destination the service VIP:port it addressed.
 	Source, Destination netip.AddrPort
+	// Labels describe the source workload in the request metrics (from
+	// the identity and the CONNECT's baggage).
+	Labels telemetry.Peer
 }
 
 type peerKey struct{}
