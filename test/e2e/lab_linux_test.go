@@ -198,21 +198,27 @@ func (l *lab) start(t *testing.T, name string, ns netnstest.NS, args ...string) 
 	return &proc{p}
 }
 
-// token runs `ambit token create` on the control plane's host (node 1's
-// namespace: the token endpoint answers on loopback only).
+// token runs `ambit token create --node node` on the control plane's host
+// (node 1's namespace: the token endpoint answers on loopback only).
 func (l *lab) token(t *testing.T, node string) control.TokenResponse {
 	t.Helper()
+	return l.tokenFor(t, "--node", node)
+}
+
+// tokenFor is token for a subject flag: --node NAME or --gateway NS/NAME.
+func (l *lab) tokenFor(t *testing.T, flag, subject string) control.TokenResponse {
+	t.Helper()
 	cmd := exec.CommandContext(l.ctx, "ip", "netns", "exec", l.node1.Name, ambitBin,
-		"token", "create", "--node", node, "--control-plane", "127.0.0.1:15014", "-o", "json")
+		"token", "create", flag, subject, "--control-plane", "127.0.0.1:15014", "-o", "json")
 	var stderr bytes.Buffer
 	cmd.Stderr = &stderr
 	out, err := cmd.Output()
 	if err != nil {
-		t.Fatalf("ambit token create --node %s: %v\n%s", node, err, stderr.String())
+		t.Fatalf("ambit token create %s %s: %v\n%s", flag, subject, err, stderr.String())
 	}
 	var tok control.TokenResponse
 	if err := json.Unmarshal(out, &tok); err != nil || tok.Token == "" || tok.CAPin == "" {
-		t.Fatalf("ambit token create --node %s printed %q: %v (want JSON with token and caPin)", node, out, err)
+		t.Fatalf("ambit token create %s %s printed %q: %v (want JSON with token and caPin)", flag, subject, out, err)
 	}
 	return tok
 }
