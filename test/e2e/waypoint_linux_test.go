@@ -10,13 +10,11 @@ import (
 	"fmt"
 	"math"
 	"net/http"
-	"net/netip"
 	"strings"
 	"testing"
 	"time"
 
 	"github.com/ambitmesh/ambit/internal/node/netns"
-	"github.com/ambitmesh/ambit/internal/node/netns/netnstest"
 )
 
 const (
@@ -94,9 +92,6 @@ spec:
 func TestLabWaypoint(t *testing.T) {
 	l := newLab(t)
 	pod := l.extraPod(t, "waypoint", waypointIP, l.node2)
-	// Node 1 routes node 2's lab pods only; the control plane and the
-	// node-1 pods' tunnels need the waypoint's /24 too.
-	netnstest.Route(t, l.node1, netip.PrefixFrom(netip.MustParseAddr(waypointIP), 24).Masked(), netip.MustParseAddr(node2IP))
 	// The waypoint's link carries both hops: node 1 -> waypoint and
 	// waypoint -> web-b1/web-b2's node proxy. Capture from before the
 	// first tunnel so the handshakes are seen.
