@@ -79,7 +79,9 @@ spec:
 `
 
 func secretYAML(crt, key []byte) string {
-	indent := func(b []byte) string { return "    " + strings.ReplaceAll(strings.TrimSpace(string(b)), "\n", "\n    ") }
+	indent := func(b []byte) string {
+		return "    " + strings.ReplaceAll(strings.TrimSpace(string(b)), "\n", "\n    ")
+	}
 	return fmt.Sprintf(`apiVersion: v1
 kind: Secret
 metadata: {name: app-cert, namespace: infra}

@@ -13,23 +13,21 @@ import (
 )
 
 // serveTCP forwards a connection of a TCP listener to its TCPRoute.
-func (e *Engine) serveTCP(ctx context.Context, c net.Conn, port uint32, l4 *connSet) {
+func (e *Engine) serveTCP(ctx context.Context, c net.Conn, port uint32, conns *connSet) {
 	tl := e.cur.Load().tcp[port]
 	if tl == nil {
 		e.log.Info("proxy: TCP connection refused: the port has no TCP listener any more", "port", port, "client", c.RemoteAddr().String())
 		_ = c.Close()
 		return
 	}
-	e.forward(ctx, c, port, tl.name, tl.table, "", l4)
+	e.forward(ctx, c, port, tl.name, tl.table, "", conns)
 }
 
 // forward sends the bytes of down to a backend of the first route of table
 // for host (the SNI of TLS listeners; TCP listeners have only "*"), picked
 // by weight, and relays both ways until either side is done. Failures
 // close the connection with one access log line and the Envoy flag.
-func (e *Engine) forward(ctx context.Context, down net.Conn, port uint32, listener string, table *route.Table, host string, l4 *connSet) {
-	untrack := l4.track(down)
-	defer untrack()
+func (e *Engine) forward(ctx context.Context, down net.Conn, port uint32, listener string, table *route.Table, host string, conns *connSet) {
 	defer down.Close()
 	src, _ := netip.ParseAddrPort(down.RemoteAddr().String())
 	labels := telemetry.Labels{Reporter: e.cfg.Reporter, Source: e.cfg.Self, RequestProtocol: telemetry.ProtocolTCP,
@@ -81,7 +79,7 @@ func (e *Engine) forward(ctx context.Context, down net.Conn, port uint32, listen
 		m.Finish(e.cfg.AccessLog, telemetry.Result{Flags: FlagConnectFailure, Err: err})
 		return
 	}
-	untrackUp := l4.track(upc)
+	untrackUp := conns.track(upc)
 	defer untrackUp()
 	defer upc.Close()
 	telemetry.Relay(telemetry.CountConn(down, m, telemetry.ReadsAreRequest), upc)

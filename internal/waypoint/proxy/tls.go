@@ -35,7 +35,7 @@ func (e *Engine) ServeListener(ctx context.Context, ln net.Listener, port uint32
 // HTTPS goes to one http.Server per port (HTTP/1.1, and HTTP/2 chosen by
 // ALPN); everything else is forwarded as bytes.
 func (e *Engine) serveConns(ctx context.Context, ln net.Listener, port uint32, family string, grace time.Duration) error {
-	var l4 connSet
+	var conns connSet
 	var srv *http.Server
 	var https *connQueue
 	srvDone := make(chan struct{})
@@ -49,17 +49,13 @@ func (e *Engine) serveConns(ctx context.Context, ln net.Listener, port uint32, f
 	} else {
 		close(srvDone)
 	}
-	stopped := make(chan struct{})
+	acceptDone := make(chan struct{})
 	go func() {
-		defer close(stopped)
-		<-ctx.Done()
-		_ = ln.Close()
-		sctx, cancel := context.WithTimeout(context.Background(), grace)
-		defer cancel()
-		if srv != nil && srv.Shutdown(sctx) != nil {
-			_ = srv.Close()
+		select {
+		case <-ctx.Done():
+		case <-acceptDone:
 		}
-		l4.drain(sctx)
+		_ = ln.Close()
 	}()
 	var err error
 	for {
@@ -71,18 +67,25 @@ func (e *Engine) serveConns(ctx context.Context, ln net.Listener, port uint32, f
 			}
 			break
 		}
-		l4.add(1)
+		untrack := conns.start(c)
 		go func() {
-			defer l4.add(-1)
+			defer untrack()
 			if family == FamilyTCP {
-				e.serveTCP(ctx, c, port, &l4)
+				e.serveTCP(ctx, c, port, &conns)
 				return
 			}
-			e.serveTLSConn(ctx, c, port, https, &l4)
+			e.serveTLSConn(ctx, c, port, https, &conns)
 		}()
 	}
-	<-stopped
+	close(acceptDone)
+	// No new connection from here: give those in flight the grace period.
+	sctx, cancel := context.WithTimeout(context.Background(), grace)
+	defer cancel()
+	if srv != nil && srv.Shutdown(sctx) != nil {
+		_ = srv.Close()
+	}
 	<-srvDone
+	conns.drain(sctx)
 	if ctx.Err() != nil {
 		return nil
 	}
@@ -125,7 +128,7 @@ type listenerKey struct{}
 // whose hostname best matches the server name (exact, then the longest
 // wildcard, then the listener without hostname), and terminates or passes
 // the connection through.
-func (e *Engine) serveTLSConn(ctx context.Context, c net.Conn, port uint32, https *connQueue, l4 *connSet) {
+func (e *Engine) serveTLSConn(ctx context.Context, c net.Conn, port uint32, https *connQueue, conns *connSet) {
 	_ = c.SetReadDeadline(time.Now().Add(e.cfg.ReadHeaderTimeout))
 	sni, hello, err := peekClientHello(c)
 	if err != nil {
@@ -146,7 +149,7 @@ func (e *Engine) serveTLSConn(ctx context.Context, c net.Conn, port uint32, http
 	hc := &helloConn{Conn: c, hello: hello, listener: tl.name}
 	if tl.passthrough {
 		_ = c.SetReadDeadline(time.Time{})
-		e.forward(ctx, hc, port, tl.name, tl.table, sni, l4)
+		e.forward(ctx, hc, port, tl.name, tl.table, sni, conns)
 		return
 	}
 	tc := tls.Server(hc, tl.conf)
@@ -165,7 +168,7 @@ func (e *Engine) serveTLSConn(ctx context.Context, c net.Conn, port uint32, http
 		return
 	}
 	_ = c.SetReadDeadline(time.Time{})
-	e.forward(ctx, tc, port, tl.name, tl.table, sni, l4)
+	e.forward(ctx, tc, port, tl.name, tl.table, sni, conns)
 }
 
 // errHelloRead stops the handshake peekClientHello runs once it has the
@@ -284,27 +287,29 @@ func (q *connQueue) Close() error {
 
 func (q *connQueue) Addr() net.Addr { return q.addr }
 
-// connSet tracks the forwarded connections of a port, so that shutdown
-// waits for them (up to the grace period) and then closes them.
+// connSet tracks the connections of a TLS or TCP port, so that shutdown
+// waits for their handlers (up to the grace period) and then closes what
+// is left.
 type connSet struct {
-	mu    sync.Mutex
-	n     int
-	conns map[net.Conn]struct{}
-	idle  chan struct{}
+	handlers sync.WaitGroup
+	mu       sync.Mutex
+	conns    map[net.Conn]struct{}
 }
 
-func (s *connSet) add(d int) {
-	s.mu.Lock()
-	defer s.mu.Unlock()
-	s.n += d
-	if s.n == 0 && s.idle != nil {
-		close(s.idle)
-		s.idle = nil
+// start registers an accepted connection and its handler; the returned
+// func marks the handler done.
+func (s *connSet) start(c net.Conn) (done func()) {
+	s.handlers.Add(1)
+	untrack := s.track(c)
+	return func() {
+		untrack()
+		s.handlers.Done()
 	}
 }
 
-// track registers c until the returned func is called.
-func (s *connSet) track(c net.Conn) func() {
+// track registers c (an upstream connection, say) until the returned func
+// is called.
+func (s *connSet) track(c net.Conn) (untrack func()) {
 	s.mu.Lock()
 	defer s.mu.Unlock()
 	if s.conns == nil {
@@ -318,26 +323,23 @@ func (s *connSet) track(c net.Conn) func() {
 	}
 }
 
-// drain waits until every connection handler returned or ctx ends, then
-// closes what is left.
+// drain waits for every handler until ctx ends, then closes the
+// connections left, which ends their handlers, and waits for those.
 func (s *connSet) drain(ctx context.Context) {
-	s.mu.Lock()
-	var idle chan struct{}
-	if s.n > 0 {
-		idle = make(chan struct{})
-		s.idle = idle
-	}
-	s.mu.Unlock()
-	if idle != nil {
-		select {
-		case <-idle:
-			return
-		case <-ctx.Done():
-		}
+	done := make(chan struct{})
+	go func() {
+		s.handlers.Wait()
+		close(done)
+	}()
+	select {
+	case <-done:
+		return
+	case <-ctx.Done():
 	}
 	s.mu.Lock()
 	for c := range s.conns {
 		_ = c.Close()
 	}
 	s.mu.Unlock()
+	<-done
 }

@@ -360,3 +360,61 @@ func waitLog(t *testing.T, log *syncBuf, s string) {
 		time.Sleep(10 * time.Millisecond)
 	}
 }
+
+// An established TCP connection outlives configuration pushes; when the
+// port closes, it gets the grace period and is then closed.
+func TestTCPConnectionSurvivesPushesAndDrains(t *testing.T) {
+	tcpListener := func(svc string) []*gatewayv1.Listener {
+		return []*gatewayv1.Listener{{Name: "db", Port: 5432, Protocol: "TCP", VirtualHosts: []*gatewayv1.VirtualHost{{Hostname: "*",
+			Routes: []*gatewayv1.Route{{Source: &gatewayv1.RouteSource{Kind: "TCPRoute", Namespace: "default", Name: "db"},
+				Backends: []*gatewayv1.BackendRef{ref(svc, 1)}}}}}}}
+	}
+	bs := []*gatewayv1.Backend{backend("a", tcpEcho(t)), backend("b", tcpEcho(t))}
+	e, err := New(Config{})
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer e.Close()
+	if err := e.Apply(tcpListener("a"), nil, bs); err != nil {
+		t.Fatal(err)
+	}
+	ln, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		t.Fatal(err)
+	}
+	ctx, cancel := context.WithCancel(context.Background())
+	defer cancel()
+	done := make(chan error, 1)
+	go func() { done <- e.ServeListener(ctx, ln, 5432, FamilyTCP, 200*time.Millisecond) }()
+
+	c, err := net.Dial("tcp", ln.Addr().String())
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer c.Close()
+	echoCheck(t, c)
+	if err := e.Apply(tcpListener("b"), nil, bs); err != nil {
+		t.Fatal(err)
+	}
+	echoCheck(t, c) // still connected to a after the route moved to b
+	c2, err := net.Dial("tcp", ln.Addr().String())
+	if err != nil {
+		t.Fatal(err)
+	}
+	echoCheck(t, c2)
+	c2.Close()
+
+	cancel()
+	select {
+	case err := <-done:
+		if err != nil {
+			t.Fatalf("serve: %v", err)
+		}
+	case <-time.After(5 * time.Second):
+		t.Fatal("the port did not close within 5s of a 200ms grace period")
+	}
+	_ = c.SetReadDeadline(time.Now().Add(5 * time.Second))
+	if _, err := c.Read(make([]byte, 1)); err == nil {
+		t.Error("the connection still open after the grace period")
+	}
+}
