@@ -22,12 +22,12 @@ import (
 	gatewayv1 "github.com/ambitmesh/ambit/proto/ambit/gateway/v1"
 )
 
-func newTestCA(t *testing.T) *testCA { return &testCA{tlstest.NewCA(t)} }
+func newTestCA(t testing.TB) *testCA { return &testCA{tlstest.NewCA(t)} }
 
 // testCA issues the certificates of Secrets.
 type testCA struct{ *tlstest.CA }
 
-func (ca *testCA) secret(t *testing.T, name string, names ...string) (*gatewayv1.Secret, int64) {
+func (ca *testCA) secret(t testing.TB, name string, names ...string) (*gatewayv1.Secret, int64) {
 	crt, key, sn := ca.Issue(t, names...)
 	return &gatewayv1.Secret{Namespace: "default", Name: name, CertificateChainPem: crt, PrivateKeyPem: key}, sn
 }
@@ -54,7 +54,7 @@ func tlsListenerProto(name, protocol, mode, hostname, svc string, certs ...strin
 }
 
 // startPort serves one port of the given family through ServeListener.
-func startPort(t *testing.T, family string, port uint32, ls []*gatewayv1.Listener, bs []*gatewayv1.Backend, ss ...*gatewayv1.Secret) *gw {
+func startPort(t testing.TB, family string, port uint32, ls []*gatewayv1.Listener, bs []*gatewayv1.Backend, ss ...*gatewayv1.Secret) *gw {
 	t.Helper()
 	logs := &syncBuf{}
 	e, err := New(Config{AccessLog: testLogger(logs), Logger: testLogger(logs)})
@@ -86,7 +86,7 @@ func testLogger(w io.Writer) *slog.Logger { return slog.New(slog.NewJSONHandler(
 // httpsClient speaks to the gateway at addr whatever the URL's host, with
 // SNI serverName, verifying the server against pool, over HTTP/2 (h2) or
 // HTTP/1.1.
-func httpsClient(t *testing.T, addr, serverName string, pool *x509.CertPool, h2 bool) *http.Client {
+func httpsClient(t testing.TB, addr, serverName string, pool *x509.CertPool, h2 bool) *http.Client {
 	var p http.Protocols
 	if h2 {
 		p.SetHTTP2(true)
@@ -221,7 +221,7 @@ func TestCertificateRotation(t *testing.T) {
 
 // startTLSEcho serves the echo handler over TLS with a certificate for
 // names, as a passthrough backend.
-func startTLSEcho(t *testing.T, ca *testCA, pod string, names ...string) netip.AddrPort {
+func startTLSEcho(t testing.TB, ca *testCA, pod string, names ...string) netip.AddrPort {
 	crt, key, _ := ca.Issue(t, names...)
 	cert, err := tls.X509KeyPair(crt, key)
 	if err != nil {
@@ -284,7 +284,7 @@ func TestTLSTerminateToTCP(t *testing.T) {
 }
 
 // tcpEcho runs ambit's TCP echo and returns its address.
-func tcpEcho(t *testing.T) netip.AddrPort {
+func tcpEcho(t testing.TB) netip.AddrPort {
 	t.Helper()
 	ctx, cancel := context.WithCancel(context.Background())
 	s := echo.New(echo.Options{TCPAddress: "127.0.0.1:0"})
