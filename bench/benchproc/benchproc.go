@@ -1,0 +1,260 @@
+// Package benchproc runs and measures the processes of the data path
+// benchmarks: it starts them with their output in a log file, reads their
+// CPU time and memory from /proc, finds load generators, and runs and
+// parses wrk and fortio.
+package benchproc
+
+import (
+	"bufio"
+	"bytes"
+	"context"
+	"encoding/json"
+	"fmt"
+	"os"
+	"os/exec"
+	"path/filepath"
+	"regexp"
+	"strconv"
+	"strings"
+	"testing"
+	"time"
+)
+
+// Start runs argv until ctx ends or the benchmark is cleaned up (killed
+// then), with its output in dir/<name>.log.
+func Start(tb testing.TB, ctx context.Context, dir, name string, env []string, argv ...string) *exec.Cmd {
+	tb.Helper()
+	logf, err := os.Create(filepath.Join(dir, name+".log"))
+	if err != nil {
+		tb.Fatal(err)
+	}
+	cmd := exec.CommandContext(ctx, argv[0], argv[1:]...)
+	cmd.Stdout, cmd.Stderr = logf, logf
+	if len(env) > 0 {
+		cmd.Env = append(os.Environ(), env...)
+	}
+	cmd.WaitDelay = 5 * time.Second
+	if err := cmd.Start(); err != nil {
+		tb.Fatalf("start %s: %v", name, err)
+	}
+	exited := make(chan struct{})
+	go func() { _ = cmd.Wait(); logf.Close(); close(exited) }()
+	tb.Cleanup(func() {
+		if cmd.Process != nil {
+			_ = cmd.Process.Kill()
+		}
+		<-exited
+	})
+	return cmd
+}
+
+// WaitFor polls cond for up to 20 s.
+func WaitFor(tb testing.TB, what string, cond func() bool) {
+	tb.Helper()
+	deadline := time.Now().Add(20 * time.Second)
+	for !cond() {
+		if time.Now().After(deadline) {
+			tb.Fatalf("timed out waiting for %s", what)
+		}
+		time.Sleep(50 * time.Millisecond)
+	}
+}
+
+// FindTool returns the path of a binary: flagValue if set, then PATH,
+// then $GOPATH/bin (go install); "" if none.
+func FindTool(flagValue, name string) string {
+	if flagValue != "" {
+		return flagValue
+	}
+	if p, err := exec.LookPath(name); err == nil {
+		return p
+	}
+	if out, err := exec.Command("go", "env", "GOPATH").Output(); err == nil {
+		p := filepath.Join(strings.TrimSpace(string(out)), "bin", name)
+		if _, err := os.Stat(p); err == nil {
+			return p
+		}
+	}
+	return ""
+}
+
+// Tree returns pid and its direct children (nginx's master and workers).
+func Tree(pid int) []int {
+	pids := []int{pid}
+	ents, _ := os.ReadDir("/proc")
+	for _, e := range ents {
+		child, err := strconv.Atoi(e.Name())
+		if err != nil || child == pid {
+			continue
+		}
+		if f := statFields(child); len(f) > 1 && f[1] == strconv.Itoa(pid) {
+			pids = append(pids, child)
+		}
+	}
+	return pids
+}
+
+// statFields are the fields of /proc/PID/stat after the command name
+// (state is [0], ppid [1], utime [11], stime [12]).
+func statFields(pid int) []string {
+	raw, err := os.ReadFile(fmt.Sprintf("/proc/%d/stat", pid))
+	if err != nil {
+		return nil
+	}
+	return strings.Fields(string(raw[bytes.LastIndexByte(raw, ')')+2:]))
+}
+
+// CPU is the user+system CPU time of the processes (every thread), at
+// the kernel's 100 Hz tick.
+func CPU(pids []int) time.Duration {
+	var sum time.Duration
+	for _, pid := range pids {
+		f := statFields(pid)
+		if len(f) < 13 {
+			continue
+		}
+		ut, _ := strconv.ParseInt(f[11], 10, 64)
+		st, _ := strconv.ParseInt(f[12], 10, 64)
+		sum += time.Duration(ut+st) * 10 * time.Millisecond
+	}
+	return sum
+}
+
+// Mem is the summed VmRSS and VmHWM of the processes, in KiB.
+func Mem(pids []int) (rssKB, hwmKB int64) {
+	for _, pid := range pids {
+		f, err := os.Open(fmt.Sprintf("/proc/%d/status", pid))
+		if err != nil {
+			continue
+		}
+		sc := bufio.NewScanner(f)
+		for sc.Scan() {
+			k, v, _ := strings.Cut(sc.Text(), ":")
+			n, _ := strconv.ParseInt(strings.TrimSuffix(strings.TrimSpace(v), " kB"), 10, 64)
+			switch k {
+			case "VmRSS":
+				rssKB += n
+			case "VmHWM":
+				hwmKB += n
+			}
+		}
+		f.Close()
+	}
+	return rssKB, hwmKB
+}
+
+// MachineBusy is the busy CPU time of the whole machine (every CPU) from
+// /proc/stat: user, nice, system, irq, softirq, steal.
+func MachineBusy() time.Duration {
+	raw, err := os.ReadFile("/proc/stat")
+	if err != nil {
+		return 0
+	}
+	line, _, _ := strings.Cut(string(raw), "\n")
+	f := strings.Fields(line)
+	var ticks int64
+	for _, i := range []int{1, 2, 3, 6, 7, 8} {
+		if i < len(f) {
+			n, _ := strconv.ParseInt(f[i], 10, 64)
+			ticks += n
+		}
+	}
+	return time.Duration(ticks) * 10 * time.Millisecond
+}
+
+// LoadAvg is /proc/loadavg's first three fields.
+func LoadAvg() string {
+	raw, _ := os.ReadFile("/proc/loadavg")
+	f := strings.Fields(string(raw))
+	if len(f) < 3 {
+		return "?"
+	}
+	return strings.Join(f[:3], " ")
+}
+
+// Fortio is what the harnesses read from `fortio load -json`.
+type Fortio struct {
+	ActualQPS         float64
+	DurationHistogram struct {
+		Count       int64
+		Percentiles []struct{ Percentile, Value float64 }
+	}
+	RetCodes map[string]int64
+}
+
+// Percentile returns the recorded percentile p (50, 90, 99).
+func (f *Fortio) Percentile(p float64) time.Duration {
+	for _, pc := range f.DurationHistogram.Percentiles {
+		if pc.Percentile == p {
+			return time.Duration(pc.Value * float64(time.Second))
+		}
+	}
+	return 0
+}
+
+// RunFortio runs `prefix... fortio load ... args... url` and parses its
+// JSON report (written to jsonPath); it also returns the load
+// generator's own CPU time.
+func RunFortio(tb testing.TB, ctx context.Context, prefix []string, fortio, jsonPath string, args []string, url string) (Fortio, time.Duration) {
+	tb.Helper()
+	argv := append(append(append(prefix[:len(prefix):len(prefix)], fortio, "load", "-quiet", "-json", jsonPath), args...), url)
+	cmd := exec.CommandContext(ctx, argv[0], argv[1:]...)
+	if msg, err := cmd.CombinedOutput(); err != nil {
+		tb.Fatalf("fortio %s: %v\n%s", url, err, msg)
+	}
+	raw, err := os.ReadFile(jsonPath)
+	if err != nil {
+		tb.Fatal(err)
+	}
+	var r Fortio
+	if err := json.Unmarshal(raw, &r); err != nil {
+		tb.Fatalf("fortio json %s: %v", jsonPath, err)
+	}
+	return r, cmd.ProcessState.UserTime() + cmd.ProcessState.SystemTime()
+}
+
+// Wrk is what the harnesses read from wrk's summary.
+type Wrk struct {
+	RPS      float64
+	Requests int64
+	Errors   int64 // socket errors and non-2xx/3xx answers
+}
+
+var (
+	wrkRPS      = regexp.MustCompile(`Requests/sec:\s+([0-9.]+)`)
+	wrkRequests = regexp.MustCompile(`(\d+) requests in`)
+	wrkNon2xx   = regexp.MustCompile(`Non-2xx or 3xx responses: (\d+)`)
+	wrkSocket   = regexp.MustCompile(`Socket errors: connect (\d+), read (\d+), write (\d+), timeout (\d+)`)
+)
+
+// RunWrk runs `prefix... wrk args... url` and parses its summary; it also
+// returns the load generator's own CPU time.
+func RunWrk(tb testing.TB, ctx context.Context, prefix []string, wrk string, args []string, url string) (Wrk, time.Duration) {
+	tb.Helper()
+	argv := append(append(append(prefix[:len(prefix):len(prefix)], wrk), args...), url)
+	cmd := exec.CommandContext(ctx, argv[0], argv[1:]...)
+	out, err := cmd.CombinedOutput()
+	if err != nil {
+		tb.Fatalf("wrk %s: %v\n%s", url, err, out)
+	}
+	var r Wrk
+	m := wrkRPS.FindSubmatch(out)
+	if m == nil {
+		tb.Fatalf("wrk %s: no Requests/sec in:\n%s", url, out)
+	}
+	r.RPS, _ = strconv.ParseFloat(string(m[1]), 64)
+	if m := wrkRequests.FindSubmatch(out); m != nil {
+		r.Requests, _ = strconv.ParseInt(string(m[1]), 10, 64)
+	}
+	if m := wrkNon2xx.FindSubmatch(out); m != nil {
+		n, _ := strconv.ParseInt(string(m[1]), 10, 64)
+		r.Errors += n
+	}
+	if m := wrkSocket.FindSubmatch(out); m != nil {
+		for _, g := range m[1:] {
+			n, _ := strconv.ParseInt(string(g), 10, 64)
+			r.Errors += n
+		}
+	}
+	return r, cmd.ProcessState.UserTime() + cmd.ProcessState.SystemTime()
+}
