@@ -111,6 +111,7 @@ type Gateway struct {
 	applyErr  error
 	services  map[serviceKey]serviceTarget // waypoint: VIP:port -> service
 	workloads map[netip.Addr]string        // waypoint: bound workload address -> "<ns>/<name>"
+	streams   map[*tcpStream]bool          // waypoint: live TCP pass-through streams
 	// upstreamIDs: waypoint: endpoint address -> its workload identity,
 	// for the HBONE tunnel to it.
 	upstreamIDs map[netip.Addr]spiffeid.ID
@@ -180,7 +181,7 @@ func New(opts Options) (*Gateway, error) {
 	return &Gateway{
 		opts: opts, namespace: ns, name: name, log: opts.Logger.With("component", comp),
 		ready: make(chan struct{}), synced: make(chan struct{}),
-		addrs: map[string]net.Addr{}, listeners: map[uint32]*served{},
+		addrs: map[string]net.Addr{}, listeners: map[uint32]*served{}, streams: map[*tcpStream]bool{},
 	}, nil
 }
 
@@ -306,6 +307,7 @@ func (g *Gateway) apply(ctx context.Context, s *xdsclient.Snapshot) {
 	g.workloads = workloadIndex(s, g.namespace, g.name)
 	g.upstreamIDs = upstreamIdentities(s)
 	g.mu.Unlock()
+	g.recheckStreams()
 	want := map[uint32]wanted{}
 	for _, l := range xdsclient.All[*gatewayv1.Listener](s) {
 		if f := proxy.Family(l.GetProtocol()); f != "" {

@@ -5,9 +5,11 @@ import (
 	"crypto/tls"
 	"fmt"
 	"io"
+	"maps"
 	"net"
 	"net/http"
 	"net/netip"
+	"slices"
 	"strconv"
 	"strings"
 	"sync"
@@ -327,10 +329,44 @@ func (g *Gateway) passTCP(ctx context.Context, t serviceTarget, ds *downstream, 
 		m.Finish(g.opts.AccessLog, telemetry.Result{Err: err, Flags: telemetry.FlagConnectFailure})
 		return nil, err
 	}
-	return &doneConn{Conn: telemetry.CountConn(c, m, telemetry.ReadsAreResponse), done: func() {
+	st := &tcpStream{target: t, peer: peer, m: m}
+	st.conn = &doneConn{Conn: telemetry.CountConn(c, m, telemetry.ReadsAreResponse), done: func() {
 		done()
+		g.mu.Lock()
+		delete(g.streams, st)
+		g.mu.Unlock()
 		m.Finish(g.opts.AccessLog, telemetry.Result{})
-	}}, nil
+	}}
+	g.mu.Lock()
+	g.streams[st] = true
+	g.mu.Unlock()
+	return st.conn, nil
+}
+
+// tcpStream is a stream passTCP connected, kept so that a policy change
+// can close it when it is no longer allowed (as node proxies do).
+type tcpStream struct {
+	target serviceTarget
+	peer   proxy.Peer
+	m      *telemetry.ConnMetrics
+	conn   *doneConn
+}
+
+// recheckStreams closes the TCP streams the current policies deny,
+// each with an access log line naming the policy.
+func (g *Gateway) recheckStreams() {
+	g.mu.Lock()
+	streams := slices.Collect(maps.Keys(g.streams))
+	g.mu.Unlock()
+	for _, st := range streams {
+		d := g.engine.AuthorizeConn(st.target.service, st.peer)
+		if d.Allowed {
+			continue
+		}
+		st.m.Finish(g.opts.AccessLog, telemetry.Result{Err: fmt.Errorf("waypoint: closed after a policy change: %w: %s", hbone.ErrDenied, d),
+			Flags: telemetry.FlagDenied, Policy: d.Policy.String()})
+		_ = st.conn.Close()
+	}
 }
 
 // doneConn calls done once when closed.

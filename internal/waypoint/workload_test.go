@@ -2,12 +2,15 @@ package waypoint_test
 
 import (
 	"context"
+	"errors"
 	"fmt"
 	"io"
 	"net"
 	"net/netip"
+	"os"
 	"path/filepath"
 	"slices"
+	"strings"
 	"sync"
 	"testing"
 	"time"
@@ -124,11 +127,35 @@ func TestWorkloadBoundToWaypoint(t *testing.T) {
 		return wp && nb
 	})
 
+	// A connection open when the policy arrives is closed by it.
+	live, err := net.Dial("tcp", listen.String())
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer live.Close()
+	_ = live.SetDeadline(time.Now().Add(15 * time.Second))
+	if _, err := io.WriteString(live, "live"); err != nil {
+		t.Fatal(err)
+	}
+	if b := make([]byte, 4); func() error { _, err := io.ReadFull(live, b); return err }() != nil || string(b) != "live" {
+		t.Fatalf("live connection: echoed %q", b)
+	}
+
 	writeFile(t, mesh, fmt.Sprintf(workloadBoundTmpl, tcpPort, denyClientAtWaypoint))
 	eventually(t, "the waypoint to deny the client", func() bool {
 		_, err := roundTrip("x")
 		return err != nil
 	})
+	if n, err := live.Read(make([]byte, 1)); err == nil || errors.Is(err, os.ErrDeadlineExceeded) {
+		t.Errorf("the live connection was not closed by the policy: read %d, %v", n, err)
+	}
+	closed := false
+	for _, r := range wpAccess.records(t) {
+		closed = closed || (r["response_flags"] == "DENY" && strings.Contains(fmt.Sprint(r["error"]), "closed after a policy change"))
+	}
+	if !closed {
+		t.Error("waypoint access log: no line for the live connection closed by the policy")
+	}
 	found := false
 	for _, r := range wpAccess.records(t) {
 		found = found || (r["response_flags"] == "DENY" && r["policy"] == "shop/no-client")
