@@ -141,8 +141,9 @@ type balKey struct {
 
 // config is one immutable compiled configuration.
 type config struct {
-	// listeners are the HTTP listeners' tables by port.
-	listeners map[uint32]*route.Table
+	// listeners are the HTTP listeners' tables by port, then by the
+	// listener hostname that best matches a request's Host.
+	listeners map[uint32]*route.HostIndex[*route.Table]
 	// tlsPorts are the HTTPS and TLS listeners by port, tlsListeners the
 	// same by listener name; tcp the TCP listeners by port.
 	tlsPorts     map[uint32]*tlsPort
@@ -372,7 +373,7 @@ func (e *Engine) Apply(listeners []*gatewayv1.Listener, tables []*gatewayv1.Rout
 	certs, err := e.applySecrets(secrets)
 	errs := []error{err}
 	c := &config{
-		listeners:    map[uint32]*route.Table{},
+		listeners:    map[uint32]*route.HostIndex[*route.Table]{},
 		tlsPorts:     map[uint32]*tlsPort{},
 		tlsListeners: map[string]*tlsListener{},
 		tcp:          map[uint32]*tcpListener{},
@@ -394,13 +395,17 @@ func (e *Engine) Apply(listeners []*gatewayv1.Listener, tables []*gatewayv1.Rout
 		port := l.GetPort()
 		switch Family(l.GetProtocol()) {
 		case FamilyHTTP:
-			if _, dup := c.listeners[port]; dup {
-				errs = append(errs, fmt.Errorf("proxy: listener %q: port %d already has an HTTP listener; merge them into one listener with several hostnames", l.GetName(), port))
-				continue
+			idx := c.listeners[port]
+			if idx == nil {
+				idx = &route.HostIndex[*route.Table]{}
+				c.listeners[port] = idx
 			}
 			t, err := route.CompileListener(l)
 			errs = append(errs, err)
-			c.listeners[port] = t
+			if !idx.Add(l.GetHostname(), t) {
+				errs = append(errs, fmt.Errorf("proxy: listener %q: port %d already has an HTTP listener for hostname %q; give each listener of a port its own hostname", l.GetName(), port, l.GetHostname()))
+				continue
+			}
 		case FamilyTLS:
 			tl, err := compileTLSListener(l, certs)
 			errs = append(errs, err)

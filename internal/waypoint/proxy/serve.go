@@ -116,7 +116,15 @@ func stateFrom(ctx context.Context) *reqState {
 // Handler serves requests arriving on the listener with the given port.
 func (e *Engine) Handler(port uint32) http.Handler {
 	return http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
-		e.serve(w, r, port, "", func(c *config) *route.Table { return c.listeners[port] })
+		e.serve(w, r, port, "", func(c *config) *route.Table {
+			// Listeners sharing a port: the most specific hostname
+			// matching Host takes the request, as SNI does for TLS.
+			if idx := c.listeners[port]; idx != nil {
+				t, _ := idx.Lookup(r.Host)
+				return t
+			}
+			return nil
+		})
 	})
 }
 

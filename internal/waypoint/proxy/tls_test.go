@@ -418,3 +418,29 @@ func TestTCPConnectionSurvivesPushesAndDrains(t *testing.T) {
 		t.Error("the connection still open after the grace period")
 	}
 }
+
+// HTTP listeners sharing a port: the listener whose hostname best matches
+// the Host header takes the request (exact, then wildcard, then none).
+func TestHTTPListenersShareAPortByHost(t *testing.T) {
+	httpListener := func(name, hostname, svc string) *gatewayv1.Listener {
+		l := tlsListenerProto(name, "HTTP", "", hostname, svc)
+		l.Port, l.Tls = 80, nil
+		return l
+	}
+	ls := []*gatewayv1.Listener{
+		httpListener("any", "", "any-svc"),
+		httpListener("wild", "*.example.com", "wild-svc"),
+		httpListener("exact", "a.example.com", "exact-svc"),
+	}
+	bs := []*gatewayv1.Backend{
+		backend("any-svc", startEcho(t, "any-pod")),
+		backend("wild-svc", startEcho(t, "wild-pod")),
+		backend("exact-svc", startEcho(t, "exact-pod")),
+	}
+	g := startPort(t, FamilyHTTP, 80, ls, bs)
+	for host, want := range map[string]string{"a.example.com": "exact-pod", "b.example.com": "wild-pod", "other.test": "any-pod"} {
+		if r := g.do(t, http.DefaultClient, host, "/", nil); r.status != http.StatusOK || r.echo.Pod != want {
+			t.Errorf("Host %s: %d from %q, want 200 from %s", host, r.status, r.echo.Pod, want)
+		}
+	}
+}
