@@ -8,6 +8,8 @@ import (
 	"os"
 	"path/filepath"
 	"time"
+
+	"github.com/ambitmesh/ambit/internal/lab"
 )
 
 // Options configure a demo run; the zero value (with Out) is `ambit demo`.
@@ -83,7 +85,7 @@ func Run(ctx context.Context, opts Options) (rep Report, err error) {
 		return rep, err
 	}
 	say("mode: %s — %s", rep.Mode, rep.Why)
-	if err := cleanLeftovers(opts.NetnsDir, say); err != nil {
+	if err := errors.Join(cleanLeftoverNamespaces(opts.NetnsDir, say), cleanLeftoverRuns(opts.TempDir, say)); err != nil {
 		return rep, err
 	}
 
@@ -99,7 +101,8 @@ func Run(ctx context.Context, opts Options) (rep Report, err error) {
 		}
 	}
 	m := &mesh{bin: opts.Binary, lay: lay, say: say, verbose: opts.Verbose}
-	defer func() { err = errors.Join(err, m.cleanup(err != nil, say)) }()
+	// Logs stay only when something failed by itself (not when interrupted): they are the evidence.
+	defer func() { err = errors.Join(err, m.cleanup(err != nil && ctx.Err() == nil, say)) }()
 	if err := m.folders(opts.TempDir); err != nil {
 		_ = lay.close()
 		return rep, err
@@ -134,7 +137,8 @@ func Run(ctx context.Context, opts Options) (rep Report, err error) {
 
 // folders makes the run folder: config/ (watched by the control plane), state/ (its CA), logs/.
 func (m *mesh) folders(tmp string) error {
-	dir, err := os.MkdirTemp(tmp, "ambit-demo-")
+	// Named with the pid, so a killed run's folder is recognised (cleanLeftoverRuns).
+	dir, err := os.MkdirTemp(tmp, fmt.Sprintf("ambit-demo-run-%d-", os.Getpid()))
 	if err != nil {
 		return fmt.Errorf("demo: %w", err)
 	}
@@ -148,15 +152,36 @@ func (m *mesh) folders(tmp string) error {
 	return nil
 }
 
+// cleanLeftoverRuns removes the run folders of demos that were killed: their pid is gone and
+// their state/ (the CA key) is still there. A failed run's folder has only logs/ left and stays.
+func cleanLeftoverRuns(tmp string, say func(string, ...any)) error {
+	left, err := lab.Leftovers(tmp, "demo", nil)
+	if err != nil {
+		return err
+	}
+	for _, l := range left {
+		dir := filepath.Join(tmp, l.Name)
+		if st, err := os.Stat(filepath.Join(dir, "state")); err != nil || !st.IsDir() {
+			continue
+		}
+		if err := os.RemoveAll(dir); err != nil {
+			return fmt.Errorf("demo: remove %s: %w", dir, err)
+		}
+		say("removed run folder %s, left by a demo that was killed (pid %d is gone)", dir, l.PID)
+	}
+	return nil
+}
+
 // cleanup stops every process and removes the namespaces (with their capture rules) and the run
-// folder; after a failure the logs stay for reading.
-func (m *mesh) cleanup(failed bool, say func(string, ...any)) error {
+// folder; with keepLogs the logs stay for reading.
+func (m *mesh) cleanup(keepLogs bool, say func(string, ...any)) error {
 	errs := []error{m.stop(), m.lay.close()}
 	if m.runDir == "" {
 		return errors.Join(errs...)
 	}
-	if !failed {
+	if !keepLogs {
 		errs = append(errs, os.RemoveAll(m.runDir))
+		say("cleaned up: processes stopped, namespaces and the run folder removed")
 		return errors.Join(errs...)
 	}
 	for _, d := range []string{m.configDir, m.stateDir} {

@@ -79,8 +79,8 @@ func netnsLayout() (*layout, error) {
 	return l, nil
 }
 
-// cleanLeftovers removes the namespaces of demos that were killed (their pid is gone) and says so.
-func cleanLeftovers(dir string, say func(string, ...any)) error {
+// cleanLeftoverNamespaces removes the namespaces of demos that were killed (their pid is gone) and says so.
+func cleanLeftoverNamespaces(dir string, say func(string, ...any)) error {
 	left, err := lab.Leftovers(dir, nsPrefix, nil)
 	if err != nil || len(left) == 0 {
 		return err

@@ -69,7 +69,7 @@ func TestCleanLeftovers(t *testing.T) {
 	t.Cleanup(func() { _ = lab.DeleteNS(live.Name) })
 
 	var said []string
-	if err := cleanLeftovers(lab.NetnsDir, func(f string, a ...any) { said = append(said, fmt.Sprintf(f, a...)) }); err != nil {
+	if err := cleanLeftoverNamespaces(lab.NetnsDir, func(f string, a ...any) { said = append(said, fmt.Sprintf(f, a...)) }); err != nil {
 		t.Fatal(err)
 	}
 	if _, err := os.Stat(filepath.Join(lab.NetnsDir, name)); !os.IsNotExist(err) {

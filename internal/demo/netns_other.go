@@ -8,4 +8,4 @@ func netnsLayout() (*layout, error) {
 	return nil, errors.New("demo: network namespaces need Linux")
 }
 
-func cleanLeftovers(string, func(string, ...any)) error { return nil }
+func cleanLeftoverNamespaces(string, func(string, ...any)) error { return nil }

@@ -56,6 +56,10 @@ func runSteps(ctx context.Context, say func(string, ...any), sc []scenario) ([]S
 			out = append(out, st)
 			continue
 		}
+		if ctx.Err() != nil {
+			say("      interrupted")
+			return out, fmt.Errorf("demo: interrupted during step %d: %w", i+1, ctx.Err())
+		}
 		var se *stepError
 		if errors.As(err, &se) {
 			st.Expected, st.Got = se.expected, se.got

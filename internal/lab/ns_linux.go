@@ -10,10 +10,7 @@ import (
 	"os"
 	"path/filepath"
 	"runtime"
-	"strconv"
-	"strings"
 	"sync/atomic"
-	"syscall"
 
 	"github.com/vishvananda/netlink"
 	"github.com/vishvananda/netns"
@@ -87,58 +84,6 @@ func DeleteNS(name string) error {
 		return fmt.Errorf("lab: delete netns %s: %w", name, err)
 	}
 	return nil
-}
-
-// Leftover is a namespace whose owning process is gone.
-type Leftover struct {
-	Name string
-	PID  int
-}
-
-// Leftovers lists the namespaces under dir named "ambit-<prefix>-<pid>-<n>" whose pid is not a
-// running process (alive reports whether it is; nil means kill(pid, 0)): what a killed run left
-// behind. Namespaces of live processes, and names of any other shape, are not touched.
-func Leftovers(dir, prefix string, alive func(pid int) bool) ([]Leftover, error) {
-	if alive == nil {
-		alive = processAlive
-	}
-	entries, err := os.ReadDir(dir)
-	if errors.Is(err, os.ErrNotExist) {
-		return nil, nil
-	}
-	if err != nil {
-		return nil, fmt.Errorf("lab: list %s: %w", dir, err)
-	}
-	var out []Leftover
-	for _, e := range entries {
-		pid, ok := ownerPID(e.Name(), prefix)
-		if ok && !alive(pid) {
-			out = append(out, Leftover{Name: e.Name(), PID: pid})
-		}
-	}
-	return out, nil
-}
-
-// ownerPID parses "ambit-<prefix>-<anything>-<pid>-<n>".
-func ownerPID(name, prefix string) (int, bool) {
-	rest, ok := strings.CutPrefix(name, "ambit-"+prefix+"-")
-	if !ok {
-		return 0, false
-	}
-	f := strings.Split(rest, "-")
-	if len(f) < 2 {
-		return 0, false
-	}
-	if _, err := strconv.Atoi(f[len(f)-1]); err != nil {
-		return 0, false
-	}
-	pid, err := strconv.Atoi(f[len(f)-2])
-	return pid, err == nil && pid > 0
-}
-
-func processAlive(pid int) bool {
-	err := syscall.Kill(pid, 0)
-	return err == nil || errors.Is(err, syscall.EPERM)
 }
 
 // handle returns a netlink handle operating inside ns.

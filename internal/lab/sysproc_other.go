@@ -10,3 +10,6 @@ import (
 func sysProcAttr() *syscall.SysProcAttr { return nil }
 
 func killGroup(p *os.Process) { _ = p.Kill() }
+
+// ProcessAlive cannot tell here, so it says yes: nothing is removed as a leftover.
+func ProcessAlive(int) bool { return true }

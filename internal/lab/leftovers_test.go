@@ -1,5 +1,3 @@
-//go:build linux
-
 package lab
 
 import (
@@ -38,7 +36,7 @@ func TestLeftovers(t *testing.T) {
 		t.Errorf("Leftovers of a missing folder = %v, %v; want none, no error", got, err)
 	}
 	// The default liveness check sees this very process alive.
-	if !processAlive(os.Getpid()) {
-		t.Error("processAlive(own pid) = false")
+	if !ProcessAlive(os.Getpid()) {
+		t.Error("ProcessAlive(own pid) = false")
 	}
 }
