@@ -68,3 +68,25 @@ func percentile(samples []time.Duration, q float64) time.Duration {
 	i := int(math.Ceil(q*float64(len(samples)))) - 1
 	return samples[min(max(i, 0), len(samples)-1)]
 }
+
+var destWorkload = regexp.MustCompile(`[{,]destination_workload="([^"]*)"`)
+
+// waypointRequests sums a waypoint's istio_requests_total (Prometheus text format) by
+// destination_workload.
+func waypointRequests(metrics string) map[string]int {
+	out := map[string]int{}
+	for _, line := range strings.Split(metrics, "\n") {
+		if !strings.HasPrefix(line, "istio_requests_total{") || !strings.Contains(line, `reporter="waypoint"`) {
+			continue
+		}
+		m := destWorkload.FindStringSubmatch(line)
+		i := strings.LastIndexByte(line, ' ')
+		if m == nil || i < 0 {
+			continue
+		}
+		if v, err := strconv.ParseFloat(line[i+1:], 64); err == nil {
+			out[m[1]] += int(v)
+		}
+	}
+	return out
+}

@@ -70,3 +70,18 @@ func TestPercentile(t *testing.T) {
 		t.Errorf("p99 of nothing = %s", p)
 	}
 }
+
+func TestWaypointRequests(t *testing.T) {
+	metrics := `# HELP istio_requests_total Requests
+# TYPE istio_requests_total counter
+istio_requests_total{destination_workload="reviews-v1-1",reporter="waypoint",response_code="200"} 897
+istio_requests_total{destination_workload="reviews-v1-1",reporter="waypoint",response_code="503"} 2
+istio_requests_total{destination_workload="reviews-v2-1",reporter="waypoint",response_code="200"} 103
+istio_requests_total{destination_workload="reviews-v2-1",reporter="source",response_code="200"} 50
+istio_request_duration_milliseconds_count{destination_workload="reviews-v2-1",reporter="waypoint"} 103
+`
+	got := waypointRequests(metrics)
+	if len(got) != 2 || got["reviews-v1-1"] != 899 || got["reviews-v2-1"] != 103 {
+		t.Errorf("waypointRequests = %v, want reviews-v1-1 899, reviews-v2-1 103", got)
+	}
+}

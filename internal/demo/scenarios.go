@@ -129,6 +129,10 @@ func (w *walk) split(ctx context.Context, p *printer) error {
 		return err
 	}
 	_, target := w.m.lay.app("productpage-1", "reviews")
+	before, err := w.waypointMetrics(ctx)
+	if err != nil {
+		return err
+	}
 	p.line("sent: %d x GET %s from productpage-1 to %s (4 connections)", w.requests, svcURL("reviews", "/canary"), target)
 	pods, errs, _ := w.burst(ctx, "productpage-1", "reviews", "/canary", nil, w.requests, 0)
 	p.line("got:  reviews-v1-1 %d, reviews-v2-1 %d, other %d, errors %d", pods["reviews-v1-1"], pods["reviews-v2-1"],
@@ -142,7 +146,39 @@ func (w *walk) split(ctx context.Context, p *printer) error {
 	if v2 < lo || v2 > hi {
 		return mismatch(fmt.Sprintf("between %d and %d answers from reviews-v2-1", lo, hi), "%d", v2)
 	}
+	// The waypoint counted the same split (its metrics are recorded as each response ends).
+	var delta map[string]int
+	deadline := time.Now().Add(5 * time.Second)
+	for {
+		after, err := w.waypointMetrics(ctx)
+		if err != nil {
+			return err
+		}
+		delta = map[string]int{}
+		for _, pod := range []string{"reviews-v1-1", "reviews-v2-1"} {
+			delta[pod] = after[pod] - before[pod]
+		}
+		if delta["reviews-v1-1"] == pods["reviews-v1-1"] && delta["reviews-v2-1"] == v2 {
+			break
+		}
+		if time.Now().After(deadline) {
+			return mismatch(fmt.Sprintf("the waypoint's istio_requests_total to grow by %v", pods), "%v", delta)
+		}
+		time.Sleep(20 * time.Millisecond)
+	}
+	p.line("the waypoint's istio_requests_total{reporter=\"waypoint\"} grew by reviews-v1-1 %d, reviews-v2-1 %d", delta["reviews-v1-1"], delta["reviews-v2-1"])
 	return nil
+}
+
+// waypointMetrics reads the waypoint's request counts by destination workload.
+func (w *walk) waypointMetrics(ctx context.Context) (map[string]int, error) {
+	l := w.m.lay
+	url := "http://" + localize(l.waypointEP.metrics) + "/metrics"
+	a, err := get(ctx, l.tool(l.waypoint, localize(l.waypointEP.metrics)), url, nil)
+	if err != nil || a.status != 200 {
+		return nil, mismatch("the waypoint's metrics at "+url, "%s", describe(a, err))
+	}
+	return waypointRequests(string(a.body)), nil
 }
 
 // header: x-region: eu -> v2 every time.
