@@ -52,7 +52,8 @@ untouched; every rule is removed on /unenroll and when the node stops.
 
 Endpoints: admin on --admin-address (GET /config_dump), Prometheus metrics
 on --metrics-address (/metrics), readiness on --readiness-address
-(/healthz/ready, 200 once the first complete configuration arrived).`,
+(/healthz/ready, 200 once the first complete configuration arrived and the
+workloads of --enroll and --capture-host are enrolled).`,
 		Example: `  ambit token create --node worker-1
   ambit node --control-plane 10.0.0.1:15010 --node worker-1 --token TOKEN --ca-pin sha256:... \
       --explicit 127.0.0.1:9080=10.96.0.10:80`,

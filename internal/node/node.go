@@ -157,10 +157,23 @@ func (n *Node) Run(ctx context.Context) error {
 	defer stop()
 	var wg sync.WaitGroup
 	defer wg.Wait()
+	// Ready to serve once synced and the start-up enrolments are done: until
+	// then a pod's first connections could meet no listener.
+	serving := make(chan struct{})
+	wg.Go(func() {
+		for _, c := range []<-chan struct{}{n.ready, n.synced} {
+			select {
+			case <-c:
+			case <-ctx.Done():
+				return
+			}
+		}
+		close(serving)
+	})
 	err = proxyboot.ServeEndpoints(ctx, &wg, []proxyboot.Endpoint{
 		{Name: "admin", Address: n.opts.AdminAddress, Handler: n.adminHandler()},
 		{Name: "metrics", Address: n.opts.MetricsAddress, Handler: promhttp.HandlerFor(reg, promhttp.HandlerOpts{})},
-		{Name: "readiness", Address: n.opts.ReadinessAddress, Handler: proxyboot.Readiness(n.synced)},
+		{Name: "readiness", Address: n.opts.ReadinessAddress, Handler: proxyboot.Readiness(serving)},
 	}, func(name string, a net.Addr) { n.mu.Lock(); n.addrs[name] = a; n.mu.Unlock() })
 	if err != nil {
 		return fmt.Errorf("node: %w", err)

@@ -49,6 +49,14 @@ func (p *Proxy) Enroll(ctx context.Context, key, nsPath string) error {
 	if old != nil {
 		old.stop()
 	}
+	p.mu.Lock()
+	p.enrolling[key] = nsPath
+	p.mu.Unlock()
+	defer func() {
+		p.mu.Lock()
+		delete(p.enrolling, key)
+		p.mu.Unlock()
+	}()
 	cc := capture.DefaultConfig()
 	cc.InboundHBONEPort = p.opts.HBONEPort
 	stop, err := p.serveCapture(ctx, runCtx, nsPath, cc, func(ctx context.Context, c net.Conn) { p.serveCaptured(ctx, c, key) })
@@ -164,6 +172,19 @@ func (p *Proxy) podOf(key string) *pod {
 	return p.pods[key]
 }
 
+// podNetNS is the network namespace a workload's connections are dialled
+// from: an enrolled workload's, or one being enrolled (its listeners may
+// already have accepted a tunnel).
+func (p *Proxy) podNetNS(key string) (string, bool) {
+	p.mu.Lock()
+	defer p.mu.Unlock()
+	if pd := p.pods[key]; pd != nil {
+		return pd.nsPath, true
+	}
+	ns, ok := p.enrolling[key]
+	return ns, ok
+}
+
 // serveCaptured forwards an outbound connection redirected to 15001.
 func (p *Proxy) serveCaptured(ctx context.Context, c net.Conn, key string) {
 	dst, err := netns.OriginalDst(c)
@@ -262,8 +283,8 @@ func (p *Proxy) needsIdentity(cfg *Config, conn policy.Conn, denied policy.Decis
 // dialWorkload connects to a local workload: inside its namespace from the
 // original client address when it is enrolled, else plain TCP.
 func (p *Proxy) dialWorkload(ctx context.Context, w *Workload, src, dst netip.AddrPort) (net.Conn, error) {
-	if pd := p.podOf(w.Key()); pd != nil {
-		d := netns.Dialer{NetNS: pd.nsPath, Transparent: true, LocalAddr: netip.AddrPortFrom(src.Addr(), 0), Timeout: 10 * time.Second}
+	if ns, ok := p.podNetNS(w.Key()); ok {
+		d := netns.Dialer{NetNS: ns, Transparent: true, LocalAddr: netip.AddrPortFrom(src.Addr(), 0), Timeout: 10 * time.Second}
 		return d.DialContext(ctx, "tcp", dst.String())
 	}
 	return p.plainDial(ctx, netip.Addr{}, dst)
@@ -274,8 +295,8 @@ func (p *Proxy) dialWorkload(ctx context.Context, w *Workload, src, dst netip.Ad
 func (p *Proxy) dialHBONE(ctx context.Context, src netip.Addr, dst netip.AddrPort) (net.Conn, error) {
 	if src.IsValid() {
 		for _, w := range p.cfg.Load().Workloads(src) {
-			if pd := p.podOf(w.Key()); pd != nil {
-				d := netns.Dialer{NetNS: pd.nsPath, LocalAddr: netip.AddrPortFrom(src, 0), Timeout: 10 * time.Second}
+			if ns, ok := p.podNetNS(w.Key()); ok {
+				d := netns.Dialer{NetNS: ns, LocalAddr: netip.AddrPortFrom(src, 0), Timeout: 10 * time.Second}
 				return d.DialContext(ctx, "tcp", dst.String())
 			}
 		}

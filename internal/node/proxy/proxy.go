@@ -135,10 +135,14 @@ type Proxy struct {
 	inbound       map[netip.AddrPort]*listener // HBONE listeners by address
 	listenFailed  map[netip.AddrPort]bool
 	pods          map[string]*pod // enrolled workloads by key
-	runCtx        context.Context // Run's context, nil when not running
-	host          hostCapture
-	hostActive    atomic.Bool // host rules installed: the proxy's sockets need the mark
-	waypoints     waypointHealth
+	// enrolling maps in-pod enrolments under way to their netns: their
+	// listeners accept before the workload joins pods, and what they accept
+	// must already be dialled from inside the pod.
+	enrolling  map[string]string
+	runCtx     context.Context // Run's context, nil when not running
+	host       hostCapture
+	hostActive atomic.Bool // host rules installed: the proxy's sockets need the mark
+	waypoints  waypointHealth
 }
 
 type listener struct {
@@ -172,6 +176,7 @@ func New(opts Options) (*Proxy, error) {
 		ready:        make(chan struct{}),
 		inbound:      map[netip.AddrPort]*listener{},
 		pods:         map[string]*pod{},
+		enrolling:    map[string]string{},
 		listenFailed: map[netip.AddrPort]bool{},
 	}
 	if p.opts.DialWorkload == nil {
