@@ -259,6 +259,15 @@ func TestRouting(t *testing.T) {
 					t.Errorf("headers %v", h)
 				}
 			}},
+		{name: "malformed traceparent replaced, its tracestate dropped, baggage kept", host: "app.example.com", path: "/",
+			hdr: map[string]string{"Traceparent": "00-0AF7651916CD43DD8448EB211C80319C-b7ad6b7169203331-01", "Tracestate": "a=b", "Baggage": "k=v"}, status: 200, pod: "v1",
+			check: func(t *testing.T, r result) {
+				h := r.echo.Headers
+				tp := strings.Join(h["Traceparent"], ",")
+				if len(tp) != 55 || !strings.HasPrefix(tp, "00-") || strings.Contains(tp, "0AF7") || h["Tracestate"] != nil || strings.Join(h["Baggage"], ",") != "k=v" {
+					t.Errorf("traceparent %q tracestate %v baggage %v", tp, h["Tracestate"], h["Baggage"])
+				}
+			}},
 		{name: "invalid backend", host: "app.example.com", path: "/invalid", status: 500},
 		{name: "backend down", host: "app.example.com", path: "/down", status: 503, flag: `"flags":"UF"`},
 		{name: "no endpoints", host: "app.example.com", path: "/empty", status: 503, flag: `"flags":"UH"`},
