@@ -129,7 +129,7 @@ type listenerKey struct{}
 // wildcard, then the listener without hostname), and terminates or passes
 // the connection through.
 func (e *Engine) serveTLSConn(ctx context.Context, c net.Conn, port uint32, https *connQueue, conns *connSet) {
-	_ = c.SetReadDeadline(time.Now().Add(e.cfg.ReadHeaderTimeout))
+	_ = c.SetDeadline(time.Now().Add(e.cfg.ReadHeaderTimeout))
 	sni, hello, err := peekClientHello(c)
 	if err != nil {
 		e.log.Info("proxy: connection refused: no TLS ClientHello", "port", port, "client", c.RemoteAddr().String(), "error", err)
@@ -148,26 +148,28 @@ func (e *Engine) serveTLSConn(ctx context.Context, c net.Conn, port uint32, http
 	}
 	hc := &helloConn{Conn: c, hello: hello, listener: tl.name}
 	if tl.passthrough {
-		_ = c.SetReadDeadline(time.Time{})
+		_ = c.SetDeadline(time.Time{})
 		e.forward(ctx, hc, port, tl.name, tl.table, sni, conns)
 		return
 	}
+	// The handshake runs under the ClientHello's deadline too, so a client
+	// stalling it cannot hold the connection; its failure (no usable
+	// certificate, no common version or cipher) is one log line.
 	tc := tls.Server(hc, tl.conf)
-	if tl.https {
-		// The HTTP server handshakes (under its own deadline) and picks
-		// HTTP/2 or HTTP/1.1 from the negotiated ALPN protocol.
-		_ = c.SetReadDeadline(time.Time{})
-		if !https.put(tc) {
-			_ = tc.Close()
-		}
-		return
-	}
 	if err := tc.HandshakeContext(ctx); err != nil {
 		e.log.Info("proxy: TLS handshake failed", "listener", tl.name, "sni", sni, "client", c.RemoteAddr().String(), "error", err)
 		_ = c.Close()
 		return
 	}
-	_ = c.SetReadDeadline(time.Time{})
+	_ = c.SetDeadline(time.Time{})
+	if tl.https {
+		// The HTTP server picks HTTP/2 or HTTP/1.1 from the negotiated
+		// ALPN protocol.
+		if !https.put(tc) {
+			_ = tc.Close()
+		}
+		return
+	}
 	e.forward(ctx, tc, port, tl.name, tl.table, sni, conns)
 }
 

@@ -444,3 +444,17 @@ func TestHTTPListenersShareAPortByHost(t *testing.T) {
 		}
 	}
 }
+
+// A handshake that cannot complete (here a client limited to TLS 1.1;
+// listeners require 1.2) is refused with one log line naming the listener.
+func TestTLSHandshakeFailureIsLogged(t *testing.T) {
+	ca := newTestCA(t)
+	sec, _ := ca.secret(t, "web", "web.example.com")
+	ls := []*gatewayv1.Listener{tlsListenerProto("web", "HTTPS", "Terminate", "web.example.com", "web", "web")}
+	g := startPort(t, FamilyTLS, 443, ls, []*gatewayv1.Backend{backend("web", startEcho(t, "web-pod"))}, sec)
+	_, err := tls.Dial("tcp", g.addr, &tls.Config{ServerName: "web.example.com", RootCAs: ca.Pool, MinVersion: tls.VersionTLS10, MaxVersion: tls.VersionTLS11})
+	if err == nil {
+		t.Fatal("a TLS 1.1 handshake succeeded")
+	}
+	waitLog(t, g.log, `"msg":"proxy: TLS handshake failed","listener":"web","sni":"web.example.com"`)
+}
