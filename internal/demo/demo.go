@@ -181,14 +181,21 @@ func (m *mesh) cleanup(keepLogs bool, say func(string, ...any)) error {
 	}
 	if !keepLogs {
 		errs = append(errs, os.RemoveAll(m.runDir))
-		say("cleaned up: processes stopped, namespaces and the run folder removed")
+		say("cleaned up: %s, the run folder removed", m.stoppedWhat())
 		return errors.Join(errs...)
 	}
 	for _, d := range []string{m.configDir, m.stateDir} {
 		errs = append(errs, os.RemoveAll(d))
 	}
-	say("cleaned up: processes stopped, namespaces removed; logs kept in %s", m.logDir)
+	say("cleaned up: %s; logs kept in %s", m.stoppedWhat(), m.logDir)
 	return errors.Join(errs...)
+}
+
+func (m *mesh) stoppedWhat() string {
+	if m.lay.mode == ModeNetns {
+		return "processes stopped, namespaces (and their nftables rules) removed"
+	}
+	return "processes stopped"
 }
 
 // howToReach lists each proxy's endpoints and commands to send traffic by hand.

@@ -52,7 +52,7 @@ func checkReport(t *testing.T, rep Report, out string) {
 	for _, want := range []string{
 		"the peer proved spiffe://cluster.local/ns/shop/sa/ratings",     // node-1's view
 		"the peer proved spiffe://cluster.local/ns/shop/sa/productpage", // node-2's view
-		"5-sigma range of a 10% weight",
+		"binomial, 5 sigmas",
 		"got:  reviews-v2-1 20",
 		"policy=shop/deny-productpage",
 		"policy=shop/deny-reviews",
@@ -155,4 +155,74 @@ func TestDemoPortInUse(t *testing.T) {
 			t.Errorf("left %s in the temp folder", e.Name())
 		}
 	}
+}
+
+// A step whose result does not match fails the run: the step, what was expected and what came
+// back are printed, the logs (one per process) stay, everything else is gone.
+func TestDemoFailedStep(t *testing.T) {
+	// reviews v2's echo answers as reviews-v1-1, so the canary sees no v2 at all.
+	wrapper := filepath.Join(t.TempDir(), "ambit")
+	script := "#!/bin/sh\nexec " + ambitBin + ` $(echo "$@" | sed 's/--pod reviews-v2-1/--pod reviews-v1-1/')` + "\n"
+	if err := os.WriteFile(wrapper, []byte(script), 0o755); err != nil {
+		t.Fatal(err)
+	}
+	var out bytes.Buffer
+	rep, err := Run(context.Background(), Options{Binary: wrapper, Mode: ModeLoopback, Requests: 400, Out: &out, TempDir: t.TempDir()})
+	if err == nil || !strings.Contains(err.Error(), "step 2 (canary") || !strings.Contains(err.Error(), rep.LogDir) {
+		t.Fatalf("demo with a broken canary: %v, want step 2 failed and the log folder named\n%s", err, out.String())
+	}
+	for _, want := range []string{"[2/6] canary", "FAILED", "expected: between 10 and 70 answers from reviews-v2-1", "got:      0"} {
+		if !strings.Contains(out.String(), want) {
+			t.Errorf("output lacks %q:\n%s", want, out.String())
+		}
+	}
+	if n := len(rep.Steps); n != 2 || !rep.Steps[0].OK || rep.Steps[1].OK {
+		t.Errorf("steps %+v, want step 1 passed and step 2 failed, nothing after", rep.Steps)
+	}
+	logs, _ := filepath.Glob(filepath.Join(rep.LogDir, "*.log"))
+	if len(logs) != 8 { // control, 4 echos, 2 nodes, waypoint
+		t.Errorf("kept logs %v, want one per process (8)", logs)
+	}
+	for _, gone := range []string{rep.ConfigDir, filepath.Join(rep.RunDir, "state")} {
+		if _, err := os.Stat(gone); !errors.Is(err, os.ErrNotExist) {
+			t.Errorf("%s kept after the failure (%v)", gone, err)
+		}
+	}
+	if err := checkPorts(loopbackLayout().ports); err != nil {
+		t.Errorf("after the failed demo: %v", err)
+	}
+}
+
+// Ctrl-C (the context ends) in the middle: the run stops, says so, and removes everything.
+func TestDemoInterrupted(t *testing.T) {
+	ctx, cancel := context.WithCancel(context.Background())
+	defer cancel()
+	out := &cancelAt{marker: "[3/6]", cancel: cancel}
+	rep, err := Run(ctx, Options{Binary: ambitBin, Mode: ModeLoopback, Requests: 400, Out: out, TempDir: t.TempDir()})
+	if err == nil || !errors.Is(err, context.Canceled) {
+		t.Fatalf("interrupted demo returned %v, want context.Canceled\n%s", err, out.String())
+	}
+	if !strings.Contains(out.String(), "interrupted") {
+		t.Errorf("output does not say it was interrupted:\n%s", out.String())
+	}
+	if _, err := os.Stat(rep.RunDir); !errors.Is(err, os.ErrNotExist) {
+		t.Errorf("run folder %s kept after Ctrl-C (%v)", rep.RunDir, err)
+	}
+	if err := checkPorts(loopbackLayout().ports); err != nil {
+		t.Errorf("after the interrupted demo: %v", err)
+	}
+}
+
+// cancelAt collects output and calls cancel once marker is written.
+type cancelAt struct {
+	bytes.Buffer
+	marker string
+	cancel func()
+}
+
+func (c *cancelAt) Write(p []byte) (int, error) {
+	if strings.Contains(string(p), c.marker) {
+		c.cancel()
+	}
+	return c.Buffer.Write(p)
 }

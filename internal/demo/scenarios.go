@@ -142,7 +142,7 @@ func (w *walk) split(ctx context.Context, p *printer) error {
 	if errs > 0 || pods["reviews-v1-1"]+v2 != w.requests {
 		return mismatch(fmt.Sprintf("all %d answered by reviews-v1-1 or reviews-v2-1", w.requests), "%v and %d errors", pods, errs)
 	}
-	p.line("v2 share %.1f%%: within [%d, %d] of %d, the 5-sigma range of a 10%% weight", 100*float64(v2)/float64(w.requests), lo, hi, w.requests)
+	p.line("v2 share %.1f%%; a 10%% weight lands in [%d, %d] of %d (binomial, 5 sigmas)", 100*float64(v2)/float64(w.requests), lo, hi, w.requests)
 	if v2 < lo || v2 > hi {
 		return mismatch(fmt.Sprintf("between %d and %d answers from reviews-v2-1", lo, hi), "%d", v2)
 	}
