@@ -18,6 +18,9 @@ type place struct {
 // endpoints are the admin, metrics and readiness addresses of a proxy, as seen from its place.
 type endpoints struct{ admin, metrics, ready string }
 
+// binding is an address a process of the mesh listens on, and what for.
+type binding struct{ addr, what string }
+
 // layout is where every piece of the mesh runs and how the demo reaches it; loopback.go and
 // netns_linux.go make one.
 type layout struct {
@@ -49,9 +52,9 @@ type layout struct {
 	tool func(p place, addr string) dialFunc
 	// curl is the command line that runs curl with args from inside p, for the user to type.
 	curl func(p place, args string) string
-	// ports lists the host addresses the layout will bind, with what binds them, for the
-	// port-in-use check (none in netns mode: fresh namespaces have every port free).
-	ports [][2]string
+	// ports lists the host addresses the layout will bind, for the port-in-use check (none in
+	// netns mode: fresh namespaces have every port free).
+	ports []binding
 	close func() error
 }
 

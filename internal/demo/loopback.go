@@ -31,7 +31,7 @@ var appCalls = map[string][]string{
 // loopbackLayout runs every process on this host in explicit mode.
 func loopbackLayout() *layout {
 	l := &layout{
-		mode: ModeLoopback, waypointIP: loWaypoint, appNote: "node-1's explicit listener for it",
+		mode: ModeLoopback, waypointIP: loWaypoint, appNote: "its node proxy's explicit listener for it",
 		control: place{name: "control"}, xds: net.JoinHostPort(loControl.String(), "15010"),
 		controlAdmin: net.JoinHostPort(loControl.String(), "15014"),
 		nodes:        map[string]place{}, nodeEP: map[string]endpoints{}, explicit: map[string][]string{},
@@ -39,8 +39,8 @@ func loopbackLayout() *layout {
 		podPlace: map[string]place{}, echoListen: map[string]string{},
 	}
 	l.waypointEP = hostEndpoints(3)
-	l.ports = append(l.ports, [2]string{l.xds, "control plane xDS"}, [2]string{l.controlAdmin, "control plane admin"},
-		[2]string{net.JoinHostPort(loWaypoint.String(), "15008"), "waypoint HBONE"})
+	l.ports = append(l.ports, binding{l.xds, "control plane xDS"}, binding{l.controlAdmin, "control plane admin"},
+		binding{net.JoinHostPort(loWaypoint.String(), "15008"), "waypoint HBONE"})
 	l.ports = append(l.ports, endpointPorts(waypoint, l.waypointEP)...)
 	next := map[string]byte{}
 	for _, w := range workloads() {
@@ -50,12 +50,12 @@ func loopbackLayout() *layout {
 		l.pods = append(l.pods, w)
 		l.podPlace[w.name] = place{name: w.name}
 		l.echoListen[w.name] = w.ip.String()
-		l.ports = append(l.ports, [2]string{net.JoinHostPort(w.ip.String(), fmt.Sprint(appPort)), w.name + " echo"},
-			[2]string{net.JoinHostPort(w.ip.String(), "15008"), w.node + " HBONE for " + w.name})
+		l.ports = append(l.ports, binding{net.JoinHostPort(w.ip.String(), fmt.Sprint(appPort)), w.name + " echo"},
+			binding{net.JoinHostPort(w.ip.String(), "15008"), w.node + " HBONE for " + w.name})
 		for _, svc := range appCalls[w.name] {
 			listen := netip.AddrPortFrom(w.ip, explicitPort(svc))
 			l.explicit[w.node] = append(l.explicit[w.node], fmt.Sprintf("%s=%s@%s/%s", listen, vip(svc), namespace, w.name))
-			l.ports = append(l.ports, [2]string{listen.String(), w.node + " explicit listener " + w.name + " -> " + svc})
+			l.ports = append(l.ports, binding{listen.String(), w.node + " explicit listener " + w.name + " -> " + svc})
 		}
 	}
 	for i, n := range []string{"node-1", "node-2"} {
@@ -86,17 +86,17 @@ func hostEndpoints(n int) endpoints {
 	return endpoints{admin: net.JoinHostPort(h, "15000"), metrics: net.JoinHostPort(h, "15020"), ready: net.JoinHostPort(h, "15021")}
 }
 
-func endpointPorts(who string, e endpoints) [][2]string {
-	return [][2]string{{e.admin, who + " admin"}, {e.metrics, who + " metrics"}, {e.ready, who + " readiness"}}
+func endpointPorts(who string, e endpoints) []binding {
+	return []binding{{e.admin, who + " admin"}, {e.metrics, who + " metrics"}, {e.ready, who + " readiness"}}
 }
 
 // checkPorts fails on the first address something else already listens on, naming it.
-func checkPorts(ports [][2]string) error {
+func checkPorts(ports []binding) error {
 	for _, p := range ports {
-		ln, err := net.Listen("tcp", p[0])
+		ln, err := net.Listen("tcp", p.addr)
 		if err != nil {
 			return fmt.Errorf("demo: %s (%s) is not free: %w; stop whatever listens there (ss -ltnp 'sport = :%s') or, as root, use --mode netns",
-				p[0], p[1], err, portOf(p[0]))
+				p.addr, p.what, err, portOf(p.addr))
 		}
 		ln.Close()
 	}
