@@ -55,6 +55,7 @@ func checkReport(t *testing.T, rep Report, out string) {
 		"binomial, 5 sigmas",
 		"got:  reviews-v2-1 20",
 		"policy=shop/deny-productpage",
+		"hbone: status 401 Unauthorized", // what node-1 got for the denied caller
 		"policy=shop/deny-reviews",
 		"requests/s, latency p50",
 		"all 6 steps passed",

@@ -246,6 +246,11 @@ func (w *walk) showDenied(ctx context.Context, p *printer, policy, denied, allow
 	if err == nil && a.status == 200 {
 		return mismatch(denied+" refused", "%s", describe(a, err))
 	}
+	out, err := w.waitAccess(ctx, "node-1", map[string]string{"direction": "outbound", "src.addr": a.local})
+	if err != nil {
+		return err
+	}
+	p.line("node-1 (outbound) for that connection: response_flags=%s error=%q", out["response_flags"], out["error"])
 	b, err := w.call(ctx, allowed, "ratings", "/allowed", nil)
 	p.line("sent: GET %s from %s -> got: %s", svcURL("ratings", "/allowed"), allowed, describe(b, err))
 	if err != nil || b.status != 200 {
