@@ -15,11 +15,13 @@ import (
 	"runtime/pprof"
 	"strconv"
 	"sync"
+	"sync/atomic"
 
 	"github.com/prometheus/client_golang/prometheus/promhttp"
 	"github.com/spiffe/go-spiffe/v2/spiffeid"
 
 	"github.com/ambitmesh/ambit/internal/identity"
+	"github.com/ambitmesh/ambit/internal/node/netns"
 	"github.com/ambitmesh/ambit/internal/node/proxy"
 	"github.com/ambitmesh/ambit/internal/proxyboot"
 	"github.com/ambitmesh/ambit/internal/xdsclient"
@@ -59,15 +61,17 @@ type Options struct {
 
 // Node is a running node proxy.
 type Node struct {
-	opts   Options
-	log    *slog.Logger
-	ready  chan struct{}
-	mu     sync.Mutex
-	addrs  map[string]net.Addr
-	xds    *xdsclient.Client
-	proxy  *proxy.Proxy
-	certs  *identity.Manager
-	synced chan struct{}
+	opts  Options
+	log   *slog.Logger
+	ready chan struct{}
+	mu    sync.Mutex
+	addrs map[string]net.Addr
+	xds   *xdsclient.Client
+	proxy *proxy.Proxy
+	// proxyRef is proxy for dialControl, which gRPC may call at any time.
+	proxyRef atomic.Pointer[proxy.Proxy]
+	certs    *identity.Manager
+	synced   chan struct{}
 }
 
 // New applies defaults and checks opts; it does no I/O.
@@ -133,6 +137,7 @@ func (n *Node) Run(ctx context.Context) error {
 	sess, err := proxyboot.Join(ctx, proxyboot.Options{
 		ControlPlane: n.opts.ControlPlane, Token: n.opts.Token, CAPin: n.opts.CAPin, ID: nodeID,
 		NodeID: "node/" + n.opts.Node, TypeURLs: proxy.TypeURLs, Logger: n.log, XDSBackoff: n.opts.XDSBackoff,
+		Dial: n.dialControl,
 	})
 	if err != nil {
 		return fmt.Errorf("node: %w", err)
@@ -147,6 +152,7 @@ func (n *Node) Run(ctx context.Context) error {
 	}); err != nil {
 		return fmt.Errorf("node: %w", err)
 	}
+	n.proxyRef.Store(n.proxy)
 
 	reg, err := proxyboot.Registry()
 	if err != nil {
@@ -211,6 +217,18 @@ func (n *Node) Run(ctx context.Context) error {
 	case err := <-errc:
 		return err
 	}
+}
+
+// dialControl connects to the control plane. While host capture is on the
+// socket carries the proxy's mark: the node's own address may be a host
+// workload's, whose outbound connections the rules would otherwise send
+// through the proxy.
+func (n *Node) dialControl(ctx context.Context, addr string) (net.Conn, error) {
+	var d net.Dialer
+	if p := n.proxyRef.Load(); p != nil && p.HostCaptureActive() {
+		d.Control = netns.MarkControl(netns.Mark)
+	}
+	return d.DialContext(ctx, "tcp", addr)
 }
 
 // ConfigDump is the admin /config_dump answer.

@@ -43,6 +43,9 @@ type Options struct {
 	TypeURLs     []string    // xDS types to subscribe to
 	Logger       *slog.Logger
 	XDSBackoff   xdsclient.Backoff
+	// Dial, when set, makes the TCP connections to the control plane (CA
+	// and xDS) after the join, e.g. with a socket mark; addr is host:port.
+	Dial func(ctx context.Context, addr string) (net.Conn, error)
 }
 
 // Session is a joined proxy: its certificates, trust bundle and xDS
@@ -81,7 +84,11 @@ func Join(ctx context.Context, o Options) (*Session, error) {
 	if err != nil {
 		return nil, err
 	}
-	if s.conn, err = grpc.NewClient(o.ControlPlane, grpc.WithTransportCredentials(credentials.NewTLS(tlsCfg))); err != nil {
+	var dialOpts []grpc.DialOption
+	if o.Dial != nil {
+		dialOpts = append(dialOpts, grpc.WithContextDialer(o.Dial))
+	}
+	if s.conn, err = grpc.NewClient(o.ControlPlane, append(dialOpts, grpc.WithTransportCredentials(credentials.NewTLS(tlsCfg)))...); err != nil {
 		return nil, fmt.Errorf("control plane %s: %w", o.ControlPlane, err)
 	}
 	fail := func(err error) (*Session, error) { _ = s.conn.Close(); return nil, err }
@@ -98,6 +105,7 @@ func Join(ctx context.Context, o Options) (*Session, error) {
 		TypeURLs:             o.TypeURLs,
 		Logger:               o.Logger,
 		Backoff:              o.XDSBackoff,
+		DialOptions:          dialOpts,
 	}); err != nil {
 		return fail(err)
 	}

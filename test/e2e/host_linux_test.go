@@ -147,6 +147,34 @@ func TestLabHostMode(t *testing.T) {
 		}
 	})
 
+	// Node 2's own address is db-vm's, so its proxy's connections to the
+	// control plane leave from a captured address: they must carry the
+	// proxy's mark. A restarted control plane makes node 2 reconnect.
+	t.Run("ControlPlaneConnectionNotCaptured", func(t *testing.T) {
+		_ = l.control.Signal(syscall.SIGTERM)
+		select {
+		case <-l.control.Done():
+		case <-time.After(10 * time.Second):
+			t.Fatal("the control plane did not stop within 10 s of SIGTERM")
+		}
+		l.control = l.start(t, "control-again", l.node1, "control",
+			"--config-dir", l.configDir, "--state-dir", l.stateDir,
+			"--xds-address", xdsAddr, "--admin-address", "127.0.0.1:15014",
+			"--server-name", node1IP, "--debounce", "20ms")
+		eventually(t, 15*time.Second, "node-2 to reconnect to the control plane", func() error {
+			if n := strings.Count(l.nodeProcs["node-2"].log(t), `msg=connected component=xdsclient`); n < 2 {
+				return fmt.Errorf("node-2 connected %d times; want a reconnect", n)
+			}
+			return nil
+		})
+		if lines := l.accessLines(t, "node-2", "dst.addr="+xdsAddr); len(lines) != 0 {
+			t.Errorf("node-2's own control plane connection went through its proxy: %q", lines)
+		}
+		if _, err := l.appGet("client-a", dbVIP+":90", "/after-reconnect"); err != nil {
+			t.Errorf("client-a -> db-vm after the control plane restart: %v", err)
+		}
+	})
+
 	t.Run("UnenrollRemovesRules", func(t *testing.T) {
 		l.adminPost(t, l.node2, "/unenroll", url.Values{"workload": {"shop/db-vm"}})
 		if l.hasCaptureTable(t, l.node2) {

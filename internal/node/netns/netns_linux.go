@@ -168,6 +168,12 @@ func (d *Dialer) DialContext(ctx context.Context, network, addr string) (net.Con
 	return conn, nil
 }
 
+// MarkControl is a net.Dialer Control function that sets SO_MARK mark, for
+// the proxy's sockets that are dialled by name (no namespace, no literal IP).
+func MarkControl(mark uint32) func(network, address string, c syscall.RawConn) error {
+	return sockopts{mark: mark}.control
+}
+
 func (o sockopts) control(network, _ string, c syscall.RawConn) error {
 	var serr error
 	err := c.Control(func(fd uintptr) { serr = o.apply(int(fd), network) })

@@ -6,7 +6,13 @@ import (
 	"context"
 	"net"
 	"net/netip"
+	"syscall"
 )
+
+// MarkControl is unsupported outside Linux: the returned function fails.
+func MarkControl(mark uint32) func(network, address string, c syscall.RawConn) error {
+	return func(string, string, syscall.RawConn) error { return ErrUnsupported }
+}
 
 // Do is unsupported outside Linux.
 func Do(nsPath string, fn func() error) error { return ErrUnsupported }

@@ -285,6 +285,10 @@ func (p *Proxy) serveHostCaptured(ctx context.Context, c net.Conn) {
 	p.serveCaptured(ctx, c, key)
 }
 
+// HostCaptureActive reports whether host rules are installed, so that the
+// proxy's other connections (to the control plane) must carry the mark.
+func (p *Proxy) HostCaptureActive() bool { return p.hostActive.Load() }
+
 // plainDial dials dst from the proxy's own namespace (from src when valid).
 // While host rules are installed the socket carries the proxy's mark (made
 // in Options.HostNetNS, the proxy's own namespace outside tests): unmarked,
