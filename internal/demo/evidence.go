@@ -71,12 +71,13 @@ func percentile(samples []time.Duration, q float64) time.Duration {
 
 var destWorkload = regexp.MustCompile(`[{,]destination_workload="([^"]*)"`)
 
-// waypointRequests sums a waypoint's istio_requests_total (Prometheus text format) by
-// destination_workload.
+// waypointRequests sums a waypoint's istio_requests_total (Prometheus text format) of 200
+// responses by destination_workload.
 func waypointRequests(metrics string) map[string]int {
 	out := map[string]int{}
 	for _, line := range strings.Split(metrics, "\n") {
-		if !strings.HasPrefix(line, "istio_requests_total{") || !strings.Contains(line, `reporter="waypoint"`) {
+		if !strings.HasPrefix(line, "istio_requests_total{") || !strings.Contains(line, `reporter="waypoint"`) ||
+			!strings.Contains(line, `response_code="200"`) {
 			continue
 		}
 		m := destWorkload.FindStringSubmatch(line)

@@ -129,9 +129,21 @@ func (w *walk) split(ctx context.Context, p *printer) error {
 		return err
 	}
 	_, target := w.m.lay.app("productpage-1", "reviews")
-	before, err := w.waypointMetrics(ctx)
-	if err != nil {
-		return err
+	// The waypoint is new: the one 200 it served so far is converge's. Wait until it is counted,
+	// so the burst's requests are all that the counts grow by.
+	var before map[string]int
+	for deadline := time.Now().Add(5 * time.Second); ; {
+		var err error
+		if before, err = w.waypointMetrics(ctx); err != nil {
+			return err
+		}
+		if before["reviews-v1-1"]+before["reviews-v2-1"] >= 1 {
+			break
+		}
+		if time.Now().After(deadline) {
+			return mismatch("the waypoint's istio_requests_total to count the first request within 5s", "%v", before)
+		}
+		time.Sleep(20 * time.Millisecond)
 	}
 	p.line("sent: %d x GET %s from productpage-1 to %s (4 connections)", w.requests, svcURL("reviews", "/canary"), target)
 	pods, errs, _ := w.burst(ctx, "productpage-1", "reviews", "/canary", nil, w.requests, 0)
