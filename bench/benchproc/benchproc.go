@@ -120,8 +120,18 @@ func CPU(pids []int) time.Duration {
 	return sum
 }
 
-// Mem is the summed VmRSS and VmHWM of the processes, in KiB.
-func Mem(pids []int) (rssKB, hwmKB int64) {
+// Memory is what Mem reads from /proc/PID/status, summed over processes,
+// in KiB.
+type Memory struct {
+	RSS, HWM int64 // VmRSS, VmHWM
+	// Anon is RssAnon: RSS less the file-backed pages (the executable's
+	// text and data, shared libraries), which the kernel can drop.
+	Anon int64
+}
+
+// Mem reads the memory of the processes.
+func Mem(pids []int) Memory {
+	var m Memory
 	for _, pid := range pids {
 		f, err := os.Open(fmt.Sprintf("/proc/%d/status", pid))
 		if err != nil {
@@ -133,14 +143,16 @@ func Mem(pids []int) (rssKB, hwmKB int64) {
 			n, _ := strconv.ParseInt(strings.TrimSuffix(strings.TrimSpace(v), " kB"), 10, 64)
 			switch k {
 			case "VmRSS":
-				rssKB += n
+				m.RSS += n
 			case "VmHWM":
-				hwmKB += n
+				m.HWM += n
+			case "RssAnon":
+				m.Anon += n
 			}
 		}
 		f.Close()
 	}
-	return rssKB, hwmKB
+	return m
 }
 
 // MachineBusy is the busy CPU time of the whole machine (every CPU) from

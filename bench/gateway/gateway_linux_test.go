@@ -89,7 +89,7 @@ type sample struct {
 	latCPUPerReq       time.Duration
 	latErrors          int64
 	latOther           float64
-	rssKB, hwmKB       int64
+	mem                benchproc.Memory
 	requests, latCount int64
 }
 
@@ -183,7 +183,7 @@ func BenchmarkGateway(b *testing.B) {
 			s.latErrors = f.DurationHistogram.Count - f.RetCodes["200"]
 			if n := f.DurationHistogram.Count; n > 0 && pids != nil {
 				s.latCPUPerReq = (cpu1 - cpu0) / time.Duration(n)
-				s.rssKB, s.hwmKB = benchproc.Mem(pids)
+				s.mem = benchproc.Mem(pids)
 			}
 			s.latOther = max(0, float64(busy1-busy0-(cpu1-cpu0)-(echo1-echo0)-loadCPU)/float64(el))
 			lat[t.name] = append(lat[t.name], s)
@@ -200,7 +200,7 @@ func BenchmarkGateway(b *testing.B) {
 func printTable(w io.Writer, targets []target, rps, lat map[string][]sample) {
 	ms := func(d time.Duration) string { return fmt.Sprintf("%.3f", float64(d)/float64(time.Millisecond)) }
 	tw := tabwriter.NewWriter(w, 0, 0, 2, ' ', 0)
-	fmt.Fprintf(tw, "path\tmax RPS (median)\tRPS per round\terrors\tCPU µs/req at max\tp50 ms\tp90 ms\tp99 ms\tnon-200\tCPU µs/req at %d qps\tRSS MB\tpeak RSS MB\tother CPUs (wrk, fortio)\n", *flagQPS)
+	fmt.Fprintf(tw, "path\tmax RPS (median)\tRPS per round\terrors\tCPU µs/req at max\tp50 ms\tp90 ms\tp99 ms\tnon-200\tCPU µs/req at %d qps\tRSS MB (anon)\tpeak RSS MB\tother CPUs (wrk, fortio)\n", *flagQPS)
 	for _, t := range targets {
 		r, l := rps[t.name], lat[t.name]
 		var rounds []string
@@ -224,7 +224,8 @@ func printTable(w io.Writer, targets []target, rps, lat map[string][]sample) {
 		rss, hwm, cpuA, cpuB := "-", "-", "-", "-"
 		if t.pids != nil {
 			last := l[len(l)-1]
-			rss, hwm = fmt.Sprintf("%.1f", float64(last.rssKB)/1024), fmt.Sprintf("%.1f", float64(last.hwmKB)/1024)
+			rss = fmt.Sprintf("%.1f (%.1f)", float64(last.mem.RSS)/1024, float64(last.mem.Anon)/1024)
+			hwm = fmt.Sprintf("%.1f", float64(last.mem.HWM)/1024)
 			cpuA, cpuB = fmt.Sprintf("%.1f", cpuMax), fmt.Sprintf("%.1f", cpuLat)
 		}
 		fmt.Fprintf(tw, "%s\t%.0f\t%s\t%.0f\t%s\t%s\t%s\t%s\t%d\t%s\t%s\t%s\t%.2f, %.2f\n", t.name, rpsMed, strings.Join(rounds, " "), errs,

@@ -36,11 +36,12 @@ func Register(reg prometheus.Registerer) error {
 	return telemetry.Register(reg)
 }
 
-// headSize is the HTTP/1.1 wire size of a message head: the start line and
-// the header lines, each with its CRLF, and the blank line. HTTP/2 sends
+// headSize is the HTTP/1.1 wire size of a message head: the start line
+// (start bytes long) and the header lines, each with its CRLF, and the
+// blank line. HTTP/2 sends
 // the same fields compressed; Istio reports their uncompressed size too.
-func headSize(start string, h http.Header) int64 {
-	n := len(start) + 4
+func headSize(start int, h http.Header) int64 {
+	n := start + 4
 	for k, vs := range h {
 		for _, v := range vs {
 			n += len(k) + len(v) + 4
@@ -92,8 +93,8 @@ func (e *Engine) finish(rw *respWriter, r *http.Request, st *reqState) {
 		RequestProtocol: proto,
 		SecurityPolicy:  telemetry.SecurityUnknown,
 	}, telemetry.Request{ResponseCode: status, GRPCStatus: grpcStatus, Flags: st.flag, Duration: dur,
-		RequestBytes:  headSize(r.Method+" "+r.RequestURI+" "+r.Proto, r.Header) + st.reqBody.n.Load(),
-		ResponseBytes: headSize(r.Proto+" "+strconv.Itoa(status)+" "+http.StatusText(status), rw.Header()) + rw.bytes,
+		RequestBytes:  st.reqHead + st.reqBody.n.Load(),
+		ResponseBytes: headSize(len(r.Proto)+1+3+1+len(http.StatusText(status)), rw.Header()) + rw.bytes,
 	})
 
 	if e.cfg.AccessLog == nil {

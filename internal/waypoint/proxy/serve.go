@@ -82,6 +82,9 @@ type reqState struct {
 	// reqBody counts the request body bytes read (istio_request_bytes)
 	// and keeps its read error.
 	reqBody countingBody
+	// reqHead is the request head's size as received, taken before the
+	// filters edit the header in place.
+	reqHead int64
 	// policy is the authorization decision at a waypoint.
 	policy policy.Decision
 }
@@ -270,6 +273,7 @@ func (e *Engine) Serve(ctx context.Context, ln net.Listener, port uint32, shutdo
 // ("" on a gateway listener).
 func (e *Engine) serve(w http.ResponseWriter, r *http.Request, port uint32, service string, table func(*config) *route.Table) {
 	st := &reqState{start: time.Now(), port: port, flag: FlagNone}
+	st.reqHead = headSize(len(r.Method)+1+len(r.RequestURI)+1+len(r.Proto), r.Header)
 	rw := &respWriter{ResponseWriter: w}
 	defer enter(r)()
 	if r.Body != nil && r.Body != http.NoBody {
@@ -318,7 +322,10 @@ func (e *Engine) serve(w http.ResponseWriter, r *http.Request, port uint32, serv
 		http.Error(rw, "route configuration error", http.StatusInternalServerError)
 		return
 	}
-	hdr := r.Header.Clone()
+	// The filters edit the client's header in place: ReverseProxy copies
+	// it for the upstream request anyway, so a copy here would be the
+	// second one.
+	hdr := r.Header
 	if hdr.Get("X-Request-Id") == "" {
 		hdr.Set("X-Request-Id", newRequestID())
 	}
