@@ -28,6 +28,11 @@ func enrolViaAdmin(t *testing.T, admin string) {
 		want int
 	}{
 		{"/enroll", url.Values{"workload": {"shop/web-1"}}, http.StatusBadRequest},
+		// Host mode takes no netns, and no other mode exists. (A valid host
+		// enrolment would put rules in this test's own namespace: the e2e
+		// lab covers it.)
+		{"/enroll", url.Values{"workload": {"shop/web-1"}, "mode": {"host"}, "netns": {ns.Path}}, http.StatusBadRequest},
+		{"/enroll", url.Values{"workload": {"shop/web-1"}, "mode": {"pod"}, "netns": {ns.Path}}, http.StatusBadRequest},
 		{"/enroll", url.Values{"workload": {"shop/web-1"}, "netns": {ns.Path}}, http.StatusOK},
 		{"/unenroll", url.Values{"workload": {"shop/web-1"}}, http.StatusOK},
 		{"/unenroll", url.Values{"workload": {"shop/web-1"}}, http.StatusInternalServerError},
