@@ -90,6 +90,15 @@ spec:
   action: ALLOW
   rules:
   - from: [{source: {namespaces: ["shop"]}}]
+---
+apiVersion: ambit.dev/v1alpha1
+kind: AuthorizationPolicy
+metadata: {name: audit-public, namespace: shop}
+spec:
+  targetRefs: [{kind: Service, group: "", name: api}]
+  action: AUDIT
+  rules:
+  - to: [{operation: {paths: ["/public"]}}]
 `
 
 // othersOnly allows only another service account: the client is denied.
@@ -270,14 +279,20 @@ func TestWaypointPassThroughAndPolicy(t *testing.T) {
 		if status, _, _ := get(t, "DELETE", "/admin/x"); status != 200 {
 			t.Errorf("DELETE /admin/x: %d, want 200 (the DENY lists GET and POST)", status)
 		}
-		found := false
+		found, audited := false, false
 		for _, r := range wpAccess.records(t) {
 			if r["path"] == "/admin/users" && r["flags"] == "RBAC" && r["authz"] == "denied by policy shop/no-admin" && r["status"] == float64(403) {
 				found = true
 			}
+			if r["path"] == "/public" && r["status"] == float64(200) {
+				audited = r["audit"] == "shop/audit-public" && r["authz"] == "allowed by policy shop/client-only"
+			}
 		}
 		if !found {
 			t.Errorf("waypoint access log: no RBAC line naming shop/no-admin")
+		}
+		if !audited {
+			t.Errorf("waypoint access log: the /public line does not name the ALLOW and the AUDIT policy")
 		}
 	})
 

@@ -131,6 +131,10 @@ func (e *Engine) finish(rw *respWriter, r *http.Request, st *reqState) {
 		// why none did.
 		attrs = append(attrs, slog.String("authz", st.policy.String()))
 	}
+	if !st.policy.Audit.IsZero() {
+		// An AUDIT policy matched (Istio's AUDIT: logged, never decides).
+		attrs = append(attrs, slog.String("audit", st.policy.Audit.String()))
+	}
 	if st.picked {
 		attrs = append(attrs, slog.String("upstream", st.endpoint.Addr.String()), slog.Int("attempts", st.attempts))
 	}
