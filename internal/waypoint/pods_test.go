@@ -92,6 +92,12 @@ func TestWaypointPodsRoundRobinAndFailover(t *testing.T) {
 		}
 		resp, err := http.ReadResponse(bufio.NewReader(c), req)
 		if err != nil {
+			for _, r := range nodeA.log.records(t) {
+				t.Logf("node-a: %v", r)
+			}
+			for _, r := range nodeA.access.records(t) {
+				t.Logf("node-a access: %v", r)
+			}
 			t.Fatalf("GET %s: %v", path, err)
 		}
 		defer resp.Body.Close()
