@@ -21,6 +21,7 @@ import (
 	vnetns "github.com/vishvananda/netns"
 
 	"github.com/ambitmesh/ambit/internal/echo"
+	"github.com/ambitmesh/ambit/internal/node"
 	"github.com/ambitmesh/ambit/internal/node/capture"
 	"github.com/ambitmesh/ambit/internal/node/netns"
 	"github.com/ambitmesh/ambit/internal/node/netns/netnstest"
@@ -32,8 +33,18 @@ const (
 	dbID   = "spiffe://cluster.local/ns/shop/sa/db"
 )
 
-// db-vm is a process of node 2 itself (its host address), behind Service db.
+// toolIP is an extra address of node 2 (on lo) for tool-vm, a workload of
+// node 2 served in explicit mode, next to host mode.
+const toolIP = "192.168.77.22"
+
+// db-vm is a process of node 2 itself (its host address), behind Service db;
+// tool-vm is another process there, not captured (explicit mode).
 const hostYAML = `
+apiVersion: ambit.dev/v1alpha1
+kind: Workload
+metadata: {name: tool-vm, namespace: shop, labels: {app: tool}}
+spec: {addresses: ["` + toolIP + `"], node: node-2, serviceAccount: tool}
+---
 apiVersion: ambit.dev/v1alpha1
 kind: Workload
 metadata: {name: db-vm, namespace: shop, labels: {app: db}}
@@ -62,8 +73,18 @@ func TestLabHostMode(t *testing.T) {
 	netnstest.Route(t, l.node2, netip.MustParsePrefix("10.96.0.0/16"), netip.MustParseAddr(node1IP))
 	l.start(t, "echo-db-vm", l.node2, "echo", "--listen", node2IP, "--http-port", dbPort, "--grpc-port", "0", "--tcp-port", "0",
 		"--namespace", "shop", "--pod", "db-vm", "--service", "db")
-	// Enrolled possibly before node 2 heard of db-vm: the rules follow the
-	// snapshot.
+	netnstest.Addr(t, l.node2, "lo", netip.MustParsePrefix(toolIP+"/32"))
+	l.start(t, "echo-tool-vm", l.node2, "echo", "--listen", toolIP, "--http-port", echoPort, "--grpc-port", "0", "--tcp-port", "0",
+		"--namespace", "shop", "--pod", "tool-vm")
+	// Node 2 first serves tool-vm (and db-vm, whose address is local too)
+	// in explicit mode: HBONE listeners on their addresses. Host mode must
+	// take over the HBONE port from them.
+	eventually(t, 10*time.Second, "node-2's explicit HBONE listener for tool-vm", func() error {
+		if d := l.configDump(t, l.node2); !slices.Contains(d.Inbound, toolIP+":15008") {
+			return fmt.Errorf("inbound listeners %v", d.Inbound)
+		}
+		return nil
+	})
 	l.adminPost(t, l.node2, "/enroll", url.Values{"workload": {"shop/db-vm"}, "mode": {"host"}})
 	eventually(t, 10*time.Second, "db-vm's host rules in node 2's namespace", func() error {
 		if !l.hasCaptureTable(t, l.node2) {
@@ -73,19 +94,26 @@ func TestLabHostMode(t *testing.T) {
 	})
 
 	t.Run("ConfigDumpShowsHostMode", func(t *testing.T) {
-		b, err := l.httpGet(l.node2.Path, false, "http://127.0.0.1:15000/config_dump")
-		if err != nil {
-			t.Fatal(err)
-		}
-		var dump struct {
-			Enrolled map[string]string `json:"enrolled"`
-		}
-		if err := json.Unmarshal(b, &dump); err != nil {
-			t.Fatal(err)
-		}
+		dump := l.configDump(t, l.node2)
 		if dump.Enrolled["shop/db-vm"] != "host" || dump.Enrolled["shop/web-b1"] == "" {
 			t.Errorf("config_dump enrolled = %v; want shop/db-vm in host mode next to the pods", dump.Enrolled)
 		}
+	})
+
+	t.Run("ExplicitWorkloadServedNextToHostMode", func(t *testing.T) {
+		r, err := l.appGet("client-a", toolIP+":"+echoPort, "/to-tool")
+		if err != nil {
+			t.Fatal(err)
+		}
+		if r.Pod != "tool-vm" {
+			t.Errorf("%s reached %q; want tool-vm", toolIP, r.Pod)
+		}
+		eventually(t, 5*time.Second, "node-2's inbound line for tool-vm", func() error {
+			if len(l.accessLines(t, "node-2", "src.identity="+clientID, "dst.hbone_addr="+toolIP+":"+echoPort, "response_flags=-")) == 0 {
+				return errors.New("none")
+			}
+			return nil
+		})
 	})
 
 	t.Run("PodReachesHostWorkloadOverHBONE", func(t *testing.T) {
@@ -205,6 +233,20 @@ func TestLabHostMode(t *testing.T) {
 			t.Error("table inet ambit still in node 2's namespace after the node proxy stopped")
 		}
 	})
+}
+
+// configDump reads the node proxy's admin /config_dump in ns.
+func (l *lab) configDump(t *testing.T, ns netnstest.NS) node.ConfigDump {
+	t.Helper()
+	b, err := l.httpGet(ns.Path, false, "http://127.0.0.1:15000/config_dump")
+	if err != nil {
+		t.Fatal(err)
+	}
+	var d node.ConfigDump
+	if err := json.Unmarshal(b, &d); err != nil {
+		t.Fatalf("config_dump: %v", err)
+	}
+	return d
 }
 
 // adminPost sends a form to the node proxy's admin endpoint in ns.

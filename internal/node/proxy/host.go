@@ -57,10 +57,12 @@ func (p *Proxy) EnrollHost(ctx context.Context, key string) error {
 	if h.keys[key] {
 		return nil
 	}
-	// Registered first: the explicit-mode HBONE listener on the workload's
-	// address (if the snapshot made one) must close before the host's.
+	// Registered first, and the explicit-mode HBONE listeners closed: the
+	// host's wildcard HBONE listener cannot bind next to them, and serves
+	// their addresses too (the certificate follows the local address).
 	p.mu.Lock()
 	p.pods[key] = &pod{key: key, nsPath: p.opts.HostNetNS, host: true, stop: func() {}}
+	p.hostListening = true
 	p.mu.Unlock()
 	p.reconcileInbound(runCtx)
 	undo := func() {
@@ -74,6 +76,9 @@ func (p *Proxy) EnrollHost(ctx context.Context, key string) error {
 		cc.InboundHBONEPort = p.opts.HBONEPort
 		stop, err := p.serveCapture(ctx, runCtx, p.opts.HostNetNS, cc, p.serveHostCaptured)
 		if err != nil {
+			p.mu.Lock()
+			p.hostListening = false
+			p.mu.Unlock()
 			undo()
 			return fmt.Errorf("node proxy: enroll %s in host mode: %w", key, err)
 		}
@@ -86,8 +91,7 @@ func (p *Proxy) EnrollHost(ctx context.Context, key string) error {
 	if err := p.applyHostLocked(ctx); err != nil {
 		delete(h.keys, key)
 		if len(h.keys) == 0 {
-			h.stop()
-			h.stop = nil
+			p.closeHostListeners()
 		}
 		undo()
 		return fmt.Errorf("node proxy: enroll %s in host mode: %w", key, err)
@@ -120,9 +124,8 @@ func (p *Proxy) unenrollHost(ctx context.Context, key string) error {
 	defer h.mu.Unlock()
 	delete(h.keys, key)
 	err := p.applyHostLocked(ctx)
-	if len(h.keys) == 0 && h.stop != nil {
-		h.stop()
-		h.stop = nil
+	if len(h.keys) == 0 {
+		p.closeHostListeners()
 	}
 	p.signal()
 	if err != nil {
@@ -145,10 +148,21 @@ func (p *Proxy) stopHost() {
 	if err := p.applyHostLocked(ctx); err != nil {
 		p.log.Error("host capture rules not removed; remove them with: nft delete table inet "+capture.TableName, "err", err)
 	}
+	p.closeHostListeners()
+}
+
+// closeHostListeners closes the host-mode listeners (no host workload is
+// left); explicit-mode HBONE listeners may bind again. h.mu is held.
+func (p *Proxy) closeHostListeners() {
+	h := &p.host
 	if h.stop != nil {
 		h.stop()
 		h.stop = nil
 	}
+	p.mu.Lock()
+	p.hostListening = false
+	p.mu.Unlock()
+	p.signal()
 }
 
 // reconcileHost re-applies the host rules after a snapshot change.

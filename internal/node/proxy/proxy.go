@@ -142,7 +142,9 @@ type Proxy struct {
 	runCtx     context.Context // Run's context, nil when not running
 	host       hostCapture
 	hostActive atomic.Bool // host rules installed: the proxy's sockets need the mark
-	waypoints  waypointHealth
+	// hostListening: host mode's listeners are open (guarded by mu).
+	hostListening bool
+	waypoints     waypointHealth
 }
 
 type listener struct {
@@ -304,9 +306,12 @@ func (p *Proxy) reconcileInbound(ctx context.Context) {
 	p.mu.Lock()
 	defer p.mu.Unlock()
 	want := map[netip.AddrPort]bool{}
+	// Host mode's wildcard HBONE listener in this namespace serves every
+	// local address.
+	hostServes := p.hostListening && p.opts.HostNetNS == ""
 	for _, w := range p.cfg.Load().NodeWorkloads(p.opts.Node) {
-		if p.pods[w.Key()] != nil {
-			continue // served inside its own namespace
+		if p.pods[w.Key()] != nil || hostServes {
+			continue // served inside its own namespace, or by host mode
 		}
 		for _, a := range w.Addresses {
 			want[netip.AddrPortFrom(a, p.opts.HBONEPort)] = true
