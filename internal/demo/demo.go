@@ -104,7 +104,6 @@ func Run(ctx context.Context, opts Options) (rep Report, err error) {
 	// Logs stay only when something failed by itself (not when interrupted): they are the evidence.
 	defer func() { err = errors.Join(err, m.cleanup(err != nil && ctx.Err() == nil, say)) }()
 	if err := m.folders(opts.TempDir); err != nil {
-		_ = lay.close()
 		return rep, err
 	}
 	rep.RunDir, rep.ConfigDir, rep.LogDir = m.runDir, m.configDir, m.logDir
