@@ -180,3 +180,15 @@ func TestApplyMemoryLimit(t *testing.T) {
 		t.Errorf("bad value error = %v", err)
 	}
 }
+
+func TestParsePortMap(t *testing.T) {
+	got, err := parsePortMap(map[string]string{"80": "8080", "443": "8443"})
+	if err != nil || len(got) != 2 || got[80] != 8080 || got[443] != 8443 {
+		t.Fatalf("parsePortMap = %v, %v; want 80->8080, 443->8443", got, err)
+	}
+	for _, bad := range []map[string]string{{"80": "x"}, {"0": "8080"}, {"80": "70000"}, {"http": "8080"}} {
+		if _, err := parsePortMap(bad); err == nil || !strings.Contains(err.Error(), "LISTENER=LOCAL") {
+			t.Errorf("parsePortMap(%v) = %v; want an error naming the LISTENER=LOCAL form", bad, err)
+		}
+	}
+}

@@ -1,7 +1,9 @@
 package cli
 
 import (
+	"fmt"
 	"log/slog"
+	"strconv"
 
 	"github.com/spf13/cobra"
 
@@ -24,6 +26,7 @@ func gatewayCmd(isWaypoint bool) *cobra.Command {
 		opts     waypoint.Options
 		logLevel string
 		access   bool
+		portMap  map[string]string
 	)
 	cmd := &cobra.Command{
 		Use:   "gateway --control-plane ADDR --gateway NAMESPACE/NAME --token T --ca-pin P",
@@ -72,6 +75,9 @@ Endpoints as for 'ambit gateway'.`
 			opts.AccessLog = slog.New(slog.NewJSONHandler(cmd.OutOrStdout(), nil))
 		}
 		opts.Waypoint = isWaypoint
+		if opts.PortMap, err = parsePortMap(portMap); err != nil {
+			return err
+		}
 		g, err := waypoint.New(opts)
 		if err != nil {
 			return err
@@ -93,6 +99,7 @@ Endpoints as for 'ambit gateway'.`
 		f.StringVar(&opts.HBONEAddress, "hbone-address", "", "host to accept HBONE on; empty is every interface")
 	} else {
 		f.StringVar(&opts.ListenAddress, "listen-address", "", "host the Gateway's listener ports are opened on; empty is every interface")
+		f.StringToStringVar(&portMap, "port-map", nil, "open listener ports on other local ports, LISTENER=LOCAL (e.g. 80=8080,443=8443): run unprivileged behind a port forward; redirects keep the listener's port")
 	}
 	f.DurationVar(&opts.ShutdownGrace, "shutdown-grace", waypoint.DefaultShutdownGrace, "how long in-flight requests may finish when a listener closes")
 	f.DurationVar(&opts.ReadHeaderTimeout, "read-header-timeout", proxy.DefaultReadHeaderTimeout, "how long a client may take to send a request head; slower clients are disconnected")
@@ -105,4 +112,21 @@ Endpoints as for 'ambit gateway'.`
 	f.StringVar(&opts.ReadinessAddress, "readiness-address", ":15021", "/healthz/ready; - disables")
 	f.StringVar(&logLevel, "log-level", "info", "debug, info, warn or error")
 	return cmd
+}
+
+// parsePortMap reads --port-map's LISTENER=LOCAL pairs.
+func parsePortMap(m map[string]string) (map[uint32]uint32, error) {
+	if len(m) == 0 {
+		return nil, nil
+	}
+	out := make(map[uint32]uint32, len(m))
+	for k, v := range m {
+		from, err1 := strconv.ParseUint(k, 10, 16)
+		to, err2 := strconv.ParseUint(v, 10, 16)
+		if err1 != nil || err2 != nil || from == 0 || to == 0 {
+			return nil, fmt.Errorf("--port-map %s=%s: want LISTENER=LOCAL with ports 1-65535, e.g. 80=8080", k, v)
+		}
+		out[uint32(from)] = uint32(to)
+	}
+	return out, nil
 }

@@ -69,6 +69,12 @@ type Options struct {
 	// ListenAddress is the host the Listener ports are opened on; empty
 	// is every interface.
 	ListenAddress string
+	// PortMap opens a Listener port on another local port (80 -> 8080):
+	// for a gateway behind a port forward (a Service targetPort, a NAT
+	// rule, a container port mapping), so it runs without the privilege
+	// to bind low ports. The Listener keeps its own port for matching and
+	// redirects, as it is the port clients connect to.
+	PortMap map[uint32]uint32
 	// HBONEAddress is the host of the HBONE listener; empty is every
 	// interface.
 	HBONEAddress string
@@ -355,7 +361,11 @@ func (g *Gateway) reconcile(ctx context.Context, want map[uint32]wanted) bool {
 		if open {
 			continue
 		}
-		addr := net.JoinHostPort(g.opts.ListenAddress, strconv.FormatUint(uint64(port), 10))
+		local := port
+		if p, ok := g.opts.PortMap[port]; ok {
+			local = p
+		}
+		addr := net.JoinHostPort(g.opts.ListenAddress, strconv.FormatUint(uint64(local), 10))
 		ln, err := net.Listen("tcp", addr)
 		if err != nil {
 			g.log.Error("listener not opened", "listener", w.name, "address", addr, "error", err)
