@@ -281,7 +281,7 @@ func (e *env) startBackend(ctx context.Context, u *unstructured.Unstructured) er
 	var pods []pod
 	for i := range replicas {
 		e.nextIP[1]++
-		p := pod{name: fmt.Sprintf("%s-%d", nn.Name, i), ip: fmt.Sprintf("127.0.%d.%d", 20+e.nextIP[1]/250, 1+e.nextIP[1]%250)}
+		p := pod{name: fmt.Sprintf("%s-echo-%d", nn.Name, i), ip: fmt.Sprintf("127.0.%d.%d", 20+e.nextIP[1]/250, 1+e.nextIP[1]%250)}
 		for _, port := range ports {
 			if err := e.runEcho(p, nn.Namespace, port); err != nil {
 				return fmt.Errorf("deployment %s: %w", nn, err)
