@@ -101,6 +101,7 @@ type Server struct {
 	httpAddr, grpcAddr, tcpAddr net.Addr
 
 	inflight tracker
+	retries  retries
 }
 
 // New applies defaults and builds the handlers; it does no I/O.

@@ -749,3 +749,36 @@ func BenchmarkHTTP1KB(b *testing.B) {
 		})
 	}
 }
+
+// TestHTTPRetrySimulation: /retry/ fails the first succeedAfter requests
+// of a uuid (with responseCode, or a connection reset), then echoes.
+func TestHTTPRetrySimulation(t *testing.T) {
+	s := start(t, Options{})
+	base := "http://" + s.HTTPAddr().String() + "/retry/x"
+	hc := &http.Client{Transport: &http.Transport{DisableKeepAlives: true}, Timeout: 5 * time.Second}
+	get := func(query string) (int, error) {
+		resp, err := hc.Get(base + "?" + query)
+		if err != nil {
+			return 0, err
+		}
+		defer resp.Body.Close()
+		_, _ = io.ReadAll(resp.Body)
+		return resp.StatusCode, nil
+	}
+	for i, want := range []int{503, 503, 200, 200} {
+		if got, err := get("uuid=a&succeedAfter=2&responseCode=503"); err != nil || got != want {
+			t.Errorf("uuid a, request %d: %d, %v; want %d", i+1, got, err, want)
+		}
+	}
+	if got, err := get("uuid=b&succeedAfter=1"); err == nil {
+		t.Errorf("uuid b, request 1: status %d; want the connection reset", got)
+	}
+	if got, err := get("uuid=b&succeedAfter=1"); err != nil || got != 200 {
+		t.Errorf("uuid b, request 2: %d, %v; want 200", got, err)
+	}
+	for _, q := range []string{"succeedAfter=1", "uuid=c", "uuid=c&succeedAfter=1&responseCode=abc", "uuid=c&succeedAfter=1&delayRetry=1h"} {
+		if got, err := get(q); err != nil || got != 400 {
+			t.Errorf("%s: %d, %v; want 400", q, got, err)
+		}
+	}
+}

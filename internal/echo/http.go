@@ -105,6 +105,7 @@ func (s *Server) newHTTPHandler() http.Handler {
 			}
 		}
 	}})
+	mux.HandleFunc("/retry/", s.retry)
 	mux.HandleFunc("/", s.echo)
 	return http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
 		if !s.inflight.enter() {
