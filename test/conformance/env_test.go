@@ -19,6 +19,7 @@ import (
 	"sync"
 	"time"
 
+	"golang.org/x/net/websocket"
 	appsv1 "k8s.io/api/apps/v1"
 	corev1 "k8s.io/api/core/v1"
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
@@ -290,7 +291,7 @@ func (e *env) startBackend(ctx context.Context, u *unstructured.Unstructured) er
 		pods = append(pods, p)
 		// The suite waits for the pods of its namespaces to be Ready.
 		kpod := &corev1.Pod{ObjectMeta: metav1.ObjectMeta{Name: p.name, Namespace: nn.Namespace, Labels: d.Spec.Template.Labels},
-			Status: corev1.PodStatus{Phase: corev1.PodRunning, PodIP: p.ip,
+			Status: corev1.PodStatus{Phase: corev1.PodRunning, PodIP: p.ip, PodIPs: []corev1.PodIP{{IP: p.ip}},
 				Conditions: []corev1.PodCondition{{Type: corev1.PodReady, Status: corev1.ConditionTrue}}}}
 		if err := e.store.Create(ctx, kpod); err != nil {
 			return fmt.Errorf("deployment %s: pod %s: %w", nn, p.name, err)
@@ -403,4 +404,29 @@ func (e *env) dial(ctx context.Context, network, addr string) (net.Conn, error) 
 	}
 	var d net.Dialer
 	return d.DialContext(ctx, network, addr)
+}
+
+// wsDialer is the suite's WebSocket dialer with env.dial's port mapping.
+type wsDialer struct{ e *env }
+
+func (d wsDialer) Dial(url, protocol, origin string) (*websocket.Conn, error) {
+	cfg, err := websocket.NewConfig(url, origin)
+	if err != nil {
+		return nil, err
+	}
+	if protocol != "" {
+		cfg.Protocol = []string{protocol}
+	}
+	ctx, cancel := context.WithTimeout(d.e.ctx, 10*time.Second)
+	defer cancel()
+	conn, err := d.e.dial(ctx, "tcp", cfg.Location.Host)
+	if err != nil {
+		return nil, err
+	}
+	ws, err := websocket.NewClient(cfg, conn)
+	if err != nil {
+		conn.Close()
+		return nil, err
+	}
+	return ws, nil
 }
