@@ -16,8 +16,11 @@ import (
 	"testing"
 	"time"
 
+	"github.com/prometheus/client_golang/prometheus"
+
 	"github.com/ambitmesh/ambit/internal/echo"
 	nodeproxy "github.com/ambitmesh/ambit/internal/node/proxy"
+	"github.com/ambitmesh/ambit/internal/telemetry"
 )
 
 // Addresses of the mesh of TestWaypointPassThroughAndPolicy.
@@ -224,6 +227,40 @@ func TestWaypointPassThroughAndPolicy(t *testing.T) {
 		}
 		if !found {
 			t.Errorf("waypoint access log: no pass-through line for /hello: %v", wpAccess.records(t))
+		}
+		// Istio's request metrics, the source taken from the HBONE peer
+		// and the CONNECT's baggage.
+		reg := prometheus.NewRegistry()
+		if err := telemetry.Register(reg); err != nil {
+			t.Fatal(err)
+		}
+		mfs, err := reg.Gather()
+		if err != nil {
+			t.Fatal(err)
+		}
+		want := map[string]string{"reporter": "waypoint", "source_workload": "client-1", "source_workload_namespace": "shop",
+			"source_principal": "spiffe://cluster.local/ns/shop/sa/client", "destination_service_name": "api",
+			"destination_workload": "api-1", "response_code": "200", "request_protocol": "http"}
+		seen := map[string]bool{}
+		for _, mf := range mfs {
+			for _, m := range mf.GetMetric() {
+				l := map[string]string{}
+				for _, lp := range m.GetLabel() {
+					l[lp.GetName()] = lp.GetValue()
+				}
+				match := true
+				for k, v := range want {
+					match = match && l[k] == v
+				}
+				if match {
+					seen[mf.GetName()] = true
+				}
+			}
+		}
+		for _, name := range []string{"istio_requests_total", "istio_request_duration_milliseconds", "istio_request_bytes", "istio_response_bytes"} {
+			if !seen[name] {
+				t.Errorf("no %s series with %v", name, want)
+			}
 		}
 	})
 
