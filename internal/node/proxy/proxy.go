@@ -346,7 +346,11 @@ func (p *Proxy) reconcileInbound(ctx context.Context) {
 		p.inbound[ap] = l
 		go func() {
 			defer close(l.done)
-			if err := p.server.Serve(lctx, lis); err != nil {
+			// Own accept loop and ServeConn, not Server.Serve: closing this
+			// listener must end its own connections only (Serve's exit closes
+			// and waits for every connection of the server, pods' included,
+			// while reconcileInbound holds p.mu, which their streams need).
+			if err := acceptLoop(lctx, lis, func(c net.Conn) { p.server.ServeConn(lctx, c) }); err != nil {
 				p.log.Warn("hbone listener stopped", "addr", ap, "err", err)
 			}
 		}()

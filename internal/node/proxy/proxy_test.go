@@ -15,6 +15,7 @@ import (
 	"net/netip"
 	"os"
 	"path/filepath"
+	"slices"
 	"strings"
 	"sync"
 	"testing"
@@ -474,6 +475,26 @@ func TestTwoNodesExplicitMode(t *testing.T) {
 		var se *hbone.StatusError
 		if !errors.As(err, &se) || se.Code != http.StatusBadRequest {
 			t.Errorf("tunnel to a workload of another node: err %v, want HBONE status 400", err)
+		}
+	})
+
+	// Another workload of node B leaves (its HBONE listener closes): the
+	// live tunnel above is not disturbed.
+	t.Run("a workload leaving keeps other tunnels", func(t *testing.T) {
+		spare := netip.AddrPortFrom(netip.MustParseAddr("127.0.0.22"), hbonePort)
+		writeFile(t, dir, "spare.yaml", `
+apiVersion: ambit.dev/v1alpha1
+kind: Workload
+metadata: {name: spare, namespace: shop}
+spec: {addresses: ["127.0.0.22"], node: node-b, serviceAccount: spare}
+`)
+		eventually(t, "node-b's listener for spare", func() bool { return slices.Contains(b.proxy.InboundAddrs(), spare) })
+		if err := os.Remove(filepath.Join(dir, "spare.yaml")); err != nil {
+			t.Fatal(err)
+		}
+		eventually(t, "node-b to close it", func() bool { return !slices.Contains(b.proxy.InboundAddrs(), spare) })
+		if got := get(t, c, br); got.Path != "/hello" {
+			t.Errorf("the live tunnel answered %q after another workload left; want /hello", got.Path)
 		}
 	})
 
