@@ -182,7 +182,11 @@ func (g *Gateway) startHBONE(ctx context.Context, wg *sync.WaitGroup) error {
 		t, _ := r.Context().Value(targetKey{}).(serviceTarget)
 		g.engine.ServiceHandler(t.service, t.port).ServeHTTP(w, r)
 	})
+	base := srv.ConnContext
 	srv.ConnContext = func(ctx context.Context, c net.Conn) context.Context {
+		if base != nil {
+			ctx = base(ctx, c)
+		}
 		tc, ok := c.(*tunnelConn)
 		if !ok {
 			return ctx
