@@ -9,9 +9,6 @@ import (
 	"strings"
 	"testing"
 	"time"
-
-	"github.com/ambitmesh/ambit/internal/waypoint"
-	"github.com/ambitmesh/ambit/internal/xdsclient"
 )
 
 // badRegexRoute has an invalid path regex; goodRoute, next to it on the
@@ -52,27 +49,8 @@ func TestGatewayInvalidRegexAndUnknownHost(t *testing.T) {
 	ctx, cancel := context.WithCancel(context.Background())
 	defer cancel()
 	cp := startControl(t, ctx, dir)
-	tok := token(t, cp, "gateway/infra/edge")
 	logs := &syncBuf{}
-	g, err := waypoint.New(waypoint.Options{
-		ControlPlane: cp.XDSAddr().String(), Gateway: "infra/edge", Token: tok.Token, CAPin: tok.CAPin, TrustDomain: tok.TrustDomain,
-		ListenAddress: "127.0.0.1", AdminAddress: "127.0.0.1:0", MetricsAddress: "127.0.0.1:0", ReadinessAddress: "127.0.0.1:0",
-		Logger: discard, AccessLog: slog.New(slog.NewJSONHandler(logs, nil)),
-		XDSBackoff: xdsclient.Backoff{Initial: 20 * time.Millisecond, Max: 200 * time.Millisecond},
-	})
-	if err != nil {
-		t.Fatal(err)
-	}
-	gctx, gcancel := context.WithCancel(ctx)
-	gDone := make(chan error, 1)
-	go func() { gDone <- g.Run(gctx) }()
-	defer func() {
-		gcancel()
-		if err := <-gDone; err != nil {
-			t.Errorf("gateway: %v", err)
-		}
-	}()
-	waitFor(t, "gateway", []<-chan struct{}{g.Ready(), g.Synced()}, gDone)
+	runGateway(t, ctx, cp, slog.New(slog.NewJSONHandler(logs, nil)))
 
 	var reason string
 	for _, r := range cp.Status().Rejected {

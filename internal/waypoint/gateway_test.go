@@ -426,3 +426,30 @@ type syncBuf struct {
 
 func (s *syncBuf) Write(p []byte) (int, error) { s.mu.Lock(); defer s.mu.Unlock(); return s.b.Write(p) }
 func (s *syncBuf) String() string              { s.mu.Lock(); defer s.mu.Unlock(); return s.b.String() }
+
+// runGateway runs `ambit gateway` for infra/edge against cp on 127.0.0.1
+// until the test ends, and waits until it is ready and synced.
+func runGateway(t *testing.T, ctx context.Context, cp *control.Control, accessLog *slog.Logger) *waypoint.Gateway {
+	t.Helper()
+	tok := token(t, cp, "gateway/infra/edge")
+	g, err := waypoint.New(waypoint.Options{
+		ControlPlane: cp.XDSAddr().String(), Gateway: "infra/edge", Token: tok.Token, CAPin: tok.CAPin, TrustDomain: tok.TrustDomain,
+		ListenAddress: "127.0.0.1", AdminAddress: "127.0.0.1:0", MetricsAddress: "127.0.0.1:0", ReadinessAddress: "127.0.0.1:0",
+		Logger: discard, AccessLog: accessLog,
+		XDSBackoff: xdsclient.Backoff{Initial: 20 * time.Millisecond, Max: 200 * time.Millisecond},
+	})
+	if err != nil {
+		t.Fatal(err)
+	}
+	gctx, gcancel := context.WithCancel(ctx)
+	gDone := make(chan error, 1)
+	go func() { gDone <- g.Run(gctx) }()
+	t.Cleanup(func() {
+		gcancel()
+		if err := <-gDone; err != nil {
+			t.Errorf("gateway: %v", err)
+		}
+	})
+	waitFor(t, "gateway", []<-chan struct{}{g.Ready(), g.Synced()}, gDone)
+	return g
+}

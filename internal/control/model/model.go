@@ -6,6 +6,7 @@ package model
 
 import (
 	"net/netip"
+	"time"
 )
 
 // Mesh is the whole translated mesh.
@@ -103,6 +104,37 @@ type Service struct {
 	// Waypoint, when set, is the waypoint all traffic to this service's
 	// VIPs traverses.
 	Waypoint *WaypointBinding `json:"waypoint,omitempty"`
+	// LoadBalancer is the service's load balancing policy at waypoints and
+	// gateways; nil is least request.
+	LoadBalancer *LoadBalancer `json:"loadBalancer,omitempty"`
+}
+
+// LoadBalancer is a service's L7 load balancing policy.
+type LoadBalancer struct {
+	// Policy is LBLeastRequest, LBRoundRobin, LBRandom or LBConsistentHash.
+	Policy string `json:"policy"`
+	// Hash is the key of LBConsistentHash.
+	Hash *HashKey `json:"hash,omitempty"`
+}
+
+// Load balancing policies.
+const (
+	LBLeastRequest   = "LeastRequest"
+	LBRoundRobin     = "RoundRobin"
+	LBRandom         = "Random"
+	LBConsistentHash = "ConsistentHash"
+)
+
+// HashKey is where a consistent hash takes its key: exactly one of Header,
+// Cookie or SourceIP.
+type HashKey struct {
+	Header string `json:"header,omitempty"`
+	Cookie string `json:"cookie,omitempty"`
+	// CookieTTL, when non-zero, makes the proxy generate the cookie for
+	// clients without one (Envoy's behaviour); CookiePath is its Path.
+	CookieTTL  time.Duration `json:"cookieTTL,omitempty"`
+	CookiePath string        `json:"cookiePath,omitempty"`
+	SourceIP   bool          `json:"sourceIP,omitempty"`
 }
 
 // ServicePort is one port of a service.

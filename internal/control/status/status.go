@@ -148,6 +148,8 @@ func failing(c Condition) bool {
 		return c.Status == False
 	case "Conflicted", "PartiallyInvalid":
 		return c.Status == True
+	case "ambit.dev/LoadBalancer": // an annotation that could not be used
+		return c.Status == False
 	}
 	return false
 }

@@ -82,6 +82,7 @@ func Translate(res *resources.Resources) *Result {
 	t.meshSettings()
 	t.translateWorkloads()
 	t.translateServices()
+	t.loadBalancers()
 	t.translateGateways()
 	t.bindWaypoints()
 	t.translateRoutes()

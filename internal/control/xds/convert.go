@@ -42,6 +42,17 @@ func waypointProto(w *model.WaypointBinding) *workloadv1.WaypointBinding {
 	return &workloadv1.WaypointBinding{Namespace: w.Gateway.Namespace, Name: w.Gateway.Name, From: w.From}
 }
 
+func loadBalancerProto(lb *model.LoadBalancer) *gatewayv1.LoadBalancer {
+	if lb == nil {
+		return nil
+	}
+	out := &gatewayv1.LoadBalancer{Policy: lb.Policy}
+	if h := lb.Hash; h != nil {
+		out.Hash = &gatewayv1.HashKey{Header: h.Header, Cookie: h.Cookie, CookieTtl: durationProto(h.CookieTTL), CookiePath: h.CookiePath, SourceIp: h.SourceIP}
+	}
+	return out
+}
+
 func portMappings(ps []model.PortMapping) []*workloadv1.PortMapping {
 	out := make([]*workloadv1.PortMapping, len(ps))
 	for i, p := range ps {
@@ -97,12 +108,13 @@ func serviceProto(s *model.Service) *workloadv1.Service {
 
 func backendProto(s *model.Service) *gatewayv1.Backend {
 	b := &gatewayv1.Backend{
-		Namespace: s.Namespace,
-		Name:      s.Name,
-		Hostname:  s.Hostname,
-		Vips:      addrBytes(s.VIPs),
-		Ports:     servicePorts(s.Ports),
-		Waypoint:  waypointProto(s.Waypoint),
+		Namespace:    s.Namespace,
+		Name:         s.Name,
+		Hostname:     s.Hostname,
+		Vips:         addrBytes(s.VIPs),
+		Ports:        servicePorts(s.Ports),
+		Waypoint:     waypointProto(s.Waypoint),
+		LoadBalancer: loadBalancerProto(s.LoadBalancer),
 	}
 	b.Endpoints = make([]*gatewayv1.Endpoint, len(s.Endpoints))
 	for i := range s.Endpoints {

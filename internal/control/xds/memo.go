@@ -80,5 +80,13 @@ func serviceEqual(a, b *model.Service) bool {
 	}
 	return a.Ref == b.Ref && a.Hostname == b.Hostname && slices.Equal(a.VIPs, b.VIPs) && slices.Equal(a.Ports, b.Ports) &&
 		maps.Equal(a.Selector, b.Selector) && maps.Equal(a.Labels, b.Labels) &&
-		slices.EqualFunc(a.Endpoints, b.Endpoints, endpointEqual) && waypointEqual(a.Waypoint, b.Waypoint)
+		slices.EqualFunc(a.Endpoints, b.Endpoints, endpointEqual) && waypointEqual(a.Waypoint, b.Waypoint) &&
+		loadBalancerEqual(a.LoadBalancer, b.LoadBalancer)
+}
+
+func loadBalancerEqual(a, b *model.LoadBalancer) bool {
+	if a == nil || b == nil {
+		return a == b
+	}
+	return a.Policy == b.Policy && (a.Hash == b.Hash || a.Hash != nil && b.Hash != nil && *a.Hash == *b.Hash)
 }

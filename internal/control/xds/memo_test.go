@@ -16,7 +16,7 @@ func TestMemoEqualityCoversEveryField(t *testing.T) {
 		fields int
 	}{
 		{reflect.TypeFor[model.Workload](), 11},
-		{reflect.TypeFor[model.Service](), 8},
+		{reflect.TypeFor[model.Service](), 9},
 		{reflect.TypeFor[model.Endpoint](), 7},
 	} {
 		if n := tt.typ.NumField(); n != tt.fields {
@@ -47,6 +47,7 @@ func TestMemoEquality(t *testing.T) {
 		}, differ: true},
 		{name: "service waypoint removed", mutS: func(s *model.Service) { s.Waypoint = nil }, differ: true},
 		{name: "service VIP", mutS: func(s *model.Service) { s.VIPs = nil }, differ: true},
+		{name: "service load balancer", mutS: func(s *model.Service) { s.LoadBalancer = &model.LoadBalancer{Policy: model.LBRandom} }, differ: true},
 	}
 	for _, tt := range tests {
 		t.Run(tt.name, func(t *testing.T) {
@@ -61,5 +62,25 @@ func TestMemoEquality(t *testing.T) {
 				t.Errorf("differ = %v, want %v", got, tt.differ)
 			}
 		})
+	}
+}
+
+func TestLoadBalancerEqual(t *testing.T) {
+	hash := func(h string) *model.LoadBalancer {
+		return &model.LoadBalancer{Policy: model.LBConsistentHash, Hash: &model.HashKey{Header: h}}
+	}
+	for _, tt := range []struct {
+		a, b *model.LoadBalancer
+		want bool
+	}{
+		{nil, nil, true},
+		{nil, &model.LoadBalancer{Policy: model.LBRoundRobin}, false},
+		{hash("x-a"), hash("x-a"), true},
+		{hash("x-a"), hash("x-b"), false},
+		{hash("x-a"), &model.LoadBalancer{Policy: model.LBConsistentHash}, false},
+	} {
+		if got := loadBalancerEqual(tt.a, tt.b); got != tt.want {
+			t.Errorf("loadBalancerEqual(%+v, %+v) = %v, want %v", tt.a, tt.b, got, tt.want)
+		}
 	}
 }

@@ -4,6 +4,7 @@ import (
 	"errors"
 	"fmt"
 	"net/http"
+	"slices"
 	"sync"
 	"sync/atomic"
 )
@@ -82,10 +83,13 @@ func (b *Balancer) SetConfig(cfg Config) error {
 	}
 	b.mu.Lock()
 	defer b.mu.Unlock()
+	cfg.Seed = b.cfg.Seed // read by New only: Pick reads the generator unlocked
+	if cfg.equal(b.cfg) {
+		return nil // every config push repeats it: keep the table (a Maglev one is costly)
+	}
 	if err := validateEndpoints(cfg, b.eps); err != nil {
 		return err
 	}
-	cfg.Seed = b.cfg.Seed // read by New only: Pick reads the generator unlocked
 	b.cfg = cfg
 	b.rebuild()
 	return nil
@@ -230,6 +234,13 @@ func buildAlgo(cfg Config, eps []Endpoint, r *rng) algo {
 		return newMaglev(cfg, eps)
 	}
 	return newLeastRequest(cfg, eps)
+}
+
+// equal compares two normalized configs field by field (Config holds a
+// slice, so == cannot); a field added to Config must be added here.
+func (c Config) equal(o Config) bool {
+	return c.Policy == o.Policy && c.ChoiceCount == o.ChoiceCount && slices.Equal(c.Hash, o.Hash) &&
+		c.MaglevTableSize == o.MaglevTableSize && c.Local == o.Local && c.PanicThreshold == o.PanicThreshold && c.Seed == o.Seed
 }
 
 func (c Config) normalize() (Config, error) {

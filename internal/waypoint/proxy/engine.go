@@ -93,7 +93,8 @@ type Config struct {
 	// PreferIPv6 picks endpoints' IPv6 addresses first.
 	PreferIPv6 bool
 	// Balancer is the load balancing config of every backend (least
-	// request unless set).
+	// request unless set); a backend's LoadBalancer (the Service's
+	// ambit.dev/lb-policy annotation) overrides its policy and hash key.
 	Balancer lb.Config
 	// DialContext, when set, replaces the plain TCP dialer for upstream
 	// connections (a waypoint's HBONE tunnels, tests).
@@ -478,11 +479,10 @@ func (e *Engine) Apply(listeners []*gatewayv1.Listener, tables []*gatewayv1.Rout
 		if b == nil {
 			continue // the route's share answers 500 (no such backend)
 		}
-		bal := e.bals[k]
-		if bal == nil {
-			var err error
-			if bal, err = lb.New(e.cfg.Balancer); err != nil {
-				errs = append(errs, fmt.Errorf("proxy: backend %s port %d: %w", k.service, k.port, err))
+		bal, err := e.balancer(k, b)
+		if err != nil {
+			errs = append(errs, fmt.Errorf("proxy: backend %s port %d: %w", k.service, k.port, err))
+			if bal == nil {
 				continue
 			}
 		}
@@ -502,6 +502,26 @@ func (e *Engine) Apply(listeners []*gatewayv1.Listener, tables []*gatewayv1.Rout
 		e.log.Warn("proxy: configuration applied with errors", "error", err)
 	}
 	return err
+}
+
+// balancer returns the balancer of a backend port, kept from the last
+// config so in-flight counts and health survive, switched to the policy
+// the backend now asks for. A policy that cannot be used is reported and
+// the balancer keeps its previous one (least request when new).
+func (e *Engine) balancer(k balKey, b *gatewayv1.Backend) (*lb.Balancer, error) {
+	cfg, err := lb.ConfigFor(e.cfg.Balancer, b)
+	bal := e.bals[k]
+	if bal == nil {
+		var nerr error
+		if bal, nerr = lb.New(cfg); nerr != nil {
+			bal, _ = lb.New(e.cfg.Balancer) // New checked it
+		}
+		return bal, errors.Join(err, nerr)
+	}
+	if err == nil {
+		err = bal.SetConfig(cfg)
+	}
+	return bal, err
 }
 
 // passthroughRoute sends every request to the service port itself, with

@@ -1770,7 +1770,10 @@ type Backend struct {
 	Ports     []*v1.ServicePort `protobuf:"bytes,5,rep,name=ports,proto3" json:"ports,omitempty"`
 	Endpoints []*Endpoint       `protobuf:"bytes,6,rep,name=endpoints,proto3" json:"endpoints,omitempty"`
 	// waypoint, when set, is the waypoint serving this service.
-	Waypoint      *v1.WaypointBinding `protobuf:"bytes,7,opt,name=waypoint,proto3" json:"waypoint,omitempty"`
+	Waypoint *v1.WaypointBinding `protobuf:"bytes,7,opt,name=waypoint,proto3" json:"waypoint,omitempty"`
+	// load_balancer is how requests are spread over the endpoints; unset
+	// means least request (power of two choices).
+	LoadBalancer  *LoadBalancer `protobuf:"bytes,8,opt,name=load_balancer,json=loadBalancer,proto3" json:"load_balancer,omitempty"`
 	unknownFields protoimpl.UnknownFields
 	sizeCache     protoimpl.SizeCache
 }
@@ -1854,6 +1857,150 @@ func (x *Backend) GetWaypoint() *v1.WaypointBinding {
 	return nil
 }
 
+func (x *Backend) GetLoadBalancer() *LoadBalancer {
+	if x != nil {
+		return x.LoadBalancer
+	}
+	return nil
+}
+
+// LoadBalancer is a backend's load balancing policy (from the Service's
+// ambit.dev/lb-policy and ambit.dev/lb-hash annotations).
+type LoadBalancer struct {
+	state protoimpl.MessageState `protogen:"open.v1"`
+	// policy is "LeastRequest" (also when empty), "RoundRobin", "Random" or
+	// "ConsistentHash".
+	Policy string `protobuf:"bytes,1,opt,name=policy,proto3" json:"policy,omitempty"`
+	// hash is the key of ConsistentHash.
+	Hash          *HashKey `protobuf:"bytes,2,opt,name=hash,proto3" json:"hash,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *LoadBalancer) Reset() {
+	*x = LoadBalancer{}
+	mi := &file_ambit_gateway_v1_gateway_proto_msgTypes[24]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *LoadBalancer) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*LoadBalancer) ProtoMessage() {}
+
+func (x *LoadBalancer) ProtoReflect() protoreflect.Message {
+	mi := &file_ambit_gateway_v1_gateway_proto_msgTypes[24]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use LoadBalancer.ProtoReflect.Descriptor instead.
+func (*LoadBalancer) Descriptor() ([]byte, []int) {
+	return file_ambit_gateway_v1_gateway_proto_rawDescGZIP(), []int{24}
+}
+
+func (x *LoadBalancer) GetPolicy() string {
+	if x != nil {
+		return x.Policy
+	}
+	return ""
+}
+
+func (x *LoadBalancer) GetHash() *HashKey {
+	if x != nil {
+		return x.Hash
+	}
+	return nil
+}
+
+// HashKey is where a consistent hash takes its key from: exactly one of
+// header, cookie or source_ip.
+type HashKey struct {
+	state  protoimpl.MessageState `protogen:"open.v1"`
+	Header string                 `protobuf:"bytes,1,opt,name=header,proto3" json:"header,omitempty"`
+	Cookie string                 `protobuf:"bytes,2,opt,name=cookie,proto3" json:"cookie,omitempty"`
+	// cookie_ttl, when set, makes the proxy generate the cookie (with this
+	// Max-Age) for clients that have none, as Envoy does.
+	CookieTtl     *durationpb.Duration `protobuf:"bytes,3,opt,name=cookie_ttl,json=cookieTtl,proto3" json:"cookie_ttl,omitempty"`
+	CookiePath    string               `protobuf:"bytes,4,opt,name=cookie_path,json=cookiePath,proto3" json:"cookie_path,omitempty"`
+	SourceIp      bool                 `protobuf:"varint,5,opt,name=source_ip,json=sourceIp,proto3" json:"source_ip,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *HashKey) Reset() {
+	*x = HashKey{}
+	mi := &file_ambit_gateway_v1_gateway_proto_msgTypes[25]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *HashKey) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*HashKey) ProtoMessage() {}
+
+func (x *HashKey) ProtoReflect() protoreflect.Message {
+	mi := &file_ambit_gateway_v1_gateway_proto_msgTypes[25]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use HashKey.ProtoReflect.Descriptor instead.
+func (*HashKey) Descriptor() ([]byte, []int) {
+	return file_ambit_gateway_v1_gateway_proto_rawDescGZIP(), []int{25}
+}
+
+func (x *HashKey) GetHeader() string {
+	if x != nil {
+		return x.Header
+	}
+	return ""
+}
+
+func (x *HashKey) GetCookie() string {
+	if x != nil {
+		return x.Cookie
+	}
+	return ""
+}
+
+func (x *HashKey) GetCookieTtl() *durationpb.Duration {
+	if x != nil {
+		return x.CookieTtl
+	}
+	return nil
+}
+
+func (x *HashKey) GetCookiePath() string {
+	if x != nil {
+		return x.CookiePath
+	}
+	return ""
+}
+
+func (x *HashKey) GetSourceIp() bool {
+	if x != nil {
+		return x.SourceIp
+	}
+	return false
+}
+
 // Endpoint is a workload behind a backend service.
 type Endpoint struct {
 	state     protoimpl.MessageState `protogen:"open.v1"`
@@ -1871,7 +2018,7 @@ type Endpoint struct {
 
 func (x *Endpoint) Reset() {
 	*x = Endpoint{}
-	mi := &file_ambit_gateway_v1_gateway_proto_msgTypes[24]
+	mi := &file_ambit_gateway_v1_gateway_proto_msgTypes[26]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1883,7 +2030,7 @@ func (x *Endpoint) String() string {
 func (*Endpoint) ProtoMessage() {}
 
 func (x *Endpoint) ProtoReflect() protoreflect.Message {
-	mi := &file_ambit_gateway_v1_gateway_proto_msgTypes[24]
+	mi := &file_ambit_gateway_v1_gateway_proto_msgTypes[26]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1896,7 +2043,7 @@ func (x *Endpoint) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use Endpoint.ProtoReflect.Descriptor instead.
 func (*Endpoint) Descriptor() ([]byte, []int) {
-	return file_ambit_gateway_v1_gateway_proto_rawDescGZIP(), []int{24}
+	return file_ambit_gateway_v1_gateway_proto_rawDescGZIP(), []int{26}
 }
 
 func (x *Endpoint) GetWorkload() *ObjectRef {
@@ -2070,7 +2217,7 @@ const file_ambit_gateway_v1_gateway_proto_rawDesc = "" +
 	"\x05Retry\x12\x14\n" +
 	"\x05codes\x18\x01 \x03(\rR\x05codes\x12\x1a\n" +
 	"\battempts\x18\x02 \x01(\rR\battempts\x123\n" +
-	"\abackoff\x18\x03 \x01(\v2\x19.google.protobuf.DurationR\abackoff\"\x9b\x02\n" +
+	"\abackoff\x18\x03 \x01(\v2\x19.google.protobuf.DurationR\abackoff\"\xe0\x02\n" +
 	"\aBackend\x12\x1c\n" +
 	"\tnamespace\x18\x01 \x01(\tR\tnamespace\x12\x12\n" +
 	"\x04name\x18\x02 \x01(\tR\x04name\x12\x1a\n" +
@@ -2078,7 +2225,19 @@ const file_ambit_gateway_v1_gateway_proto_rawDesc = "" +
 	"\x04vips\x18\x04 \x03(\fR\x04vips\x124\n" +
 	"\x05ports\x18\x05 \x03(\v2\x1e.ambit.workload.v1.ServicePortR\x05ports\x128\n" +
 	"\tendpoints\x18\x06 \x03(\v2\x1a.ambit.gateway.v1.EndpointR\tendpoints\x12>\n" +
-	"\bwaypoint\x18\a \x01(\v2\".ambit.workload.v1.WaypointBindingR\bwaypoint\"\x9a\x02\n" +
+	"\bwaypoint\x18\a \x01(\v2\".ambit.workload.v1.WaypointBindingR\bwaypoint\x12C\n" +
+	"\rload_balancer\x18\b \x01(\v2\x1e.ambit.gateway.v1.LoadBalancerR\floadBalancer\"U\n" +
+	"\fLoadBalancer\x12\x16\n" +
+	"\x06policy\x18\x01 \x01(\tR\x06policy\x12-\n" +
+	"\x04hash\x18\x02 \x01(\v2\x19.ambit.gateway.v1.HashKeyR\x04hash\"\xb1\x01\n" +
+	"\aHashKey\x12\x16\n" +
+	"\x06header\x18\x01 \x01(\tR\x06header\x12\x16\n" +
+	"\x06cookie\x18\x02 \x01(\tR\x06cookie\x128\n" +
+	"\n" +
+	"cookie_ttl\x18\x03 \x01(\v2\x19.google.protobuf.DurationR\tcookieTtl\x12\x1f\n" +
+	"\vcookie_path\x18\x04 \x01(\tR\n" +
+	"cookiePath\x12\x1b\n" +
+	"\tsource_ip\x18\x05 \x01(\bR\bsourceIp\"\x9a\x02\n" +
 	"\bEndpoint\x127\n" +
 	"\bworkload\x18\x01 \x01(\v2\x1b.ambit.gateway.v1.ObjectRefR\bworkload\x12\x1c\n" +
 	"\taddresses\x18\x02 \x03(\fR\taddresses\x12\x12\n" +
@@ -2106,7 +2265,7 @@ func file_ambit_gateway_v1_gateway_proto_rawDescGZIP() []byte {
 }
 
 var file_ambit_gateway_v1_gateway_proto_enumTypes = make([]protoimpl.EnumInfo, 1)
-var file_ambit_gateway_v1_gateway_proto_msgTypes = make([]protoimpl.MessageInfo, 25)
+var file_ambit_gateway_v1_gateway_proto_msgTypes = make([]protoimpl.MessageInfo, 27)
 var file_ambit_gateway_v1_gateway_proto_goTypes = []any{
 	(MatchType)(0),              // 0: ambit.gateway.v1.MatchType
 	(*Gateway)(nil),             // 1: ambit.gateway.v1.Gateway
@@ -2133,12 +2292,14 @@ var file_ambit_gateway_v1_gateway_proto_goTypes = []any{
 	(*Timeouts)(nil),            // 22: ambit.gateway.v1.Timeouts
 	(*Retry)(nil),               // 23: ambit.gateway.v1.Retry
 	(*Backend)(nil),             // 24: ambit.gateway.v1.Backend
-	(*Endpoint)(nil),            // 25: ambit.gateway.v1.Endpoint
-	(*durationpb.Duration)(nil), // 26: google.protobuf.Duration
-	(*v1.ServicePort)(nil),      // 27: ambit.workload.v1.ServicePort
-	(*v1.WaypointBinding)(nil),  // 28: ambit.workload.v1.WaypointBinding
-	(*v1.Locality)(nil),         // 29: ambit.workload.v1.Locality
-	(*v1.PortMapping)(nil),      // 30: ambit.workload.v1.PortMapping
+	(*LoadBalancer)(nil),        // 25: ambit.gateway.v1.LoadBalancer
+	(*HashKey)(nil),             // 26: ambit.gateway.v1.HashKey
+	(*Endpoint)(nil),            // 27: ambit.gateway.v1.Endpoint
+	(*durationpb.Duration)(nil), // 28: google.protobuf.Duration
+	(*v1.ServicePort)(nil),      // 29: ambit.workload.v1.ServicePort
+	(*v1.WaypointBinding)(nil),  // 30: ambit.workload.v1.WaypointBinding
+	(*v1.Locality)(nil),         // 31: ambit.workload.v1.Locality
+	(*v1.PortMapping)(nil),      // 32: ambit.workload.v1.PortMapping
 }
 var file_ambit_gateway_v1_gateway_proto_depIdxs = []int32{
 	1,  // 0: ambit.gateway.v1.Listener.gateway:type_name -> ambit.gateway.v1.Gateway
@@ -2172,20 +2333,23 @@ var file_ambit_gateway_v1_gateway_proto_depIdxs = []int32{
 	17, // 28: ambit.gateway.v1.Redirect.path:type_name -> ambit.gateway.v1.PathModifier
 	17, // 29: ambit.gateway.v1.URLRewrite.path:type_name -> ambit.gateway.v1.PathModifier
 	13, // 30: ambit.gateway.v1.Mirror.backend:type_name -> ambit.gateway.v1.BackendRef
-	26, // 31: ambit.gateway.v1.Timeouts.request:type_name -> google.protobuf.Duration
-	26, // 32: ambit.gateway.v1.Timeouts.backend_request:type_name -> google.protobuf.Duration
-	26, // 33: ambit.gateway.v1.Retry.backoff:type_name -> google.protobuf.Duration
-	27, // 34: ambit.gateway.v1.Backend.ports:type_name -> ambit.workload.v1.ServicePort
-	25, // 35: ambit.gateway.v1.Backend.endpoints:type_name -> ambit.gateway.v1.Endpoint
-	28, // 36: ambit.gateway.v1.Backend.waypoint:type_name -> ambit.workload.v1.WaypointBinding
-	5,  // 37: ambit.gateway.v1.Endpoint.workload:type_name -> ambit.gateway.v1.ObjectRef
-	29, // 38: ambit.gateway.v1.Endpoint.locality:type_name -> ambit.workload.v1.Locality
-	30, // 39: ambit.gateway.v1.Endpoint.ports:type_name -> ambit.workload.v1.PortMapping
-	40, // [40:40] is the sub-list for method output_type
-	40, // [40:40] is the sub-list for method input_type
-	40, // [40:40] is the sub-list for extension type_name
-	40, // [40:40] is the sub-list for extension extendee
-	0,  // [0:40] is the sub-list for field type_name
+	28, // 31: ambit.gateway.v1.Timeouts.request:type_name -> google.protobuf.Duration
+	28, // 32: ambit.gateway.v1.Timeouts.backend_request:type_name -> google.protobuf.Duration
+	28, // 33: ambit.gateway.v1.Retry.backoff:type_name -> google.protobuf.Duration
+	29, // 34: ambit.gateway.v1.Backend.ports:type_name -> ambit.workload.v1.ServicePort
+	27, // 35: ambit.gateway.v1.Backend.endpoints:type_name -> ambit.gateway.v1.Endpoint
+	30, // 36: ambit.gateway.v1.Backend.waypoint:type_name -> ambit.workload.v1.WaypointBinding
+	25, // 37: ambit.gateway.v1.Backend.load_balancer:type_name -> ambit.gateway.v1.LoadBalancer
+	26, // 38: ambit.gateway.v1.LoadBalancer.hash:type_name -> ambit.gateway.v1.HashKey
+	28, // 39: ambit.gateway.v1.HashKey.cookie_ttl:type_name -> google.protobuf.Duration
+	5,  // 40: ambit.gateway.v1.Endpoint.workload:type_name -> ambit.gateway.v1.ObjectRef
+	31, // 41: ambit.gateway.v1.Endpoint.locality:type_name -> ambit.workload.v1.Locality
+	32, // 42: ambit.gateway.v1.Endpoint.ports:type_name -> ambit.workload.v1.PortMapping
+	43, // [43:43] is the sub-list for method output_type
+	43, // [43:43] is the sub-list for method input_type
+	43, // [43:43] is the sub-list for extension type_name
+	43, // [43:43] is the sub-list for extension extendee
+	0,  // [0:43] is the sub-list for field type_name
 }
 
 func init() { file_ambit_gateway_v1_gateway_proto_init() }
@@ -2211,7 +2375,7 @@ func file_ambit_gateway_v1_gateway_proto_init() {
 			GoPackagePath: reflect.TypeOf(x{}).PkgPath(),
 			RawDescriptor: unsafe.Slice(unsafe.StringData(file_ambit_gateway_v1_gateway_proto_rawDesc), len(file_ambit_gateway_v1_gateway_proto_rawDesc)),
 			NumEnums:      1,
-			NumMessages:   25,
+			NumMessages:   27,
 			NumExtensions: 0,
 			NumServices:   0,
 		},
