@@ -14,6 +14,7 @@ import (
 	"os"
 	"os/exec"
 	"path/filepath"
+	"runtime"
 	"strings"
 	"sync"
 	"testing"
@@ -486,4 +487,85 @@ func TestUpstreamFailures(t *testing.T) {
 			eventually(t, want, func() bool { return strings.Contains(g.log.String(), want) })
 		})
 	}
+}
+
+// zeros is an endless body that allocates nothing.
+type zeros struct{ left int64 }
+
+func (z *zeros) Read(p []byte) (int, error) {
+	if z.left <= 0 {
+		return 0, io.EOF
+	}
+	n := int(min(int64(len(p)), z.left))
+	clear(p[:n])
+	z.left -= int64(n)
+	return n, nil
+}
+
+// TestBodiesStreamed: 128 MiB up and 128 MiB down pass through the proxy
+// while the whole process (client, proxy, backends) allocates a small
+// fraction of that, so neither direction is buffered whole.
+func TestBodiesStreamed(t *testing.T) {
+	const size = 128 << 20
+	sink := startHandler(t, http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		n, err := io.Copy(io.Discard, r.Body)
+		if err != nil {
+			http.Error(w, err.Error(), http.StatusBadRequest)
+			return
+		}
+		fmt.Fprint(w, n)
+	}))
+	v1 := startEcho(t, "v1")
+	g := startGateway(t, Config{},
+		[]*gatewayv1.Listener{listener(map[string][]*gatewayv1.Route{"*": {rt("up", prefix("/up"), ref("sink", 1)), rt("down", prefix("/"), ref("v1", 1))}}, "*")},
+		[]*gatewayv1.Backend{backend("sink", sink), backend("v1", v1)})
+	c := client(t)
+	c.Timeout = time.Minute
+	allocated := func() uint64 {
+		var m runtime.MemStats
+		runtime.ReadMemStats(&m)
+		return m.TotalAlloc
+	}
+	// Warm up connections and pools, so the measurement is the transfer.
+	g.do(t, c, "a", "/warm", nil)
+
+	t.Run("upload", func(t *testing.T) {
+		before := allocated()
+		req, err := http.NewRequest("POST", "http://"+g.addr+"/up", &zeros{left: size})
+		if err != nil {
+			t.Fatal(err)
+		}
+		req.ContentLength = -1 // chunked: the proxy cannot know the size up front
+		resp, err := c.Do(req)
+		if err != nil {
+			t.Fatal(err)
+		}
+		body, _ := io.ReadAll(resp.Body)
+		resp.Body.Close()
+		if resp.StatusCode != 200 || string(body) != fmt.Sprint(size) {
+			t.Fatalf("%d %q, want 200 and %d bytes received", resp.StatusCode, body, size)
+		}
+		a := allocated() - before
+		t.Logf("allocated %d KiB", a>>10)
+		if a > size/8 {
+			t.Errorf("allocated %d MiB while %d MiB went up: the body is being buffered", a>>20, size>>20)
+		}
+	})
+	t.Run("download", func(t *testing.T) {
+		before := allocated()
+		resp, err := c.Get(fmt.Sprintf("http://%s/down?size=%d", g.addr, size))
+		if err != nil {
+			t.Fatal(err)
+		}
+		n, err := io.Copy(io.Discard, resp.Body)
+		resp.Body.Close()
+		if err != nil || n != size {
+			t.Fatalf("read %d bytes, %v; want %d", n, err, size)
+		}
+		a := allocated() - before
+		t.Logf("allocated %d KiB", a>>10)
+		if a > size/8 {
+			t.Errorf("allocated %d MiB while %d MiB came down: the body is being buffered", a>>20, size>>20)
+		}
+	})
 }
