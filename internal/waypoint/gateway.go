@@ -116,7 +116,7 @@ type Gateway struct {
 	listeners map[uint32]*served
 	applyErr  error
 	services  map[serviceKey]serviceTarget // waypoint: VIP:port -> service
-	workloads map[netip.Addr]string        // waypoint: bound workload address -> "<ns>/<name>"
+	workloads map[netip.Addr]serviceTarget // waypoint: bound workload address -> it
 	streams   map[*tcpStream]bool          // waypoint: live TCP pass-through streams
 	// upstreamIDs: waypoint: endpoint address -> its workload identity,
 	// for the HBONE tunnel to it.

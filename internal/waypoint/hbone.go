@@ -32,11 +32,13 @@ type serviceTarget struct {
 	service  string // "<namespace>/<name>"; "" for a workload
 	hostname string
 	port     uint32
-	// tcp: the port declares a protocol other than HTTP, or a workload is
-	// addressed; its streams are passed through as bytes.
+	// tcp: the port declares a protocol other than HTTP; its streams are
+	// passed through as bytes.
 	tcp bool
-	// workload is "<namespace>/<name>" of a workload addressed directly.
-	workload string
+	// workload is "<namespace>/<name>" of a workload addressed directly
+	// at addr, and identity its SPIFFE ID; such streams are sniffed.
+	workload, identity string
+	addr               netip.Addr
 }
 
 // serviceIndex maps every VIP:port of the services bound to the waypoint
@@ -63,17 +65,17 @@ func serviceIndex(s *xdsclient.Snapshot, namespace, name string) map[serviceKey]
 }
 
 // workloadIndex maps the addresses of the workloads bound to the waypoint
-// namespace/name (the control plane sends only those) to their
-// "<namespace>/<name>".
-func workloadIndex(s *xdsclient.Snapshot, namespace, name string) map[netip.Addr]string {
-	m := map[netip.Addr]string{}
+// namespace/name (the control plane sends only those) to their target
+// (port 0: the port is the CONNECT's).
+func workloadIndex(s *xdsclient.Snapshot, namespace, name string) map[netip.Addr]serviceTarget {
+	m := map[netip.Addr]serviceTarget{}
 	for _, w := range xdsclient.All[*workloadv1.Workload](s) {
 		if b := w.GetWaypoint(); b.GetNamespace() != namespace || b.GetName() != name {
 			continue
 		}
 		for _, raw := range w.GetAddresses() {
 			if ip, ok := netip.AddrFromSlice(raw); ok {
-				m[ip.Unmap()] = w.GetNamespace() + "/" + w.GetName()
+				m[ip.Unmap()] = serviceTarget{workload: w.GetNamespace() + "/" + w.GetName(), identity: w.GetIdentity(), addr: ip.Unmap()}
 			}
 		}
 	}
@@ -180,6 +182,10 @@ func (g *Gateway) startHBONE(ctx context.Context, wg *sync.WaitGroup) error {
 	srv := g.engine.Server(0)
 	srv.Handler = http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
 		t, _ := r.Context().Value(targetKey{}).(serviceTarget)
+		if t.workload != "" {
+			g.engine.WorkloadHandler(t.workload, netip.AddrPortFrom(t.addr, uint16(t.port)), t.identity).ServeHTTP(w, r)
+			return
+		}
 		g.engine.ServiceHandler(t.service, t.port).ServeHTTP(w, r)
 	})
 	base := srv.ConnContext
@@ -212,9 +218,8 @@ func (g *Gateway) startHBONE(ctx context.Context, wg *sync.WaitGroup) error {
 			g.mu.Lock()
 			t, ok := g.services[req.Authority]
 			if !ok {
-				if wl := g.workloads[req.Authority.Addr().Unmap()]; wl != "" {
-					t, ok = serviceTarget{workload: wl, port: uint32(req.Authority.Port()), tcp: true}, true
-				}
+				t, ok = g.workloads[req.Authority.Addr().Unmap()]
+				t.port = uint32(req.Authority.Port())
 			}
 			g.mu.Unlock()
 			if !ok {
@@ -229,19 +234,31 @@ func (g *Gateway) startHBONE(ctx context.Context, wg *sync.WaitGroup) error {
 				Labels: telemetry.Peer{Principal: req.Peer.String(), Workload: req.Baggage.WorkloadName, Namespace: req.Baggage.Namespace,
 					App: req.Baggage.ServiceName, Version: req.Baggage.ServiceVersion,
 					CanonicalService: req.Baggage.ServiceName, CanonicalRevision: req.Baggage.ServiceVersion, Cluster: req.Baggage.ClusterName}}
-			if t.tcp {
+			serveHTTP := func() (io.ReadWriteCloser, error) {
+				// One end goes to the HTTP server, the other back to the
+				// HBONE server, which copies the stream into it.
+				a, b := net.Pipe()
+				tc := &tunnelConn{Conn: b, target: t, ds: ds, remote: net.TCPAddrFromAddrPort(remote), local: net.TCPAddrFromAddrPort(req.Authority), peer: peer}
+				if !tunnels.push(tc) {
+					_ = a.Close()
+					_ = b.Close()
+					return nil, fmt.Errorf("waypoint: shutting down")
+				}
+				return a, nil
+			}
+			switch {
+			case t.workload != "":
+				// Ports of a workload declare no protocol: its first bytes tell.
+				return newSniffConn(func(isHTTP bool) (io.ReadWriteCloser, error) {
+					if isHTTP {
+						return serveHTTP()
+					}
+					return g.passTCP(ctx, t, &ds, peer)
+				}), nil
+			case t.tcp:
 				return g.passTCP(ctx, t, &ds, peer)
 			}
-			// One end goes to the HTTP server, the other back to the
-			// HBONE server, which copies the stream into it.
-			a, b := net.Pipe()
-			tc := &tunnelConn{Conn: b, target: t, ds: ds, remote: net.TCPAddrFromAddrPort(remote), local: net.TCPAddrFromAddrPort(req.Authority), peer: peer}
-			if !tunnels.push(tc) {
-				_ = a.Close()
-				_ = b.Close()
-				return nil, fmt.Errorf("waypoint: shutting down")
-			}
-			return a, nil
+			return serveHTTP()
 		}),
 		Logger: g.log.With("component", "hbone"),
 	})

@@ -29,3 +29,26 @@ func TestIsTCPPort(t *testing.T) {
 		}
 	}
 }
+
+func TestClassifyHTTP(t *testing.T) {
+	for _, tc := range []struct {
+		in           string
+		isHTTP, done bool
+	}{
+		{"", false, false},
+		{"GE", false, false},
+		{"GET ", true, true},
+		{"DELETE /x HTTP/1.1", true, true},
+		{"PRI * HTTP/2.0\r\n", true, true}, // HTTP/2 prior knowledge
+		{" GET", false, true},
+		{"get /", false, true},
+		{"PING\r\n", false, true}, // redis inline command
+		{"\x16\x03\x01", false, true},
+		{"ABCDEFGHIJKLMNOPQ", false, true}, // longer than any method
+	} {
+		isHTTP, done := classifyHTTP([]byte(tc.in))
+		if isHTTP != tc.isHTTP || done != tc.done {
+			t.Errorf("classifyHTTP(%q) = %v, %v; want %v, %v", tc.in, isHTTP, done, tc.isHTTP, tc.done)
+		}
+	}
+}

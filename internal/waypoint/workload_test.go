@@ -1,11 +1,13 @@
 package waypoint_test
 
 import (
+	"bufio"
 	"context"
 	"errors"
 	"fmt"
 	"io"
 	"net"
+	"net/http"
 	"net/netip"
 	"os"
 	"path/filepath"
@@ -16,6 +18,7 @@ import (
 	"time"
 
 	nodeproxy "github.com/ambitmesh/ambit/internal/node/proxy"
+	"github.com/ambitmesh/ambit/internal/waypoint"
 )
 
 // Addresses of TestWorkloadBoundToWaypoint.
@@ -162,5 +165,125 @@ func TestWorkloadBoundToWaypoint(t *testing.T) {
 	}
 	if !found {
 		t.Error("waypoint access log: no DENY line naming shop/no-client")
+	}
+}
+
+const allowGetAtWaypoint = `---
+apiVersion: ambit.dev/v1alpha1
+kind: AuthorizationPolicy
+metadata: {name: get-only, namespace: shop}
+spec:
+  targetRefs: [{kind: Gateway, group: gateway.networking.k8s.io, name: db-waypoint}]
+  action: ALLOW
+  rules:
+  - to: [{operation: {methods: [GET]}}]
+`
+
+// TestWorkloadTrafficSniffed: traffic addressed to a bound workload
+// declares no protocol, so the waypoint looks at its first bytes: HTTP is
+// served by the engine (pass-through to the workload, the waypoint's L7
+// policies, an access line per request), and a server-first protocol
+// (nothing from the client) is relayed as TCP after SniffTimeout.
+func TestWorkloadTrafficSniffed(t *testing.T) {
+	httpPort, _ := startEchoTCP(t, wbDBIP, "db")
+	// A server-first service: it greets before reading.
+	banner, err := net.Listen("tcp", wbDBIP+":0")
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer banner.Close()
+	go func() {
+		for {
+			c, err := banner.Accept()
+			if err != nil {
+				return
+			}
+			_, _ = io.WriteString(c, "220 ready\r\n")
+			_ = c.Close()
+		}
+	}()
+	dir := t.TempDir()
+	mesh := filepath.Join(dir, "mesh.yaml")
+	writeFile(t, mesh, fmt.Sprintf(workloadBoundTmpl, httpPort, allowGetAtWaypoint))
+	hbonePort := commonPort(t, wbClientIP, wbDBIP, wbWaypointIP)
+	httpListen := netip.AddrPortFrom(netip.MustParseAddr(wbClientIP), commonPort(t, wbClientIP))
+	bannerListen := netip.AddrPortFrom(netip.MustParseAddr(wbClientIP), commonPort(t, wbClientIP))
+	dbHTTP := netip.AddrPortFrom(netip.MustParseAddr(wbDBIP), uint16(httpPort))
+	dbBanner := netip.MustParseAddrPort(banner.Addr().String())
+
+	ctx, cancel := context.WithCancel(context.Background())
+	defer cancel()
+	cp := startControl(t, ctx, dir)
+	wpAccess, _, stopWaypoint := startWaypoint(t, ctx, cp, "shop/db-waypoint", wbWaypointIP, hbonePort)
+	defer stopWaypoint()
+	nctx, ncancel := context.WithCancel(ctx)
+	var nwg sync.WaitGroup
+	defer func() { ncancel(); nwg.Wait() }()
+	nodeA := startNode(t, nctx, &nwg, cp, "node-a", hbonePort, []nodeproxy.Explicit{
+		{Listen: httpListen, Target: dbHTTP, Source: "shop/client-1"},
+		{Listen: bannerListen, Target: dbBanner, Source: "shop/client-1"},
+	})
+	nodeB := startNode(t, nctx, &nwg, cp, "node-b", hbonePort, nil)
+	eventually(t, "node-a and node-b to be ready", func() bool {
+		return len(nodeA.proxy.Config().GatewayPods("shop/db-waypoint")) == 1 && len(nodeA.proxy.ExplicitAddrs()) == 2 &&
+			slices.Contains(nodeB.proxy.InboundAddrs(), netip.AddrPortFrom(dbHTTP.Addr(), hbonePort))
+	})
+
+	do := func(method, path string) (int, string) {
+		t.Helper()
+		c, err := net.Dial("tcp", httpListen.String())
+		if err != nil {
+			t.Fatal(err)
+		}
+		defer c.Close()
+		_ = c.SetDeadline(time.Now().Add(10 * time.Second))
+		req, _ := http.NewRequest(method, "http://db"+path, nil)
+		if err := req.Write(c); err != nil {
+			t.Fatal(err)
+		}
+		resp, err := http.ReadResponse(bufio.NewReader(c), req)
+		if err != nil {
+			t.Fatalf("%s %s: %v", method, path, err)
+		}
+		defer resp.Body.Close()
+		b, _ := io.ReadAll(resp.Body)
+		return resp.StatusCode, string(b)
+	}
+	if status, body := do("GET", "/sniffed"); status != 200 || !strings.Contains(strings.ReplaceAll(body, " ", ""), `"pod":"db"`) {
+		t.Errorf("GET through the waypoint: %d %q, want 200 from the db echo", status, body)
+	}
+	if status, body := do("POST", "/sniffed"); status != 403 || body != "RBAC: access denied" {
+		t.Errorf("POST through the waypoint: %d %q, want 403 (the ALLOW names GET only)", status, body)
+	}
+	found := false
+	for _, r := range wpAccess.records(t) {
+		found = found || (r["path"] == "/sniffed" && r["method"] == "GET" && r["route"] == "Workload/shop/db-1#0" &&
+			r["peer_identity"] == "spiffe://cluster.local/ns/shop/sa/client" && r["authz"] == "allowed by policy shop/get-only")
+	}
+	if !found {
+		t.Errorf("waypoint access log: no line for GET /sniffed through the workload route: %v", wpAccess.records(t))
+	}
+
+	// Server-first: the client sends nothing; after SniffTimeout the
+	// stream is TCP and the greeting arrives. The ALLOW cannot match TCP
+	// (it names a method), so it is refused; without policies it passes.
+	writeFile(t, mesh, fmt.Sprintf(workloadBoundTmpl, httpPort, ""))
+	eventually(t, "the policy to be gone", func() bool {
+		status, _ := do("POST", "/again")
+		return status == 200
+	})
+	c, err := net.Dial("tcp", bannerListen.String())
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer c.Close()
+	_ = c.SetDeadline(time.Now().Add(10 * time.Second))
+	start := time.Now()
+	line, err := bufio.NewReader(c).ReadString('\n')
+	if err != nil || line != "220 ready\r\n" {
+		t.Fatalf("server-first greeting through the waypoint: %q, %v", line, err)
+	}
+	if d := time.Since(start); d < waypoint.SniffTimeout {
+		t.Errorf("greeting after %v, want at least the sniff timeout %v (the waypoint waited for client bytes)", d, waypoint.SniffTimeout)
 	}
 }

@@ -115,6 +115,9 @@ type Engine struct {
 	// authz and authzTCP are the waypoint's policy engines for HTTP
 	// requests and for TCP streams (nil: no policies).
 	authz, authzTCP atomic.Pointer[policy.Engine]
+	// workloads caches WorkloadHandler's configurations until the next
+	// Apply.
+	workloads sync.Map
 
 	mu   sync.Mutex // serialises Apply
 	bals map[balKey]*lb.Balancer
@@ -371,6 +374,7 @@ func (e *Engine) ApplyAuthorization(policies []*authzv1.Authorization) error {
 func (e *Engine) Apply(listeners []*gatewayv1.Listener, tables []*gatewayv1.RouteTable, backends []*gatewayv1.Backend, secrets ...*gatewayv1.Secret) error {
 	e.mu.Lock()
 	defer e.mu.Unlock()
+	e.workloads.Clear()
 	certs, err := e.applySecrets(secrets)
 	errs := []error{err}
 	c := &config{
@@ -527,8 +531,14 @@ func (e *Engine) balancer(k balKey, b *gatewayv1.Backend) (*lb.Balancer, error) 
 // passthroughRoute sends every request to the service port itself, with
 // the default load balancing, no filters, timeouts or retries.
 func passthroughRoute(b *gatewayv1.Backend, port uint32) *gatewayv1.Route {
+	return passthroughRouteOf("Service", b, port)
+}
+
+// passthroughRouteOf is passthroughRoute with the source kind named
+// (Service, or Workload for traffic addressed to a workload).
+func passthroughRouteOf(kind string, b *gatewayv1.Backend, port uint32) *gatewayv1.Route {
 	return &gatewayv1.Route{
-		Source:   &gatewayv1.RouteSource{Kind: "Service", Namespace: b.GetNamespace(), Name: b.GetName(), RuleName: "passthrough"},
+		Source:   &gatewayv1.RouteSource{Kind: kind, Namespace: b.GetNamespace(), Name: b.GetName(), RuleName: "passthrough"},
 		Match:    &gatewayv1.RouteMatch{},
 		Backends: []*gatewayv1.BackendRef{{Service: b.GetNamespace() + "/" + b.GetName(), Port: port, Weight: 1}},
 	}

@@ -272,6 +272,13 @@ func (e *Engine) Serve(ctx context.Context, ln net.Listener, port uint32, shutdo
 // serve handles one request; service is the waypoint service it is for
 // ("" on a gateway listener).
 func (e *Engine) serve(w http.ResponseWriter, r *http.Request, port uint32, service string, table func(*config) *route.Table) {
+	e.serveConfig(w, r, port, service, service != "", nil, table)
+}
+
+// serveConfig is serve with the waypoint's authorization applied when
+// authz is set (with service's policies, or only the waypoint's own for
+// ""), and with cfg instead of the current configuration when not nil.
+func (e *Engine) serveConfig(w http.ResponseWriter, r *http.Request, port uint32, service string, authz bool, cfg *config, table func(*config) *route.Table) {
 	st := &reqState{start: time.Now(), port: port, flag: FlagNone}
 	st.reqHead = headSize(len(r.Method)+1+len(r.RequestURI)+1+len(r.Proto), r.Header)
 	rw := &respWriter{ResponseWriter: w}
@@ -302,10 +309,13 @@ func (e *Engine) serve(w http.ResponseWriter, r *http.Request, port uint32, serv
 		// /admin (Envoy's normalize_path, which Istio turns on).
 		setPath(r.URL, p)
 	}
-	if service != "" && !e.authorize(rw, r, st, service) {
+	if authz && !e.authorize(rw, r, st, service) {
 		return
 	}
-	c := e.cur.Load()
+	c := cfg
+	if c == nil {
+		c = e.cur.Load()
+	}
 	t := table(c)
 	var rt *route.Route
 	if t != nil {
