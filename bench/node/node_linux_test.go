@@ -90,6 +90,7 @@ type result struct {
 	bulkMBps            float64
 	proxyCPU            time.Duration // both proxies, during the fortio run
 	cpuPerReqA, cpuPerB time.Duration // per proxy, per request
+	switchesPerReq      []float64     // per proxy: context switches of all its threads per request
 	bulkCPUPerGiB       time.Duration
 	// Per proxy: before the first request, after the fortio run, after
 	// the bulk stream.
@@ -319,9 +320,9 @@ func runPath(b *testing.B, ctx context.Context, name, fortio string, pod netnste
 		r.idle = append(r.idle, memOf(b, pid))
 	}
 	runFortio(b, ctx, fortio, pod, target, 2*time.Second, filepath.Join(tmp, slug+"-warmup.json"))
-	cpu0 := cpuOf(b, pids)
+	cpu0, sw0 := cpuOf(b, pids), switchesOf(b, pids)
 	fr := runFortio(b, ctx, fortio, pod, target, *flagDuration, filepath.Join(tmp, slug+".json"))
-	cpu1 := cpuOf(b, pids)
+	cpu1, sw1 := cpuOf(b, pids), switchesOf(b, pids)
 	for _, pid := range pids {
 		r.fortio = append(r.fortio, memOf(b, pid))
 	}
@@ -343,6 +344,9 @@ func runPath(b *testing.B, ctx context.Context, name, fortio string, pod netnste
 			r.proxyCPU += cpu1[i] - cpu0[i]
 		}
 		r.cpuPerReqA = (cpu1[0] - cpu0[0]) / time.Duration(r.requests)
+		for i := range pids {
+			r.switchesPerReq = append(r.switchesPerReq, float64(sw1[i]-sw0[i])/float64(r.requests))
+		}
 		r.cpuPerB = (cpu1[len(pids)-1] - cpu0[len(pids)-1]) / time.Duration(r.requests)
 	}
 	var err error
@@ -377,6 +381,36 @@ func cpuOf(b *testing.B, pids []int) []time.Duration {
 		ut, _ := strconv.ParseInt(f[11], 10, 64)
 		st, _ := strconv.ParseInt(f[12], 10, 64)
 		out[i] = time.Duration(ut+st) * 10 * time.Millisecond
+	}
+	return out
+}
+
+// switchesOf returns each process's context switches (voluntary and not,
+// summed over its threads from /proc/PID/task/*/status): every time a
+// thread sleeps or is preempted. Unlike CPU time it hardly depends on how
+// busy the rest of the machine is, so it shows hand-offs between threads
+// even when the CPU figures are noisy.
+func switchesOf(b *testing.B, pids []int) []int64 {
+	b.Helper()
+	out := make([]int64, len(pids))
+	for i, pid := range pids {
+		tasks, err := filepath.Glob(fmt.Sprintf("/proc/%d/task/*/status", pid))
+		if err != nil || len(tasks) == 0 {
+			b.Fatalf("threads of pid %d: %v", pid, err)
+		}
+		for _, t := range tasks {
+			raw, err := os.ReadFile(t)
+			if err != nil {
+				continue // the thread exited
+			}
+			for _, l := range strings.Split(string(raw), "\n") {
+				k, v, _ := strings.Cut(l, ":")
+				if k == "voluntary_ctxt_switches" || k == "nonvoluntary_ctxt_switches" {
+					n, _ := strconv.ParseInt(strings.TrimSpace(v), 10, 64)
+					out[i] += n
+				}
+			}
+		}
 	}
 	return out
 }
@@ -683,23 +717,24 @@ func writeCerts(b *testing.B, dir string) {
 func printTable(w io.Writer, rs []result) {
 	ms := func(d time.Duration) string { return fmt.Sprintf("%.3f", float64(d)/float64(time.Millisecond)) }
 	tw := tabwriter.NewWriter(w, 0, 0, 2, ' ', 0)
-	fmt.Fprintf(tw, "path\trequests\tqps\tnon-200\tp50 ms\tp90 ms\tp99 ms\tadded p99 ms\tbulk MB/s\tproxy CPU µs/req (sum = a + b)\tproxy CPU s/GiB bulk\tRSS MB idle / fortio / bulk (a; b)\tof which anon MB (a; b)\n")
+	fmt.Fprintf(tw, "path\trequests\tqps\tnon-200\tp50 ms\tp90 ms\tp99 ms\tadded p99 ms\tbulk MB/s\tproxy CPU µs/req (sum = a + b)\tcontext switches/req (a + b)\tproxy CPU s/GiB bulk\tRSS MB idle / fortio / bulk (a; b)\tof which anon MB (a; b)\n")
 	var base time.Duration
 	for i, r := range rs {
 		if i == 0 {
 			base = r.p99
 		}
-		cpu, bulkCPU := "-", "-"
+		cpu, bulkCPU, switches := "-", "-", "-"
 		rss, anon := "-", "-"
 		if len(r.bulk) > 0 {
 			perReq := r.proxyCPU / time.Duration(max(r.requests, 1))
 			cpu = fmt.Sprintf("%.1f = %.1f + %.1f", us(perReq), us(r.cpuPerReqA), us(r.cpuPerB))
 			bulkCPU = fmt.Sprintf("%.2f", r.bulkCPUPerGiB.Seconds())
+			switches = fmt.Sprintf("%.1f + %.1f", r.switchesPerReq[0], r.switchesPerReq[len(r.switchesPerReq)-1])
 			rss = memColumn(r, func(m memKB) int64 { return m.rss })
 			anon = memColumn(r, func(m memKB) int64 { return m.anon })
 		}
-		fmt.Fprintf(tw, "%s\t%d\t%.0f\t%d\t%s\t%s\t%s\t%s\t%.0f\t%s\t%s\t%s\t%s\n", r.path, r.requests, r.qps, r.errors,
-			ms(r.p50), ms(r.p90), ms(r.p99), ms(r.p99-base), r.bulkMBps, cpu, bulkCPU, rss, anon)
+		fmt.Fprintf(tw, "%s\t%d\t%.0f\t%d\t%s\t%s\t%s\t%s\t%.0f\t%s\t%s\t%s\t%s\t%s\n", r.path, r.requests, r.qps, r.errors,
+			ms(r.p50), ms(r.p90), ms(r.p99), ms(r.p99-base), r.bulkMBps, cpu, switches, bulkCPU, rss, anon)
 	}
 	_ = tw.Flush()
 }
