@@ -29,25 +29,32 @@ func TestMain(m *testing.M) { goleak.VerifyTestMain(m) }
 
 var discard = slog.New(slog.DiscardHandler)
 
-// startEcho runs an echo server named pod on ip and returns its port.
+// startEcho runs an HTTP echo server named pod on ip and returns its port.
 func startEcho(t *testing.T, ip, pod string) int {
 	t.Helper()
+	return runEcho(t, echo.Options{HTTPAddress: ip + ":0", Context: echo.Context{Pod: pod}}).HTTPAddr().(*net.TCPAddr).Port
+}
+
+// runEcho runs an echo server until the test ends and waits until it is
+// ready.
+func runEcho(t *testing.T, opts echo.Options) *echo.Server {
+	t.Helper()
 	ctx, cancel := context.WithCancel(context.Background())
-	s := echo.New(echo.Options{HTTPAddress: ip + ":0", Context: echo.Context{Pod: pod}})
+	s := echo.New(opts)
 	done := make(chan error, 1)
 	go func() { done <- s.Run(ctx) }()
 	t.Cleanup(func() {
 		cancel()
 		if err := <-done; err != nil {
-			t.Errorf("echo %s: %v", pod, err)
+			t.Errorf("echo %s: %v", opts.Context.Pod, err)
 		}
 	})
 	select {
 	case <-s.Ready():
 	case err := <-done:
-		t.Fatalf("echo %s: %v", pod, err)
+		t.Fatalf("echo %s: %v", opts.Context.Pod, err)
 	}
-	return s.HTTPAddr().(*net.TCPAddr).Port
+	return s
 }
 
 func freePort(t *testing.T) int {

@@ -125,6 +125,9 @@ func (e *Engine) finish(rw *respWriter, r *http.Request, st *reqState) {
 	if st.route != nil {
 		s := st.route.Source()
 		attrs = append(attrs, slog.String("route", s.GetKind()+"/"+s.GetNamespace()+"/"+s.GetName()+"#"+strconv.Itoa(int(s.GetRule()))))
+		if n := s.GetRuleName(); n != "" { // the rule's name (Gateway API rules[].name)
+			attrs = append(attrs, slog.String("rule", n))
+		}
 	}
 	if !st.policy.Policy.IsZero() || st.flag == FlagRBAC {
 		// The deciding policy (a DENY that matched, the ALLOW that did) or
