@@ -4,9 +4,12 @@ import (
 	"bytes"
 	"context"
 	"fmt"
+	"io"
 	"log/slog"
 	"net"
+	"net/http"
 	"path/filepath"
+	"regexp"
 	"strings"
 	"testing"
 
@@ -87,7 +90,7 @@ func TestGatewayGRPCRoute(t *testing.T) {
 	defer cancel()
 	cp := startControl(t, ctx, dir)
 	logs := &syncBuf{}
-	runGateway(t, ctx, cp, slog.New(slog.NewJSONHandler(logs, nil)))
+	g := runGateway(t, ctx, cp, slog.New(slog.NewJSONHandler(logs, nil)))
 
 	conn, err := grpc.NewClient(fmt.Sprintf("127.0.0.1:%d", port), grpc.WithTransportCredentials(insecure.NewCredentials()), grpc.WithAuthority("grpc.example.com"))
 	if err != nil {
@@ -147,4 +150,33 @@ func TestGatewayGRPCRoute(t *testing.T) {
 			t.Errorf("unrouted method: %v, want Unimplemented", err)
 		}
 	})
+
+	t.Run("metrics", func(t *testing.T) {
+		resp, err := http.Get("http://" + g.Addr("metrics").String() + "/metrics")
+		if err != nil {
+			t.Fatal(err)
+		}
+		b, _ := io.ReadAll(resp.Body)
+		resp.Body.Close()
+		// Labels are exposed sorted by name; each want is a run of them.
+		for _, want := range []string{
+			`istio_requests_total{.*destination_service="grpc-v2.shop.svc.cluster.local",.*grpc_response_status="0",reporter="source",request_protocol="grpc",response_code="200",response_flags="-",`,
+			`istio_request_duration_milliseconds_count{.*grpc_response_status="0",reporter="source",request_protocol="grpc",response_code="200",`,
+			`istio_requests_total{.*request_protocol="grpc",response_code="404",response_flags="NR",`,
+		} {
+			if !regexp.MustCompile(want).Match(b) {
+				t.Errorf("no series matching %s in:\n%s", want, grepLines(b, "istio_requests_total"))
+			}
+		}
+	})
+}
+
+func grepLines(b []byte, sub string) string {
+	var out []string
+	for l := range strings.SplitSeq(string(b), "\n") {
+		if strings.Contains(l, sub) {
+			out = append(out, l)
+		}
+	}
+	return strings.Join(out, "\n")
 }

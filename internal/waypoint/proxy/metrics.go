@@ -1,6 +1,7 @@
 package proxy
 
 import (
+	"cmp"
 	"encoding/hex"
 	"errors"
 	"fmt"
@@ -13,6 +14,7 @@ import (
 
 	"github.com/ambitmesh/ambit/internal/hbone"
 	"github.com/ambitmesh/ambit/internal/telemetry"
+	"github.com/ambitmesh/ambit/internal/waypoint/route"
 	gatewayv1 "github.com/ambitmesh/ambit/proto/ambit/gateway/v1"
 )
 
@@ -62,9 +64,12 @@ func (e *Engine) finish(rw *respWriter, r *http.Request, st *reqState) {
 	dur := time.Since(st.start)
 	proto := "http"
 	grpcStatus := ""
-	if st.route != nil && st.route.GRPC {
+	if route.IsGRPC(r.Header) { // Istio's request_protocol: by content type, routed or not
 		proto = "grpc"
-		grpcStatus = rw.Header().Get("Grpc-Status")
+		// A trailer, which ReverseProxy adds under http.TrailerPrefix when
+		// the upstream did not announce it (gRPC servers do not), or a
+		// header in a trailers-only answer.
+		grpcStatus = cmp.Or(rw.Header().Get("Grpc-Status"), rw.Header().Get(http.TrailerPrefix+"Grpc-Status"))
 	}
 	// A waypoint knows its client from the HBONE stream; an ingress
 	// gateway reports itself as the source, as Istio's does.

@@ -155,7 +155,7 @@ func (m *matcher) matches(r *Request) bool {
 	if m.method != "" && r.Method != m.method {
 		return false
 	}
-	if m.grpc && !isGRPC(r.Header) {
+	if m.grpc && !IsGRPC(r.Header) {
 		return false
 	}
 	for i := range m.headers {
@@ -187,9 +187,10 @@ func (m *matcher) matches(r *Request) bool {
 	return true
 }
 
-// isGRPC keeps GRPCRoute rules from catching plain HTTP POSTs when a
-// waypoint's service table holds both kinds.
-func isGRPC(h http.Header) bool {
+// IsGRPC says whether a request is gRPC (by its content type). It keeps
+// GRPCRoute rules from catching plain HTTP POSTs when a waypoint's service
+// table holds both kinds.
+func IsGRPC(h http.Header) bool {
 	ct := h["Content-Type"]
 	return len(ct) > 0 && strings.HasPrefix(ct[0], "application/grpc")
 }
