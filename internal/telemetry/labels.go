@@ -125,6 +125,15 @@ func orUnknown(s string) string {
 
 // values are the label values in labelNames order.
 func (l *Labels) values(flags string) []string {
+	v := make([]string, len(labelNames))
+	l.fill(v, flags)
+	return v
+}
+
+// fill writes the label values in labelNames order into dst, which is
+// len(labelNames) long (the request metrics fill an array, allocation
+// free).
+func (l *Labels) fill(dst []string, flags string) {
 	proto := l.RequestProtocol
 	if proto == "" {
 		proto = ProtocolTCP
@@ -133,7 +142,7 @@ func (l *Labels) values(flags string) []string {
 		flags = FlagNone
 	}
 	s, d := &l.Source, &l.Destination
-	return []string{
+	v := [...]string{
 		orUnknown(l.Reporter),
 		orUnknown(s.Workload),
 		orUnknown(s.CanonicalService),
@@ -158,4 +167,5 @@ func (l *Labels) values(flags string) []string {
 		flags,
 		orUnknown(l.SecurityPolicy),
 	}
+	copy(dst, v[:])
 }

@@ -10,7 +10,6 @@ import (
 	"errors"
 	"fmt"
 	"strconv"
-	"strings"
 	"sync"
 	"time"
 
@@ -121,20 +120,29 @@ type Request struct {
 // istio_requests_total, istio_request_duration_milliseconds,
 // istio_request_bytes and istio_response_bytes.
 func ObserveRequest(l *Labels, r Request) {
-	v := l.values(r.Flags)
-	n := len(v)
-	values := append(v[:n-2:n-2], strconv.Itoa(r.ResponseCode), orUnknown(r.GRPCStatus), v[n-2], v[n-1])
-	key := strings.Join(values, "\xff")
-	sv, ok := requestSeriesByLabels.Load(key)
-	if !ok {
-		sv, _ = requestSeriesByLabels.LoadOrStore(key, &requestSeries{
-			total:     requestsTotal.WithLabelValues(values...),
-			duration:  requestDuration.WithLabelValues(values...),
-			reqBytes:  requestBytes.WithLabelValues(values...),
-			respBytes: responseBytes.WithLabelValues(values...),
-		})
+	// httpLabelNames: the traffic labels, with response_code and
+	// grpc_response_status before the last two.
+	var k requestKey
+	n := len(labelNames)
+	l.fill(k[:n], r.Flags)
+	k[n+1], k[n] = k[n-1], k[n-2]
+	k[n-2], k[n-1] = statusCode(r.ResponseCode), orUnknown(r.GRPCStatus)
+	requestSeriesMu.RLock()
+	s := requestSeriesByKey[k]
+	requestSeriesMu.RUnlock()
+	if s == nil {
+		requestSeriesMu.Lock()
+		if s = requestSeriesByKey[k]; s == nil {
+			s = &requestSeries{
+				total:     requestsTotal.WithLabelValues(k[:]...),
+				duration:  requestDuration.WithLabelValues(k[:]...),
+				reqBytes:  requestBytes.WithLabelValues(k[:]...),
+				respBytes: responseBytes.WithLabelValues(k[:]...),
+			}
+			requestSeriesByKey[k] = s
+		}
+		requestSeriesMu.Unlock()
 	}
-	s := sv.(*requestSeries)
 	s.total.Inc()
 	s.duration.Observe(float64(r.Duration) / float64(time.Millisecond))
 	s.reqBytes.Observe(float64(r.RequestBytes))
@@ -142,18 +150,39 @@ func ObserveRequest(l *Labels, r Request) {
 }
 
 // requestSeries are the four request series of one label set, looked up
-// once: WithLabelValues validates and hashes every label value on each call,
-// four times per request, which was the largest cost of a request's
+// once: WithLabelValues validates and hashes every label value on each
+// call, four times per request, which was the largest cost of a request's
 // telemetry (bench/gateway). Series are never deleted, so neither are
-// the cache's entries; both grow with the label sets seen.
+// the map's entries; both grow with the label sets seen.
 type requestSeries struct {
 	total                         prometheus.Counter
 	duration, reqBytes, respBytes prometheus.Observer
 }
 
-// requestSeriesByLabels: the label values joined by 0xff (not valid in
-// UTF-8, which label values must be) -> *requestSeries.
-var requestSeriesByLabels sync.Map
+// requestKey is a label set in httpLabelNames order; an array, so a
+// lookup allocates nothing.
+type requestKey [25]string
+
+var (
+	requestSeriesMu    sync.RWMutex
+	requestSeriesByKey = map[requestKey]*requestSeries{}
+)
+
+// statusCodes are the response codes' label values, so a request does
+// not format one.
+var statusCodes = func() (s [600]string) {
+	for i := range s {
+		s[i] = strconv.Itoa(i)
+	}
+	return s
+}()
+
+func statusCode(c int) string {
+	if c >= 0 && c < len(statusCodes) {
+		return statusCodes[c]
+	}
+	return strconv.Itoa(c)
+}
 
 // Register registers the traffic collectors with reg. Registering again
 // with the same registry is harmless.

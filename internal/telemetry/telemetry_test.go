@@ -559,3 +559,9 @@ func TestLabelValuesMatchNames(t *testing.T) {
 		t.Errorf("response_flags value is not at its name's index")
 	}
 }
+
+func TestRequestKeyHoldsTheHTTPLabels(t *testing.T) {
+	if len(requestKey{}) != len(httpLabelNames) {
+		t.Fatalf("requestKey has %d values, httpLabelNames %d", len(requestKey{}), len(httpLabelNames))
+	}
+}

@@ -342,7 +342,7 @@ func (e *Engine) serveConfig(w http.ResponseWriter, r *http.Request, port uint32
 	// W3C trace context: kept when valid (with tracestate and baggage,
 	// which pass unchanged), else started here so every hop of the
 	// request logs one trace id.
-	if _, err := hbone.ParseTraceParent(hdr.Get("Traceparent")); err != nil {
+	if !validTraceParent(hdr.Get("Traceparent")) {
 		hdr.Set("Traceparent", hbone.NewTraceParent().String())
 		hdr.Del("Tracestate")
 	}
@@ -438,6 +438,16 @@ func normalizePath(p string) (string, bool) {
 	}
 	n := "/" + strings.Join(out, "/")
 	return n, n != p
+}
+
+// validTraceParent says whether s is a usable traceparent; most requests
+// carry none, and need no parse (whose error is built with fmt).
+func validTraceParent(s string) bool {
+	if s == "" {
+		return false
+	}
+	_, err := hbone.ParseTraceParent(s)
+	return err == nil
 }
 
 func writeReply(w http.ResponseWriter, rep *filter.Reply) {
