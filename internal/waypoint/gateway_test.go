@@ -9,7 +9,6 @@ import (
 	"log/slog"
 	"net"
 	"net/http"
-	"os"
 	"path/filepath"
 	"strings"
 	"sync"
@@ -17,55 +16,9 @@ import (
 	"testing"
 	"time"
 
-	"go.uber.org/goleak"
-
-	"github.com/ambitmesh/ambit/internal/control"
 	"github.com/ambitmesh/ambit/internal/echo"
 	"github.com/ambitmesh/ambit/internal/waypoint"
-	"github.com/ambitmesh/ambit/internal/xdsclient"
 )
-
-func TestMain(m *testing.M) { goleak.VerifyTestMain(m) }
-
-var discard = slog.New(slog.DiscardHandler)
-
-// startEcho runs an HTTP echo server named pod on ip and returns its port.
-func startEcho(t *testing.T, ip, pod string) int {
-	t.Helper()
-	return runEcho(t, echo.Options{HTTPAddress: ip + ":0", Context: echo.Context{Pod: pod}}).HTTPAddr().(*net.TCPAddr).Port
-}
-
-// runEcho runs an echo server until the test ends and waits until it is
-// ready.
-func runEcho(t *testing.T, opts echo.Options) *echo.Server {
-	t.Helper()
-	ctx, cancel := context.WithCancel(context.Background())
-	s := echo.New(opts)
-	done := make(chan error, 1)
-	go func() { done <- s.Run(ctx) }()
-	t.Cleanup(func() {
-		cancel()
-		if err := <-done; err != nil {
-			t.Errorf("echo %s: %v", opts.Context.Pod, err)
-		}
-	})
-	select {
-	case <-s.Ready():
-	case err := <-done:
-		t.Fatalf("echo %s: %v", opts.Context.Pod, err)
-	}
-	return s
-}
-
-func freePort(t *testing.T) int {
-	t.Helper()
-	l, err := net.Listen("tcp", "127.0.0.1:0")
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer l.Close()
-	return l.Addr().(*net.TCPAddr).Port
-}
 
 const meshTmpl = `
 apiVersion: gateway.networking.k8s.io/v1
@@ -118,67 +71,6 @@ spec:
     - {name: web-v2, port: 80, weight: 10}
 `
 
-func writeFile(t *testing.T, path, content string) {
-	t.Helper()
-	// Write then rename, so the control plane's watcher never reads half a file.
-	tmp := path + ".tmp"
-	if err := os.WriteFile(tmp, []byte(content), 0o644); err != nil {
-		t.Fatal(err)
-	}
-	if err := os.Rename(tmp, path); err != nil {
-		t.Fatal(err)
-	}
-}
-
-func startControl(t *testing.T, ctx context.Context, dir string) *control.Control {
-	t.Helper()
-	cp := control.New(control.Options{ConfigDir: dir, StateDir: t.TempDir(), XDSAddress: "127.0.0.1:0", AdminAddress: "127.0.0.1:0", Debounce: 20 * time.Millisecond, Logger: discard})
-	done := make(chan error, 1)
-	go func() { done <- cp.Run(ctx) }()
-	t.Cleanup(func() {
-		if err := <-done; err != nil {
-			t.Errorf("control plane: %v", err)
-		}
-	})
-	select {
-	case <-cp.Ready():
-	case err := <-done:
-		t.Fatal(err)
-	}
-	return cp
-}
-
-func token(t *testing.T, cp *control.Control, subject string) control.TokenResponse {
-	t.Helper()
-	body, _ := json.Marshal(control.TokenRequest{Subject: subject})
-	resp, err := http.Post("http://"+cp.AdminAddr().String()+"/ca/tokens", "application/json", bytes.NewReader(body))
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer resp.Body.Close()
-	var tok control.TokenResponse
-	if err := json.NewDecoder(resp.Body).Decode(&tok); err != nil {
-		t.Fatal(err)
-	}
-	if tok.Token == "" {
-		t.Fatalf("token for %s: empty (status %d)", subject, resp.StatusCode)
-	}
-	return tok
-}
-
-func waitFor(t *testing.T, what string, chs []<-chan struct{}, done <-chan error) {
-	t.Helper()
-	for _, ch := range chs {
-		select {
-		case <-ch:
-		case err := <-done:
-			t.Fatalf("%s: stopped: %v", what, err)
-		case <-time.After(15 * time.Second):
-			t.Fatalf("%s: not ready/synced after 15s", what)
-		}
-	}
-}
-
 type reply struct {
 	status int
 	pod    string
@@ -228,29 +120,8 @@ func TestGatewayRoutesFromControlPlane(t *testing.T) {
 	ctx, cancel := context.WithCancel(context.Background())
 	defer cancel()
 	cp := startControl(t, ctx, dir)
-	tok := token(t, cp, "gateway/infra/edge")
-
 	logs := &syncBuf{}
-	g, err := waypoint.New(waypoint.Options{
-		ControlPlane: cp.XDSAddr().String(), Gateway: "infra/edge", Token: tok.Token, CAPin: tok.CAPin, TrustDomain: tok.TrustDomain,
-		ListenAddress: "127.0.0.1",
-		AdminAddress:  "127.0.0.1:0", MetricsAddress: "127.0.0.1:0", ReadinessAddress: "127.0.0.1:0",
-		Logger: discard, AccessLog: slog.New(slog.NewJSONHandler(logs, nil)),
-		XDSBackoff: xdsclient.Backoff{Initial: 20 * time.Millisecond, Max: 200 * time.Millisecond},
-	})
-	if err != nil {
-		t.Fatal(err)
-	}
-	gctx, gcancel := context.WithCancel(ctx)
-	gDone := make(chan error, 1)
-	go func() { gDone <- g.Run(gctx) }()
-	defer func() {
-		gcancel()
-		if err := <-gDone; err != nil {
-			t.Errorf("gateway: %v", err)
-		}
-	}()
-	waitFor(t, "gateway", []<-chan struct{}{g.Ready(), g.Synced()}, gDone)
+	g := runGateway(t, ctx, cp, slog.New(slog.NewJSONHandler(logs, nil)))
 
 	addr := fmt.Sprintf("127.0.0.1:%d", port)
 	if got := g.ListenerAddrs(); len(got) != 1 || got[uint32(port)] == nil || got[uint32(port)].String() != addr {
@@ -424,39 +295,4 @@ func TestNewRefusesBadOptions(t *testing.T) {
 			}
 		})
 	}
-}
-
-type syncBuf struct {
-	mu sync.Mutex
-	b  bytes.Buffer
-}
-
-func (s *syncBuf) Write(p []byte) (int, error) { s.mu.Lock(); defer s.mu.Unlock(); return s.b.Write(p) }
-func (s *syncBuf) String() string              { s.mu.Lock(); defer s.mu.Unlock(); return s.b.String() }
-
-// runGateway runs `ambit gateway` for infra/edge against cp on 127.0.0.1
-// until the test ends, and waits until it is ready and synced.
-func runGateway(t *testing.T, ctx context.Context, cp *control.Control, accessLog *slog.Logger) *waypoint.Gateway {
-	t.Helper()
-	tok := token(t, cp, "gateway/infra/edge")
-	g, err := waypoint.New(waypoint.Options{
-		ControlPlane: cp.XDSAddr().String(), Gateway: "infra/edge", Token: tok.Token, CAPin: tok.CAPin, TrustDomain: tok.TrustDomain,
-		ListenAddress: "127.0.0.1", AdminAddress: "127.0.0.1:0", MetricsAddress: "127.0.0.1:0", ReadinessAddress: "127.0.0.1:0",
-		Logger: discard, AccessLog: accessLog,
-		XDSBackoff: xdsclient.Backoff{Initial: 20 * time.Millisecond, Max: 200 * time.Millisecond},
-	})
-	if err != nil {
-		t.Fatal(err)
-	}
-	gctx, gcancel := context.WithCancel(ctx)
-	gDone := make(chan error, 1)
-	go func() { gDone <- g.Run(gctx) }()
-	t.Cleanup(func() {
-		gcancel()
-		if err := <-gDone; err != nil {
-			t.Errorf("gateway: %v", err)
-		}
-	})
-	waitFor(t, "gateway", []<-chan struct{}{g.Ready(), g.Synced()}, gDone)
-	return g
 }

@@ -7,7 +7,6 @@ import (
 	"encoding/json"
 	"fmt"
 	"io"
-	"log/slog"
 	"net"
 	"net/http"
 	"path/filepath"
@@ -16,9 +15,7 @@ import (
 	"time"
 
 	"github.com/ambitmesh/ambit/internal/echo"
-	"github.com/ambitmesh/ambit/internal/waypoint"
 	"github.com/ambitmesh/ambit/internal/waypoint/tlstest"
-	"github.com/ambitmesh/ambit/internal/xdsclient"
 )
 
 // tlsMeshTmpl: Gateway infra/edge with an HTTPS listener (%[1]d) for
@@ -101,13 +98,7 @@ stringData:
 // forwards to its TCPRoute.
 func TestGatewayServesTLSAndTCPFromControlPlane(t *testing.T) {
 	webPort := startEcho(t, "127.0.0.61", "web-1")
-	tcp := echo.New(echo.Options{TCPAddress: "127.0.0.62:0"})
-	tctx, tcancel := context.WithCancel(context.Background())
-	tdone := make(chan error, 1)
-	go func() { tdone <- tcp.Run(tctx) }()
-	defer func() { tcancel(); <-tdone }()
-	<-tcp.Ready()
-	dbPort := tcp.TCPAddr().(*net.TCPAddr).Port
+	dbPort := runEcho(t, echo.Options{TCPAddress: "127.0.0.62:0"}).TCPAddr().(*net.TCPAddr).Port
 
 	ca := tlstest.NewCA(t)
 	crt1, key1, sn1 := ca.Issue(t, "app.example.com")
@@ -120,27 +111,7 @@ func TestGatewayServesTLSAndTCPFromControlPlane(t *testing.T) {
 	ctx, cancel := context.WithCancel(context.Background())
 	defer cancel()
 	cp := startControl(t, ctx, dir)
-	tok := token(t, cp, "gateway/infra/edge")
-	g, err := waypoint.New(waypoint.Options{
-		ControlPlane: cp.XDSAddr().String(), Gateway: "infra/edge", Token: tok.Token, CAPin: tok.CAPin, TrustDomain: tok.TrustDomain,
-		ListenAddress: "127.0.0.1",
-		AdminAddress:  "127.0.0.1:0", MetricsAddress: "127.0.0.1:0", ReadinessAddress: "127.0.0.1:0",
-		Logger: discard, AccessLog: slog.New(slog.DiscardHandler),
-		XDSBackoff: xdsclient.Backoff{Initial: 20 * time.Millisecond, Max: 200 * time.Millisecond},
-	})
-	if err != nil {
-		t.Fatal(err)
-	}
-	gctx, gcancel := context.WithCancel(ctx)
-	gDone := make(chan error, 1)
-	go func() { gDone <- g.Run(gctx) }()
-	defer func() {
-		gcancel()
-		if err := <-gDone; err != nil {
-			t.Errorf("gateway: %v", err)
-		}
-	}()
-	waitFor(t, "gateway", []<-chan struct{}{g.Ready(), g.Synced()}, gDone)
+	g := runGateway(t, ctx, cp, discard)
 	httpsAddr := fmt.Sprintf("127.0.0.1:%d", httpsPort)
 
 	// get returns the serial of the certificate served and the pod that

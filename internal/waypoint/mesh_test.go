@@ -2,30 +2,22 @@ package waypoint_test
 
 import (
 	"bufio"
-	"bytes"
 	"context"
 	"encoding/json"
 	"fmt"
-	"log/slog"
 	"net"
-	"net/http"
 	"net/netip"
 	"path/filepath"
 	"slices"
 	"strings"
-	"sync"
 	"testing"
 	"time"
 
 	"github.com/spiffe/go-spiffe/v2/spiffeid"
 
-	"github.com/ambitmesh/ambit/internal/control"
 	"github.com/ambitmesh/ambit/internal/echo"
 	"github.com/ambitmesh/ambit/internal/identity"
 	nodeproxy "github.com/ambitmesh/ambit/internal/node/proxy"
-	"github.com/ambitmesh/ambit/internal/proxyboot"
-	"github.com/ambitmesh/ambit/internal/waypoint"
-	"github.com/ambitmesh/ambit/internal/xdsclient"
 )
 
 // Addresses of the mesh of TestTrafficTraversesWaypointOnce.
@@ -110,149 +102,6 @@ metadata: {name: web-waypoint-1, namespace: shop, labels: {gateway.networking.k8
 spec: {addresses: ["` + wmWaypointIP + `"], node: node-w, serviceAccount: web-waypoint}
 `
 
-// lockedBuffer collects JSON log lines from several goroutines.
-type lockedBuffer struct {
-	mu  sync.Mutex
-	buf bytes.Buffer
-}
-
-func (b *lockedBuffer) Write(p []byte) (int, error) {
-	b.mu.Lock()
-	defer b.mu.Unlock()
-	return b.buf.Write(p)
-}
-
-func (b *lockedBuffer) records(t *testing.T) []map[string]any {
-	t.Helper()
-	b.mu.Lock()
-	defer b.mu.Unlock()
-	var out []map[string]any
-	sc := bufio.NewScanner(bytes.NewReader(b.buf.Bytes()))
-	for sc.Scan() {
-		var m map[string]any
-		if err := json.Unmarshal(sc.Bytes(), &m); err != nil {
-			t.Fatalf("log line %q: %v", sc.Text(), err)
-		}
-		out = append(out, m)
-	}
-	return out
-}
-
-// testNode is a node proxy joined to the control plane, as `ambit node`
-// runs it in explicit mode.
-type testNode struct {
-	sess   *proxyboot.Session
-	proxy  *nodeproxy.Proxy
-	access *lockedBuffer
-	log    *lockedBuffer
-}
-
-func startNode(t *testing.T, ctx context.Context, wg *sync.WaitGroup, cp *control.Control, name string, hbonePort uint16, explicit []nodeproxy.Explicit) *testNode {
-	t.Helper()
-	tok := token(t, cp, "node/"+name)
-	td := spiffeid.RequireTrustDomainFromString(tok.TrustDomain)
-	id, err := identity.NodeID(td, name)
-	if err != nil {
-		t.Fatal(err)
-	}
-	n := &testNode{access: &lockedBuffer{}, log: &lockedBuffer{}}
-	if n.sess, err = proxyboot.Join(ctx, proxyboot.Options{ControlPlane: cp.XDSAddr().String(), Token: tok.Token, CAPin: tok.CAPin, ID: id,
-		NodeID: "node/" + name, TypeURLs: nodeproxy.TypeURLs, Logger: discard,
-		XDSBackoff: xdsclient.Backoff{Initial: 20 * time.Millisecond, Max: 200 * time.Millisecond}}); err != nil {
-		t.Fatal(err)
-	}
-	t.Cleanup(func() { _ = n.sess.Close() })
-	if n.proxy, err = nodeproxy.New(nodeproxy.Options{
-		Node: name, Cluster: "test", Certs: n.sess.Certs, Bundle: n.sess.Bundle, HBONEPort: hbonePort, Explicit: explicit,
-		Logger:    slog.New(slog.NewJSONHandler(n.log, nil)),
-		AccessLog: slog.New(slog.NewJSONHandler(n.access, nil)),
-	}); err != nil {
-		t.Fatal(err)
-	}
-	n.sess.RunBackground(ctx, wg)
-	wg.Go(func() { _ = n.proxy.Run(ctx, n.sess.XDS) })
-	return n
-}
-
-// startWaypoint runs `ambit waypoint` for gateway on ip:hbonePort until
-// stop (idempotent) and returns its access log and join token.
-func startWaypoint(t *testing.T, ctx context.Context, cp *control.Control, gateway, ip string, hbonePort uint16) (*lockedBuffer, control.TokenResponse, func()) {
-	t.Helper()
-	access := &lockedBuffer{}
-	tok := token(t, cp, "gateway/"+gateway)
-	g, err := waypoint.New(waypoint.Options{
-		ControlPlane: cp.XDSAddr().String(), Gateway: gateway, Token: tok.Token, CAPin: tok.CAPin, TrustDomain: tok.TrustDomain,
-		Waypoint: true, HBONEAddress: ip, HBONEPort: hbonePort, UpstreamHBONEPort: hbonePort,
-		AdminAddress: "127.0.0.1:0", MetricsAddress: "-", ReadinessAddress: "-",
-		Logger: discard, AccessLog: slog.New(slog.NewJSONHandler(access, nil)),
-		XDSBackoff: xdsclient.Backoff{Initial: 20 * time.Millisecond, Max: 200 * time.Millisecond},
-	})
-	if err != nil {
-		t.Fatal(err)
-	}
-	gctx, gcancel := context.WithCancel(ctx)
-	gDone := make(chan error, 1)
-	go func() { gDone <- g.Run(gctx) }()
-	stopped := false
-	stop := func() {
-		if stopped {
-			return
-		}
-		stopped = true
-		gcancel()
-		if err := <-gDone; err != nil {
-			t.Errorf("waypoint: %v", err)
-		}
-	}
-	t.Cleanup(stop)
-	waitFor(t, "waypoint", []<-chan struct{}{g.Ready(), g.Synced()}, gDone)
-	return access, tok, stop
-}
-
-// commonPort finds a port free on every address (the HBONE port is the
-// same on every node and on the waypoint).
-func commonPort(t *testing.T, addrs ...string) uint16 {
-	t.Helper()
-	for range 20 {
-		var ls []net.Listener
-		l, err := net.Listen("tcp", addrs[0]+":0")
-		if err != nil {
-			t.Fatal(err)
-		}
-		ls = append(ls, l)
-		port := l.Addr().(*net.TCPAddr).Port
-		ok := true
-		for _, a := range addrs[1:] {
-			o, err := net.Listen("tcp", fmt.Sprintf("%s:%d", a, port))
-			if err != nil {
-				ok = false
-				break
-			}
-			ls = append(ls, o)
-		}
-		for _, l := range ls {
-			l.Close()
-		}
-		if ok {
-			return uint16(port)
-		}
-	}
-	t.Fatal("no common free port")
-	return 0
-}
-
-// eventually polls cond until it holds or 15s pass.
-func eventually(t *testing.T, what string, cond func() bool) {
-	t.Helper()
-	deadline := time.Now().Add(15 * time.Second)
-	for !cond() {
-		if time.Now().After(deadline) {
-			t.Fatalf("timed out waiting for %s", what)
-		}
-		time.Sleep(10 * time.Millisecond)
-	}
-}
-
 // TestTrafficTraversesWaypointOnce: a client on node-a connects to the
 // VIP of a service bound to a waypoint; node-a tunnels to the waypoint,
 // which routes by header and tunnels to the chosen pod's node proxy, which
@@ -269,16 +118,13 @@ func TestTrafficTraversesWaypointOnce(t *testing.T) {
 	defer cancel()
 	cp := startControl(t, ctx, dir)
 
-	wpAccess, wtok, stopWaypoint := startWaypoint(t, ctx, cp, "shop/web-waypoint", wmWaypointIP, hbonePort)
+	wpAccess, trustDomain, stopWaypoint := startWaypoint(t, ctx, cp, "shop/web-waypoint", wmWaypointIP, hbonePort)
 	defer stopWaypoint()
 
-	nctx, ncancel := context.WithCancel(ctx)
-	var nwg sync.WaitGroup
-	defer func() { ncancel(); nwg.Wait() }()
 	listen := netip.AddrPortFrom(netip.MustParseAddr(wmClientIP), explicitPort)
 	vip := netip.AddrPortFrom(netip.MustParseAddr(wmVIP), 80)
-	nodeA := startNode(t, nctx, &nwg, cp, "node-a", hbonePort, []nodeproxy.Explicit{{Listen: listen, Target: vip, Source: "shop/client-1"}})
-	nodeB := startNode(t, nctx, &nwg, cp, "node-b", hbonePort, nil)
+	nodeA := startNode(t, ctx, cp, "node-a", hbonePort, []nodeproxy.Explicit{{Listen: listen, Target: vip, Source: "shop/client-1"}})
+	nodeB := startNode(t, ctx, cp, "node-b", hbonePort, nil)
 
 	eventually(t, "node-a to know the service, its waypoint binding and the waypoint pod", func() bool {
 		c := nodeA.proxy.Config()
@@ -292,7 +138,7 @@ func TestTrafficTraversesWaypointOnce(t *testing.T) {
 			slices.Contains(in, netip.AddrPortFrom(netip.MustParseAddr(wmV2IP), hbonePort))
 	})
 
-	td := spiffeid.RequireTrustDomainFromString(wtok.TrustDomain)
+	td := spiffeid.RequireTrustDomainFromString(trustDomain)
 	wpID, _ := identity.WorkloadID(td, "shop", "web-waypoint")
 	clientID, _ := identity.WorkloadID(td, "shop", "client")
 
@@ -305,29 +151,16 @@ func TestTrafficTraversesWaypointOnce(t *testing.T) {
 		{"header match", "/to-v2", map[string]string{"x-region": "eu"}, "v2"},
 	} {
 		t.Run(tc.name, func(t *testing.T) {
-			c, err := net.Dial("tcp", listen.String())
-			if err != nil {
-				t.Fatal(err)
-			}
-			defer c.Close()
-			req, _ := http.NewRequest("GET", "http://web.shop.svc.cluster.local"+tc.path, nil)
-			for k, v := range tc.hdr {
-				req.Header.Set(k, v)
-			}
-			if err := req.Write(c); err != nil {
-				t.Fatal(err)
-			}
-			resp, err := http.ReadResponse(bufio.NewReader(c), req)
+			status, b, err := request(listen, "GET", "http://web.shop.svc.cluster.local"+tc.path, tc.hdr)
 			if err != nil {
 				t.Fatalf("response through node-a and the waypoint: %v", err)
 			}
-			defer resp.Body.Close()
 			var e echo.Response
-			if err := json.NewDecoder(resp.Body).Decode(&e); err != nil {
+			if err := json.Unmarshal(b, &e); err != nil {
 				t.Fatal(err)
 			}
-			if resp.StatusCode != 200 || e.Pod != tc.pod {
-				t.Errorf("got %d from %q, want 200 from %q", resp.StatusCode, e.Pod, tc.pod)
+			if status != 200 || e.Pod != tc.pod {
+				t.Errorf("got %d from %q, want 200 from %q", status, e.Pod, tc.pod)
 			}
 		})
 	}

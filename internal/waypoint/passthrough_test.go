@@ -1,18 +1,15 @@
 package waypoint_test
 
 import (
-	"bufio"
 	"context"
 	"encoding/json"
 	"fmt"
 	"io"
 	"net"
-	"net/http"
 	"net/netip"
 	"path/filepath"
 	"slices"
 	"strings"
-	"sync"
 	"testing"
 	"time"
 
@@ -116,28 +113,6 @@ spec:
   - from: [{source: {principals: ["cluster.local/ns/shop/sa/other"]}}]
 `
 
-// startEchoTCP runs an echo server on ip with HTTP and raw TCP and returns
-// both ports.
-func startEchoTCP(t *testing.T, ip, pod string) (httpPort, tcpPort int) {
-	t.Helper()
-	ctx, cancel := context.WithCancel(context.Background())
-	s := echo.New(echo.Options{HTTPAddress: ip + ":0", TCPAddress: ip + ":0", Context: echo.Context{Pod: pod}})
-	done := make(chan error, 1)
-	go func() { done <- s.Run(ctx) }()
-	t.Cleanup(func() {
-		cancel()
-		if err := <-done; err != nil {
-			t.Errorf("echo %s: %v", pod, err)
-		}
-	})
-	select {
-	case <-s.Ready():
-	case err := <-done:
-		t.Fatalf("echo %s: %v", pod, err)
-	}
-	return s.HTTPAddr().(*net.TCPAddr).Port, s.TCPAddr().(*net.TCPAddr).Port
-}
-
 // TestWaypointPassThroughAndPolicy: a service bound to a waypoint without
 // routes is passed through (HTTP with the default balancing, a TCP port
 // as bytes); the client's address travels in X-Forwarded-For and in the
@@ -161,14 +136,11 @@ func TestWaypointPassThroughAndPolicy(t *testing.T) {
 	wpAccess, _, stopWaypoint := startWaypoint(t, ctx, cp, "shop/api-waypoint", ptWaypointIP, hbonePort)
 	defer stopWaypoint()
 
-	nctx, ncancel := context.WithCancel(ctx)
-	var nwg sync.WaitGroup
-	defer func() { ncancel(); nwg.Wait() }()
-	nodeA := startNode(t, nctx, &nwg, cp, "node-a", hbonePort, []nodeproxy.Explicit{
+	nodeA := startNode(t, ctx, cp, "node-a", hbonePort, []nodeproxy.Explicit{
 		{Listen: httpListen, Target: httpVIP, Source: "shop/client-1"},
 		{Listen: tcpListen, Target: tcpVIP, Source: "shop/client-1"},
 	})
-	nodeB := startNode(t, nctx, &nwg, cp, "node-b", hbonePort, nil)
+	nodeB := startNode(t, ctx, cp, "node-b", hbonePort, nil)
 	eventually(t, "node-a to route the VIP through the waypoint", func() bool {
 		c := nodeA.proxy.Config()
 		st := c.Service(httpVIP)
@@ -181,29 +153,17 @@ func TestWaypointPassThroughAndPolicy(t *testing.T) {
 
 	get := func(t *testing.T, method, path string) (int, string, echo.Response) {
 		t.Helper()
-		c, err := net.Dial("tcp", httpListen.String())
-		if err != nil {
-			t.Fatal(err)
-		}
-		defer c.Close()
-		_ = c.SetDeadline(time.Now().Add(10 * time.Second))
-		req, _ := http.NewRequest(method, "http://api.shop.svc.cluster.local"+path, nil)
-		if err := req.Write(c); err != nil {
-			t.Fatal(err)
-		}
-		resp, err := http.ReadResponse(bufio.NewReader(c), req)
+		status, body, err := request(httpListen, method, "http://api.shop.svc.cluster.local"+path, nil)
 		if err != nil {
 			t.Fatalf("%s %s: %v", method, path, err)
 		}
-		defer resp.Body.Close()
-		body, _ := io.ReadAll(resp.Body)
 		var e echo.Response
-		if resp.StatusCode == 200 {
+		if status == 200 {
 			if err := json.Unmarshal(body, &e); err != nil {
 				t.Fatalf("%s %s: %v in %q", method, path, err, body)
 			}
 		}
-		return resp.StatusCode, string(body), e
+		return status, string(body), e
 	}
 
 	t.Run("HTTP pass-through", func(t *testing.T) {
@@ -265,19 +225,9 @@ func TestWaypointPassThroughAndPolicy(t *testing.T) {
 	})
 
 	t.Run("TCP pass-through", func(t *testing.T) {
-		c, err := net.Dial("tcp", tcpListen.String())
-		if err != nil {
-			t.Fatal(err)
-		}
-		defer c.Close()
-		_ = c.SetDeadline(time.Now().Add(10 * time.Second))
 		// Not HTTP: an HTTP server would answer 400 to it.
 		msg := "\x00\x01 not http\r\n\r\n"
-		if _, err := io.WriteString(c, msg); err != nil {
-			t.Fatal(err)
-		}
-		got := make([]byte, len(msg))
-		if _, err := io.ReadFull(c, got); err != nil || string(got) != msg {
+		if got, err := roundTrip(tcpListen, msg); err != nil || got != msg {
 			t.Fatalf("echoed %q, %v; want %q", got, err, msg)
 		}
 	})

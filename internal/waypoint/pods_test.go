@@ -1,19 +1,14 @@
 package waypoint_test
 
 import (
-	"bufio"
 	"context"
 	"encoding/json"
 	"fmt"
-	"net"
-	"net/http"
 	"net/netip"
 	"path/filepath"
 	"slices"
 	"strings"
-	"sync"
 	"testing"
-	"time"
 
 	"github.com/ambitmesh/ambit/internal/echo"
 	nodeproxy "github.com/ambitmesh/ambit/internal/node/proxy"
@@ -66,11 +61,8 @@ func TestWaypointPodsRoundRobinAndFailover(t *testing.T) {
 	log2, _, stop2 := startWaypoint(t, ctx, cp, "shop/web-waypoint", rrWP2IP, hbonePort)
 	defer stop2()
 
-	nctx, ncancel := context.WithCancel(ctx)
-	var nwg sync.WaitGroup
-	defer func() { ncancel(); nwg.Wait() }()
-	nodeA := startNode(t, nctx, &nwg, cp, "node-a", hbonePort, []nodeproxy.Explicit{{Listen: listen, Target: vip, Source: "shop/client-1"}})
-	nodeB := startNode(t, nctx, &nwg, cp, "node-b", hbonePort, nil)
+	nodeA := startNode(t, ctx, cp, "node-a", hbonePort, []nodeproxy.Explicit{{Listen: listen, Target: vip, Source: "shop/client-1"}})
+	nodeB := startNode(t, ctx, cp, "node-b", hbonePort, nil)
 	eventually(t, "node-a to know both waypoint pods", func() bool {
 		return len(nodeA.proxy.Config().GatewayPods("shop/web-waypoint")) == 2 && slices.Contains(nodeA.proxy.ExplicitAddrs(), listen)
 	})
@@ -80,17 +72,7 @@ func TestWaypointPodsRoundRobinAndFailover(t *testing.T) {
 
 	get := func(t *testing.T, path string) {
 		t.Helper()
-		c, err := net.Dial("tcp", listen.String())
-		if err != nil {
-			t.Fatal(err)
-		}
-		defer c.Close()
-		_ = c.SetDeadline(time.Now().Add(10 * time.Second))
-		req, _ := http.NewRequest("GET", "http://web.shop.svc.cluster.local"+path, nil)
-		if err := req.Write(c); err != nil {
-			t.Fatal(err)
-		}
-		resp, err := http.ReadResponse(bufio.NewReader(c), req)
+		status, b, err := request(listen, "GET", "http://web.shop.svc.cluster.local"+path, nil)
 		if err != nil {
 			for _, r := range nodeA.log.records(t) {
 				t.Logf("node-a: %v", r)
@@ -100,13 +82,12 @@ func TestWaypointPodsRoundRobinAndFailover(t *testing.T) {
 			}
 			t.Fatalf("GET %s: %v", path, err)
 		}
-		defer resp.Body.Close()
 		var e echo.Response
-		if err := json.NewDecoder(resp.Body).Decode(&e); err != nil || resp.StatusCode != 200 || e.Pod != "v1" {
-			t.Fatalf("GET %s: %d from %q (%v), want 200 from v1", path, resp.StatusCode, e.Pod, err)
+		if err := json.Unmarshal(b, &e); err != nil || status != 200 || e.Pod != "v1" {
+			t.Fatalf("GET %s: %d from %q (%v), want 200 from v1", path, status, e.Pod, err)
 		}
 	}
-	lines := func(b *lockedBuffer) int {
+	lines := func(b *syncBuf) int {
 		n := 0
 		for _, r := range b.records(t) {
 			if r["msg"] == "access" {

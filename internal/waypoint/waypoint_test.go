@@ -1,26 +1,20 @@
 package waypoint_test
 
 import (
-	"bufio"
 	"context"
 	"encoding/json"
 	"errors"
 	"fmt"
-	"io"
-	"net/http"
 	"net/netip"
 	"path/filepath"
 	"testing"
-	"time"
 
 	"github.com/spiffe/go-spiffe/v2/spiffeid"
 
 	"github.com/ambitmesh/ambit/internal/echo"
 	"github.com/ambitmesh/ambit/internal/hbone"
 	"github.com/ambitmesh/ambit/internal/identity"
-	"github.com/ambitmesh/ambit/internal/proxyboot"
 	"github.com/ambitmesh/ambit/internal/waypoint"
-	"github.com/ambitmesh/ambit/internal/xdsclient"
 )
 
 const waypointMesh = `
@@ -66,37 +60,13 @@ func TestWaypointServesHBONE(t *testing.T) {
 	ctx, cancel := context.WithCancel(context.Background())
 	defer cancel()
 	cp := startControl(t, ctx, dir)
-	wtok := token(t, cp, "gateway/shop/web-waypoint")
-	g, err := waypoint.New(waypoint.Options{
-		ControlPlane: cp.XDSAddr().String(), Gateway: "shop/web-waypoint", Token: wtok.Token, CAPin: wtok.CAPin, TrustDomain: wtok.TrustDomain,
-		Waypoint: true, HBONEAddress: "127.0.0.1", HBONEPort: uint16(freePort(t)), PlaintextUpstreams: true,
-		AdminAddress: "127.0.0.1:0", MetricsAddress: "-", ReadinessAddress: "-",
-		Logger: discard, XDSBackoff: xdsclient.Backoff{Initial: 20 * time.Millisecond, Max: 200 * time.Millisecond},
-	})
-	if err != nil {
-		t.Fatal(err)
-	}
-	gctx, gcancel := context.WithCancel(ctx)
-	gDone := make(chan error, 1)
-	go func() { gDone <- g.Run(gctx) }()
-	defer func() {
-		gcancel()
-		if err := <-gDone; err != nil {
-			t.Errorf("waypoint: %v", err)
-		}
-	}()
-	waitFor(t, "waypoint", []<-chan struct{}{g.Ready(), g.Synced()}, gDone)
+	opts := gatewayOptions(t, cp, "shop/web-waypoint")
+	opts.Waypoint, opts.HBONEAddress, opts.HBONEPort, opts.PlaintextUpstreams = true, "127.0.0.1", uint16(freePort(t)), true
+	g, _ := serve(t, ctx, opts)
 
 	// The client is a node proxy: joined with a node token.
-	td := spiffeid.RequireTrustDomainFromString(wtok.TrustDomain)
-	nodeID, _ := identity.NodeID(td, "node-a")
-	ntok := token(t, cp, "node/node-a")
-	sess, err := proxyboot.Join(ctx, proxyboot.Options{ControlPlane: cp.XDSAddr().String(), Token: ntok.Token, CAPin: ntok.CAPin, ID: nodeID,
-		NodeID: "node/node-a", TypeURLs: waypoint.TypeURLs, Logger: discard})
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer sess.Close()
+	td := spiffeid.RequireTrustDomainFromString(opts.TrustDomain)
+	sess, nodeID := joinNode(t, ctx, cp, "node-a", waypoint.TypeURLs)
 	d, err := hbone.NewDialer(hbone.DialerConfig{Source: sess.Certs, Bundle: sess.Bundle, Logger: discard})
 	if err != nil {
 		t.Fatal(err)
@@ -130,23 +100,14 @@ func TestWaypointServesHBONE(t *testing.T) {
 				t.Fatal(err)
 			}
 			defer conn.Close()
-			req, _ := http.NewRequest("GET", "http://web.shop.svc.cluster.local/", nil)
-			for k, v := range tc.hdr {
-				req.Header.Set(k, v)
-			}
-			if err := req.Write(conn); err != nil {
-				t.Fatal(err)
-			}
-			resp, err := http.ReadResponse(bufio.NewReader(conn), req)
+			status, b, err := requestOn(conn, "GET", "http://web.shop.svc.cluster.local/", tc.hdr)
 			if err != nil {
 				t.Fatal(err)
 			}
-			defer resp.Body.Close()
-			b, _ := io.ReadAll(resp.Body)
 			var e echo.Response
 			_ = json.Unmarshal(b, &e)
-			if resp.StatusCode != tc.status || e.Pod != tc.pod {
-				t.Errorf("got %d from %q, want %d from %q (%s)", resp.StatusCode, e.Pod, tc.status, tc.pod, b)
+			if status != tc.status || e.Pod != tc.pod {
+				t.Errorf("got %d from %q, want %d from %q (%s)", status, e.Pod, tc.status, tc.pod, b)
 			}
 		})
 	}

@@ -7,13 +7,11 @@ import (
 	"fmt"
 	"io"
 	"net"
-	"net/http"
 	"net/netip"
 	"os"
 	"path/filepath"
 	"slices"
 	"strings"
-	"sync"
 	"testing"
 	"time"
 
@@ -82,14 +80,11 @@ func TestWorkloadBoundToWaypoint(t *testing.T) {
 	ctx, cancel := context.WithCancel(context.Background())
 	defer cancel()
 	cp := startControl(t, ctx, dir)
-	wpAccess, wtok, stopWaypoint := startWaypoint(t, ctx, cp, "shop/db-waypoint", wbWaypointIP, hbonePort)
+	wpAccess, trustDomain, stopWaypoint := startWaypoint(t, ctx, cp, "shop/db-waypoint", wbWaypointIP, hbonePort)
 	defer stopWaypoint()
 
-	nctx, ncancel := context.WithCancel(ctx)
-	var nwg sync.WaitGroup
-	defer func() { ncancel(); nwg.Wait() }()
-	nodeA := startNode(t, nctx, &nwg, cp, "node-a", hbonePort, []nodeproxy.Explicit{{Listen: listen, Target: db, Source: "shop/client-1"}})
-	nodeB := startNode(t, nctx, &nwg, cp, "node-b", hbonePort, nil)
+	nodeA := startNode(t, ctx, cp, "node-a", hbonePort, []nodeproxy.Explicit{{Listen: listen, Target: db, Source: "shop/client-1"}})
+	nodeB := startNode(t, ctx, cp, "node-b", hbonePort, nil)
 	eventually(t, "node-a to know db-1's waypoint", func() bool {
 		ws := nodeA.proxy.Config().Workloads(db.Addr())
 		return len(ws) == 1 && ws[0].Proto.GetWaypoint().GetName() == "db-waypoint" &&
@@ -99,24 +94,10 @@ func TestWorkloadBoundToWaypoint(t *testing.T) {
 		return slices.Contains(nodeB.proxy.InboundAddrs(), netip.AddrPortFrom(db.Addr(), hbonePort))
 	})
 
-	roundTrip := func(msg string) (string, error) {
-		c, err := net.Dial("tcp", listen.String())
-		if err != nil {
-			return "", err
-		}
-		defer c.Close()
-		_ = c.SetDeadline(time.Now().Add(10 * time.Second))
-		if _, err := io.WriteString(c, msg); err != nil {
-			return "", err
-		}
-		got := make([]byte, len(msg))
-		n, err := io.ReadFull(c, got)
-		return string(got[:n]), err
-	}
-	if got, err := roundTrip("ping"); err != nil || got != "ping" {
+	if got, err := roundTrip(listen, "ping"); err != nil || got != "ping" {
 		t.Fatalf("echo through the waypoint: %q, %v", got, err)
 	}
-	wpID := "spiffe://" + wtok.TrustDomain + "/ns/shop/sa/db-waypoint"
+	wpID := "spiffe://" + trustDomain + "/ns/shop/sa/db-waypoint"
 	eventually(t, "the waypoint's and node-b's log lines", func() bool {
 		wp, nb := false, false
 		for _, r := range wpAccess.records(t) {
@@ -146,7 +127,7 @@ func TestWorkloadBoundToWaypoint(t *testing.T) {
 
 	writeFile(t, mesh, fmt.Sprintf(workloadBoundTmpl, tcpPort, denyClientAtWaypoint))
 	eventually(t, "the waypoint to deny the client", func() bool {
-		_, err := roundTrip("x")
+		_, err := roundTrip(listen, "x")
 		return err != nil
 	})
 	if n, err := live.Read(make([]byte, 1)); err == nil || errors.Is(err, os.ErrDeadlineExceeded) {
@@ -216,14 +197,11 @@ func TestWorkloadTrafficSniffed(t *testing.T) {
 	cp := startControl(t, ctx, dir)
 	wpAccess, _, stopWaypoint := startWaypoint(t, ctx, cp, "shop/db-waypoint", wbWaypointIP, hbonePort)
 	defer stopWaypoint()
-	nctx, ncancel := context.WithCancel(ctx)
-	var nwg sync.WaitGroup
-	defer func() { ncancel(); nwg.Wait() }()
-	nodeA := startNode(t, nctx, &nwg, cp, "node-a", hbonePort, []nodeproxy.Explicit{
+	nodeA := startNode(t, ctx, cp, "node-a", hbonePort, []nodeproxy.Explicit{
 		{Listen: httpListen, Target: dbHTTP, Source: "shop/client-1"},
 		{Listen: bannerListen, Target: dbBanner, Source: "shop/client-1"},
 	})
-	nodeB := startNode(t, nctx, &nwg, cp, "node-b", hbonePort, nil)
+	nodeB := startNode(t, ctx, cp, "node-b", hbonePort, nil)
 	eventually(t, "node-a and node-b to be ready", func() bool {
 		return len(nodeA.proxy.Config().GatewayPods("shop/db-waypoint")) == 1 && len(nodeA.proxy.ExplicitAddrs()) == 2 &&
 			slices.Contains(nodeB.proxy.InboundAddrs(), netip.AddrPortFrom(dbHTTP.Addr(), hbonePort))
@@ -231,23 +209,11 @@ func TestWorkloadTrafficSniffed(t *testing.T) {
 
 	do := func(method, path string) (int, string) {
 		t.Helper()
-		c, err := net.Dial("tcp", httpListen.String())
-		if err != nil {
-			t.Fatal(err)
-		}
-		defer c.Close()
-		_ = c.SetDeadline(time.Now().Add(10 * time.Second))
-		req, _ := http.NewRequest(method, "http://db"+path, nil)
-		if err := req.Write(c); err != nil {
-			t.Fatal(err)
-		}
-		resp, err := http.ReadResponse(bufio.NewReader(c), req)
+		status, b, err := request(httpListen, method, "http://db"+path, nil)
 		if err != nil {
 			t.Fatalf("%s %s: %v", method, path, err)
 		}
-		defer resp.Body.Close()
-		b, _ := io.ReadAll(resp.Body)
-		return resp.StatusCode, string(b)
+		return status, string(b)
 	}
 	if status, body := do("GET", "/sniffed"); status != 200 || !strings.Contains(strings.ReplaceAll(body, " ", ""), `"pod":"db"`) {
 		t.Errorf("GET through the waypoint: %d %q, want 200 from the db echo", status, body)
