@@ -85,12 +85,18 @@ func PeerFromWorkload(w *workloadv1.Workload, cluster string) Peer {
 	if w == nil {
 		return Peer{Cluster: cluster}
 	}
-	name := firstLabel(w.GetLabels(), canonicalNameLabels, w.GetName())
-	rev := firstLabel(w.GetLabels(), canonicalRevisionLabels, "latest")
+	return PeerFromLabels(w.GetName(), w.GetNamespace(), w.GetIdentity(), w.GetLabels(), cluster)
+}
+
+// PeerFromLabels is PeerFromWorkload for a workload known by its name,
+// namespace, identity and labels (a gateway's backend endpoint).
+func PeerFromLabels(workload, namespace, principal string, labels map[string]string, cluster string) Peer {
+	name := firstLabel(labels, canonicalNameLabels, workload)
+	rev := firstLabel(labels, canonicalRevisionLabels, "latest")
 	return Peer{
-		Workload:          w.GetName(),
-		Namespace:         w.GetNamespace(),
-		Principal:         w.GetIdentity(),
+		Workload:          workload,
+		Namespace:         namespace,
+		Principal:         principal,
 		App:               name,
 		Version:           rev,
 		CanonicalService:  name,

@@ -160,7 +160,9 @@ func TestGatewayGRPCRoute(t *testing.T) {
 		resp.Body.Close()
 		// Labels are exposed sorted by name; each want is a run of them.
 		for _, want := range []string{
-			`istio_requests_total{.*destination_service="grpc-v2.shop.svc.cluster.local",.*grpc_response_status="0",reporter="source",request_protocol="grpc",response_code="200",response_flags="-",`,
+			// destination_app, _version and _canonical_* from the workload's
+			// app and version labels, as Istio's.
+			`istio_requests_total{.*destination_app="grpc",destination_canonical_revision="v2",destination_canonical_service="grpc",.*destination_service="grpc-v2.shop.svc.cluster.local",.*destination_version="v2",destination_workload="grpc-v2-1",.*grpc_response_status="0",reporter="source",request_protocol="grpc",response_code="200",response_flags="-",`,
 			`istio_request_duration_milliseconds_count{.*grpc_response_status="0",reporter="source",request_protocol="grpc",response_code="200",`,
 			`istio_requests_total{.*request_protocol="grpc",response_code="404",response_flags="NR",`,
 		} {

@@ -161,6 +161,8 @@ type Endpoint struct {
 	// Ports maps service port -> target port on this workload. A service
 	// port whose named target the workload does not define is absent.
 	Ports []PortMapping `json:"ports"`
+	// Labels are the workload's labels (for the proxies' telemetry).
+	Labels map[string]string `json:"labels,omitempty"`
 }
 
 // PortMapping maps a service port to a workload port.

@@ -408,6 +408,7 @@ func (t *translator) endpoints(s *model.Service) []model.Endpoint {
 			Identity:  w.Identity,
 			Locality:  w.Locality,
 			Ports:     []model.PortMapping{},
+			Labels:    w.Labels,
 		}
 		for _, p := range s.Ports {
 			target := p.TargetPort

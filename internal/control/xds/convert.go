@@ -127,6 +127,7 @@ func backendProto(s *model.Service) *gatewayv1.Backend {
 			Identity:  e.Identity,
 			Locality:  localityProto(e.Locality),
 			Ports:     portMappings(e.Ports),
+			Labels:    e.Labels,
 		}
 	}
 	return b

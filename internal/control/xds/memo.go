@@ -71,7 +71,8 @@ func workloadEqual(a, b *model.Workload) bool {
 
 func endpointEqual(a, b model.Endpoint) bool {
 	return a.Workload == b.Workload && slices.Equal(a.Addresses, b.Addresses) && a.Node == b.Node &&
-		a.Network == b.Network && a.Identity == b.Identity && a.Locality == b.Locality && slices.Equal(a.Ports, b.Ports)
+		a.Network == b.Network && a.Identity == b.Identity && a.Locality == b.Locality && slices.Equal(a.Ports, b.Ports) &&
+		maps.Equal(a.Labels, b.Labels)
 }
 
 func serviceEqual(a, b *model.Service) bool {

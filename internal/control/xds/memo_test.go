@@ -17,7 +17,7 @@ func TestMemoEqualityCoversEveryField(t *testing.T) {
 	}{
 		{reflect.TypeFor[model.Workload](), 11},
 		{reflect.TypeFor[model.Service](), 9},
-		{reflect.TypeFor[model.Endpoint](), 7},
+		{reflect.TypeFor[model.Endpoint](), 8},
 	} {
 		if n := tt.typ.NumField(); n != tt.fields {
 			t.Errorf("model.%s has %d fields, memo.go compares %d: update workloadEqual/serviceEqual/endpointEqual and this test",
@@ -44,6 +44,10 @@ func TestMemoEquality(t *testing.T) {
 		{name: "service endpoint port", mutS: func(s *model.Service) {
 			s.Endpoints = append([]model.Endpoint(nil), s.Endpoints...)
 			s.Endpoints[0].Ports = []model.PortMapping{{ServicePort: 80, TargetPort: 1}}
+		}, differ: true},
+		{name: "service endpoint labels", mutS: func(s *model.Service) {
+			s.Endpoints = append([]model.Endpoint(nil), s.Endpoints...)
+			s.Endpoints[0].Labels = map[string]string{"version": "v9"}
 		}, differ: true},
 		{name: "service waypoint removed", mutS: func(s *model.Service) { s.Waypoint = nil }, differ: true},
 		{name: "service VIP", mutS: func(s *model.Service) { s.VIPs = nil }, differ: true},

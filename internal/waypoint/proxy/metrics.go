@@ -78,22 +78,21 @@ func (e *Engine) finish(rw *respWriter, r *http.Request, st *reqState) {
 	if hasPeer {
 		src = peer.Labels
 	}
-	var dstNS, dstName, dstHost, dstWL, dstWLNS, dstPrincipal string
+	var dstNS, dstName, dstHost string
 	if st.up != nil {
 		b := st.up.backend
 		dstHost, dstNS, dstName = b.GetHostname(), b.GetNamespace(), b.GetName()
 	}
+	var dst telemetry.Peer
 	if st.picked {
 		if ep, ok := st.endpoint.Value.(*gatewayv1.Endpoint); ok {
-			dstPrincipal = ep.GetIdentity()
-			dstWL, dstWLNS = ep.GetWorkload().GetName(), ep.GetWorkload().GetNamespace()
+			dst = telemetry.PeerFromLabels(ep.GetWorkload().GetName(), ep.GetWorkload().GetNamespace(), ep.GetIdentity(), ep.GetLabels(), "")
 		}
 	}
 	telemetry.ObserveRequest(&telemetry.Labels{
-		Reporter: e.cfg.Reporter,
-		Source:   src,
-		Destination: telemetry.Peer{Workload: dstWL, Namespace: dstWLNS, Principal: dstPrincipal,
-			App: dstWL, CanonicalService: dstWL},
+		Reporter:        e.cfg.Reporter,
+		Source:          src,
+		Destination:     dst,
 		Service:         telemetry.Service{Hostname: dstHost, Namespace: dstNS, Name: dstName},
 		RequestProtocol: proto,
 		SecurityPolicy:  telemetry.SecurityUnknown,

@@ -2011,7 +2011,10 @@ type Endpoint struct {
 	Identity  string                 `protobuf:"bytes,5,opt,name=identity,proto3" json:"identity,omitempty"`
 	Locality  *v1.Locality           `protobuf:"bytes,6,opt,name=locality,proto3" json:"locality,omitempty"`
 	// ports maps service port -> target port on this workload.
-	Ports         []*v1.PortMapping `protobuf:"bytes,7,rep,name=ports,proto3" json:"ports,omitempty"`
+	Ports []*v1.PortMapping `protobuf:"bytes,7,rep,name=ports,proto3" json:"ports,omitempty"`
+	// labels are the workload's labels (the request metrics' destination
+	// app, version and canonical service come from them, as Istio's do).
+	Labels        map[string]string `protobuf:"bytes,8,rep,name=labels,proto3" json:"labels,omitempty" protobuf_key:"bytes,1,opt,name=key" protobuf_val:"bytes,2,opt,name=value"`
 	unknownFields protoimpl.UnknownFields
 	sizeCache     protoimpl.SizeCache
 }
@@ -2091,6 +2094,13 @@ func (x *Endpoint) GetLocality() *v1.Locality {
 func (x *Endpoint) GetPorts() []*v1.PortMapping {
 	if x != nil {
 		return x.Ports
+	}
+	return nil
+}
+
+func (x *Endpoint) GetLabels() map[string]string {
+	if x != nil {
+		return x.Labels
 	}
 	return nil
 }
@@ -2237,7 +2247,7 @@ const file_ambit_gateway_v1_gateway_proto_rawDesc = "" +
 	"cookie_ttl\x18\x03 \x01(\v2\x19.google.protobuf.DurationR\tcookieTtl\x12\x1f\n" +
 	"\vcookie_path\x18\x04 \x01(\tR\n" +
 	"cookiePath\x12\x1b\n" +
-	"\tsource_ip\x18\x05 \x01(\bR\bsourceIp\"\x9a\x02\n" +
+	"\tsource_ip\x18\x05 \x01(\bR\bsourceIp\"\x95\x03\n" +
 	"\bEndpoint\x127\n" +
 	"\bworkload\x18\x01 \x01(\v2\x1b.ambit.gateway.v1.ObjectRefR\bworkload\x12\x1c\n" +
 	"\taddresses\x18\x02 \x03(\fR\taddresses\x12\x12\n" +
@@ -2245,7 +2255,11 @@ const file_ambit_gateway_v1_gateway_proto_rawDesc = "" +
 	"\anetwork\x18\x04 \x01(\tR\anetwork\x12\x1a\n" +
 	"\bidentity\x18\x05 \x01(\tR\bidentity\x127\n" +
 	"\blocality\x18\x06 \x01(\v2\x1b.ambit.workload.v1.LocalityR\blocality\x124\n" +
-	"\x05ports\x18\a \x03(\v2\x1e.ambit.workload.v1.PortMappingR\x05ports*|\n" +
+	"\x05ports\x18\a \x03(\v2\x1e.ambit.workload.v1.PortMappingR\x05ports\x12>\n" +
+	"\x06labels\x18\b \x03(\v2&.ambit.gateway.v1.Endpoint.LabelsEntryR\x06labels\x1a9\n" +
+	"\vLabelsEntry\x12\x10\n" +
+	"\x03key\x18\x01 \x01(\tR\x03key\x12\x14\n" +
+	"\x05value\x18\x02 \x01(\tR\x05value:\x028\x01*|\n" +
 	"\tMatchType\x12\x1a\n" +
 	"\x16MATCH_TYPE_UNSPECIFIED\x10\x00\x12\x14\n" +
 	"\x10MATCH_TYPE_EXACT\x10\x01\x12\x1a\n" +
@@ -2265,7 +2279,7 @@ func file_ambit_gateway_v1_gateway_proto_rawDescGZIP() []byte {
 }
 
 var file_ambit_gateway_v1_gateway_proto_enumTypes = make([]protoimpl.EnumInfo, 1)
-var file_ambit_gateway_v1_gateway_proto_msgTypes = make([]protoimpl.MessageInfo, 27)
+var file_ambit_gateway_v1_gateway_proto_msgTypes = make([]protoimpl.MessageInfo, 28)
 var file_ambit_gateway_v1_gateway_proto_goTypes = []any{
 	(MatchType)(0),              // 0: ambit.gateway.v1.MatchType
 	(*Gateway)(nil),             // 1: ambit.gateway.v1.Gateway
@@ -2295,11 +2309,12 @@ var file_ambit_gateway_v1_gateway_proto_goTypes = []any{
 	(*LoadBalancer)(nil),        // 25: ambit.gateway.v1.LoadBalancer
 	(*HashKey)(nil),             // 26: ambit.gateway.v1.HashKey
 	(*Endpoint)(nil),            // 27: ambit.gateway.v1.Endpoint
-	(*durationpb.Duration)(nil), // 28: google.protobuf.Duration
-	(*v1.ServicePort)(nil),      // 29: ambit.workload.v1.ServicePort
-	(*v1.WaypointBinding)(nil),  // 30: ambit.workload.v1.WaypointBinding
-	(*v1.Locality)(nil),         // 31: ambit.workload.v1.Locality
-	(*v1.PortMapping)(nil),      // 32: ambit.workload.v1.PortMapping
+	nil,                         // 28: ambit.gateway.v1.Endpoint.LabelsEntry
+	(*durationpb.Duration)(nil), // 29: google.protobuf.Duration
+	(*v1.ServicePort)(nil),      // 30: ambit.workload.v1.ServicePort
+	(*v1.WaypointBinding)(nil),  // 31: ambit.workload.v1.WaypointBinding
+	(*v1.Locality)(nil),         // 32: ambit.workload.v1.Locality
+	(*v1.PortMapping)(nil),      // 33: ambit.workload.v1.PortMapping
 }
 var file_ambit_gateway_v1_gateway_proto_depIdxs = []int32{
 	1,  // 0: ambit.gateway.v1.Listener.gateway:type_name -> ambit.gateway.v1.Gateway
@@ -2333,23 +2348,24 @@ var file_ambit_gateway_v1_gateway_proto_depIdxs = []int32{
 	17, // 28: ambit.gateway.v1.Redirect.path:type_name -> ambit.gateway.v1.PathModifier
 	17, // 29: ambit.gateway.v1.URLRewrite.path:type_name -> ambit.gateway.v1.PathModifier
 	13, // 30: ambit.gateway.v1.Mirror.backend:type_name -> ambit.gateway.v1.BackendRef
-	28, // 31: ambit.gateway.v1.Timeouts.request:type_name -> google.protobuf.Duration
-	28, // 32: ambit.gateway.v1.Timeouts.backend_request:type_name -> google.protobuf.Duration
-	28, // 33: ambit.gateway.v1.Retry.backoff:type_name -> google.protobuf.Duration
-	29, // 34: ambit.gateway.v1.Backend.ports:type_name -> ambit.workload.v1.ServicePort
+	29, // 31: ambit.gateway.v1.Timeouts.request:type_name -> google.protobuf.Duration
+	29, // 32: ambit.gateway.v1.Timeouts.backend_request:type_name -> google.protobuf.Duration
+	29, // 33: ambit.gateway.v1.Retry.backoff:type_name -> google.protobuf.Duration
+	30, // 34: ambit.gateway.v1.Backend.ports:type_name -> ambit.workload.v1.ServicePort
 	27, // 35: ambit.gateway.v1.Backend.endpoints:type_name -> ambit.gateway.v1.Endpoint
-	30, // 36: ambit.gateway.v1.Backend.waypoint:type_name -> ambit.workload.v1.WaypointBinding
+	31, // 36: ambit.gateway.v1.Backend.waypoint:type_name -> ambit.workload.v1.WaypointBinding
 	25, // 37: ambit.gateway.v1.Backend.load_balancer:type_name -> ambit.gateway.v1.LoadBalancer
 	26, // 38: ambit.gateway.v1.LoadBalancer.hash:type_name -> ambit.gateway.v1.HashKey
-	28, // 39: ambit.gateway.v1.HashKey.cookie_ttl:type_name -> google.protobuf.Duration
+	29, // 39: ambit.gateway.v1.HashKey.cookie_ttl:type_name -> google.protobuf.Duration
 	5,  // 40: ambit.gateway.v1.Endpoint.workload:type_name -> ambit.gateway.v1.ObjectRef
-	31, // 41: ambit.gateway.v1.Endpoint.locality:type_name -> ambit.workload.v1.Locality
-	32, // 42: ambit.gateway.v1.Endpoint.ports:type_name -> ambit.workload.v1.PortMapping
-	43, // [43:43] is the sub-list for method output_type
-	43, // [43:43] is the sub-list for method input_type
-	43, // [43:43] is the sub-list for extension type_name
-	43, // [43:43] is the sub-list for extension extendee
-	0,  // [0:43] is the sub-list for field type_name
+	32, // 41: ambit.gateway.v1.Endpoint.locality:type_name -> ambit.workload.v1.Locality
+	33, // 42: ambit.gateway.v1.Endpoint.ports:type_name -> ambit.workload.v1.PortMapping
+	28, // 43: ambit.gateway.v1.Endpoint.labels:type_name -> ambit.gateway.v1.Endpoint.LabelsEntry
+	44, // [44:44] is the sub-list for method output_type
+	44, // [44:44] is the sub-list for method input_type
+	44, // [44:44] is the sub-list for extension type_name
+	44, // [44:44] is the sub-list for extension extendee
+	0,  // [0:44] is the sub-list for field type_name
 }
 
 func init() { file_ambit_gateway_v1_gateway_proto_init() }
@@ -2375,7 +2391,7 @@ func file_ambit_gateway_v1_gateway_proto_init() {
 			GoPackagePath: reflect.TypeOf(x{}).PkgPath(),
 			RawDescriptor: unsafe.Slice(unsafe.StringData(file_ambit_gateway_v1_gateway_proto_rawDesc), len(file_ambit_gateway_v1_gateway_proto_rawDesc)),
 			NumEnums:      1,
-			NumMessages:   27,
+			NumMessages:   28,
 			NumExtensions: 0,
 			NumServices:   0,
 		},
