@@ -1,7 +1,6 @@
 package waypoint_test
 
 import (
-	"context"
 	"fmt"
 	"log/slog"
 	"net/http"
@@ -46,8 +45,7 @@ func TestGatewayInvalidRegexAndUnknownHost(t *testing.T) {
 	writeFile(t, filepath.Join(dir, "mesh.yaml"), fmt.Sprintf(meshTmpl, port, v1, v2))
 	writeFile(t, filepath.Join(dir, "routes.yaml"), badRegexRoute)
 
-	ctx, cancel := context.WithCancel(context.Background())
-	defer cancel()
+	ctx := t.Context()
 	cp := startControl(t, ctx, dir)
 	logs := &syncBuf{}
 	runGateway(t, ctx, cp, slog.New(slog.NewJSONHandler(logs, nil)))

@@ -2,7 +2,6 @@ package waypoint_test
 
 import (
 	"bytes"
-	"context"
 	"encoding/json"
 	"fmt"
 	"io"
@@ -117,8 +116,7 @@ func TestGatewayRoutesFromControlPlane(t *testing.T) {
 	routePath := filepath.Join(dir, "route.yaml")
 	writeFile(t, routePath, fmt.Sprintf(routeTmpl, "web-v2"))
 
-	ctx, cancel := context.WithCancel(context.Background())
-	defer cancel()
+	ctx := t.Context()
 	cp := startControl(t, ctx, dir)
 	logs := &syncBuf{}
 	g := runGateway(t, ctx, cp, slog.New(slog.NewJSONHandler(logs, nil)))

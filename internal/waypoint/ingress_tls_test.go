@@ -108,8 +108,7 @@ func TestGatewayServesTLSAndTCPFromControlPlane(t *testing.T) {
 	secretPath := filepath.Join(dir, "secret.yaml")
 	writeFile(t, secretPath, secretYAML(crt1, key1))
 
-	ctx, cancel := context.WithCancel(context.Background())
-	defer cancel()
+	ctx := t.Context()
 	cp := startControl(t, ctx, dir)
 	g := runGateway(t, ctx, cp, discard)
 	httpsAddr := fmt.Sprintf("127.0.0.1:%d", httpsPort)

@@ -1,7 +1,6 @@
 package waypoint_test
 
 import (
-	"context"
 	"fmt"
 	"net/http"
 	"path/filepath"
@@ -44,8 +43,7 @@ func TestGatewayLoadBalancingAnnotation(t *testing.T) {
 	lbPath := filepath.Join(dir, "lb.yaml")
 	writeFile(t, lbPath, fmt.Sprintf(lbTmpl, "ambit.dev/lb-policy: RoundRobin"))
 
-	ctx, cancel := context.WithCancel(context.Background())
-	defer cancel()
+	ctx := t.Context()
 	cp := startControl(t, ctx, dir)
 	runGateway(t, ctx, cp, nil)
 

@@ -2,7 +2,6 @@ package waypoint_test
 
 import (
 	"bufio"
-	"context"
 	"encoding/json"
 	"fmt"
 	"net"
@@ -114,12 +113,10 @@ func TestTrafficTraversesWaypointOnce(t *testing.T) {
 	hbonePort := commonPort(t, wmClientIP, wmV1IP, wmV2IP, wmWaypointIP)
 	explicitPort := commonPort(t, wmClientIP)
 
-	ctx, cancel := context.WithCancel(context.Background())
-	defer cancel()
+	ctx := t.Context()
 	cp := startControl(t, ctx, dir)
 
 	wpAccess, trustDomain, stopWaypoint := startWaypoint(t, ctx, cp, "shop/web-waypoint", wmWaypointIP, hbonePort)
-	defer stopWaypoint()
 
 	listen := netip.AddrPortFrom(netip.MustParseAddr(wmClientIP), explicitPort)
 	vip := netip.AddrPortFrom(netip.MustParseAddr(wmVIP), 80)

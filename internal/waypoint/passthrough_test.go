@@ -1,7 +1,6 @@
 package waypoint_test
 
 import (
-	"context"
 	"encoding/json"
 	"fmt"
 	"io"
@@ -130,11 +129,9 @@ func TestWaypointPassThroughAndPolicy(t *testing.T) {
 	httpVIP := netip.AddrPortFrom(netip.MustParseAddr(ptVIP), 80)
 	tcpVIP := netip.AddrPortFrom(netip.MustParseAddr(ptVIP), 9000)
 
-	ctx, cancel := context.WithCancel(context.Background())
-	defer cancel()
+	ctx := t.Context()
 	cp := startControl(t, ctx, dir)
-	wpAccess, _, stopWaypoint := startWaypoint(t, ctx, cp, "shop/api-waypoint", ptWaypointIP, hbonePort)
-	defer stopWaypoint()
+	wpAccess, _, _ := startWaypoint(t, ctx, cp, "shop/api-waypoint", ptWaypointIP, hbonePort)
 
 	nodeA := startNode(t, ctx, cp, "node-a", hbonePort, []nodeproxy.Explicit{
 		{Listen: httpListen, Target: httpVIP, Source: "shop/client-1"},

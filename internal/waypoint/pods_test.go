@@ -1,7 +1,6 @@
 package waypoint_test
 
 import (
-	"context"
 	"encoding/json"
 	"fmt"
 	"net/netip"
@@ -53,13 +52,10 @@ func TestWaypointPodsRoundRobinAndFailover(t *testing.T) {
 	listen := netip.AddrPortFrom(netip.MustParseAddr(rrClientIP), commonPort(t, rrClientIP))
 	vip := netip.AddrPortFrom(netip.MustParseAddr(wmVIP), 80)
 
-	ctx, cancel := context.WithCancel(context.Background())
-	defer cancel()
+	ctx := t.Context()
 	cp := startControl(t, ctx, dir)
 	log1, _, stop1 := startWaypoint(t, ctx, cp, "shop/web-waypoint", rrWP1IP, hbonePort)
-	defer stop1()
-	log2, _, stop2 := startWaypoint(t, ctx, cp, "shop/web-waypoint", rrWP2IP, hbonePort)
-	defer stop2()
+	log2, _, _ := startWaypoint(t, ctx, cp, "shop/web-waypoint", rrWP2IP, hbonePort)
 
 	nodeA := startNode(t, ctx, cp, "node-a", hbonePort, []nodeproxy.Explicit{{Listen: listen, Target: vip, Source: "shop/client-1"}})
 	nodeB := startNode(t, ctx, cp, "node-b", hbonePort, nil)

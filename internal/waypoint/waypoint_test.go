@@ -1,7 +1,6 @@
 package waypoint_test
 
 import (
-	"context"
 	"encoding/json"
 	"errors"
 	"fmt"
@@ -57,8 +56,7 @@ func TestWaypointServesHBONE(t *testing.T) {
 	writeFile(t, filepath.Join(dir, "mesh.yaml"), fmt.Sprintf(meshTmpl, freePort(t), v1, v2))
 	writeFile(t, filepath.Join(dir, "waypoint.yaml"), waypointMesh)
 
-	ctx, cancel := context.WithCancel(context.Background())
-	defer cancel()
+	ctx := t.Context()
 	cp := startControl(t, ctx, dir)
 	opts := gatewayOptions(t, cp, "shop/web-waypoint")
 	opts.Waypoint, opts.HBONEAddress, opts.HBONEPort, opts.PlaintextUpstreams = true, "127.0.0.1", uint16(freePort(t)), true

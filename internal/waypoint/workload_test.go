@@ -2,7 +2,6 @@ package waypoint_test
 
 import (
 	"bufio"
-	"context"
 	"errors"
 	"fmt"
 	"io"
@@ -77,11 +76,9 @@ func TestWorkloadBoundToWaypoint(t *testing.T) {
 	listen := netip.AddrPortFrom(netip.MustParseAddr(wbClientIP), commonPort(t, wbClientIP))
 	db := netip.AddrPortFrom(netip.MustParseAddr(wbDBIP), uint16(tcpPort))
 
-	ctx, cancel := context.WithCancel(context.Background())
-	defer cancel()
+	ctx := t.Context()
 	cp := startControl(t, ctx, dir)
-	wpAccess, trustDomain, stopWaypoint := startWaypoint(t, ctx, cp, "shop/db-waypoint", wbWaypointIP, hbonePort)
-	defer stopWaypoint()
+	wpAccess, trustDomain, _ := startWaypoint(t, ctx, cp, "shop/db-waypoint", wbWaypointIP, hbonePort)
 
 	nodeA := startNode(t, ctx, cp, "node-a", hbonePort, []nodeproxy.Explicit{{Listen: listen, Target: db, Source: "shop/client-1"}})
 	nodeB := startNode(t, ctx, cp, "node-b", hbonePort, nil)
@@ -192,11 +189,9 @@ func TestWorkloadTrafficSniffed(t *testing.T) {
 	dbHTTP := netip.AddrPortFrom(netip.MustParseAddr(wbDBIP), uint16(httpPort))
 	dbBanner := netip.MustParseAddrPort(banner.Addr().String())
 
-	ctx, cancel := context.WithCancel(context.Background())
-	defer cancel()
+	ctx := t.Context()
 	cp := startControl(t, ctx, dir)
-	wpAccess, _, stopWaypoint := startWaypoint(t, ctx, cp, "shop/db-waypoint", wbWaypointIP, hbonePort)
-	defer stopWaypoint()
+	wpAccess, _, _ := startWaypoint(t, ctx, cp, "shop/db-waypoint", wbWaypointIP, hbonePort)
 	nodeA := startNode(t, ctx, cp, "node-a", hbonePort, []nodeproxy.Explicit{
 		{Listen: httpListen, Target: dbHTTP, Source: "shop/client-1"},
 		{Listen: bannerListen, Target: dbBanner, Source: "shop/client-1"},
