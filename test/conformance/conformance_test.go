@@ -66,6 +66,7 @@ var claimedFeatures = sets.New(
 	features.SupportHTTPRouteCORS,
 	features.SupportHTTPRouteRetry,
 	features.SupportGatewayHTTPListenerIsolation,
+	features.SupportGatewayAddressEmpty,
 )
 
 // notClaimed: tests of the claimed features that are not run, and why
