@@ -99,6 +99,7 @@ Endpoints as for 'ambit gateway'.`
 		f.StringVar(&opts.HBONEAddress, "hbone-address", "", "host to accept HBONE on; empty is every interface")
 	} else {
 		f.StringVar(&opts.ListenAddress, "listen-address", "", "host the Gateway's listener ports are opened on; empty is every interface")
+		f.BoolVar(&opts.MeshUpstreams, "mesh-upstreams", false, "reach endpoints that have a mesh identity over HBONE through their node proxy (mutual TLS, needed under STRICT mTLS); others stay plain TCP")
 		f.StringToStringVar(&portMap, "port-map", nil, "open listener ports on other local ports, LISTENER=LOCAL (e.g. 80=8080,443=8443): run unprivileged behind a port forward; redirects keep the listener's port")
 	}
 	f.DurationVar(&opts.ShutdownGrace, "shutdown-grace", waypoint.DefaultShutdownGrace, "how long in-flight requests may finish when a listener closes")

@@ -82,8 +82,15 @@ type Options struct {
 	// tunnels to endpoints with an identity (default DefaultHBONEPort).
 	UpstreamHBONEPort uint16
 	// PlaintextUpstreams makes a waypoint dial every endpoint as plain
-	// TCP, as the ingress gateway does (tests without node proxies).
+	// TCP, as the ingress gateway does by default (tests without node
+	// proxies).
 	PlaintextUpstreams bool
+	// MeshUpstreams makes an ingress gateway reach endpoints with a mesh
+	// identity as a waypoint does: over HBONE through their node proxy,
+	// with mutual TLS and the gateway's identity as the peer (Istio's
+	// ingress in ambient mode), so STRICT mTLS admits its traffic. Off by
+	// default: file-mode setups often run workloads without node proxies.
+	MeshUpstreams bool
 
 	AdminAddress     string // default 127.0.0.1:15000; "-" disables
 	MetricsAddress   string // default :15020; "-" disables
@@ -125,7 +132,8 @@ type Gateway struct {
 	sess   *proxyboot.Session
 	engine *proxy.Engine
 	// dialer tunnels a waypoint's upstream connections (nil with
-	// PlaintextUpstreams and for an ingress gateway).
+	// PlaintextUpstreams and for an ingress gateway without
+	// MeshUpstreams).
 	dialer *hbone.Dialer
 }
 
@@ -246,7 +254,7 @@ func (g *Gateway) Run(ctx context.Context) error {
 		Self: telemetry.Peer{Workload: g.name, Namespace: g.namespace, Principal: id.String(), App: g.name,
 			CanonicalService: g.name, CanonicalRevision: "latest", Cluster: g.opts.Cluster},
 	}
-	if g.opts.Waypoint && !g.opts.PlaintextUpstreams {
+	if (g.opts.Waypoint || g.opts.MeshUpstreams) && !g.opts.PlaintextUpstreams {
 		d, err := hbone.NewDialer(hbone.DialerConfig{Source: g.sess.Certs, Bundle: g.sess.Bundle, Logger: g.log.With("component", "hbone")})
 		if err != nil {
 			return fmt.Errorf("%s: %w", comp, err)
