@@ -5,40 +5,15 @@ import (
 	"context"
 	"fmt"
 	"net"
-	"net/http"
 	"net/netip"
-	"os"
-	"path/filepath"
 	"testing"
 	"time"
 
 	"github.com/spiffe/go-spiffe/v2/spiffeid"
 
-	"github.com/ambitmesh/ambit/internal/control"
-	"github.com/ambitmesh/ambit/internal/echo"
 	"github.com/ambitmesh/ambit/internal/node/netns"
 	"github.com/ambitmesh/ambit/internal/node/netns/netnstest"
 )
-
-const labMesh = `
-apiVersion: ambit.dev/v1alpha1
-kind: Workload
-metadata: {name: client-1, namespace: shop, labels: {app: client}}
-spec: {addresses: ["10.1.0.2"], node: node-a, serviceAccount: client}
----
-apiVersion: ambit.dev/v1alpha1
-kind: Workload
-metadata: {name: web-1, namespace: shop, labels: {app: web}}
-spec: {addresses: ["10.2.0.2"], node: node-b, serviceAccount: web}
----
-apiVersion: v1
-kind: Service
-metadata: {name: web, namespace: shop}
-spec:
-  clusterIP: 10.96.0.10
-  selector: {app: web}
-  ports: [{port: 80, targetPort: 8080}]
-`
 
 // TestInPodCapture: two nodes, a pod on each; the app in pod 1 dials the
 // service VIP unchanged, its connection is captured in its own namespace,
@@ -69,28 +44,12 @@ func TestInPodCapture(t *testing.T) {
 	}()
 
 	// The app in pod 2: echo on 10.2.0.2:8080, a plain (unmarked) socket.
-	ln, err := netns.Listen(ctx, pod2.Path, "tcp", "10.2.0.2:8080", netns.ListenOptions{Unmarked: true})
-	if err != nil {
-		t.Fatal(err)
-	}
-	hs := &http.Server{Handler: echo.New(echo.Options{Logger: discard}).Handler(), ReadHeaderTimeout: 5 * time.Second}
-	hsDone := make(chan struct{})
-	go func() { _ = hs.Serve(ln); close(hsDone) }()
-	waits = append(waits, func() { hs.Close(); <-hsDone })
+	waits = append(waits, serveEchoIn(t, ctx, pod2.Path, "10.2.0.2:8080", ""))
 
 	dir := t.TempDir()
-	if err := os.WriteFile(filepath.Join(dir, "mesh.yaml"), []byte(labMesh), 0o644); err != nil {
-		t.Fatal(err)
-	}
-	cp := control.New(control.Options{ConfigDir: dir, StateDir: t.TempDir(), XDSAddress: "127.0.0.1:0", AdminAddress: "127.0.0.1:0", Debounce: 20 * time.Millisecond, Logger: discard})
-	cpDone := make(chan error, 1)
-	go func() { cpDone <- cp.Run(ctx) }()
-	waits = append([]func(){func() { <-cpDone }}, waits...)
-	select {
-	case <-cp.Ready():
-	case err := <-cpDone:
-		t.Fatalf("control plane: %v", err)
-	}
+	writeFile(t, dir, "mesh.yaml", meshYAML("10.1.0.2", "web-1", "10.2.0.2", 8080))
+	cp, cpWait := startControl(t, ctx, dir)
+	waits = append([]func(){cpWait}, waits...)
 
 	na := joinNode(t, cp, "node-a", 15008, nil, nil)
 	nb := joinNode(t, cp, "node-b", 15008, nil, nil)

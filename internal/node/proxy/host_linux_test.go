@@ -7,8 +7,6 @@ import (
 	"net"
 	"net/http"
 	"net/netip"
-	"os"
-	"path/filepath"
 	"slices"
 	"testing"
 	"time"
@@ -16,33 +14,12 @@ import (
 	"github.com/google/nftables"
 	vnetns "github.com/vishvananda/netns"
 
-	"github.com/ambitmesh/ambit/internal/control"
 	"github.com/ambitmesh/ambit/internal/echo"
 	"github.com/ambitmesh/ambit/internal/node/capture"
 	"github.com/ambitmesh/ambit/internal/node/netns"
 	"github.com/ambitmesh/ambit/internal/node/netns/netnstest"
 	"github.com/ambitmesh/ambit/internal/node/proxy"
 )
-
-const hostMesh = `
-apiVersion: ambit.dev/v1alpha1
-kind: Workload
-metadata: {name: client-1, namespace: shop, labels: {app: client}}
-spec: {addresses: ["10.1.0.2"], node: node-a, serviceAccount: client}
----
-apiVersion: ambit.dev/v1alpha1
-kind: Workload
-metadata: {name: web-vm, namespace: shop, labels: {app: web}}
-spec: {addresses: ["10.2.0.2"], node: node-b, serviceAccount: web}
----
-apiVersion: v1
-kind: Service
-metadata: {name: web, namespace: shop}
-spec:
-  clusterIP: 10.96.0.10
-  selector: {app: web}
-  ports: [{port: 80, targetPort: 8080}]
-`
 
 // TestHostModeCapture: node-b's proxy serves web-vm, a process of its host
 // (a namespace playing that host, 10.2.0.2), in host mode. A pod of node-a
@@ -68,33 +45,15 @@ func TestHostModeCapture(t *testing.T) {
 			w()
 		}
 	}()
-	serveEcho := func(ns, addr, pod string) {
-		ln, err := netns.Listen(ctx, ns, "tcp", addr, netns.ListenOptions{Unmarked: true})
-		if err != nil {
-			t.Fatal(err)
-		}
-		hs := &http.Server{Handler: echo.New(echo.Options{Logger: discard, Context: echo.Context{Pod: pod}}).Handler(), ReadHeaderTimeout: 5 * time.Second}
-		done := make(chan struct{})
-		go func() { _ = hs.Serve(ln); close(done) }()
-		waits = append(waits, func() { hs.Close(); <-done })
-	}
-	serveEcho(hostB.Path, "0.0.0.0:8080", "web-vm")   // the host workload
-	serveEcho(hostB.Path, "0.0.0.0:2222", "host-ssh") // the host's own service
-	serveEcho(pod1.Path, "10.1.0.2:9090", "client-1") // something for web-vm to call
+	waits = append(waits,
+		serveEchoIn(t, ctx, hostB.Path, "0.0.0.0:8080", "web-vm"),   // the host workload
+		serveEchoIn(t, ctx, hostB.Path, "0.0.0.0:2222", "host-ssh"), // the host's own service
+		serveEchoIn(t, ctx, pod1.Path, "10.1.0.2:9090", "client-1")) // something for web-vm to call
 
 	dir := t.TempDir()
-	if err := os.WriteFile(filepath.Join(dir, "mesh.yaml"), []byte(hostMesh), 0o644); err != nil {
-		t.Fatal(err)
-	}
-	cp := control.New(control.Options{ConfigDir: dir, StateDir: t.TempDir(), XDSAddress: "127.0.0.1:0", AdminAddress: "127.0.0.1:0", Debounce: 20 * time.Millisecond, Logger: discard})
-	cpDone := make(chan error, 1)
-	go func() { cpDone <- cp.Run(ctx) }()
-	waits = append([]func(){func() { <-cpDone }}, waits...)
-	select {
-	case <-cp.Ready():
-	case err := <-cpDone:
-		t.Fatalf("control plane: %v", err)
-	}
+	writeFile(t, dir, "mesh.yaml", meshYAML("10.1.0.2", "web-vm", "10.2.0.2", 8080))
+	cp, cpWait := startControl(t, ctx, dir)
+	waits = append([]func(){cpWait}, waits...)
 	na := joinNode(t, cp, "node-a", 15008, nil, nil)
 	nb := joinNode(t, cp, "node-b", 15008, nil, nil, func(o *proxy.Options) { o.HostNetNS = hostB.Path })
 	nbCtx, nbStop := context.WithCancel(ctx)
@@ -212,6 +171,20 @@ func TestHostModeCapture(t *testing.T) {
 	if hasTable(t, hostB.Path) {
 		t.Error("table inet ambit still in the host after the proxy stopped")
 	}
+}
+
+// serveEchoIn serves the echo named pod on addr in the network namespace
+// ns, from a plain (unmarked) socket; stop closes it and waits.
+func serveEchoIn(t *testing.T, ctx context.Context, ns, addr, pod string) (stop func()) {
+	t.Helper()
+	ln, err := netns.Listen(ctx, ns, "tcp", addr, netns.ListenOptions{Unmarked: true})
+	if err != nil {
+		t.Fatal(err)
+	}
+	hs := &http.Server{Handler: echo.New(echo.Options{Logger: discard, Context: echo.Context{Pod: pod}}).Handler(), ReadHeaderTimeout: 5 * time.Second}
+	done := make(chan struct{})
+	go func() { _ = hs.Serve(ln); close(done) }()
+	return func() { hs.Close(); <-done }
 }
 
 // hasTable reports whether nsPath holds ambit's nftables table.

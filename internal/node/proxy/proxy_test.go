@@ -256,7 +256,9 @@ const (
 	webHost   = "web.shop.svc.cluster.local"
 )
 
-func meshYAML(echoPort int) string {
+// meshYAML: workload client-1 (clientIP, on node-a) and workload web
+// (webIP, on node-b) behind Service web, VIP 10.96.0.10:80 to echoPort.
+func meshYAML(clientIP, web, webIP string, echoPort int) string {
 	return fmt.Sprintf(`
 apiVersion: ambit.dev/v1alpha1
 kind: Workload
@@ -265,7 +267,7 @@ spec: {addresses: ["%s"], node: node-a, serviceAccount: client}
 ---
 apiVersion: ambit.dev/v1alpha1
 kind: Workload
-metadata: {name: web-1, namespace: shop, labels: {app: web}}
+metadata: {name: %s, namespace: shop, labels: {app: web}}
 spec: {addresses: ["%s"], node: node-b, serviceAccount: web}
 ---
 apiVersion: v1
@@ -275,7 +277,40 @@ spec:
   clusterIP: %s
   selector: {app: web}
   ports: [{port: 80, targetPort: %d}]
-`, clientIP, serverIP, vip, echoPort)
+`, clientIP, web, webIP, vip, echoPort)
+}
+
+// startControl runs the control plane on the config folder dir until ctx
+// ends; wait blocks until it stopped.
+func startControl(t *testing.T, ctx context.Context, dir string) (cp *control.Control, wait func()) {
+	t.Helper()
+	cp = control.New(control.Options{
+		ConfigDir: dir, StateDir: t.TempDir(), XDSAddress: "127.0.0.1:0", AdminAddress: "127.0.0.1:0",
+		Debounce: 20 * time.Millisecond, Logger: discard,
+	})
+	done := make(chan error, 1)
+	go func() { done <- cp.Run(ctx) }()
+	select {
+	case <-cp.Ready():
+	case err := <-done:
+		t.Fatalf("control plane: %v", err)
+	}
+	return cp, func() { <-done }
+}
+
+// runEcho runs an echo server until ctx ends, once it is ready; wait
+// blocks until it stopped.
+func runEcho(t *testing.T, ctx context.Context, opts echo.Options) (s *echo.Server, wait func()) {
+	t.Helper()
+	s = echo.New(opts)
+	done := make(chan error, 1)
+	go func() { done <- s.Run(ctx) }()
+	select {
+	case <-s.Ready():
+	case err := <-done:
+		t.Fatalf("echo: %v", err)
+	}
+	return s, func() { <-done }
 }
 
 const denyShop = `
@@ -321,42 +356,18 @@ func TestTwoNodesExplicitMode(t *testing.T) {
 		}
 	}()
 
-	// The backend: echo on the server workload's address.
-	es := echo.New(echo.Options{HTTPAddress: serverIP + ":0", Logger: discard})
 	// A destination outside the mesh, for passthrough.
-	outside := echo.New(echo.Options{HTTPAddress: outsideIP + ":0", Logger: discard})
-	outsideDone := make(chan error, 1)
-	go func() { outsideDone <- outside.Run(ctx) }()
-	waits = append(waits, func() { <-outsideDone })
-	select {
-	case <-outside.Ready():
-	case err := <-outsideDone:
-		t.Fatalf("echo: %v", err)
-	}
-	echoDone := make(chan error, 1)
-	go func() { echoDone <- es.Run(ctx) }()
-	waits = append(waits, func() { <-echoDone })
-	select {
-	case <-es.Ready():
-	case err := <-echoDone:
-		t.Fatalf("echo: %v", err)
-	}
+	outside, wait := runEcho(t, ctx, echo.Options{HTTPAddress: outsideIP + ":0", Logger: discard})
+	waits = append(waits, wait)
+	// The backend: echo on the server workload's address.
+	es, wait := runEcho(t, ctx, echo.Options{HTTPAddress: serverIP + ":0", Logger: discard})
+	waits = append(waits, wait)
 	echoPort := es.HTTPAddr().(*net.TCPAddr).Port
 
 	dir := t.TempDir()
-	writeFile(t, dir, "mesh.yaml", meshYAML(echoPort))
-	cp := control.New(control.Options{
-		ConfigDir: dir, StateDir: t.TempDir(), XDSAddress: "127.0.0.1:0", AdminAddress: "127.0.0.1:0",
-		Debounce: 20 * time.Millisecond, Logger: discard,
-	})
-	cpDone := make(chan error, 1)
-	go func() { cpDone <- cp.Run(ctx) }()
-	waits = append([]func(){func() { <-cpDone }}, waits...)
-	select {
-	case <-cp.Ready():
-	case err := <-cpDone:
-		t.Fatalf("control plane: %v", err)
-	}
+	writeFile(t, dir, "mesh.yaml", meshYAML(clientIP, "web-1", serverIP, echoPort))
+	cp, cpWait := startControl(t, ctx, dir)
+	waits = append([]func(){cpWait}, waits...)
 
 	hbonePort := freePort(t, clientIP, serverIP)
 	outsideAddr := outside.HTTPAddr().(*net.TCPAddr).AddrPort()
