@@ -32,6 +32,7 @@ import (
 	"text/tabwriter"
 	"time"
 
+	"github.com/ambitmesh/ambit/bench/benchproc"
 	"github.com/ambitmesh/ambit/internal/control"
 	"github.com/ambitmesh/ambit/internal/node/netns"
 	"github.com/ambitmesh/ambit/internal/node/netns/netnstest"
@@ -130,7 +131,7 @@ func BenchmarkNodeProxy(b *testing.B) {
 
 	// The server app: `ambit echo` in pod 2 (its own process, so its CPU is
 	// not the proxies'), and a byte sink for the bulk stream.
-	start(b, ctx, tmp, "echo", "ip", "netns", "exec", pod2.Name, ambit, "echo", "--listen", serverPodIP,
+	benchproc.Start(b, ctx, tmp, "echo", nil, "ip", "netns", "exec", pod2.Name, ambit, "echo", "--listen", serverPodIP,
 		"--http-port", strconv.Itoa(echoPort), "--grpc-port", "0", "--tcp-port", "0", "--log-level", "warn")
 	sink, err := netns.Listen(ctx, pod2.Path, "tcp", fmt.Sprintf("%s:%d", serverPodIP, sinkPort), netns.ListenOptions{Unmarked: true})
 	if err != nil {
@@ -139,7 +140,7 @@ func BenchmarkNodeProxy(b *testing.B) {
 	defer sink.Close()
 	go serveSink(sink)
 	app := &netns.Dialer{NetNS: pod1.Path, Unmarked: true, Timeout: 5 * time.Second}
-	waitFor(b, "the echo in pod 2", func() bool {
+	benchproc.WaitFor(b, "the echo in pod 2", func() bool {
 		c, err := app.DialContext(ctx, "tcp", fmt.Sprintf("%s:%d", serverPodIP, echoPort))
 		if err == nil {
 			c.Close()
@@ -182,59 +183,11 @@ func BenchmarkNodeProxy(b *testing.B) {
 }
 
 func findFortio(b *testing.B) string {
-	if *flagFortio != "" {
-		return *flagFortio
+	p := benchproc.FindTool(*flagFortio, "fortio")
+	if p == "" {
+		b.Skip("fortio not found: go install fortio.org/fortio@v1.66.5, or pass -node.fortio PATH")
 	}
-	if p, err := exec.LookPath("fortio"); err == nil {
-		return p
-	}
-	if out, err := exec.Command("go", "env", "GOPATH").Output(); err == nil {
-		p := filepath.Join(strings.TrimSpace(string(out)), "bin", "fortio")
-		if _, err := os.Stat(p); err == nil {
-			return p
-		}
-	}
-	b.Skip("fortio not found: go install fortio.org/fortio@v1.66.5, or pass -node.fortio PATH")
-	return ""
-}
-
-// start runs a command until ctx ends (killed then) and returns it; its
-// output goes to tmp/<name>.log.
-func start(b *testing.B, ctx context.Context, tmp, name string, argv ...string) *exec.Cmd {
-	b.Helper()
-	logf, err := os.Create(filepath.Join(tmp, name+".log"))
-	if err != nil {
-		b.Fatal(err)
-	}
-	cmd := exec.CommandContext(ctx, argv[0], argv[1:]...)
-	cmd.Stdout, cmd.Stderr = logf, logf
-	if filepath.Base(argv[0]) == "ambit" && argv[1] == "node" && *flagAmbitEnv != "" {
-		cmd.Env = append(os.Environ(), strings.Split(*flagAmbitEnv, ",")...)
-	}
-	cmd.WaitDelay = 5 * time.Second
-	if err := cmd.Start(); err != nil {
-		b.Fatalf("start %s: %v", name, err)
-	}
-	exited := make(chan struct{})
-	go func() { _ = cmd.Wait(); logf.Close(); close(exited) }()
-	b.Cleanup(func() {
-		if cmd.Process != nil {
-			_ = cmd.Process.Kill()
-		}
-		<-exited
-	})
-	return cmd
-}
-
-func waitFor(b *testing.B, what string, cond func() bool) {
-	b.Helper()
-	deadline := time.Now().Add(20 * time.Second)
-	for !cond() {
-		if time.Now().After(deadline) {
-			b.Fatalf("timed out waiting for %s", what)
-		}
-		time.Sleep(50 * time.Millisecond)
-	}
+	return p
 }
 
 // serveSink reads each connection to EOF and answers with the byte count,
@@ -282,33 +235,12 @@ func bulk(ctx context.Context, app *netns.Dialer, addr string, n int64) (float64
 	return float64(n) / time.Since(t0).Seconds() / 1e6, nil
 }
 
-type fortioJSON struct {
-	ActualQPS         float64
-	DurationHistogram struct {
-		Count       int64
-		Percentiles []struct{ Percentile, Value float64 }
-	}
-	RetCodes                map[string]int64
-	ErrorsDurationHistogram struct{ Count int64 }
-}
-
-func runFortio(b *testing.B, ctx context.Context, fortio string, pod netnstest.NS, target string, d time.Duration, out string) fortioJSON {
+func runFortio(b *testing.B, ctx context.Context, fortio string, pod netnstest.NS, target string, d time.Duration, out string) benchproc.Fortio {
 	b.Helper()
 	u := fmt.Sprintf("http://%s/bench?size=%d", target, *flagPayload)
-	cmd := exec.CommandContext(ctx, "ip", "netns", "exec", pod.Name, fortio, "load", "-quiet",
+	r, _ := benchproc.RunFortio(b, ctx, []string{"ip", "netns", "exec", pod.Name}, fortio, out, []string{
 		"-qps", strconv.Itoa(*flagQPS), "-c", strconv.Itoa(*flagConns), "-t", d.String(),
-		"-payload-size", strconv.Itoa(*flagPayload), "-p", "50,90,99", "-json", out, u)
-	if msg, err := cmd.CombinedOutput(); err != nil {
-		b.Fatalf("fortio %s: %v\n%s", target, err, msg)
-	}
-	raw, err := os.ReadFile(out)
-	if err != nil {
-		b.Fatal(err)
-	}
-	var r fortioJSON
-	if err := json.Unmarshal(raw, &r); err != nil {
-		b.Fatalf("fortio json %s: %v", out, err)
-	}
+		"-payload-size", strconv.Itoa(*flagPayload), "-p", "50,90,99"}, u)
 	return r
 }
 
@@ -328,17 +260,7 @@ func runPath(b *testing.B, ctx context.Context, name, fortio string, pod netnste
 	}
 	r.requests, r.qps = fr.DurationHistogram.Count, fr.ActualQPS
 	r.errors = r.requests - fr.RetCodes["200"]
-	for _, pc := range fr.DurationHistogram.Percentiles {
-		d := time.Duration(pc.Value * float64(time.Second))
-		switch pc.Percentile {
-		case 50:
-			r.p50 = d
-		case 90:
-			r.p90 = d
-		case 99:
-			r.p99 = d
-		}
-	}
+	r.p50, r.p90, r.p99 = fr.Percentile(50), fr.Percentile(90), fr.Percentile(99)
 	if len(pids) > 0 && r.requests > 0 {
 		for i := range pids {
 			r.proxyCPU += cpu1[i] - cpu0[i]
@@ -365,22 +287,12 @@ func runPath(b *testing.B, ctx context.Context, name, fortio string, pod netnste
 	return r
 }
 
-// cpuOf returns each process's user+system CPU (all its threads) from
-// /proc/PID/stat; the clock tick is 100 Hz on Linux/amd64.
+// cpuOf returns each process's user+system CPU (all its threads).
 func cpuOf(b *testing.B, pids []int) []time.Duration {
 	b.Helper()
 	out := make([]time.Duration, len(pids))
 	for i, pid := range pids {
-		raw, err := os.ReadFile(fmt.Sprintf("/proc/%d/stat", pid))
-		if err != nil {
-			b.Fatalf("cpu of pid %d: %v", pid, err)
-		}
-		// Fields after the parenthesised command name; utime and stime are
-		// fields 14 and 15 of the whole line.
-		f := strings.Fields(string(raw[bytes.LastIndexByte(raw, ')')+2:]))
-		ut, _ := strconv.ParseInt(f[11], 10, 64)
-		st, _ := strconv.ParseInt(f[12], 10, 64)
-		out[i] = time.Duration(ut+st) * 10 * time.Millisecond
+		out[i] = benchproc.CPU([]int{pid})
 	}
 	return out
 }
@@ -423,24 +335,8 @@ type memKB struct{ rss, anon int64 }
 
 func memOf(b *testing.B, pid int) memKB {
 	b.Helper()
-	f, err := os.Open(fmt.Sprintf("/proc/%d/status", pid))
-	if err != nil {
-		b.Fatal(err)
-	}
-	defer f.Close()
-	var m memKB
-	sc := bufio.NewScanner(f)
-	for sc.Scan() {
-		k, v, _ := strings.Cut(sc.Text(), ":")
-		n, _ := strconv.ParseInt(strings.TrimSuffix(strings.TrimSpace(v), " kB"), 10, 64)
-		switch k {
-		case "VmRSS":
-			m.rss = n
-		case "RssAnon":
-			m.anon = n
-		}
-	}
-	return m
+	m := benchproc.Mem([]int{pid})
+	return memKB{rss: m.RSS, anon: m.Anon}
 }
 
 // startAmbit runs the control plane in-process and one `ambit node` process
@@ -468,6 +364,10 @@ func startAmbit(b *testing.B, ctx context.Context, tmp, ambit string, pod1, pod2
 	}
 	// Registered before the nodes start, so the nodes are killed first.
 	b.Cleanup(func() { ccancel(); <-cpDone })
+	var ambitEnv []string
+	if *flagAmbitEnv != "" {
+		ambitEnv = strings.Split(*flagAmbitEnv, ",")
+	}
 	var pids []int
 	type nodeEP struct{ admin, ready, metrics string }
 	var eps []nodeEP
@@ -477,12 +377,12 @@ func startAmbit(b *testing.B, ctx context.Context, tmp, ambit string, pod1, pod2
 	}{{"node-a", "shop/client-1", pod1}, {"node-b", "shop/web-1", pod2}} {
 		tok := token(b, cp, n.name)
 		ep := nodeEP{admin: freeAddr(b), ready: freeAddr(b), metrics: freeAddr(b)}
-		cmd := start(b, ctx, tmp, n.name, ambit, "node", "--control-plane", cp.XDSAddr().String(), "--node", n.name,
+		cmd := benchproc.Start(b, ctx, tmp, n.name, ambitEnv, ambit, "node", "--control-plane", cp.XDSAddr().String(), "--node", n.name,
 			"--token", tok.Token, "--ca-pin", tok.CAPin, "--trust-domain", tok.TrustDomain, "--log-level", "warn",
 			"--admin-address", ep.admin, "--readiness-address", ep.ready, "--metrics-address", ep.metrics)
 		pids = append(pids, cmd.Process.Pid)
 		eps = append(eps, ep)
-		waitFor(b, n.name+" ready", func() bool {
+		benchproc.WaitFor(b, n.name+" ready", func() bool {
 			resp, err := http.Get("http://" + ep.ready + "/healthz/ready")
 			if err != nil {
 				return false
@@ -490,7 +390,7 @@ func startAmbit(b *testing.B, ctx context.Context, tmp, ambit string, pod1, pod2
 			resp.Body.Close()
 			return resp.StatusCode == http.StatusOK
 		})
-		waitFor(b, n.name+" to enrol "+n.key, func() bool {
+		benchproc.WaitFor(b, n.name+" to enrol "+n.key, func() bool {
 			resp, err := http.PostForm("http://"+ep.admin+"/enroll", url.Values{"workload": {n.key}, "netns": {n.pod.Path}})
 			if err != nil {
 				return false
@@ -658,10 +558,10 @@ backend app%[1]d
 			b.Fatal(err)
 		}
 	}
-	cc := start(b, ctx, tmp, "haproxy-client", "ip", "netns", "exec", node1.Name, *flagHAProxy, "-db", "-f", filepath.Join(dir, "client.cfg"))
-	sc := start(b, ctx, tmp, "haproxy-server", "ip", "netns", "exec", node2.Name, *flagHAProxy, "-db", "-f", filepath.Join(dir, "server.cfg"))
+	cc := benchproc.Start(b, ctx, tmp, "haproxy-client", nil, "ip", "netns", "exec", node1.Name, *flagHAProxy, "-db", "-f", filepath.Join(dir, "client.cfg"))
+	sc := benchproc.Start(b, ctx, tmp, "haproxy-server", nil, "ip", "netns", "exec", node2.Name, *flagHAProxy, "-db", "-f", filepath.Join(dir, "server.cfg"))
 	app := &netns.Dialer{NetNS: filepath.Join("/run/netns", node1.Name), Unmarked: true, Timeout: time.Second}
-	waitFor(b, "the haproxy pair", func() bool {
+	benchproc.WaitFor(b, "the haproxy pair", func() bool {
 		c, err := app.DialContext(ctx, "tcp", fmt.Sprintf("%s:%d", node1PodGW, 9000))
 		if err != nil {
 			return false
