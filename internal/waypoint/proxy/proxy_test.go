@@ -153,7 +153,12 @@ type result struct {
 
 func (g *gw) do(t *testing.T, c *http.Client, host, path string, hdr map[string]string) result {
 	t.Helper()
-	req, err := http.NewRequest("GET", "http://"+g.addr+path, nil)
+	return g.doMethod(t, c, "GET", host, path, hdr)
+}
+
+func (g *gw) doMethod(t *testing.T, c *http.Client, method, host, path string, hdr map[string]string) result {
+	t.Helper()
+	req, err := http.NewRequest(method, "http://"+g.addr+path, nil)
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -163,7 +168,7 @@ func (g *gw) do(t *testing.T, c *http.Client, host, path string, hdr map[string]
 	}
 	resp, err := c.Do(req)
 	if err != nil {
-		t.Fatalf("GET %s%s: %v", host, path, err)
+		t.Fatalf("%s %s%s: %v", method, host, path, err)
 	}
 	defer resp.Body.Close()
 	body, err := io.ReadAll(resp.Body)
