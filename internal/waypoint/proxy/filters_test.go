@@ -2,8 +2,12 @@ package proxy
 
 import (
 	"net/http"
+	"strings"
 	"sync/atomic"
 	"testing"
+	"time"
+
+	"google.golang.org/protobuf/types/known/durationpb"
 
 	gatewayv1 "github.com/ambitmesh/ambit/proto/ambit/gateway/v1"
 )
@@ -74,4 +78,39 @@ func TestMirrorsAndShares(t *testing.T) {
 			t.Errorf("statuses %v, want about half 500 (the invalid backend's share) and half 200", count)
 		}
 	})
+}
+
+// TestRetryAttemptsAndBackoff: a retry policy's attempts and backoff
+// through a real listener: a backend that always answers 503 is tried
+// 1+attempts times per request with a jittered exponential wait between
+// tries, and the last answer reaches the client, flagged URX.
+func TestRetryAttemptsAndBackoff(t *testing.T) {
+	var tries atomic.Int64
+	up := startHandler(t, http.HandlerFunc(func(w http.ResponseWriter, _ *http.Request) {
+		tries.Add(1)
+		w.WriteHeader(503)
+	}))
+	r := rt("retry", prefix("/"), ref("up", 1))
+	const backoff = 100 * time.Millisecond
+	r.Retry = &gatewayv1.Retry{Codes: []uint32{503}, Attempts: 2, Backoff: durationpb.New(backoff)}
+	g := startGateway(t, Config{}, []*gatewayv1.Listener{listener(map[string][]*gatewayv1.Route{"*": {r}}, "*")}, []*gatewayv1.Backend{backend("up", up)})
+	c := client(t)
+	const n = 10
+	start := time.Now()
+	for range n {
+		if res := g.do(t, c, "a", "/", nil); res.status != 503 {
+			t.Fatalf("status %d, want the last try's 503", res.status)
+		}
+	}
+	took := time.Since(start)
+	if got := tries.Load(); got != 3*n {
+		t.Errorf("the backend was tried %d times for %d requests, want %d (1 + 2 retries each)", got, n, 3*n)
+	}
+	// Waits are uniform in (0, 100ms] then (0, 200ms]: 150ms a request on
+	// average. Without backoff the requests take about nothing; only the
+	// lower bound is checked, a slow machine only adds time.
+	if floor := n * backoff * 4 / 10; took < floor {
+		t.Errorf("%d requests took %v, want at least %v of retry backoff", n, took, floor)
+	}
+	eventually(t, "URX in the access log", func() bool { return strings.Contains(g.log.String(), `"status":503,"flags":"URX"`) })
 }
