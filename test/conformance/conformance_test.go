@@ -19,7 +19,9 @@ import (
 	"k8s.io/apimachinery/pkg/runtime"
 	"k8s.io/apimachinery/pkg/util/sets"
 	k8syaml "k8s.io/apimachinery/pkg/util/yaml"
+	"k8s.io/client-go/kubernetes"
 	clientgoscheme "k8s.io/client-go/kubernetes/scheme"
+	"k8s.io/client-go/rest"
 	"sigs.k8s.io/controller-runtime/pkg/client/fake"
 	gwv1 "sigs.k8s.io/gateway-api/apis/v1"
 	gwv1alpha2 "sigs.k8s.io/gateway-api/apis/v1alpha2"
@@ -28,7 +30,7 @@ import (
 	"sigs.k8s.io/gateway-api/conformance"
 	"sigs.k8s.io/gateway-api/conformance/tests"
 	"sigs.k8s.io/gateway-api/conformance/utils/config"
-	"sigs.k8s.io/gateway-api/conformance/utils/kubernetes"
+	kubeutil "sigs.k8s.io/gateway-api/conformance/utils/kubernetes"
 	"sigs.k8s.io/gateway-api/conformance/utils/roundtripper"
 	"sigs.k8s.io/gateway-api/conformance/utils/suite"
 	"sigs.k8s.io/gateway-api/pkg/features"
@@ -65,6 +67,9 @@ var claimedFeatures = sets.New(
 	features.SupportHTTPRouteBackendProtocolWebSocket,
 	features.SupportHTTPRouteCORS,
 	features.SupportHTTPRouteRetry,
+	features.SupportHTTPRouteRequestMirror,
+	features.SupportHTTPRouteRequestMultipleMirrors,
+	features.SupportHTTPRouteRequestPercentageMirror,
 	features.SupportGatewayHTTPListenerIsolation,
 	features.SupportGatewayAddressEmpty,
 )
@@ -111,11 +116,20 @@ func TestGatewayHTTP(t *testing.T) {
 	}
 	defer e.close()
 	c := &cluster{Client: e.store, env: e}
+	logsAddr, err := e.podLogs.serve(ctx)
+	if err != nil {
+		t.Fatal(err)
+	}
+	clientset, err := kubernetes.NewForConfig(&rest.Config{Host: "http://" + logsAddr})
+	if err != nil {
+		t.Fatal(err)
+	}
 
 	timeouts := fastTimeouts()
-	applier := kubernetes.Applier{GatewayClass: gatewayClass, ControllerName: translate.ControllerName, ManifestFS: []fs.FS{conformance.Manifests}}
+	applier := kubeutil.Applier{GatewayClass: gatewayClass, ControllerName: translate.ControllerName, ManifestFS: []fs.FS{conformance.Manifests}}
 	s := &suite.ConformanceTestSuite{
 		Client:               c,
+		Clientset:            clientset, // pod logs only: the mirror cases read them
 		RoundTripper:         &roundtripper.DefaultRoundTripper{TimeoutConfig: timeouts, CustomDialContext: e.dial},
 		WebSocketDialer:      wsDialer{e},
 		GatewayClassName:     gatewayClass,

@@ -62,6 +62,7 @@ type env struct {
 	store   client.Client // in-memory objects (controller-runtime's fake client)
 	log     *slog.Logger
 	portMap map[uint32]uint32 // Gateway listener port -> local port
+	podLogs *podLogs
 
 	mu       sync.Mutex
 	gvks     map[schema.GroupVersionKind]bool // kinds ever stored, to list them back
@@ -91,6 +92,7 @@ func newEnv(ctx context.Context, dir string, store client.Client, portMap map[ui
 		gvks:     map[schema.GroupVersionKind]bool{},
 		backends: map[types.NamespacedName][]pod{},
 		gateways: map[types.NamespacedName]*gatewayProc{},
+		podLogs:  &podLogs{lines: map[string][]logLine{}},
 	}
 	cfg := filepath.Join(dir, "config")
 	if err := os.MkdirAll(cfg, 0o755); err != nil {
@@ -304,7 +306,8 @@ func (e *env) startBackend(ctx context.Context, u *unstructured.Unstructured) er
 func (e *env) runEcho(p pod, namespace string, port int) error {
 	ctx, cancel := context.WithCancel(e.ctx)
 	s := echo.New(echo.Options{HTTPAddress: net.JoinHostPort(p.ip, strconv.Itoa(port)),
-		Context: echo.Context{Pod: p.name, Namespace: namespace}, Logger: e.log.With("proc", "echo/"+p.name)})
+		Context: echo.Context{Pod: p.name, Namespace: namespace},
+		Logger:  slog.New(e.podLogs.handler(namespace, p.name, e.log.With("proc", "echo/"+p.name).Handler()))})
 	done := make(chan error, 1)
 	go func() { done <- s.Run(ctx) }()
 	select {
