@@ -1,7 +1,6 @@
 package waypoint_test
 
 import (
-	"context"
 	"fmt"
 	"net/http"
 	"net/netip"
@@ -57,8 +56,7 @@ func TestIngressGatewayMeshUpstreams(t *testing.T) {
 	dir := t.TempDir()
 	writeFile(t, filepath.Join(dir, "mesh.yaml"), fmt.Sprintf(ingressMeshTmpl, port, startEcho(t, imBackendIP, "web-1")))
 	hbonePort := commonPort(t, imBackendIP)
-	ctx, cancel := context.WithCancel(context.Background())
-	defer cancel()
+	ctx := t.Context()
 	cp := startControl(t, ctx, dir)
 	node := startNode(t, ctx, cp, "node-b", hbonePort, nil)
 	eventually(t, "node-b to serve HBONE on its workload", func() bool {

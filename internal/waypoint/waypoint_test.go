@@ -16,45 +16,13 @@ import (
 	"github.com/ambitmesh/ambit/internal/waypoint"
 )
 
-const waypointMesh = `
-apiVersion: gateway.networking.k8s.io/v1
-kind: Gateway
-metadata: {name: web-waypoint, namespace: shop}
-spec:
-  gatewayClassName: ambit-waypoint
-  listeners:
-  - {name: mesh, port: 15008, protocol: HBONE}
----
-apiVersion: v1
-kind: Service
-metadata:
-  name: web
-  namespace: shop
-  labels: {ambit.dev/use-waypoint: web-waypoint}
-spec:
-  clusterIP: 240.240.0.20
-  selector: {app: web}
-  ports: [{name: http, port: 80, targetPort: http, appProtocol: http}]
----
-apiVersion: gateway.networking.k8s.io/v1
-kind: HTTPRoute
-metadata: {name: web, namespace: shop}
-spec:
-  parentRefs: [{group: "", kind: Service, name: web, port: 80}]
-  rules:
-  - matches: [{headers: [{name: x-region, value: eu}]}]
-    backendRefs: [{name: web-v2, port: 80}]
-  - backendRefs: [{name: web-v1, port: 80}]
-`
-
 // TestWaypointServesHBONE: a node identity CONNECTs to the waypoint with a
 // bound service's VIP:port and speaks HTTP inside the tunnel; the GAMMA
 // route picks the backend.
 func TestWaypointServesHBONE(t *testing.T) {
-	v1, v2 := startEcho(t, "127.0.0.51", "v1"), startEcho(t, "127.0.0.52", "v2")
+	v1, v2 := startEcho(t, wmV1IP, "v1"), startEcho(t, wmV2IP, "v2")
 	dir := t.TempDir()
-	writeFile(t, filepath.Join(dir, "mesh.yaml"), fmt.Sprintf(meshTmpl, freePort(t), v1, v2))
-	writeFile(t, filepath.Join(dir, "waypoint.yaml"), waypointMesh)
+	writeFile(t, filepath.Join(dir, "mesh.yaml"), fmt.Sprintf(waypointMeshTmpl, v1, v2))
 
 	ctx := t.Context()
 	cp := startControl(t, ctx, dir)
@@ -79,11 +47,11 @@ func TestWaypointServesHBONE(t *testing.T) {
 		status          int // CONNECT refused with this code, or the HTTP status inside
 		pod             string
 	}{
-		{"default rule", "240.240.0.20:80", nil, 200, "v1"},
-		{"header match", "240.240.0.20:80", map[string]string{"x-region": "eu"}, 200, "v2"},
+		{"default rule", wmVIP + ":80", nil, 200, "v1"},
+		{"header match", wmVIP + ":80", map[string]string{"x-region": "eu"}, 200, "v2"},
 		{"unknown authority", "240.240.0.99:80", nil, 400, ""},
 		// web-v1 is a route backend in the snapshot, not bound to the waypoint.
-		{"route backend's VIP", "240.240.0.21:80", nil, 400, ""},
+		{"route backend's VIP", "240.240.0.31:80", nil, 400, ""},
 	} {
 		t.Run(tc.name, func(t *testing.T) {
 			conn, err := d.Dial(ctx, &hbone.DialRequest{Address: hboneAddr, Authority: tc.authority, Source: nodeID, Destination: []spiffeid.ID{wpID}})
