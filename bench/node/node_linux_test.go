@@ -376,7 +376,7 @@ func startAmbit(b *testing.B, ctx context.Context, tmp, ambit string, pod1, pod2
 		pod       netnstest.NS
 	}{{"node-a", "shop/client-1", pod1}, {"node-b", "shop/web-1", pod2}} {
 		tok := token(b, cp, n.name)
-		ep := nodeEP{admin: freeAddr(b), ready: freeAddr(b), metrics: freeAddr(b)}
+		ep := nodeEP{admin: benchproc.FreeAddr(b, "127.0.0.1"), ready: benchproc.FreeAddr(b, "127.0.0.1"), metrics: benchproc.FreeAddr(b, "127.0.0.1")}
 		cmd := benchproc.Start(b, ctx, tmp, n.name, ambitEnv, ambit, "node", "--control-plane", cp.XDSAddr().String(), "--node", n.name,
 			"--token", tok.Token, "--ca-pin", tok.CAPin, "--trust-domain", tok.TrustDomain, "--log-level", "warn",
 			"--admin-address", ep.admin, "--readiness-address", ep.ready, "--metrics-address", ep.metrics)
@@ -506,16 +506,6 @@ func token(b *testing.B, cp *control.Control, node string) control.TokenResponse
 		b.Fatal(err)
 	}
 	return tok
-}
-
-func freeAddr(b *testing.B) string {
-	b.Helper()
-	l, err := net.Listen("tcp", "127.0.0.1:0")
-	if err != nil {
-		b.Fatal(err)
-	}
-	defer l.Close()
-	return l.Addr().String()
 }
 
 // startHAProxyPair runs a client-side haproxy in node 1 (plain TCP in from

@@ -113,17 +113,17 @@ func BenchmarkWaypoint(b *testing.B) {
 	if err := os.WriteFile(filepath.Join(cfg, "mesh.yaml"), []byte(mesh), 0o644); err != nil {
 		b.Fatal(err)
 	}
-	xds, admin := freeAddr(b), freeAddr(b)
+	xds, admin := benchproc.FreeAddr(b, "127.0.0.1"), benchproc.FreeAddr(b, "127.0.0.1")
 	benchproc.Start(b, ctx, tmp, "control", nil, ambit, "control", "--config-dir", cfg, "--state-dir", filepath.Join(tmp, "state"),
 		"--xds-address", xds, "--admin-address", admin, "--log-level", "warn")
 	benchproc.WaitFor(b, "the control plane", func() bool { return get("http://"+admin+"/readyz") == nil })
 	benchproc.Start(b, ctx, tmp, "echo", nil, ambit, "echo", "--listen", echoIP, "--http-port", "8080", "--grpc-port", "0", "--tcp-port", "0", "--pod", "echo-1")
 
-	direct, viaWaypoint := clientIP+":"+strconv.Itoa(freePort(b, clientIP)), clientIP+":"+strconv.Itoa(freePort(b, clientIP))
+	direct, viaWaypoint := benchproc.FreeAddr(b, clientIP), benchproc.FreeAddr(b, clientIP)
 	var procs []proc
 	run := func(name string, args ...string) {
-		ready := freeAddr(b)
-		args = append(args, "--control-plane", xds, "--admin-address", freeAddr(b), "--metrics-address", freeAddr(b),
+		ready := benchproc.FreeAddr(b, "127.0.0.1")
+		args = append(args, "--control-plane", xds, "--admin-address", benchproc.FreeAddr(b, "127.0.0.1"), "--metrics-address", benchproc.FreeAddr(b, "127.0.0.1"),
 			"--readiness-address", ready, "--log-level", "warn")
 		cmd := benchproc.Start(b, ctx, tmp, name, nil, append([]string{ambit}, args...)...)
 		procs = append(procs, proc{name, cmd.Process.Pid})
@@ -216,21 +216,6 @@ func get(url string) error {
 		return fmt.Errorf("%s: %s", url, resp.Status)
 	}
 	return nil
-}
-
-func freeAddr(b *testing.B) string {
-	b.Helper()
-	return "127.0.0.1:" + strconv.Itoa(freePort(b, "127.0.0.1"))
-}
-
-func freePort(b *testing.B, ip string) int {
-	b.Helper()
-	l, err := net.Listen("tcp", ip+":0")
-	if err != nil {
-		b.Fatal(err)
-	}
-	defer l.Close()
-	return l.Addr().(*net.TCPAddr).Port
 }
 
 func us(d time.Duration) float64 { return float64(d) / float64(time.Microsecond) }

@@ -17,12 +17,8 @@ import (
 	"testing"
 	"time"
 
-	"github.com/google/nftables"
-	vnetns "github.com/vishvananda/netns"
-
 	"github.com/ambitmesh/ambit/internal/echo"
 	"github.com/ambitmesh/ambit/internal/node"
-	"github.com/ambitmesh/ambit/internal/node/capture"
 	"github.com/ambitmesh/ambit/internal/node/netns"
 	"github.com/ambitmesh/ambit/internal/node/netns/netnstest"
 )
@@ -87,7 +83,7 @@ func TestLabHostMode(t *testing.T) {
 	})
 	l.adminPost(t, l.node2, "/enroll", url.Values{"workload": {"shop/db-vm"}, "mode": {"host"}})
 	eventually(t, 10*time.Second, "db-vm's host rules in node 2's namespace", func() error {
-		if !l.hasCaptureTable(t, l.node2) {
+		if !netnstest.HasCaptureTable(t, l.node2) {
 			return errors.New("no table inet ambit")
 		}
 		return nil
@@ -205,7 +201,7 @@ func TestLabHostMode(t *testing.T) {
 
 	t.Run("UnenrollRemovesRules", func(t *testing.T) {
 		l.adminPost(t, l.node2, "/unenroll", url.Values{"workload": {"shop/db-vm"}})
-		if l.hasCaptureTable(t, l.node2) {
+		if netnstest.HasCaptureTable(t, l.node2) {
 			t.Fatal("table inet ambit still in node 2's namespace after unenroll")
 		}
 		before := len(l.accessLines(t, "node-2", "src.addr="+node1IP+":"))
@@ -219,7 +215,7 @@ func TestLabHostMode(t *testing.T) {
 
 	t.Run("StopRemovesRules", func(t *testing.T) {
 		l.adminPost(t, l.node2, "/enroll", url.Values{"workload": {"shop/db-vm"}, "mode": {"host"}})
-		if !l.hasCaptureTable(t, l.node2) {
+		if !netnstest.HasCaptureTable(t, l.node2) {
 			t.Fatal("no table inet ambit after enrolling again")
 		}
 		p := l.nodeProcs["node-2"]
@@ -229,7 +225,7 @@ func TestLabHostMode(t *testing.T) {
 		case <-time.After(10 * time.Second):
 			t.Fatal("node-2 did not stop within 10 s of SIGTERM")
 		}
-		if l.hasCaptureTable(t, l.node2) {
+		if netnstest.HasCaptureTable(t, l.node2) {
 			t.Error("table inet ambit still in node 2's namespace after the node proxy stopped")
 		}
 	})
@@ -270,23 +266,4 @@ func (l *lab) adminPost(t *testing.T, ns netnstest.NS, path string, form url.Val
 	if resp.StatusCode != http.StatusOK {
 		t.Fatalf("POST %s %v: %s: %s", path, form, resp.Status, b)
 	}
-}
-
-// hasCaptureTable reports whether ns holds ambit's nftables table.
-func (l *lab) hasCaptureTable(t *testing.T, ns netnstest.NS) bool {
-	t.Helper()
-	h, err := vnetns.GetFromPath(ns.Path)
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer h.Close()
-	c, err := nftables.New(nftables.WithNetNSFd(int(h)))
-	if err != nil {
-		t.Fatal(err)
-	}
-	tables, err := c.ListTablesOfFamily(nftables.TableFamilyINet)
-	if err != nil {
-		t.Fatal(fmt.Errorf("list nftables tables in %s: %w", ns.Name, err))
-	}
-	return slices.ContainsFunc(tables, func(tb *nftables.Table) bool { return tb.Name == capture.TableName })
 }

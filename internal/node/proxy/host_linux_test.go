@@ -7,15 +7,10 @@ import (
 	"net"
 	"net/http"
 	"net/netip"
-	"slices"
 	"testing"
 	"time"
 
-	"github.com/google/nftables"
-	vnetns "github.com/vishvananda/netns"
-
 	"github.com/ambitmesh/ambit/internal/echo"
-	"github.com/ambitmesh/ambit/internal/node/capture"
 	"github.com/ambitmesh/ambit/internal/node/netns"
 	"github.com/ambitmesh/ambit/internal/node/netns/netnstest"
 	"github.com/ambitmesh/ambit/internal/node/proxy"
@@ -74,7 +69,7 @@ func TestHostModeCapture(t *testing.T) {
 	if err := nb.proxy.EnrollHost(ctx, "shop/web-vm"); err != nil {
 		t.Fatal(err)
 	}
-	if !hasTable(t, hostB.Path) {
+	if !netnstest.HasCaptureTable(t, hostB) {
 		t.Fatal("no table inet ambit in the host after EnrollHost")
 	}
 
@@ -148,7 +143,7 @@ func TestHostModeCapture(t *testing.T) {
 	if err := nb.proxy.Unenroll(ctx, "shop/web-vm"); err != nil {
 		t.Fatal(err)
 	}
-	if hasTable(t, hostB.Path) {
+	if netnstest.HasCaptureTable(t, hostB) {
 		t.Error("table inet ambit still in the host after Unenroll")
 	}
 	before := inbound(nb, "", "10.2.0.2:8080")
@@ -163,12 +158,12 @@ func TestHostModeCapture(t *testing.T) {
 	if err := nb.proxy.EnrollHost(ctx, "shop/web-vm"); err != nil {
 		t.Fatal(err)
 	}
-	if !hasTable(t, hostB.Path) {
+	if !netnstest.HasCaptureTable(t, hostB) {
 		t.Fatal("no table inet ambit after enrolling again")
 	}
 	nbStop()
 	nbWait()
-	if hasTable(t, hostB.Path) {
+	if netnstest.HasCaptureTable(t, hostB) {
 		t.Error("table inet ambit still in the host after the proxy stopped")
 	}
 }
@@ -185,25 +180,6 @@ func serveEchoIn(t *testing.T, ctx context.Context, ns, addr, pod string) (stop 
 	done := make(chan struct{})
 	go func() { _ = hs.Serve(ln); close(done) }()
 	return func() { hs.Close(); <-done }
-}
-
-// hasTable reports whether nsPath holds ambit's nftables table.
-func hasTable(t *testing.T, nsPath string) bool {
-	t.Helper()
-	ns, err := vnetns.GetFromPath(nsPath)
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer ns.Close()
-	c, err := nftables.New(nftables.WithNetNSFd(int(ns)))
-	if err != nil {
-		t.Fatal(err)
-	}
-	tables, err := c.ListTablesOfFamily(nftables.TableFamilyINet)
-	if err != nil {
-		t.Fatal(err)
-	}
-	return slices.ContainsFunc(tables, func(tb *nftables.Table) bool { return tb.Name == capture.TableName })
 }
 
 func hostOf(addr string) string {

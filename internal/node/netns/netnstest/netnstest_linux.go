@@ -21,12 +21,15 @@ package netnstest
 import (
 	"net/netip"
 	"os"
+	"slices"
 	"testing"
 
+	"github.com/google/nftables"
 	"github.com/vishvananda/netlink"
 	"github.com/vishvananda/netns"
 
 	"github.com/ambitmesh/ambit/internal/lab"
+	"github.com/ambitmesh/ambit/internal/node/capture"
 )
 
 // NS is a named network namespace created for a test.
@@ -113,6 +116,26 @@ func Topology(t testing.TB, spec lab.Spec) *lab.Topology {
 		}
 	})
 	return topo
+}
+
+// HasCaptureTable reports whether ns holds the nftables table of ambit's
+// capture rules (capture.TableName, family inet).
+func HasCaptureTable(t testing.TB, ns NS) bool {
+	t.Helper()
+	h, err := netns.GetFromPath(ns.Path)
+	if err != nil {
+		t.Fatalf("netnstest: %v", err)
+	}
+	defer h.Close()
+	c, err := nftables.New(nftables.WithNetNSFd(int(h)))
+	if err != nil {
+		t.Fatalf("netnstest: %v", err)
+	}
+	tables, err := c.ListTablesOfFamily(nftables.TableFamilyINet)
+	if err != nil {
+		t.Fatalf("netnstest: list nftables tables in %s: %v", ns.Name, err)
+	}
+	return slices.ContainsFunc(tables, func(tb *nftables.Table) bool { return tb.Name == capture.TableName })
 }
 
 func must(t testing.TB, err error) {
