@@ -2,7 +2,6 @@ package waypoint_test
 
 import (
 	"bytes"
-	"context"
 	"fmt"
 	"io"
 	"log/slog"
@@ -86,8 +85,7 @@ func TestGatewayGRPCRoute(t *testing.T) {
 	dir := t.TempDir()
 	writeFile(t, filepath.Join(dir, "mesh.yaml"), fmt.Sprintf(meshTmpl, port, 1, 1)) // the Gateway; its web services are not used
 	writeFile(t, filepath.Join(dir, "grpc.yaml"), fmt.Sprintf(grpcMesh, v1, v2))
-	ctx, cancel := context.WithCancel(context.Background())
-	defer cancel()
+	ctx := t.Context()
 	cp := startControl(t, ctx, dir)
 	logs := &syncBuf{}
 	g := runGateway(t, ctx, cp, slog.New(slog.NewJSONHandler(logs, nil)))

@@ -118,6 +118,13 @@ func commonPort(t *testing.T, addrs ...string) uint16 {
 	return 0
 }
 
+// explicitListen is a free address on ip for a node proxy's explicit
+// listener.
+func explicitListen(t *testing.T, ip string) netip.AddrPort {
+	t.Helper()
+	return netip.AddrPortFrom(netip.MustParseAddr(ip), commonPort(t, ip))
+}
+
 func writeFile(t *testing.T, path, content string) {
 	t.Helper()
 	// Write then rename, so the control plane's watcher never reads half a file.

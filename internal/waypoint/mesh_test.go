@@ -111,14 +111,13 @@ func TestTrafficTraversesWaypointOnce(t *testing.T) {
 	writeFile(t, filepath.Join(dir, "mesh.yaml"), fmt.Sprintf(waypointMeshTmpl, v1, v2))
 	writeFile(t, filepath.Join(dir, "waypoint-pod.yaml"), waypointPodYAML)
 	hbonePort := commonPort(t, wmClientIP, wmV1IP, wmV2IP, wmWaypointIP)
-	explicitPort := commonPort(t, wmClientIP)
 
 	ctx := t.Context()
 	cp := startControl(t, ctx, dir)
 
 	wpAccess, trustDomain, stopWaypoint := startWaypoint(t, ctx, cp, "shop/web-waypoint", wmWaypointIP, hbonePort)
 
-	listen := netip.AddrPortFrom(netip.MustParseAddr(wmClientIP), explicitPort)
+	listen := explicitListen(t, wmClientIP)
 	vip := netip.AddrPortFrom(netip.MustParseAddr(wmVIP), 80)
 	nodeA := startNode(t, ctx, cp, "node-a", hbonePort, []nodeproxy.Explicit{{Listen: listen, Target: vip, Source: "shop/client-1"}})
 	nodeB := startNode(t, ctx, cp, "node-b", hbonePort, nil)

@@ -124,8 +124,8 @@ func TestWaypointPassThroughAndPolicy(t *testing.T) {
 	mesh := filepath.Join(dir, "mesh.yaml")
 	writeFile(t, mesh, fmt.Sprintf(passthroughMeshTmpl, httpPort, tcpPort, ""))
 	hbonePort := commonPort(t, ptClientIP, ptAPIIP, ptWaypointIP)
-	httpListen := netip.AddrPortFrom(netip.MustParseAddr(ptClientIP), commonPort(t, ptClientIP))
-	tcpListen := netip.AddrPortFrom(netip.MustParseAddr(ptClientIP), commonPort(t, ptClientIP))
+	httpListen := explicitListen(t, ptClientIP)
+	tcpListen := explicitListen(t, ptClientIP)
 	httpVIP := netip.AddrPortFrom(netip.MustParseAddr(ptVIP), 80)
 	tcpVIP := netip.AddrPortFrom(netip.MustParseAddr(ptVIP), 9000)
 

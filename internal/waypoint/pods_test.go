@@ -49,7 +49,7 @@ func TestWaypointPodsRoundRobinAndFailover(t *testing.T) {
 	writeFile(t, filepath.Join(dir, "mesh.yaml"), mesh)
 	writeFile(t, filepath.Join(dir, "waypoint-pods.yaml"), twoWaypointPodsYAML)
 	hbonePort := commonPort(t, rrClientIP, rrV1IP, rrV2IP, rrWP1IP, rrWP2IP)
-	listen := netip.AddrPortFrom(netip.MustParseAddr(rrClientIP), commonPort(t, rrClientIP))
+	listen := explicitListen(t, rrClientIP)
 	vip := netip.AddrPortFrom(netip.MustParseAddr(wmVIP), 80)
 
 	ctx := t.Context()

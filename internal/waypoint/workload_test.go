@@ -73,7 +73,7 @@ func TestWorkloadBoundToWaypoint(t *testing.T) {
 	mesh := filepath.Join(dir, "mesh.yaml")
 	writeFile(t, mesh, fmt.Sprintf(workloadBoundTmpl, tcpPort, ""))
 	hbonePort := commonPort(t, wbClientIP, wbDBIP, wbWaypointIP)
-	listen := netip.AddrPortFrom(netip.MustParseAddr(wbClientIP), commonPort(t, wbClientIP))
+	listen := explicitListen(t, wbClientIP)
 	db := netip.AddrPortFrom(netip.MustParseAddr(wbDBIP), uint16(tcpPort))
 
 	ctx := t.Context()
@@ -184,8 +184,8 @@ func TestWorkloadTrafficSniffed(t *testing.T) {
 	mesh := filepath.Join(dir, "mesh.yaml")
 	writeFile(t, mesh, fmt.Sprintf(workloadBoundTmpl, httpPort, allowGetAtWaypoint))
 	hbonePort := commonPort(t, wbClientIP, wbDBIP, wbWaypointIP)
-	httpListen := netip.AddrPortFrom(netip.MustParseAddr(wbClientIP), commonPort(t, wbClientIP))
-	bannerListen := netip.AddrPortFrom(netip.MustParseAddr(wbClientIP), commonPort(t, wbClientIP))
+	httpListen := explicitListen(t, wbClientIP)
+	bannerListen := explicitListen(t, wbClientIP)
 	dbHTTP := netip.AddrPortFrom(netip.MustParseAddr(wbDBIP), uint16(httpPort))
 	dbBanner := netip.MustParseAddrPort(banner.Addr().String())
 
