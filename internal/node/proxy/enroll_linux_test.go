@@ -2,7 +2,6 @@ package proxy_test
 
 import (
 	"bufio"
-	"context"
 	"fmt"
 	"net"
 	"net/netip"
@@ -34,26 +33,19 @@ func TestInPodCapture(t *testing.T) {
 	netnstest.Route(t, node1, p("10.2.0.0/24"), a("192.168.77.2"))
 	netnstest.Route(t, node2, p("10.1.0.0/24"), a("192.168.77.1"))
 
-	ctx, cancel := context.WithCancel(context.Background())
-	var waits []func()
-	defer func() {
-		cancel()
-		for _, w := range waits {
-			w()
-		}
-	}()
+	ctx := t.Context()
 
 	// The app in pod 2: echo on 10.2.0.2:8080, a plain (unmarked) socket.
-	waits = append(waits, serveEchoIn(t, ctx, pod2.Path, "10.2.0.2:8080", ""))
+	serveEchoIn(t, ctx, pod2.Path, "10.2.0.2:8080", "")
 
 	dir := t.TempDir()
 	writeFile(t, dir, "mesh.yaml", meshYAML("10.1.0.2", "web-1", "10.2.0.2", 8080))
-	cp, cpWait := startControl(t, ctx, dir)
-	waits = append([]func(){cpWait}, waits...)
+	cp := startControl(t, ctx, dir)
 
 	na := joinNode(t, cp, "node-a", 15008, nil, nil)
 	nb := joinNode(t, cp, "node-b", 15008, nil, nil)
-	waits = append([]func(){na.run(ctx), nb.run(ctx)}, waits...)
+	na.run(t, ctx)
+	nb.run(t, ctx)
 	<-na.proxy.Ready()
 	<-nb.proxy.Ready()
 	eventually(t, "both nodes to know their workloads", func() bool {

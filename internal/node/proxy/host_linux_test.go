@@ -32,28 +32,19 @@ func TestHostModeCapture(t *testing.T) {
 	netnstest.Route(t, pod1, p("0.0.0.0/0"), a("10.1.0.1"))
 	netnstest.Route(t, hostB, p("0.0.0.0/0"), a("10.2.0.1"))
 
-	ctx, cancel := context.WithCancel(context.Background())
-	var waits []func()
-	defer func() {
-		cancel()
-		for _, w := range waits {
-			w()
-		}
-	}()
-	waits = append(waits,
-		serveEchoIn(t, ctx, hostB.Path, "0.0.0.0:8080", "web-vm"),   // the host workload
-		serveEchoIn(t, ctx, hostB.Path, "0.0.0.0:2222", "host-ssh"), // the host's own service
-		serveEchoIn(t, ctx, pod1.Path, "10.1.0.2:9090", "client-1")) // something for web-vm to call
+	ctx := t.Context()
+	serveEchoIn(t, ctx, hostB.Path, "0.0.0.0:8080", "web-vm")   // the host workload
+	serveEchoIn(t, ctx, hostB.Path, "0.0.0.0:2222", "host-ssh") // the host's own service
+	serveEchoIn(t, ctx, pod1.Path, "10.1.0.2:9090", "client-1") // something for web-vm to call
 
 	dir := t.TempDir()
 	writeFile(t, dir, "mesh.yaml", meshYAML("10.1.0.2", "web-vm", "10.2.0.2", 8080))
-	cp, cpWait := startControl(t, ctx, dir)
-	waits = append([]func(){cpWait}, waits...)
+	cp := startControl(t, ctx, dir)
 	na := joinNode(t, cp, "node-a", 15008, nil, nil)
 	nb := joinNode(t, cp, "node-b", 15008, nil, nil, func(o *proxy.Options) { o.HostNetNS = hostB.Path })
 	nbCtx, nbStop := context.WithCancel(ctx)
-	nbWait := nb.run(nbCtx)
-	waits = append([]func(){na.run(ctx), nbWait}, waits...)
+	na.run(t, ctx)
+	nbWait := nb.run(t, nbCtx)
 	<-na.proxy.Ready()
 	<-nb.proxy.Ready()
 	eventually(t, "both nodes to know the workloads", func() bool {
@@ -169,8 +160,8 @@ func TestHostModeCapture(t *testing.T) {
 }
 
 // serveEchoIn serves the echo named pod on addr in the network namespace
-// ns, from a plain (unmarked) socket; stop closes it and waits.
-func serveEchoIn(t *testing.T, ctx context.Context, ns, addr, pod string) (stop func()) {
+// ns, from a plain (unmarked) socket, until the test ends.
+func serveEchoIn(t *testing.T, ctx context.Context, ns, addr, pod string) {
 	t.Helper()
 	ln, err := netns.Listen(ctx, ns, "tcp", addr, netns.ListenOptions{Unmarked: true})
 	if err != nil {
@@ -179,7 +170,7 @@ func serveEchoIn(t *testing.T, ctx context.Context, ns, addr, pod string) (stop 
 	hs := &http.Server{Handler: echo.New(echo.Options{Logger: discard, Context: echo.Context{Pod: pod}}).Handler(), ReadHeaderTimeout: 5 * time.Second}
 	done := make(chan struct{})
 	go func() { _ = hs.Serve(ln); close(done) }()
-	return func() { hs.Close(); <-done }
+	t.Cleanup(func() { hs.Close(); <-done })
 }
 
 func hostOf(addr string) string {

@@ -166,12 +166,14 @@ func joinNode(t *testing.T, cp *control.Control, name string, hbonePort uint16, 
 }
 
 // run starts the node's certificate renewals, xDS client and proxy until
-// ctx ends; the returned function waits for all of them.
-func (n *node) run(ctx context.Context) (wait func()) {
+// ctx ends; the returned function, also run when the test ends, waits for
+// all of them.
+func (n *node) run(t *testing.T, ctx context.Context) (wait func()) {
 	var wg sync.WaitGroup
 	wg.Go(func() { _ = n.certs.Run(ctx) })
 	wg.Go(func() { _ = n.xds.Run(ctx) })
 	wg.Go(func() { _ = n.proxy.Run(ctx, n.xds) })
+	t.Cleanup(wg.Wait)
 	return wg.Wait
 }
 
@@ -281,36 +283,38 @@ spec:
 }
 
 // startControl runs the control plane on the config folder dir until ctx
-// ends; wait blocks until it stopped.
-func startControl(t *testing.T, ctx context.Context, dir string) (cp *control.Control, wait func()) {
+// ends; the test's end waits until it stopped.
+func startControl(t *testing.T, ctx context.Context, dir string) *control.Control {
 	t.Helper()
-	cp = control.New(control.Options{
+	cp := control.New(control.Options{
 		ConfigDir: dir, StateDir: t.TempDir(), XDSAddress: "127.0.0.1:0", AdminAddress: "127.0.0.1:0",
 		Debounce: 20 * time.Millisecond, Logger: discard,
 	})
 	done := make(chan error, 1)
 	go func() { done <- cp.Run(ctx) }()
+	t.Cleanup(func() { <-done })
 	select {
 	case <-cp.Ready():
 	case err := <-done:
 		t.Fatalf("control plane: %v", err)
 	}
-	return cp, func() { <-done }
+	return cp
 }
 
-// runEcho runs an echo server until ctx ends, once it is ready; wait
-// blocks until it stopped.
-func runEcho(t *testing.T, ctx context.Context, opts echo.Options) (s *echo.Server, wait func()) {
+// runEcho runs an echo server until ctx ends, once it is ready; the
+// test's end waits until it stopped.
+func runEcho(t *testing.T, ctx context.Context, opts echo.Options) *echo.Server {
 	t.Helper()
-	s = echo.New(opts)
+	s := echo.New(opts)
 	done := make(chan error, 1)
 	go func() { done <- s.Run(ctx) }()
+	t.Cleanup(func() { <-done })
 	select {
 	case <-s.Ready():
 	case err := <-done:
 		t.Fatalf("echo: %v", err)
 	}
-	return s, func() { <-done }
+	return s
 }
 
 const denyShop = `
@@ -347,27 +351,17 @@ func TestTwoNodesExplicitMode(t *testing.T) {
 	if err := telemetry.Register(reg); err != nil {
 		t.Fatal(err)
 	}
-	ctx, cancel := context.WithCancel(context.Background())
-	var waits []func()
-	defer func() {
-		cancel()
-		for _, w := range waits {
-			w()
-		}
-	}()
+	ctx := t.Context()
 
 	// A destination outside the mesh, for passthrough.
-	outside, wait := runEcho(t, ctx, echo.Options{HTTPAddress: outsideIP + ":0", Logger: discard})
-	waits = append(waits, wait)
+	outside := runEcho(t, ctx, echo.Options{HTTPAddress: outsideIP + ":0", Logger: discard})
 	// The backend: echo on the server workload's address.
-	es, wait := runEcho(t, ctx, echo.Options{HTTPAddress: serverIP + ":0", Logger: discard})
-	waits = append(waits, wait)
+	es := runEcho(t, ctx, echo.Options{HTTPAddress: serverIP + ":0", Logger: discard})
 	echoPort := es.HTTPAddr().(*net.TCPAddr).Port
 
 	dir := t.TempDir()
 	writeFile(t, dir, "mesh.yaml", meshYAML(clientIP, "web-1", serverIP, echoPort))
-	cp, cpWait := startControl(t, ctx, dir)
-	waits = append([]func(){cpWait}, waits...)
+	cp := startControl(t, ctx, dir)
 
 	hbonePort := freePort(t, clientIP, serverIP)
 	outsideAddr := outside.HTTPAddr().(*net.TCPAddr).AddrPort()
@@ -378,8 +372,10 @@ func TestTwoNodesExplicitMode(t *testing.T) {
 		{Listen: anyPort, Target: netip.MustParseAddrPort(vip + ":80"), Source: "shop/not-here"},
 	}, []proxy.HTTPProxy{{Listen: anyPort}})
 	b := joinNode(t, cp, "node-b", hbonePort, nil, nil)
-	// Proxies stop before the control plane so their streams end first.
-	waits = append([]func(){a.run(ctx), b.run(ctx)}, waits...)
+	// Proxies stop before the control plane (cleanups run last first) so
+	// their streams end first.
+	a.run(t, ctx)
+	b.run(t, ctx)
 	<-a.proxy.Ready()
 	explicit := a.proxy.ExplicitAddrs()[0]
 	serverHBONE := netip.AddrPortFrom(netip.MustParseAddr(serverIP), hbonePort)
