@@ -77,8 +77,6 @@ var claimedFeatures = sets.New(
 // notClaimed: tests of the claimed features that are not run, and why
 // (docs/conformance.md lists them).
 var notClaimed = map[string]string{
-	"GatewayWithAttachedRoutes": "a Gateway whose only listener has an unresolved certificateRef is not Accepted, " +
-		"so routes do not attach to it (AttachedRoutes 0; the suite expects 1 with ResolvedRefs=False)",
 	"HTTPRouteServiceTypes": "Services without a selector whose endpoints are hand-written EndpointSlices: " +
 		"ambit's endpoints come from Workloads matched by a Service's selector (headless Services with one work)",
 }

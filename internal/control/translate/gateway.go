@@ -152,8 +152,12 @@ func (t *translator) translateGateway(gw *gwv1.Gateway, class model.GatewayClass
 	checks := t.checkListeners(gw, class)
 	o.Listeners = o.Listeners[:0]
 	var bad, good []string
+	accepted := 0
 	for i, c := range checks {
 		o.Listeners = append(o.Listeners, c.status(gen))
+		if c.accepted() {
+			accepted++
+		}
 		if c.programmed() {
 			good = append(good, c.name)
 			g.Listeners = append(g.Listeners, checks[i].model)
@@ -169,16 +173,28 @@ func (t *translator) translateGateway(gw *gwv1.Gateway, class model.GatewayClass
 	slices.SortFunc(g.Certificates, func(a, b model.Certificate) int {
 		return cmp.Or(cmp.Compare(a.Namespace, b.Namespace), cmp.Compare(a.Name, b.Name))
 	})
-	if len(good) == 0 {
+	// A Gateway is accepted when one listener is: routes attach to an
+	// accepted listener (and count in its attachedRoutes) even while a
+	// missing certificate keeps it from being programmed.
+	if accepted == 0 {
 		return reject(string(gwv1.GatewayReasonListenersNotValid), "no listener is valid: "+strings.Join(bad, "; "))
 	}
-	if len(bad) > 0 {
+	switch {
+	case len(bad) == 0:
+		setCondition(&o.Conditions, cond("Accepted", status.True, string(gwv1.GatewayReasonAccepted), ""))
+	case len(good) == 0:
+		setCondition(&o.Conditions, cond("Accepted", status.True, string(gwv1.GatewayReasonListenersNotValid),
+			"no listener is programmed: "+strings.Join(bad, "; ")))
+	default:
 		setCondition(&o.Conditions, cond("Accepted", status.True, string(gwv1.GatewayReasonListenersNotValid),
 			fmt.Sprintf("listeners not programmed: %s; serving: %s", strings.Join(bad, "; "), strings.Join(good, ", "))))
-	} else {
-		setCondition(&o.Conditions, cond("Accepted", status.True, string(gwv1.GatewayReasonAccepted), ""))
 	}
-	setCondition(&o.Conditions, cond("Programmed", status.True, string(gwv1.GatewayReasonProgrammed), ""))
+	if len(good) == 0 {
+		setCondition(&o.Conditions, cond("Programmed", status.False, string(gwv1.GatewayReasonInvalid),
+			"no listener is programmed; see the listeners' conditions"))
+	} else {
+		setCondition(&o.Conditions, cond("Programmed", status.True, string(gwv1.GatewayReasonProgrammed), ""))
+	}
 	return g, true
 }
 
@@ -201,8 +217,13 @@ type listenerCheck struct {
 	certs []model.Certificate
 }
 
+// accepted: the listener's Accepted condition is True.
+func (c *listenerCheck) accepted() bool {
+	return c.acceptReason == "" && c.conflictReason == ""
+}
+
 func (c *listenerCheck) programmed() bool {
-	return c.acceptReason == "" && c.conflictReason == "" && !c.certBlocked && (len(c.kinds) > 0 || c.hbone)
+	return c.accepted() && !c.certBlocked && (len(c.kinds) > 0 || c.hbone)
 }
 
 func (c *listenerCheck) problem() string {
@@ -228,7 +249,7 @@ func (c *listenerCheck) status(gen int64) status.Listener {
 	switch {
 	case c.conflictReason != "":
 		l.Conditions = append(l.Conditions, cond("Accepted", status.False, string(gwv1.ListenerReasonPortUnavailable), c.conflictMsg))
-	case c.acceptReason != "":
+	case !c.accepted():
 		l.Conditions = append(l.Conditions, cond("Accepted", status.False, c.acceptReason, c.acceptMsg))
 	default:
 		l.Conditions = append(l.Conditions, cond("Accepted", status.True, string(gwv1.ListenerReasonAccepted), ""))
