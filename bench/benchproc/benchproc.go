@@ -1,3 +1,5 @@
+//go:build linux
+
 // Package benchproc runs and measures the processes of the data path
 // benchmarks: it starts them with their output in a log file, reads their
 // CPU time and memory from /proc, finds load generators, and runs and
@@ -17,6 +19,7 @@ import (
 	"regexp"
 	"strconv"
 	"strings"
+	"syscall"
 	"testing"
 	"time"
 )
@@ -35,15 +38,23 @@ func Start(tb testing.TB, ctx context.Context, dir, name string, env []string, a
 		cmd.Env = append(os.Environ(), env...)
 	}
 	cmd.WaitDelay = 5 * time.Second
+	// Its own process group, so stopping it stops its children too
+	// (nginx's workers outlive a killed master).
+	cmd.SysProcAttr = &syscall.SysProcAttr{Setpgid: true}
+	cmd.Cancel = func() error { return syscall.Kill(-cmd.Process.Pid, syscall.SIGKILL) }
 	if err := cmd.Start(); err != nil {
 		tb.Fatalf("start %s: %v", name, err)
 	}
 	exited := make(chan struct{})
 	go func() { _ = cmd.Wait(); logf.Close(); close(exited) }()
 	tb.Cleanup(func() {
-		if cmd.Process != nil {
-			_ = cmd.Process.Kill()
+		// SIGTERM first: a master stops its workers; then the group.
+		_ = syscall.Kill(-cmd.Process.Pid, syscall.SIGTERM)
+		select {
+		case <-exited:
+		case <-time.After(5 * time.Second):
 		}
+		_ = syscall.Kill(-cmd.Process.Pid, syscall.SIGKILL)
 		<-exited
 	})
 	return cmd
