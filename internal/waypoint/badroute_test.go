@@ -1,10 +1,8 @@
 package waypoint_test
 
 import (
-	"fmt"
 	"log/slog"
 	"net/http"
-	"path/filepath"
 	"strings"
 	"testing"
 	"time"
@@ -39,16 +37,10 @@ spec:
 // status naming the field, the valid route next to it is served, and a
 // host no route claims is answered 404 with NR in the access log.
 func TestGatewayInvalidRegexAndUnknownHost(t *testing.T) {
-	v1, v2 := startEcho(t, "127.0.0.51", "v1"), startEcho(t, "127.0.0.52", "v2")
-	port := freePort(t)
-	dir := t.TempDir()
-	writeFile(t, filepath.Join(dir, "mesh.yaml"), fmt.Sprintf(meshTmpl, port, v1, v2))
-	writeFile(t, filepath.Join(dir, "routes.yaml"), badRegexRoute)
-
-	ctx := t.Context()
-	cp := startControl(t, ctx, dir)
+	e := startEdge(t, "routes.yaml", badRegexRoute)
+	cp := e.cp
 	logs := &syncBuf{}
-	runGateway(t, ctx, cp, slog.New(slog.NewJSONHandler(logs, nil)))
+	runGateway(t, t.Context(), cp, slog.New(slog.NewJSONHandler(logs, nil)))
 
 	var reason string
 	for _, r := range cp.Status().Rejected {
@@ -63,7 +55,7 @@ func TestGatewayInvalidRegexAndUnknownHost(t *testing.T) {
 	tr := &http.Transport{}
 	defer tr.CloseIdleConnections()
 	c := &http.Client{Transport: tr, Timeout: 10 * time.Second}
-	addr := fmt.Sprintf("127.0.0.1:%d", port)
+	addr := e.addr()
 	for _, tc := range []struct {
 		host, path string
 		status     int

@@ -109,19 +109,11 @@ func getPath(c *http.Client, addr, host, path string, hdr map[string]string) (re
 }
 
 func TestGatewayRoutesFromControlPlane(t *testing.T) {
-	v1, v2 := startEcho(t, "127.0.0.51", "v1"), startEcho(t, "127.0.0.52", "v2")
-	port := freePort(t)
-	dir := t.TempDir()
-	writeFile(t, filepath.Join(dir, "mesh.yaml"), fmt.Sprintf(meshTmpl, port, v1, v2))
-	routePath := filepath.Join(dir, "route.yaml")
-	writeFile(t, routePath, fmt.Sprintf(routeTmpl, "web-v2"))
-
-	ctx := t.Context()
-	cp := startControl(t, ctx, dir)
+	e := startEdge(t, "route.yaml", fmt.Sprintf(routeTmpl, "web-v2"))
+	routePath, port, addr := filepath.Join(e.dir, "route.yaml"), e.port, e.addr()
 	logs := &syncBuf{}
-	g := runGateway(t, ctx, cp, slog.New(slog.NewJSONHandler(logs, nil)))
+	g := runGateway(t, t.Context(), e.cp, slog.New(slog.NewJSONHandler(logs, nil)))
 
-	addr := fmt.Sprintf("127.0.0.1:%d", port)
 	if got := g.ListenerAddrs(); len(got) != 1 || got[uint32(port)] == nil || got[uint32(port)].String() != addr {
 		t.Fatalf("listeners %v, want only port %d on %s", got, port, addr)
 	}
@@ -252,7 +244,7 @@ func TestGatewayRoutesFromControlPlane(t *testing.T) {
 
 	t.Run("listener port change", func(t *testing.T) {
 		newPort := freePort(t)
-		writeFile(t, filepath.Join(dir, "mesh.yaml"), fmt.Sprintf(meshTmpl, newPort, v1, v2))
+		writeFile(t, filepath.Join(e.dir, "mesh.yaml"), fmt.Sprintf(meshTmpl, newPort, e.v1, e.v2))
 		deadline := time.Now().Add(10 * time.Second)
 		for {
 			got := g.ListenerAddrs()

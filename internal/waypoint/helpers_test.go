@@ -16,6 +16,7 @@ import (
 	"net/http"
 	"net/netip"
 	"os"
+	"path/filepath"
 	"sync"
 	"testing"
 	"time"
@@ -263,6 +264,32 @@ func serve(t *testing.T, ctx context.Context, opts waypoint.Options) (*waypoint.
 	waitFor(t, what, []<-chan struct{}{g.Ready(), g.Synced()}, gDone)
 	return g, stop
 }
+
+// edge is the setup of the `ambit gateway` tests: echoes v1 and v2 (the
+// endpoints of meshTmpl's web-v1 and web-v2) and the control plane on a
+// config folder holding meshTmpl, whose Gateway infra/edge listens on port.
+type edge struct {
+	cp     *control.Control
+	dir    string
+	port   int
+	v1, v2 int // the echoes' ports
+}
+
+// startEdge starts edge with files (name, content, ...) next to meshTmpl.
+func startEdge(t *testing.T, files ...string) *edge {
+	t.Helper()
+	e := &edge{dir: t.TempDir(), port: freePort(t)}
+	e.v1, e.v2 = startEcho(t, "127.0.0.51", "v1"), startEcho(t, "127.0.0.52", "v2")
+	writeFile(t, filepath.Join(e.dir, "mesh.yaml"), fmt.Sprintf(meshTmpl, e.port, e.v1, e.v2))
+	for i := 0; i+1 < len(files); i += 2 {
+		writeFile(t, filepath.Join(e.dir, files[i]), files[i+1])
+	}
+	e.cp = startControl(t, t.Context(), e.dir)
+	return e
+}
+
+// addr is the Gateway's listener address.
+func (e *edge) addr() string { return fmt.Sprintf("127.0.0.1:%d", e.port) }
 
 // runGateway runs `ambit gateway` for infra/edge against cp on 127.0.0.1
 // until the test ends, and waits until it is ready and synced.

@@ -36,21 +36,13 @@ spec:
 // value is reported by the control plane, naming the annotation, while the
 // Service keeps being served.
 func TestGatewayLoadBalancingAnnotation(t *testing.T) {
-	v1, v2 := startEcho(t, "127.0.0.51", "v1"), startEcho(t, "127.0.0.52", "v2")
-	port := freePort(t)
-	dir := t.TempDir()
-	writeFile(t, filepath.Join(dir, "mesh.yaml"), fmt.Sprintf(meshTmpl, port, v1, v2))
-	lbPath := filepath.Join(dir, "lb.yaml")
-	writeFile(t, lbPath, fmt.Sprintf(lbTmpl, "ambit.dev/lb-policy: RoundRobin"))
-
-	ctx := t.Context()
-	cp := startControl(t, ctx, dir)
-	runGateway(t, ctx, cp, nil)
+	e := startEdge(t, "lb.yaml", fmt.Sprintf(lbTmpl, "ambit.dev/lb-policy: RoundRobin"))
+	lbPath, cp, addr := filepath.Join(e.dir, "lb.yaml"), e.cp, e.addr()
+	runGateway(t, t.Context(), cp, nil)
 
 	tr := &http.Transport{}
 	defer tr.CloseIdleConnections()
 	c := &http.Client{Transport: tr, Timeout: 10 * time.Second}
-	addr := fmt.Sprintf("127.0.0.1:%d", port)
 	pods := func(n int, hdr map[string]string) []string {
 		var out []string
 		for range n {
