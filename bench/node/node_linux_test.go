@@ -4,7 +4,6 @@ package node_test
 
 import (
 	"bufio"
-	"bytes"
 	"context"
 	"crypto/ecdsa"
 	"crypto/elliptic"
@@ -12,12 +11,10 @@ import (
 	"crypto/x509"
 	"crypto/x509/pkix"
 	"encoding/binary"
-	"encoding/json"
 	"encoding/pem"
 	"flag"
 	"fmt"
 	"io"
-	"log/slog"
 	"math/big"
 	"net"
 	"net/http"
@@ -33,7 +30,7 @@ import (
 	"time"
 
 	"github.com/ambitmesh/ambit/bench/benchproc"
-	"github.com/ambitmesh/ambit/internal/control"
+	"github.com/ambitmesh/ambit/internal/control/controltest"
 	"github.com/ambitmesh/ambit/internal/node/netns"
 	"github.com/ambitmesh/ambit/internal/node/netns/netnstest"
 )
@@ -351,19 +348,9 @@ func startAmbit(b *testing.B, ctx context.Context, tmp, ambit string, pod1, pod2
 	if err := os.WriteFile(filepath.Join(cfgDir, "mesh.yaml"), []byte(mesh), 0o644); err != nil {
 		b.Fatal(err)
 	}
-	discard := slog.New(slog.NewTextHandler(io.Discard, nil))
-	cp := control.New(control.Options{ConfigDir: cfgDir, StateDir: filepath.Join(tmp, "state"), XDSAddress: "127.0.0.1:0",
-		AdminAddress: "127.0.0.1:0", Debounce: 20 * time.Millisecond, Logger: discard})
-	cctx, ccancel := context.WithCancel(ctx)
-	cpDone := make(chan error, 1)
-	go func() { cpDone <- cp.Run(cctx) }()
-	select {
-	case <-cp.Ready():
-	case err := <-cpDone:
-		b.Fatalf("control plane: %v", err)
-	}
-	// Registered before the nodes start, so the nodes are killed first.
-	b.Cleanup(func() { ccancel(); <-cpDone })
+	// Its cleanup is registered before the nodes start, so the nodes are
+	// killed first.
+	cp := controltest.Start(b, cfgDir)
 	var ambitEnv []string
 	if *flagAmbitEnv != "" {
 		ambitEnv = strings.Split(*flagAmbitEnv, ",")
@@ -375,7 +362,7 @@ func startAmbit(b *testing.B, ctx context.Context, tmp, ambit string, pod1, pod2
 		name, key string
 		pod       netnstest.NS
 	}{{"node-a", "shop/client-1", pod1}, {"node-b", "shop/web-1", pod2}} {
-		tok := token(b, cp, n.name)
+		tok := controltest.Token(b, cp, "node/"+n.name)
 		ep := nodeEP{admin: benchproc.FreeAddr(b, "127.0.0.1"), ready: benchproc.FreeAddr(b, "127.0.0.1"), metrics: benchproc.FreeAddr(b, "127.0.0.1")}
 		cmd := benchproc.Start(b, ctx, tmp, n.name, ambitEnv, ambit, "node", "--control-plane", cp.XDSAddr().String(), "--node", n.name,
 			"--token", tok.Token, "--ca-pin", tok.CAPin, "--trust-domain", tok.TrustDomain, "--log-level", "warn",
@@ -491,21 +478,6 @@ func mtlsInbound(b *testing.B) float64 {
 		}
 	}
 	return sum
-}
-
-func token(b *testing.B, cp *control.Control, node string) control.TokenResponse {
-	b.Helper()
-	body, _ := json.Marshal(control.TokenRequest{Subject: "node/" + node})
-	resp, err := http.Post("http://"+cp.AdminAddr().String()+"/ca/tokens", "application/json", bytes.NewReader(body))
-	if err != nil {
-		b.Fatal(err)
-	}
-	defer resp.Body.Close()
-	var tok control.TokenResponse
-	if err := json.NewDecoder(resp.Body).Decode(&tok); err != nil {
-		b.Fatal(err)
-	}
-	return tok
 }
 
 // startHAProxyPair runs a client-side haproxy in node 1 (plain TCP in from

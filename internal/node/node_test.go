@@ -19,7 +19,7 @@ import (
 	"github.com/google/go-cmp/cmp"
 	"go.uber.org/goleak"
 
-	"github.com/ambitmesh/ambit/internal/control"
+	"github.com/ambitmesh/ambit/internal/control/controltest"
 	"github.com/ambitmesh/ambit/internal/node"
 	"github.com/ambitmesh/ambit/internal/xdsclient"
 )
@@ -54,28 +54,9 @@ func TestRunJoinsServesAndDumps(t *testing.T) {
 	if err := os.WriteFile(filepath.Join(dir, "mesh.yaml"), []byte(mesh), 0o644); err != nil {
 		t.Fatal(err)
 	}
-	ctx, cancel := context.WithCancel(context.Background())
-	defer cancel()
-	cp := control.New(control.Options{ConfigDir: dir, StateDir: t.TempDir(), XDSAddress: "127.0.0.1:0", AdminAddress: "127.0.0.1:0", Debounce: 20 * time.Millisecond, Logger: discard})
-	cpDone := make(chan error, 1)
-	go func() { cpDone <- cp.Run(ctx) }()
-	defer func() { cancel(); <-cpDone }()
-	select {
-	case <-cp.Ready():
-	case err := <-cpDone:
-		t.Fatal(err)
-	}
-	body, _ := json.Marshal(control.TokenRequest{Subject: "node/node-a"})
-	resp, err := http.Post("http://"+cp.AdminAddr().String()+"/ca/tokens", "application/json", bytes.NewReader(body))
-	if err != nil {
-		t.Fatal(err)
-	}
-	var tok control.TokenResponse
-	err = json.NewDecoder(resp.Body).Decode(&tok)
-	resp.Body.Close()
-	if err != nil {
-		t.Fatal(err)
-	}
+	ctx := t.Context()
+	cp := controltest.Start(t, dir)
+	tok := controltest.Token(t, cp, "node/node-a")
 
 	l, err := net.Listen("tcp", "127.0.0.31:0")
 	if err != nil {

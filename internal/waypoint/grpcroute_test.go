@@ -18,6 +18,7 @@ import (
 	"google.golang.org/grpc/metadata"
 	"google.golang.org/grpc/status"
 
+	"github.com/ambitmesh/ambit/internal/control/controltest"
 	"github.com/ambitmesh/ambit/internal/echo"
 	echov1 "github.com/ambitmesh/ambit/proto/ambit/echo/v1"
 )
@@ -86,7 +87,7 @@ func TestGatewayGRPCRoute(t *testing.T) {
 	writeFile(t, filepath.Join(dir, "mesh.yaml"), fmt.Sprintf(meshTmpl, port, 1, 1)) // the Gateway; its web services are not used
 	writeFile(t, filepath.Join(dir, "grpc.yaml"), fmt.Sprintf(grpcMesh, v1, v2))
 	ctx := t.Context()
-	cp := startControl(t, ctx, dir)
+	cp := controltest.Start(t, dir)
 	logs := &syncBuf{}
 	g := runGateway(t, ctx, cp, slog.New(slog.NewJSONHandler(logs, nil)))
 

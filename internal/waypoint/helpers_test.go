@@ -25,6 +25,7 @@ import (
 	"go.uber.org/goleak"
 
 	"github.com/ambitmesh/ambit/internal/control"
+	"github.com/ambitmesh/ambit/internal/control/controltest"
 	"github.com/ambitmesh/ambit/internal/echo"
 	"github.com/ambitmesh/ambit/internal/identity"
 	nodeproxy "github.com/ambitmesh/ambit/internal/node/proxy"
@@ -138,44 +139,6 @@ func writeFile(t *testing.T, path, content string) {
 	}
 }
 
-// startControl runs the control plane on the config folder dir until ctx
-// ends; the test's end waits for it to stop cleanly.
-func startControl(t *testing.T, ctx context.Context, dir string) *control.Control {
-	t.Helper()
-	cp := control.New(control.Options{ConfigDir: dir, StateDir: t.TempDir(), XDSAddress: "127.0.0.1:0", AdminAddress: "127.0.0.1:0", Debounce: 20 * time.Millisecond, Logger: discard})
-	done := make(chan error, 1)
-	go func() { done <- cp.Run(ctx) }()
-	t.Cleanup(func() {
-		if err := <-done; err != nil {
-			t.Errorf("control plane: %v", err)
-		}
-	})
-	select {
-	case <-cp.Ready():
-	case err := <-done:
-		t.Fatal(err)
-	}
-	return cp
-}
-
-func token(t *testing.T, cp *control.Control, subject string) control.TokenResponse {
-	t.Helper()
-	body, _ := json.Marshal(control.TokenRequest{Subject: subject})
-	resp, err := http.Post("http://"+cp.AdminAddr().String()+"/ca/tokens", "application/json", bytes.NewReader(body))
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer resp.Body.Close()
-	var tok control.TokenResponse
-	if err := json.NewDecoder(resp.Body).Decode(&tok); err != nil {
-		t.Fatal(err)
-	}
-	if tok.Token == "" {
-		t.Fatalf("token for %s: empty (status %d)", subject, resp.StatusCode)
-	}
-	return tok
-}
-
 func waitFor(t *testing.T, what string, chs []<-chan struct{}, done <-chan error) {
 	t.Helper()
 	for _, ch := range chs {
@@ -230,7 +193,7 @@ func (s *syncBuf) records(t *testing.T) []map[string]any {
 // off.
 func gatewayOptions(t *testing.T, cp *control.Control, gateway string) waypoint.Options {
 	t.Helper()
-	tok := token(t, cp, "gateway/"+gateway)
+	tok := controltest.Token(t, cp, "gateway/"+gateway)
 	return waypoint.Options{
 		ControlPlane: cp.XDSAddr().String(), Gateway: gateway, Token: tok.Token, CAPin: tok.CAPin, TrustDomain: tok.TrustDomain,
 		AdminAddress: "127.0.0.1:0", MetricsAddress: "-", ReadinessAddress: "-",
@@ -284,7 +247,7 @@ func startEdge(t *testing.T, files ...string) *edge {
 	for i := 0; i+1 < len(files); i += 2 {
 		writeFile(t, filepath.Join(e.dir, files[i]), files[i+1])
 	}
-	e.cp = startControl(t, t.Context(), e.dir)
+	e.cp = controltest.Start(t, e.dir)
 	return e
 }
 
@@ -317,7 +280,7 @@ func startWaypoint(t *testing.T, ctx context.Context, cp *control.Control, gatew
 // joinNode joins node proxy name to cp for types, as `ambit node` does.
 func joinNode(t *testing.T, ctx context.Context, cp *control.Control, name string, types []string) (*proxyboot.Session, spiffeid.ID) {
 	t.Helper()
-	tok := token(t, cp, "node/"+name)
+	tok := controltest.Token(t, cp, "node/"+name)
 	id, err := identity.NodeID(spiffeid.RequireTrustDomainFromString(tok.TrustDomain), name)
 	if err != nil {
 		t.Fatal(err)

@@ -11,6 +11,7 @@ import (
 
 	"github.com/spiffe/go-spiffe/v2/spiffeid"
 
+	"github.com/ambitmesh/ambit/internal/control/controltest"
 	"github.com/ambitmesh/ambit/internal/identity"
 )
 
@@ -57,7 +58,7 @@ func TestIngressGatewayMeshUpstreams(t *testing.T) {
 	writeFile(t, filepath.Join(dir, "mesh.yaml"), fmt.Sprintf(ingressMeshTmpl, port, startEcho(t, imBackendIP, "web-1")))
 	hbonePort := commonPort(t, imBackendIP)
 	ctx := t.Context()
-	cp := startControl(t, ctx, dir)
+	cp := controltest.Start(t, dir)
 	node := startNode(t, ctx, cp, "node-b", hbonePort, nil)
 	eventually(t, "node-b to serve HBONE on its workload", func() bool {
 		return slices.Contains(node.proxy.InboundAddrs(), netip.AddrPortFrom(netip.MustParseAddr(imBackendIP), hbonePort))

@@ -14,6 +14,7 @@ import (
 	"testing"
 	"time"
 
+	"github.com/ambitmesh/ambit/internal/control/controltest"
 	"github.com/ambitmesh/ambit/internal/echo"
 	"github.com/ambitmesh/ambit/internal/waypoint/tlstest"
 )
@@ -109,7 +110,7 @@ func TestGatewayServesTLSAndTCPFromControlPlane(t *testing.T) {
 	writeFile(t, secretPath, secretYAML(crt1, key1))
 
 	ctx := t.Context()
-	cp := startControl(t, ctx, dir)
+	cp := controltest.Start(t, dir)
 	g := runGateway(t, ctx, cp, discard)
 	httpsAddr := fmt.Sprintf("127.0.0.1:%d", httpsPort)
 

@@ -14,6 +14,7 @@ import (
 
 	"github.com/spiffe/go-spiffe/v2/spiffeid"
 
+	"github.com/ambitmesh/ambit/internal/control/controltest"
 	"github.com/ambitmesh/ambit/internal/echo"
 	"github.com/ambitmesh/ambit/internal/identity"
 	nodeproxy "github.com/ambitmesh/ambit/internal/node/proxy"
@@ -113,7 +114,7 @@ func TestTrafficTraversesWaypointOnce(t *testing.T) {
 	hbonePort := commonPort(t, wmClientIP, wmV1IP, wmV2IP, wmWaypointIP)
 
 	ctx := t.Context()
-	cp := startControl(t, ctx, dir)
+	cp := controltest.Start(t, dir)
 
 	wpAccess, trustDomain, stopWaypoint := startWaypoint(t, ctx, cp, "shop/web-waypoint", wmWaypointIP, hbonePort)
 

@@ -14,6 +14,7 @@ import (
 
 	"github.com/prometheus/client_golang/prometheus"
 
+	"github.com/ambitmesh/ambit/internal/control/controltest"
 	"github.com/ambitmesh/ambit/internal/echo"
 	nodeproxy "github.com/ambitmesh/ambit/internal/node/proxy"
 	"github.com/ambitmesh/ambit/internal/telemetry"
@@ -130,7 +131,7 @@ func TestWaypointPassThroughAndPolicy(t *testing.T) {
 	tcpVIP := netip.AddrPortFrom(netip.MustParseAddr(ptVIP), 9000)
 
 	ctx := t.Context()
-	cp := startControl(t, ctx, dir)
+	cp := controltest.Start(t, dir)
 	wpAccess, _, _ := startWaypoint(t, ctx, cp, "shop/api-waypoint", ptWaypointIP, hbonePort)
 
 	nodeA := startNode(t, ctx, cp, "node-a", hbonePort, []nodeproxy.Explicit{

@@ -9,6 +9,7 @@ import (
 	"strings"
 	"testing"
 
+	"github.com/ambitmesh/ambit/internal/control/controltest"
 	"github.com/ambitmesh/ambit/internal/echo"
 	nodeproxy "github.com/ambitmesh/ambit/internal/node/proxy"
 )
@@ -53,7 +54,7 @@ func TestWaypointPodsRoundRobinAndFailover(t *testing.T) {
 	vip := netip.AddrPortFrom(netip.MustParseAddr(wmVIP), 80)
 
 	ctx := t.Context()
-	cp := startControl(t, ctx, dir)
+	cp := controltest.Start(t, dir)
 	log1, _, stop1 := startWaypoint(t, ctx, cp, "shop/web-waypoint", rrWP1IP, hbonePort)
 	log2, _, _ := startWaypoint(t, ctx, cp, "shop/web-waypoint", rrWP2IP, hbonePort)
 

@@ -10,6 +10,7 @@ import (
 
 	"github.com/spiffe/go-spiffe/v2/spiffeid"
 
+	"github.com/ambitmesh/ambit/internal/control/controltest"
 	"github.com/ambitmesh/ambit/internal/echo"
 	"github.com/ambitmesh/ambit/internal/hbone"
 	"github.com/ambitmesh/ambit/internal/identity"
@@ -25,7 +26,7 @@ func TestWaypointServesHBONE(t *testing.T) {
 	writeFile(t, filepath.Join(dir, "mesh.yaml"), fmt.Sprintf(waypointMeshTmpl, v1, v2))
 
 	ctx := t.Context()
-	cp := startControl(t, ctx, dir)
+	cp := controltest.Start(t, dir)
 	opts := gatewayOptions(t, cp, "shop/web-waypoint")
 	opts.Waypoint, opts.HBONEAddress, opts.HBONEPort, opts.PlaintextUpstreams = true, "127.0.0.1", uint16(freePort(t)), true
 	g, _ := serve(t, ctx, opts)

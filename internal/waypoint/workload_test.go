@@ -14,6 +14,7 @@ import (
 	"testing"
 	"time"
 
+	"github.com/ambitmesh/ambit/internal/control/controltest"
 	nodeproxy "github.com/ambitmesh/ambit/internal/node/proxy"
 	"github.com/ambitmesh/ambit/internal/waypoint"
 )
@@ -77,7 +78,7 @@ func TestWorkloadBoundToWaypoint(t *testing.T) {
 	db := netip.AddrPortFrom(netip.MustParseAddr(wbDBIP), uint16(tcpPort))
 
 	ctx := t.Context()
-	cp := startControl(t, ctx, dir)
+	cp := controltest.Start(t, dir)
 	wpAccess, trustDomain, _ := startWaypoint(t, ctx, cp, "shop/db-waypoint", wbWaypointIP, hbonePort)
 
 	nodeA := startNode(t, ctx, cp, "node-a", hbonePort, []nodeproxy.Explicit{{Listen: listen, Target: db, Source: "shop/client-1"}})
@@ -190,7 +191,7 @@ func TestWorkloadTrafficSniffed(t *testing.T) {
 	dbBanner := netip.MustParseAddrPort(banner.Addr().String())
 
 	ctx := t.Context()
-	cp := startControl(t, ctx, dir)
+	cp := controltest.Start(t, dir)
 	wpAccess, _, _ := startWaypoint(t, ctx, cp, "shop/db-waypoint", wbWaypointIP, hbonePort)
 	nodeA := startNode(t, ctx, cp, "node-a", hbonePort, []nodeproxy.Explicit{
 		{Listen: httpListen, Target: dbHTTP, Source: "shop/client-1"},

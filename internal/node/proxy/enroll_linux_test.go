@@ -10,6 +10,7 @@ import (
 
 	"github.com/spiffe/go-spiffe/v2/spiffeid"
 
+	"github.com/ambitmesh/ambit/internal/control/controltest"
 	"github.com/ambitmesh/ambit/internal/node/netns"
 	"github.com/ambitmesh/ambit/internal/node/netns/netnstest"
 )
@@ -40,7 +41,7 @@ func TestInPodCapture(t *testing.T) {
 
 	dir := t.TempDir()
 	writeFile(t, dir, "mesh.yaml", meshYAML("10.1.0.2", "web-1", "10.2.0.2", 8080))
-	cp := startControl(t, ctx, dir)
+	cp := controltest.Start(t, dir)
 
 	na := joinNode(t, cp, "node-a", 15008, nil, nil)
 	nb := joinNode(t, cp, "node-b", 15008, nil, nil)

@@ -10,6 +10,7 @@ import (
 	"testing"
 	"time"
 
+	"github.com/ambitmesh/ambit/internal/control/controltest"
 	"github.com/ambitmesh/ambit/internal/echo"
 	"github.com/ambitmesh/ambit/internal/node/netns"
 	"github.com/ambitmesh/ambit/internal/node/netns/netnstest"
@@ -39,7 +40,7 @@ func TestHostModeCapture(t *testing.T) {
 
 	dir := t.TempDir()
 	writeFile(t, dir, "mesh.yaml", meshYAML("10.1.0.2", "web-vm", "10.2.0.2", 8080))
-	cp := startControl(t, ctx, dir)
+	cp := controltest.Start(t, dir)
 	na := joinNode(t, cp, "node-a", 15008, nil, nil)
 	nb := joinNode(t, cp, "node-b", 15008, nil, nil, func(o *proxy.Options) { o.HostNetNS = hostB.Path })
 	nbCtx, nbStop := context.WithCancel(ctx)

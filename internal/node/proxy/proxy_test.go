@@ -30,6 +30,7 @@ import (
 	"google.golang.org/grpc/credentials"
 
 	"github.com/ambitmesh/ambit/internal/control"
+	"github.com/ambitmesh/ambit/internal/control/controltest"
 	"github.com/ambitmesh/ambit/internal/echo"
 	"github.com/ambitmesh/ambit/internal/hbone"
 	"github.com/ambitmesh/ambit/internal/identity"
@@ -93,17 +94,7 @@ type node struct {
 
 func joinNode(t *testing.T, cp *control.Control, name string, hbonePort uint16, explicit []proxy.Explicit, httpProxies []proxy.HTTPProxy, mods ...func(*proxy.Options)) *node {
 	t.Helper()
-	body, _ := json.Marshal(control.TokenRequest{Subject: "node/" + name})
-	resp, err := http.Post("http://"+cp.AdminAddr().String()+"/ca/tokens", "application/json", bytes.NewReader(body))
-	if err != nil {
-		t.Fatal(err)
-	}
-	var tok control.TokenResponse
-	err = json.NewDecoder(resp.Body).Decode(&tok)
-	resp.Body.Close()
-	if err != nil {
-		t.Fatal(err)
-	}
+	tok := controltest.Token(t, cp, "node/"+name)
 	td := spiffeid.RequireTrustDomainFromString(tok.TrustDomain)
 	id, err := identity.NodeID(td, name)
 	if err != nil {
@@ -282,25 +273,6 @@ spec:
 `, clientIP, web, webIP, vip, echoPort)
 }
 
-// startControl runs the control plane on the config folder dir until ctx
-// ends; the test's end waits until it stopped.
-func startControl(t *testing.T, ctx context.Context, dir string) *control.Control {
-	t.Helper()
-	cp := control.New(control.Options{
-		ConfigDir: dir, StateDir: t.TempDir(), XDSAddress: "127.0.0.1:0", AdminAddress: "127.0.0.1:0",
-		Debounce: 20 * time.Millisecond, Logger: discard,
-	})
-	done := make(chan error, 1)
-	go func() { done <- cp.Run(ctx) }()
-	t.Cleanup(func() { <-done })
-	select {
-	case <-cp.Ready():
-	case err := <-done:
-		t.Fatalf("control plane: %v", err)
-	}
-	return cp
-}
-
 // runEcho runs an echo server until ctx ends, once it is ready; the
 // test's end waits until it stopped.
 func runEcho(t *testing.T, ctx context.Context, opts echo.Options) *echo.Server {
@@ -361,7 +333,7 @@ func TestTwoNodesExplicitMode(t *testing.T) {
 
 	dir := t.TempDir()
 	writeFile(t, dir, "mesh.yaml", meshYAML(clientIP, "web-1", serverIP, echoPort))
-	cp := startControl(t, ctx, dir)
+	cp := controltest.Start(t, dir)
 
 	hbonePort := freePort(t, clientIP, serverIP)
 	outsideAddr := outside.HTTPAddr().(*net.TCPAddr).AddrPort()

@@ -1,0 +1,61 @@
+// Package controltest runs the control plane for other packages' tests and
+// benchmarks: on a config folder, on loopback ports the kernel picks, until
+// the test ends; and it issues join tokens from it as `ambit token create`
+// does.
+package controltest
+
+import (
+	"bytes"
+	"encoding/json"
+	"log/slog"
+	"net/http"
+	"testing"
+	"time"
+
+	"github.com/ambitmesh/ambit/internal/control"
+)
+
+// Start runs the control plane on the config folder dir until tb's context
+// ends, once it is ready; the end of the test waits until it has stopped
+// and fails the test if it stopped with an error.
+func Start(tb testing.TB, dir string) *control.Control {
+	tb.Helper()
+	cp := control.New(control.Options{
+		ConfigDir: dir, StateDir: tb.TempDir(), XDSAddress: "127.0.0.1:0", AdminAddress: "127.0.0.1:0",
+		// Tests edit the folder and wait for the result: apply edits quickly.
+		Debounce: 20 * time.Millisecond, Logger: slog.New(slog.DiscardHandler),
+	})
+	done := make(chan error, 1)
+	go func() { done <- cp.Run(tb.Context()) }()
+	select {
+	case <-cp.Ready():
+	case err := <-done:
+		tb.Fatalf("control plane: %v", err)
+	}
+	tb.Cleanup(func() {
+		if err := <-done; err != nil {
+			tb.Errorf("control plane: %v", err)
+		}
+	})
+	return cp
+}
+
+// Token creates a join token for subject ("node/NAME" or
+// "gateway/NAMESPACE/NAME") through cp's admin endpoint.
+func Token(tb testing.TB, cp *control.Control, subject string) control.TokenResponse {
+	tb.Helper()
+	body, _ := json.Marshal(control.TokenRequest{Subject: subject})
+	resp, err := http.Post("http://"+cp.AdminAddr().String()+"/ca/tokens", "application/json", bytes.NewReader(body))
+	if err != nil {
+		tb.Fatal(err)
+	}
+	defer resp.Body.Close()
+	var tok control.TokenResponse
+	if err := json.NewDecoder(resp.Body).Decode(&tok); err != nil {
+		tb.Fatalf("token for %s: %v (status %d)", subject, err, resp.StatusCode)
+	}
+	if tok.Token == "" {
+		tb.Fatalf("token for %s: empty (status %d)", subject, resp.StatusCode)
+	}
+	return tok
+}
