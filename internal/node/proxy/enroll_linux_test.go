@@ -75,7 +75,7 @@ func TestInPodCapture(t *testing.T) {
 		}
 	}
 
-	td := nb.bundle.TrustDomain()
+	td := nb.sess.Bundle.TrustDomain()
 	clientID := spiffeid.RequireFromPath(td, "/ns/shop/sa/client")
 	eventually(t, "node-b's access log of the tunnelled connections", func() bool {
 		n := 0

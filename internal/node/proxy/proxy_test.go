@@ -4,7 +4,6 @@ import (
 	"bufio"
 	"bytes"
 	"context"
-	"crypto/tls"
 	"encoding/json"
 	"errors"
 	"fmt"
@@ -26,8 +25,6 @@ import (
 	"github.com/prometheus/client_golang/prometheus"
 	"github.com/spiffe/go-spiffe/v2/spiffeid"
 	"go.uber.org/goleak"
-	"google.golang.org/grpc"
-	"google.golang.org/grpc/credentials"
 
 	"github.com/ambitmesh/ambit/internal/control"
 	"github.com/ambitmesh/ambit/internal/control/controltest"
@@ -35,6 +32,7 @@ import (
 	"github.com/ambitmesh/ambit/internal/hbone"
 	"github.com/ambitmesh/ambit/internal/identity"
 	"github.com/ambitmesh/ambit/internal/node/proxy"
+	"github.com/ambitmesh/ambit/internal/proxyboot"
 	"github.com/ambitmesh/ambit/internal/telemetry"
 	"github.com/ambitmesh/ambit/internal/xdsclient"
 )
@@ -83,11 +81,10 @@ func writeFile(t *testing.T, dir, name, content string) {
 	}
 }
 
-// node is a joined node proxy with its xDS client, as `ambit node` runs it.
+// node is a node proxy joined to the control plane, as `ambit node` runs
+// it.
 type node struct {
-	certs  *identity.Manager
-	bundle *identity.Bundle
-	xds    *xdsclient.Client
+	sess   *proxyboot.Session
 	proxy  *proxy.Proxy
 	access *lockedBuffer
 }
@@ -95,52 +92,23 @@ type node struct {
 func joinNode(t *testing.T, cp *control.Control, name string, hbonePort uint16, explicit []proxy.Explicit, httpProxies []proxy.HTTPProxy, mods ...func(*proxy.Options)) *node {
 	t.Helper()
 	tok := controltest.Token(t, cp, "node/"+name)
-	td := spiffeid.RequireTrustDomainFromString(tok.TrustDomain)
-	id, err := identity.NodeID(td, name)
+	id, err := identity.NodeID(spiffeid.RequireTrustDomainFromString(tok.TrustDomain), name)
 	if err != nil {
 		t.Fatal(err)
 	}
-	ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
-	defer cancel()
-	res, err := identity.Join(ctx, cp.XDSAddr().String(), tok.Token, tok.CAPin, id)
-	if err != nil {
-		t.Fatalf("join as %s: %v", name, err)
-	}
-	n := &node{bundle: identity.NewBundle(td, nil), access: &lockedBuffer{}}
-	if _, err := n.bundle.SetRootsAt(res.Generation, res.Roots); err != nil {
-		t.Fatal(err)
-	}
-	cached := identity.SourceFunc(func(_ context.Context, id spiffeid.ID) (*tls.Certificate, error) { return n.certs.Current(id) })
-	tlsCfg, err := identity.ClientConfig(cached, n.bundle, id, []spiffeid.ID{identity.ControlID(td)})
+	sess, err := proxyboot.Join(t.Context(), proxyboot.Options{ControlPlane: cp.XDSAddr().String(), Token: tok.Token, CAPin: tok.CAPin, ID: id,
+		NodeID: "node/" + name, TypeURLs: proxy.TypeURLs, Logger: discard,
+		XDSBackoff: xdsclient.Backoff{Initial: 20 * time.Millisecond, Max: 200 * time.Millisecond}})
 	if err != nil {
 		t.Fatal(err)
 	}
-	conn, err := grpc.NewClient(cp.XDSAddr().String(), grpc.WithTransportCredentials(credentials.NewTLS(tlsCfg)))
-	if err != nil {
-		t.Fatal(err)
-	}
-	t.Cleanup(func() { conn.Close() })
-	if n.certs, err = identity.NewManager(identity.Config{TrustDomain: td, Fetcher: identity.NewCAClient(conn), Bundle: n.bundle, Logger: discard}); err != nil {
-		t.Fatal(err)
-	}
-	if err := n.certs.Install(id, res.Certificate); err != nil {
-		t.Fatal(err)
-	}
-	if n.xds, err = xdsclient.New(xdsclient.Config{
-		Address:              cp.XDSAddr().String(),
-		NodeID:               "node/" + name,
-		TransportCredentials: credentials.NewTLS(tlsCfg),
-		TypeURLs:             proxy.TypeURLs,
-		Logger:               discard,
-		Backoff:              xdsclient.Backoff{Initial: 20 * time.Millisecond, Max: 200 * time.Millisecond},
-	}); err != nil {
-		t.Fatal(err)
-	}
+	t.Cleanup(func() { _ = sess.Close() })
+	n := &node{sess: sess, access: &lockedBuffer{}}
 	opts := proxy.Options{
 		Node:        name,
 		Cluster:     "test",
-		Certs:       n.certs,
-		Bundle:      n.bundle,
+		Certs:       sess.Certs,
+		Bundle:      sess.Bundle,
 		HBONEPort:   hbonePort,
 		Explicit:    explicit,
 		HTTPProxies: httpProxies,
@@ -161,9 +129,8 @@ func joinNode(t *testing.T, cp *control.Control, name string, hbonePort uint16, 
 // all of them.
 func (n *node) run(t *testing.T, ctx context.Context) (wait func()) {
 	var wg sync.WaitGroup
-	wg.Go(func() { _ = n.certs.Run(ctx) })
-	wg.Go(func() { _ = n.xds.Run(ctx) })
-	wg.Go(func() { _ = n.proxy.Run(ctx, n.xds) })
+	n.sess.RunBackground(ctx, &wg)
+	wg.Go(func() { _ = n.proxy.Run(ctx, n.sess.XDS) })
 	t.Cleanup(wg.Wait)
 	return wg.Wait
 }
@@ -373,10 +340,10 @@ func TestTwoNodesExplicitMode(t *testing.T) {
 		t.Errorf("echo saw path %q host %q, want /hello web.shop", got.Path, got.Host)
 	}
 
-	td := b.bundle.TrustDomain()
+	td := b.sess.Bundle.TrustDomain()
 	clientID := spiffeid.RequireFromPath(td, "/ns/shop/sa/client")
 	serverID := spiffeid.RequireFromPath(td, "/ns/shop/sa/web")
-	hd, err := hbone.NewDialer(hbone.DialerConfig{Source: a.certs, Bundle: a.bundle, Logger: discard})
+	hd, err := hbone.NewDialer(hbone.DialerConfig{Source: a.sess.Certs, Bundle: a.sess.Bundle, Logger: discard})
 	if err != nil {
 		t.Fatal(err)
 	}
