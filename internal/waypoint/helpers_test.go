@@ -21,15 +21,12 @@ import (
 	"testing"
 	"time"
 
-	"github.com/spiffe/go-spiffe/v2/spiffeid"
 	"go.uber.org/goleak"
 
 	"github.com/ambitmesh/ambit/internal/control"
 	"github.com/ambitmesh/ambit/internal/control/controltest"
 	"github.com/ambitmesh/ambit/internal/echo"
-	"github.com/ambitmesh/ambit/internal/identity"
 	nodeproxy "github.com/ambitmesh/ambit/internal/node/proxy"
-	"github.com/ambitmesh/ambit/internal/proxyboot"
 	"github.com/ambitmesh/ambit/internal/waypoint"
 	"github.com/ambitmesh/ambit/internal/xdsclient"
 )
@@ -277,23 +274,6 @@ func startWaypoint(t *testing.T, ctx context.Context, cp *control.Control, gatew
 	return access, opts.TrustDomain, stop
 }
 
-// joinNode joins node proxy name to cp for types, as `ambit node` does.
-func joinNode(t *testing.T, ctx context.Context, cp *control.Control, name string, types []string) (*proxyboot.Session, spiffeid.ID) {
-	t.Helper()
-	tok := controltest.Token(t, cp, "node/"+name)
-	id, err := identity.NodeID(spiffeid.RequireTrustDomainFromString(tok.TrustDomain), name)
-	if err != nil {
-		t.Fatal(err)
-	}
-	sess, err := proxyboot.Join(ctx, proxyboot.Options{ControlPlane: cp.XDSAddr().String(), Token: tok.Token, CAPin: tok.CAPin, ID: id,
-		NodeID: "node/" + name, TypeURLs: types, Logger: discard, XDSBackoff: fastBackoff})
-	if err != nil {
-		t.Fatal(err)
-	}
-	t.Cleanup(func() { _ = sess.Close() })
-	return sess, id
-}
-
 // testNode is a node proxy joined to the control plane, as `ambit node`
 // runs it in explicit mode.
 type testNode struct {
@@ -306,7 +286,7 @@ type testNode struct {
 // and the explicit listeners until ctx ends or the test does.
 func startNode(t *testing.T, ctx context.Context, cp *control.Control, name string, hbonePort uint16, explicit []nodeproxy.Explicit) *testNode {
 	t.Helper()
-	sess, _ := joinNode(t, ctx, cp, name, nodeproxy.TypeURLs)
+	sess := controltest.JoinNode(t, cp, name, nodeproxy.TypeURLs)
 	n := &testNode{access: &syncBuf{}, log: &syncBuf{}}
 	var err error
 	if n.proxy, err = nodeproxy.New(nodeproxy.Options{

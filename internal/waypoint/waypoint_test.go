@@ -33,7 +33,8 @@ func TestWaypointServesHBONE(t *testing.T) {
 
 	// The client is a node proxy: joined with a node token.
 	td := spiffeid.RequireTrustDomainFromString(opts.TrustDomain)
-	sess, nodeID := joinNode(t, ctx, cp, "node-a", waypoint.TypeURLs)
+	sess := controltest.JoinNode(t, cp, "node-a", waypoint.TypeURLs)
+	nodeID := sess.ID
 	d, err := hbone.NewDialer(hbone.DialerConfig{Source: sess.Certs, Bundle: sess.Bundle, Logger: discard})
 	if err != nil {
 		t.Fatal(err)

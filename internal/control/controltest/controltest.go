@@ -1,7 +1,7 @@
 // Package controltest runs the control plane for other packages' tests and
 // benchmarks: on a config folder, on loopback ports the kernel picks, until
-// the test ends; and it issues join tokens from it as `ambit token create`
-// does.
+// the test ends; it issues join tokens from it as `ambit token create` does
+// and joins node proxies to it.
 package controltest
 
 import (
@@ -13,6 +13,10 @@ import (
 	"time"
 
 	"github.com/ambitmesh/ambit/internal/control"
+	"github.com/ambitmesh/ambit/internal/identity"
+	"github.com/ambitmesh/ambit/internal/proxyboot"
+	"github.com/ambitmesh/ambit/internal/xdsclient"
+	"github.com/spiffe/go-spiffe/v2/spiffeid"
 )
 
 // Start runs the control plane on the config folder dir until tb's context
@@ -58,4 +62,27 @@ func Token(tb testing.TB, cp *control.Control, subject string) control.TokenResp
 		tb.Fatalf("token for %s: empty (status %d)", subject, resp.StatusCode)
 	}
 	return tok
+}
+
+// JoinNode joins cp as node proxy name, as `ambit node` does, subscribed
+// to types; the session is closed when the test ends. Run its certificates
+// and xDS client with RunBackground.
+func JoinNode(tb testing.TB, cp *control.Control, name string, types []string) *proxyboot.Session {
+	tb.Helper()
+	tok := Token(tb, cp, "node/"+name)
+	id, err := identity.NodeID(spiffeid.RequireTrustDomainFromString(tok.TrustDomain), name)
+	if err != nil {
+		tb.Fatal(err)
+	}
+	sess, err := proxyboot.Join(tb.Context(), proxyboot.Options{
+		ControlPlane: cp.XDSAddr().String(), Token: tok.Token, CAPin: tok.CAPin, ID: id,
+		NodeID: "node/" + name, TypeURLs: types, Logger: slog.New(slog.DiscardHandler),
+		// Reconnect quickly when a test restarts or edits something.
+		XDSBackoff: xdsclient.Backoff{Initial: 20 * time.Millisecond, Max: 200 * time.Millisecond},
+	})
+	if err != nil {
+		tb.Fatal(err)
+	}
+	tb.Cleanup(func() { _ = sess.Close() })
+	return sess
 }

@@ -30,11 +30,9 @@ import (
 	"github.com/ambitmesh/ambit/internal/control/controltest"
 	"github.com/ambitmesh/ambit/internal/echo"
 	"github.com/ambitmesh/ambit/internal/hbone"
-	"github.com/ambitmesh/ambit/internal/identity"
 	"github.com/ambitmesh/ambit/internal/node/proxy"
 	"github.com/ambitmesh/ambit/internal/proxyboot"
 	"github.com/ambitmesh/ambit/internal/telemetry"
-	"github.com/ambitmesh/ambit/internal/xdsclient"
 )
 
 func TestMain(m *testing.M) { goleak.VerifyTestMain(m) }
@@ -91,18 +89,7 @@ type node struct {
 
 func joinNode(t *testing.T, cp *control.Control, name string, hbonePort uint16, explicit []proxy.Explicit, httpProxies []proxy.HTTPProxy, mods ...func(*proxy.Options)) *node {
 	t.Helper()
-	tok := controltest.Token(t, cp, "node/"+name)
-	id, err := identity.NodeID(spiffeid.RequireTrustDomainFromString(tok.TrustDomain), name)
-	if err != nil {
-		t.Fatal(err)
-	}
-	sess, err := proxyboot.Join(t.Context(), proxyboot.Options{ControlPlane: cp.XDSAddr().String(), Token: tok.Token, CAPin: tok.CAPin, ID: id,
-		NodeID: "node/" + name, TypeURLs: proxy.TypeURLs, Logger: discard,
-		XDSBackoff: xdsclient.Backoff{Initial: 20 * time.Millisecond, Max: 200 * time.Millisecond}})
-	if err != nil {
-		t.Fatal(err)
-	}
-	t.Cleanup(func() { _ = sess.Close() })
+	sess := controltest.JoinNode(t, cp, name, proxy.TypeURLs)
 	n := &node{sess: sess, access: &lockedBuffer{}}
 	opts := proxy.Options{
 		Node:        name,
@@ -118,6 +105,7 @@ func joinNode(t *testing.T, cp *control.Control, name string, hbonePort uint16, 
 	for _, m := range mods {
 		m(&opts)
 	}
+	var err error
 	if n.proxy, err = proxy.New(opts); err != nil {
 		t.Fatal(err)
 	}
