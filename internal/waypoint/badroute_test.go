@@ -6,6 +6,8 @@ import (
 	"strings"
 	"testing"
 	"time"
+
+	"github.com/ambitmesh/ambit/internal/testkit"
 )
 
 // badRegexRoute has an invalid path regex; goodRoute, next to it on the
@@ -39,7 +41,7 @@ spec:
 func TestGatewayInvalidRegexAndUnknownHost(t *testing.T) {
 	e := startEdge(t, "routes.yaml", badRegexRoute)
 	cp := e.cp
-	logs := &syncBuf{}
+	logs := &testkit.LogBuffer{}
 	runGateway(t, t.Context(), cp, slog.New(slog.NewJSONHandler(logs, nil)))
 
 	var reason string

@@ -16,6 +16,7 @@ import (
 	"time"
 
 	"github.com/ambitmesh/ambit/internal/echo"
+	"github.com/ambitmesh/ambit/internal/testkit"
 	"github.com/ambitmesh/ambit/internal/waypoint"
 )
 
@@ -111,7 +112,7 @@ func getPath(c *http.Client, addr, host, path string, hdr map[string]string) (re
 func TestGatewayRoutesFromControlPlane(t *testing.T) {
 	e := startEdge(t, "route.yaml", fmt.Sprintf(routeTmpl, "web-v2"))
 	routePath, port, addr := filepath.Join(e.dir, "route.yaml"), e.port, e.addr()
-	logs := &syncBuf{}
+	logs := &testkit.LogBuffer{}
 	g := runGateway(t, t.Context(), e.cp, slog.New(slog.NewJSONHandler(logs, nil)))
 
 	if got := g.ListenerAddrs(); len(got) != 1 || got[uint32(port)] == nil || got[uint32(port)].String() != addr {

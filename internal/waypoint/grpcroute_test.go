@@ -20,6 +20,7 @@ import (
 
 	"github.com/ambitmesh/ambit/internal/control/controltest"
 	"github.com/ambitmesh/ambit/internal/echo"
+	"github.com/ambitmesh/ambit/internal/testkit"
 	echov1 "github.com/ambitmesh/ambit/proto/ambit/echo/v1"
 )
 
@@ -88,7 +89,7 @@ func TestGatewayGRPCRoute(t *testing.T) {
 	writeFile(t, filepath.Join(dir, "grpc.yaml"), fmt.Sprintf(grpcMesh, v1, v2))
 	ctx := t.Context()
 	cp := controltest.Start(t, dir)
-	logs := &syncBuf{}
+	logs := &testkit.LogBuffer{}
 	g := runGateway(t, ctx, cp, slog.New(slog.NewJSONHandler(logs, nil)))
 
 	conn, err := grpc.NewClient(fmt.Sprintf("127.0.0.1:%d", port), grpc.WithTransportCredentials(insecure.NewCredentials()), grpc.WithAuthority("grpc.example.com"))

@@ -6,9 +6,7 @@ package waypoint_test
 
 import (
 	"bufio"
-	"bytes"
 	"context"
-	"encoding/json"
 	"fmt"
 	"io"
 	"log/slog"
@@ -27,6 +25,7 @@ import (
 	"github.com/ambitmesh/ambit/internal/control/controltest"
 	"github.com/ambitmesh/ambit/internal/echo"
 	nodeproxy "github.com/ambitmesh/ambit/internal/node/proxy"
+	"github.com/ambitmesh/ambit/internal/testkit"
 	"github.com/ambitmesh/ambit/internal/waypoint"
 	"github.com/ambitmesh/ambit/internal/xdsclient"
 )
@@ -85,43 +84,11 @@ func freePort(t *testing.T) int {
 	return l.Addr().(*net.TCPAddr).Port
 }
 
-// commonPort finds a port free on every address (the HBONE port is the
-// same on every node and on the waypoint).
-func commonPort(t *testing.T, addrs ...string) uint16 {
-	t.Helper()
-	for range 20 {
-		var ls []net.Listener
-		l, err := net.Listen("tcp", addrs[0]+":0")
-		if err != nil {
-			t.Fatal(err)
-		}
-		ls = append(ls, l)
-		port := l.Addr().(*net.TCPAddr).Port
-		ok := true
-		for _, a := range addrs[1:] {
-			o, err := net.Listen("tcp", fmt.Sprintf("%s:%d", a, port))
-			if err != nil {
-				ok = false
-				break
-			}
-			ls = append(ls, o)
-		}
-		for _, l := range ls {
-			l.Close()
-		}
-		if ok {
-			return uint16(port)
-		}
-	}
-	t.Fatal("no common free port")
-	return 0
-}
-
 // explicitListen is a free address on ip for a node proxy's explicit
 // listener.
 func explicitListen(t *testing.T, ip string) netip.AddrPort {
 	t.Helper()
-	return netip.AddrPortFrom(netip.MustParseAddr(ip), commonPort(t, ip))
+	return netip.AddrPortFrom(netip.MustParseAddr(ip), testkit.CommonPort(t, ip))
 }
 
 func writeFile(t *testing.T, path, content string) {
@@ -152,37 +119,7 @@ func waitFor(t *testing.T, what string, chs []<-chan struct{}, done <-chan error
 // eventually polls cond until it holds or 15s pass.
 func eventually(t *testing.T, what string, cond func() bool) {
 	t.Helper()
-	deadline := time.Now().Add(15 * time.Second)
-	for !cond() {
-		if time.Now().After(deadline) {
-			t.Fatalf("timed out waiting for %s", what)
-		}
-		time.Sleep(10 * time.Millisecond)
-	}
-}
-
-// syncBuf collects JSON log lines from several goroutines.
-type syncBuf struct {
-	mu sync.Mutex
-	b  bytes.Buffer
-}
-
-func (s *syncBuf) Write(p []byte) (int, error) { s.mu.Lock(); defer s.mu.Unlock(); return s.b.Write(p) }
-func (s *syncBuf) String() string              { s.mu.Lock(); defer s.mu.Unlock(); return s.b.String() }
-
-// records parses every line written so far.
-func (s *syncBuf) records(t *testing.T) []map[string]any {
-	t.Helper()
-	var out []map[string]any
-	sc := bufio.NewScanner(bytes.NewReader([]byte(s.String())))
-	for sc.Scan() {
-		var m map[string]any
-		if err := json.Unmarshal(sc.Bytes(), &m); err != nil {
-			t.Fatalf("log line %q: %v", sc.Text(), err)
-		}
-		out = append(out, m)
-	}
-	return out
+	testkit.Eventually(t, 15*time.Second, what, cond)
 }
 
 // gatewayOptions joins `ambit gateway` as gateway (namespace/name) to cp,
@@ -264,9 +201,9 @@ func runGateway(t *testing.T, ctx context.Context, cp *control.Control, accessLo
 
 // startWaypoint runs `ambit waypoint` for gateway on ip:hbonePort until
 // stop (idempotent) and returns its access log and trust domain.
-func startWaypoint(t *testing.T, ctx context.Context, cp *control.Control, gateway, ip string, hbonePort uint16) (*syncBuf, string, func()) {
+func startWaypoint(t *testing.T, ctx context.Context, cp *control.Control, gateway, ip string, hbonePort uint16) (*testkit.LogBuffer, string, func()) {
 	t.Helper()
-	access := &syncBuf{}
+	access := &testkit.LogBuffer{}
 	opts := gatewayOptions(t, cp, gateway)
 	opts.Waypoint, opts.HBONEAddress, opts.HBONEPort, opts.UpstreamHBONEPort = true, ip, hbonePort, hbonePort
 	opts.AccessLog = slog.New(slog.NewJSONHandler(access, nil))
@@ -278,8 +215,8 @@ func startWaypoint(t *testing.T, ctx context.Context, cp *control.Control, gatew
 // runs it in explicit mode.
 type testNode struct {
 	proxy  *nodeproxy.Proxy
-	access *syncBuf
-	log    *syncBuf
+	access *testkit.LogBuffer
+	log    *testkit.LogBuffer
 }
 
 // startNode runs node proxy name with its HBONE listeners on hbonePort
@@ -287,7 +224,7 @@ type testNode struct {
 func startNode(t *testing.T, ctx context.Context, cp *control.Control, name string, hbonePort uint16, explicit []nodeproxy.Explicit) *testNode {
 	t.Helper()
 	sess := controltest.JoinNode(t, cp, name, nodeproxy.TypeURLs)
-	n := &testNode{access: &syncBuf{}, log: &syncBuf{}}
+	n := &testNode{access: &testkit.LogBuffer{}, log: &testkit.LogBuffer{}}
 	var err error
 	if n.proxy, err = nodeproxy.New(nodeproxy.Options{
 		Node: name, Cluster: "test", Certs: sess.Certs, Bundle: sess.Bundle, HBONEPort: hbonePort, Explicit: explicit,

@@ -13,6 +13,7 @@ import (
 
 	"github.com/ambitmesh/ambit/internal/control/controltest"
 	"github.com/ambitmesh/ambit/internal/identity"
+	"github.com/ambitmesh/ambit/internal/testkit"
 )
 
 const imBackendIP = "127.0.0.91"
@@ -56,7 +57,7 @@ func TestIngressGatewayMeshUpstreams(t *testing.T) {
 	port := freePort(t)
 	dir := t.TempDir()
 	writeFile(t, filepath.Join(dir, "mesh.yaml"), fmt.Sprintf(ingressMeshTmpl, port, startEcho(t, imBackendIP, "web-1")))
-	hbonePort := commonPort(t, imBackendIP)
+	hbonePort := testkit.CommonPort(t, imBackendIP)
 	ctx := t.Context()
 	cp := controltest.Start(t, dir)
 	node := startNode(t, ctx, cp, "node-b", hbonePort, nil)
@@ -78,7 +79,7 @@ func TestIngressGatewayMeshUpstreams(t *testing.T) {
 	stop()
 	edge, _ := identity.WorkloadID(spiffeid.RequireTrustDomainFromString(opts.TrustDomain), "infra", "edge")
 	eventually(t, "node-b's inbound line with the gateway as the peer", func() bool {
-		for _, l := range node.access.records(t) {
+		for _, l := range node.access.Records(t) {
 			src, _ := l["src"].(map[string]any)
 			dst, _ := l["dst"].(map[string]any)
 			if l["direction"] == "inbound" && src["identity"] == edge.String() && dst["workload"] == "web-1" {

@@ -18,6 +18,7 @@ import (
 	"github.com/ambitmesh/ambit/internal/echo"
 	"github.com/ambitmesh/ambit/internal/identity"
 	nodeproxy "github.com/ambitmesh/ambit/internal/node/proxy"
+	"github.com/ambitmesh/ambit/internal/testkit"
 )
 
 // Addresses of the mesh of TestTrafficTraversesWaypointOnce.
@@ -111,7 +112,7 @@ func TestTrafficTraversesWaypointOnce(t *testing.T) {
 	dir := t.TempDir()
 	writeFile(t, filepath.Join(dir, "mesh.yaml"), fmt.Sprintf(waypointMeshTmpl, v1, v2))
 	writeFile(t, filepath.Join(dir, "waypoint-pod.yaml"), waypointPodYAML)
-	hbonePort := commonPort(t, wmClientIP, wmV1IP, wmV2IP, wmWaypointIP)
+	hbonePort := testkit.CommonPort(t, wmClientIP, wmV1IP, wmV2IP, wmWaypointIP)
 
 	ctx := t.Context()
 	cp := controltest.Start(t, dir)
@@ -165,7 +166,7 @@ func TestTrafficTraversesWaypointOnce(t *testing.T) {
 	// The waypoint logged each request once.
 	for _, path := range []string{"/to-v1", "/to-v2"} {
 		n := 0
-		for _, r := range wpAccess.records(t) {
+		for _, r := range wpAccess.Records(t) {
 			if r["path"] == path {
 				n++
 			}
@@ -178,14 +179,14 @@ func TestTrafficTraversesWaypointOnce(t *testing.T) {
 	// node-a tunnelled to the waypoint's pod, never to the backends.
 	eventually(t, "node-a's outbound access log lines", func() bool {
 		n := 0
-		for _, r := range nodeA.access.records(t) {
+		for _, r := range nodeA.access.Records(t) {
 			if r["direction"] == "outbound" {
 				n++
 			}
 		}
 		return n == 2
 	})
-	for _, r := range nodeA.access.records(t) {
+	for _, r := range nodeA.access.Records(t) {
 		dst, _ := r["dst"].(map[string]any)
 		wantAddr := netip.AddrPortFrom(netip.MustParseAddr(wmWaypointIP), hbonePort).String()
 		if dst["addr"] != wantAddr || dst["hbone_addr"] != vip.String() || r["response_flags"] != "-" {
@@ -200,7 +201,7 @@ func TestTrafficTraversesWaypointOnce(t *testing.T) {
 	var got []inbound
 	eventually(t, "node-b's inbound access log lines", func() bool {
 		got = got[:0]
-		for _, r := range nodeB.access.records(t) {
+		for _, r := range nodeB.access.Records(t) {
 			if r["direction"] != "inbound" {
 				continue
 			}
@@ -232,14 +233,14 @@ func TestTrafficTraversesWaypointOnce(t *testing.T) {
 	}
 	c.Close()
 	eventually(t, "node-a's refusal log line", func() bool {
-		for _, r := range nodeA.log.records(t) {
+		for _, r := range nodeA.log.Records(t) {
 			if r["msg"] == "connection refused: waypoint unavailable" && r["waypoint"] == "shop/web-waypoint" {
 				return true
 			}
 		}
 		return false
 	})
-	for _, r := range nodeB.access.records(t) {
+	for _, r := range nodeB.access.Records(t) {
 		if src, _ := r["src"].(map[string]any); src["identity"] == clientID.String() {
 			t.Errorf("node-b saw the client directly: %v", r)
 		}

@@ -18,6 +18,7 @@ import (
 	"github.com/ambitmesh/ambit/internal/echo"
 	nodeproxy "github.com/ambitmesh/ambit/internal/node/proxy"
 	"github.com/ambitmesh/ambit/internal/telemetry"
+	"github.com/ambitmesh/ambit/internal/testkit"
 )
 
 // Addresses of the mesh of TestWaypointPassThroughAndPolicy.
@@ -124,7 +125,7 @@ func TestWaypointPassThroughAndPolicy(t *testing.T) {
 	dir := t.TempDir()
 	mesh := filepath.Join(dir, "mesh.yaml")
 	writeFile(t, mesh, fmt.Sprintf(passthroughMeshTmpl, httpPort, tcpPort, ""))
-	hbonePort := commonPort(t, ptClientIP, ptAPIIP, ptWaypointIP)
+	hbonePort := testkit.CommonPort(t, ptClientIP, ptAPIIP, ptWaypointIP)
 	httpListen := explicitListen(t, ptClientIP)
 	tcpListen := explicitListen(t, ptClientIP)
 	httpVIP := netip.AddrPortFrom(netip.MustParseAddr(ptVIP), 80)
@@ -177,14 +178,14 @@ func TestWaypointPassThroughAndPolicy(t *testing.T) {
 			t.Errorf("traceparent %q, want a W3C trace context started by the waypoint", tp)
 		}
 		found := false
-		for _, r := range wpAccess.records(t) {
+		for _, r := range wpAccess.Records(t) {
 			if r["path"] == "/hello" {
 				found = r["route"] == "Service/shop/api#0" && r["status"] == float64(200) &&
 					r["peer_identity"] == "spiffe://cluster.local/ns/shop/sa/client"
 			}
 		}
 		if !found {
-			t.Errorf("waypoint access log: no pass-through line for /hello: %v", wpAccess.records(t))
+			t.Errorf("waypoint access log: no pass-through line for /hello: %v", wpAccess.Records(t))
 		}
 		// Istio's request metrics, the source taken from the HBONE peer
 		// and the CONNECT's baggage.
@@ -233,7 +234,7 @@ func TestWaypointPassThroughAndPolicy(t *testing.T) {
 	// The destination node saw the waypoint as the mTLS peer and the
 	// client's address as the source (from the waypoint's CONNECT).
 	eventually(t, "node-b's inbound connections with the client's address", func() bool {
-		for _, r := range nodeB.access.records(t) {
+		for _, r := range nodeB.access.Records(t) {
 			src, _ := r["src"].(map[string]any)
 			if r["direction"] == "inbound" && strings.HasPrefix(fmt.Sprint(src["addr"]), ptClientIP+":") &&
 				src["identity"] == "spiffe://cluster.local/ns/shop/sa/api-waypoint" {
@@ -265,7 +266,7 @@ func TestWaypointPassThroughAndPolicy(t *testing.T) {
 			t.Errorf("DELETE /admin/x: %d, want 200 (the DENY lists GET and POST)", status)
 		}
 		found, audited := false, false
-		for _, r := range wpAccess.records(t) {
+		for _, r := range wpAccess.Records(t) {
 			if r["path"] == "/admin/users" && r["flags"] == "RBAC" && r["authz"] == "denied by policy shop/no-admin" && r["status"] == float64(403) {
 				found = true
 			}

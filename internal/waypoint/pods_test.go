@@ -12,6 +12,7 @@ import (
 	"github.com/ambitmesh/ambit/internal/control/controltest"
 	"github.com/ambitmesh/ambit/internal/echo"
 	nodeproxy "github.com/ambitmesh/ambit/internal/node/proxy"
+	"github.com/ambitmesh/ambit/internal/testkit"
 )
 
 // Addresses of TestWaypointPodsRoundRobinAndFailover.
@@ -49,7 +50,7 @@ func TestWaypointPodsRoundRobinAndFailover(t *testing.T) {
 	}
 	writeFile(t, filepath.Join(dir, "mesh.yaml"), mesh)
 	writeFile(t, filepath.Join(dir, "waypoint-pods.yaml"), twoWaypointPodsYAML)
-	hbonePort := commonPort(t, rrClientIP, rrV1IP, rrV2IP, rrWP1IP, rrWP2IP)
+	hbonePort := testkit.CommonPort(t, rrClientIP, rrV1IP, rrV2IP, rrWP1IP, rrWP2IP)
 	listen := explicitListen(t, rrClientIP)
 	vip := netip.AddrPortFrom(netip.MustParseAddr(wmVIP), 80)
 
@@ -71,10 +72,10 @@ func TestWaypointPodsRoundRobinAndFailover(t *testing.T) {
 		t.Helper()
 		status, b, err := request(listen, "GET", "http://web.shop.svc.cluster.local"+path, nil)
 		if err != nil {
-			for _, r := range nodeA.log.records(t) {
+			for _, r := range nodeA.log.Records(t) {
 				t.Logf("node-a: %v", r)
 			}
-			for _, r := range nodeA.access.records(t) {
+			for _, r := range nodeA.access.Records(t) {
 				t.Logf("node-a access: %v", r)
 			}
 			t.Fatalf("GET %s: %v", path, err)
@@ -84,9 +85,9 @@ func TestWaypointPodsRoundRobinAndFailover(t *testing.T) {
 			t.Fatalf("GET %s: %d from %q (%v), want 200 from v1", path, status, e.Pod, err)
 		}
 	}
-	lines := func(b *syncBuf) int {
+	lines := func(b *testkit.LogBuffer) int {
 		n := 0
-		for _, r := range b.records(t) {
+		for _, r := range b.Records(t) {
 			if r["msg"] == "access" {
 				n++
 			}
@@ -109,7 +110,7 @@ func TestWaypointPodsRoundRobinAndFailover(t *testing.T) {
 		t.Errorf("waypoint pod 2 served %d requests, want 7 (3 before, 4 after pod 1 stopped)", n2)
 	}
 	found := false
-	for _, r := range nodeA.log.records(t) {
+	for _, r := range nodeA.log.Records(t) {
 		if r["msg"] == "waypoint pod unreachable, trying the next" && r["pod"] == "shop/web-waypoint-1" {
 			found = true
 		}

@@ -16,6 +16,7 @@ import (
 
 	"github.com/ambitmesh/ambit/internal/control/controltest"
 	nodeproxy "github.com/ambitmesh/ambit/internal/node/proxy"
+	"github.com/ambitmesh/ambit/internal/testkit"
 	"github.com/ambitmesh/ambit/internal/waypoint"
 )
 
@@ -73,7 +74,7 @@ func TestWorkloadBoundToWaypoint(t *testing.T) {
 	dir := t.TempDir()
 	mesh := filepath.Join(dir, "mesh.yaml")
 	writeFile(t, mesh, fmt.Sprintf(workloadBoundTmpl, tcpPort, ""))
-	hbonePort := commonPort(t, wbClientIP, wbDBIP, wbWaypointIP)
+	hbonePort := testkit.CommonPort(t, wbClientIP, wbDBIP, wbWaypointIP)
 	listen := explicitListen(t, wbClientIP)
 	db := netip.AddrPortFrom(netip.MustParseAddr(wbDBIP), uint16(tcpPort))
 
@@ -98,11 +99,11 @@ func TestWorkloadBoundToWaypoint(t *testing.T) {
 	wpID := "spiffe://" + trustDomain + "/ns/shop/sa/db-waypoint"
 	eventually(t, "the waypoint's and node-b's log lines", func() bool {
 		wp, nb := false, false
-		for _, r := range wpAccess.records(t) {
+		for _, r := range wpAccess.Records(t) {
 			dst, _ := r["dst"].(map[string]any)
 			wp = wp || (r["msg"] == "connection complete" && dst["workload"] == "db-1" && r["bytes_sent"] == float64(4))
 		}
-		for _, r := range nodeB.access.records(t) {
+		for _, r := range nodeB.access.Records(t) {
 			src, _ := r["src"].(map[string]any)
 			nb = nb || (r["direction"] == "inbound" && src["identity"] == wpID)
 		}
@@ -132,14 +133,14 @@ func TestWorkloadBoundToWaypoint(t *testing.T) {
 		t.Errorf("the live connection was not closed by the policy: read %d, %v", n, err)
 	}
 	closed := false
-	for _, r := range wpAccess.records(t) {
+	for _, r := range wpAccess.Records(t) {
 		closed = closed || (r["response_flags"] == "DENY" && strings.Contains(fmt.Sprint(r["error"]), "closed after a policy change"))
 	}
 	if !closed {
 		t.Error("waypoint access log: no line for the live connection closed by the policy")
 	}
 	found := false
-	for _, r := range wpAccess.records(t) {
+	for _, r := range wpAccess.Records(t) {
 		found = found || (r["response_flags"] == "DENY" && r["policy"] == "shop/no-client")
 	}
 	if !found {
@@ -184,7 +185,7 @@ func TestWorkloadTrafficSniffed(t *testing.T) {
 	dir := t.TempDir()
 	mesh := filepath.Join(dir, "mesh.yaml")
 	writeFile(t, mesh, fmt.Sprintf(workloadBoundTmpl, httpPort, allowGetAtWaypoint))
-	hbonePort := commonPort(t, wbClientIP, wbDBIP, wbWaypointIP)
+	hbonePort := testkit.CommonPort(t, wbClientIP, wbDBIP, wbWaypointIP)
 	httpListen := explicitListen(t, wbClientIP)
 	bannerListen := explicitListen(t, wbClientIP)
 	dbHTTP := netip.AddrPortFrom(netip.MustParseAddr(wbDBIP), uint16(httpPort))
@@ -218,12 +219,12 @@ func TestWorkloadTrafficSniffed(t *testing.T) {
 		t.Errorf("POST through the waypoint: %d %q, want 403 (the ALLOW names GET only)", status, body)
 	}
 	found := false
-	for _, r := range wpAccess.records(t) {
+	for _, r := range wpAccess.Records(t) {
 		found = found || (r["path"] == "/sniffed" && r["method"] == "GET" && r["route"] == "Workload/shop/db-1#0" &&
 			r["peer_identity"] == "spiffe://cluster.local/ns/shop/sa/client" && r["authz"] == "allowed by policy shop/get-only")
 	}
 	if !found {
-		t.Errorf("waypoint access log: no line for GET /sniffed through the workload route: %v", wpAccess.records(t))
+		t.Errorf("waypoint access log: no line for GET /sniffed through the workload route: %v", wpAccess.Records(t))
 	}
 
 	// Server-first: the client sends nothing; after SniffTimeout the

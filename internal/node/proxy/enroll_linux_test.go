@@ -79,7 +79,7 @@ func TestInPodCapture(t *testing.T) {
 	clientID := spiffeid.RequireFromPath(td, "/ns/shop/sa/client")
 	eventually(t, "node-b's access log of the tunnelled connections", func() bool {
 		n := 0
-		for _, l := range nb.access.lines(t) {
+		for _, l := range nb.access.Records(t) {
 			src, _ := l["src"].(map[string]any)
 			if l["direction"] == "inbound" && src["identity"] == clientID.String() && l["response_flags"] == "-" {
 				n++
@@ -110,7 +110,7 @@ func TestInPodCapture(t *testing.T) {
 		t.Errorf("plaintext inbound: echo saw %s, want 10.1.0.2", got.RemoteAddr)
 	}
 	eventually(t, "node-b's access log of the plaintext connection", func() bool {
-		for _, l := range nb.access.lines(t) {
+		for _, l := range nb.access.Records(t) {
 			src, _ := l["src"].(map[string]any)
 			dst, _ := l["dst"].(map[string]any)
 			_, hasID := src["identity"]

@@ -77,7 +77,7 @@ func TestHostModeCapture(t *testing.T) {
 	}
 	inbound := func(n *node, srcID string, dst string) int {
 		count := 0
-		for _, l := range n.access.lines(t) {
+		for _, l := range n.access.Records(t) {
 			src, _ := l["src"].(map[string]any)
 			d, _ := l["dst"].(map[string]any)
 			id, _ := src["identity"].(string)
@@ -122,12 +122,12 @@ func TestHostModeCapture(t *testing.T) {
 		eventually(t, "node-a's inbound access log line with web-vm's identity", func() bool { return inbound(na, webID, "10.1.0.2:9090") == 1 })
 	})
 	t.Run("the host's other ports are left alone", func(t *testing.T) {
-		before := len(nb.access.lines(t))
+		before := len(nb.access.Records(t))
 		r, err := call(router.Path, "10.2.0.2:2222")
 		if err != nil || r.Pod != "host-ssh" {
 			t.Fatalf("host port 2222: %+v, %v; want the host's own service", r, err)
 		}
-		if after := len(nb.access.lines(t)); after != before {
+		if after := len(nb.access.Records(t)); after != before {
 			t.Errorf("node-b logged %d connections for the host's own port; want none", after-before)
 		}
 	})

@@ -2,7 +2,6 @@ package proxy_test
 
 import (
 	"bufio"
-	"bytes"
 	"context"
 	"encoding/json"
 	"errors"
@@ -33,40 +32,12 @@ import (
 	"github.com/ambitmesh/ambit/internal/node/proxy"
 	"github.com/ambitmesh/ambit/internal/proxyboot"
 	"github.com/ambitmesh/ambit/internal/telemetry"
+	"github.com/ambitmesh/ambit/internal/testkit"
 )
 
 func TestMain(m *testing.M) { goleak.VerifyTestMain(m) }
 
 var discard = slog.New(slog.NewTextHandler(io.Discard, nil))
-
-// lockedBuffer collects JSON log lines from several goroutines.
-type lockedBuffer struct {
-	mu  sync.Mutex
-	buf bytes.Buffer
-}
-
-func (b *lockedBuffer) Write(p []byte) (int, error) {
-	b.mu.Lock()
-	defer b.mu.Unlock()
-	return b.buf.Write(p)
-}
-
-// lines returns the access log records written so far.
-func (b *lockedBuffer) lines(t *testing.T) []map[string]any {
-	t.Helper()
-	b.mu.Lock()
-	defer b.mu.Unlock()
-	var out []map[string]any
-	sc := bufio.NewScanner(bytes.NewReader(b.buf.Bytes()))
-	for sc.Scan() {
-		var m map[string]any
-		if err := json.Unmarshal(sc.Bytes(), &m); err != nil {
-			t.Fatalf("access log line %q: %v", sc.Text(), err)
-		}
-		out = append(out, m)
-	}
-	return out
-}
 
 func writeFile(t *testing.T, dir, name, content string) {
 	t.Helper()
@@ -84,13 +55,13 @@ func writeFile(t *testing.T, dir, name, content string) {
 type node struct {
 	sess   *proxyboot.Session
 	proxy  *proxy.Proxy
-	access *lockedBuffer
+	access *testkit.LogBuffer
 }
 
 func joinNode(t *testing.T, cp *control.Control, name string, hbonePort uint16, explicit []proxy.Explicit, httpProxies []proxy.HTTPProxy, mods ...func(*proxy.Options)) *node {
 	t.Helper()
 	sess := controltest.JoinNode(t, cp, name, proxy.TypeURLs)
-	n := &node{sess: sess, access: &lockedBuffer{}}
+	n := &node{sess: sess, access: &testkit.LogBuffer{}}
 	opts := proxy.Options{
 		Node:        name,
 		Cluster:     "test",
@@ -126,45 +97,7 @@ func (n *node) run(t *testing.T, ctx context.Context) (wait func()) {
 // eventually polls cond until it holds or 10s pass.
 func eventually(t *testing.T, what string, cond func() bool) {
 	t.Helper()
-	deadline := time.Now().Add(10 * time.Second)
-	for !cond() {
-		if time.Now().After(deadline) {
-			t.Fatalf("timed out waiting for %s", what)
-		}
-		time.Sleep(10 * time.Millisecond)
-	}
-}
-
-// freePort finds a port free on both addresses (the HBONE port is the same
-// on every node).
-func freePort(t *testing.T, addrs ...string) uint16 {
-	t.Helper()
-	for range 20 {
-		l, err := net.Listen("tcp", addrs[0]+":0")
-		if err != nil {
-			t.Fatal(err)
-		}
-		port := l.Addr().(*net.TCPAddr).Port
-		ok := true
-		var others []net.Listener
-		for _, a := range addrs[1:] {
-			o, err := net.Listen("tcp", fmt.Sprintf("%s:%d", a, port))
-			if err != nil {
-				ok = false
-				break
-			}
-			others = append(others, o)
-		}
-		l.Close()
-		for _, o := range others {
-			o.Close()
-		}
-		if ok {
-			return uint16(port)
-		}
-	}
-	t.Fatal("no common free port")
-	return 0
+	testkit.Eventually(t, 10*time.Second, what, cond)
 }
 
 func counterSum(t *testing.T, reg *prometheus.Registry, name string, labels map[string]string) float64 {
@@ -290,7 +223,7 @@ func TestTwoNodesExplicitMode(t *testing.T) {
 	writeFile(t, dir, "mesh.yaml", meshYAML(clientIP, "web-1", serverIP, echoPort))
 	cp := controltest.Start(t, dir)
 
-	hbonePort := freePort(t, clientIP, serverIP)
+	hbonePort := testkit.CommonPort(t, clientIP, serverIP)
 	outsideAddr := outside.HTTPAddr().(*net.TCPAddr).AddrPort()
 	anyPort := netip.MustParseAddrPort("127.0.0.1:0")
 	a := joinNode(t, cp, "node-a", hbonePort, []proxy.Explicit{
@@ -360,7 +293,7 @@ func TestTwoNodesExplicitMode(t *testing.T) {
 			t.Errorf("read %d bytes, err %v; want an immediate clean close", n, err)
 		}
 		eventually(t, "node-a to log the refusal", func() bool {
-			for _, l := range a.access.lines(t) {
+			for _, l := range a.access.Records(t) {
 				if e, _ := l["error"].(string); strings.Contains(e, "unknown source") && strings.Contains(e, "shop/not-here") {
 					return true
 				}
@@ -452,7 +385,7 @@ spec: {addresses: ["127.0.0.22"], node: node-b, serviceAccount: spare}
 	var inbound []map[string]any
 	eventually(t, "node-b's access log lines", func() bool {
 		inbound = inbound[:0]
-		for _, l := range b.access.lines(t) {
+		for _, l := range b.access.Records(t) {
 			if l["direction"] == "inbound" {
 				inbound = append(inbound, l)
 			}
