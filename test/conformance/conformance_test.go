@@ -72,6 +72,7 @@ var claimedFeatures = sets.New(
 	features.SupportHTTPRouteRequestPercentageMirror,
 	features.SupportGatewayHTTPListenerIsolation,
 	features.SupportGatewayAddressEmpty,
+	features.SupportGatewayHTTPSListenerDetectMisdirectedRequests,
 )
 
 // notClaimed: tests of the claimed features that are not run, and why

@@ -269,6 +269,10 @@ func (e *Engine) Serve(ctx context.Context, ln net.Listener, port uint32, shutdo
 	return err
 }
 
+// misdirected is the table an HTTPS request gets when its Host belongs to
+// another listener than its connection's: serve answers it 421.
+var misdirected = new(route.Table)
+
 // serve handles one request; service is the waypoint service it is for
 // ("" on a gateway listener).
 func (e *Engine) serve(w http.ResponseWriter, r *http.Request, port uint32, service string, table func(*config) *route.Table) {
@@ -317,6 +321,10 @@ func (e *Engine) serveConfig(w http.ResponseWriter, r *http.Request, port uint32
 		c = e.cur.Load()
 	}
 	t := table(c)
+	if t == misdirected {
+		http.Error(rw, "misdirected request: this connection's server name selects another listener than the Host; open a connection for the Host", http.StatusMisdirectedRequest)
+		return
+	}
 	var rt *route.Route
 	if t != nil {
 		rt, _ = t.MatchHTTP(r)

@@ -105,10 +105,20 @@ func (e *Engine) httpsServer(port uint32) *http.Server {
 	srv.Handler = http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
 		name, _ := r.Context().Value(listenerKey{}).(string)
 		e.serve(w, r, port, "", func(c *config) *route.Table {
-			if tl := c.tlsListeners[name]; tl != nil && tl.https {
-				return tl.table
+			tl, p := c.tlsListeners[name], c.tlsPorts[port]
+			if tl == nil || !tl.https || p == nil {
+				return nil
 			}
-			return nil
+			// A client may reuse a connection for another name its
+			// certificate covers (HTTP/2 coalescing, or a Host unlike its
+			// SNI): when a new connection with that name would land on
+			// another listener of the port, this one must not answer
+			// (421 tells the client to open one). A Host no listener
+			// serves is this listener's to 404.
+			if other, ok := p.byName.Lookup(r.Host); ok && other != tl {
+				return misdirected
+			}
+			return tl.table
 		})
 	})
 	srv.ConnContext = func(ctx context.Context, c net.Conn) context.Context {
