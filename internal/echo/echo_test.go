@@ -30,6 +30,7 @@ import (
 	"google.golang.org/grpc/status"
 	"google.golang.org/protobuf/testing/protocmp"
 
+	"github.com/ambitmesh/ambit/internal/testkit"
 	echov1 "github.com/ambitmesh/ambit/proto/ambit/echo/v1"
 )
 
@@ -92,18 +93,6 @@ func clients(t *testing.T) []client {
 	return []client{
 		{"http1", "HTTP/1.1", &http.Client{Transport: h1}},
 		{"h2c", "HTTP/2.0", &http.Client{Transport: h2}},
-	}
-}
-
-// eventually polls cond until it holds or the deadline passes.
-func eventually(t *testing.T, what string, cond func() bool) {
-	t.Helper()
-	deadline := time.Now().Add(10 * time.Second)
-	for !cond() {
-		if time.Now().After(deadline) {
-			t.Fatalf("%s: not true after 10s", what)
-		}
-		time.Sleep(5 * time.Millisecond)
 	}
 }
 
@@ -333,13 +322,13 @@ func TestHTTPDelay(t *testing.T) {
 				}
 				errc <- err
 			}()
-			eventually(t, "the delayed request is in flight", func() bool { return s.InFlight() == 1 })
+			testkit.Eventually(t, 10*time.Second, "the delayed request is in flight", func() bool { return s.InFlight() == 1 })
 			cancel()
 			if err := <-errc; !errors.Is(err, context.Canceled) {
 				t.Errorf("client: %v, want context.Canceled", err)
 			}
 			// Well before 30s: the handler noticed the client left.
-			eventually(t, "the handler stopped", func() bool { return s.InFlight() == 0 })
+			testkit.Eventually(t, 10*time.Second, "the handler stopped", func() bool { return s.InFlight() == 0 })
 		})
 	}
 	for _, q := range []string{"delay=abc", "delay=-1s", "delay=41s"} {
@@ -391,7 +380,7 @@ func TestGracefulShutdown(t *testing.T) {
 				resp.Body.Close()
 				res <- result{resp.StatusCode, err}
 			}()
-			eventually(t, "request in flight", func() bool { return s.InFlight() == 1 })
+			testkit.Eventually(t, 10*time.Second, "request in flight", func() bool { return s.InFlight() == 1 })
 			cancel()
 			r := <-res
 			if tc.wantStatus == 0 && r.err == nil {
@@ -631,28 +620,10 @@ func TestConcurrentMixedLoad(t *testing.T) {
 	}
 }
 
-// syncBuffer is a log sink the handler goroutines and the test share.
-type syncBuffer struct {
-	mu sync.Mutex
-	b  bytes.Buffer
-}
-
-func (b *syncBuffer) Write(p []byte) (int, error) {
-	b.mu.Lock()
-	defer b.mu.Unlock()
-	return b.b.Write(p)
-}
-
-func (b *syncBuffer) String() string {
-	b.mu.Lock()
-	defer b.mu.Unlock()
-	return b.b.String()
-}
-
 func TestDebugRequestLog(t *testing.T) {
 	for _, level := range []slog.Level{slog.LevelDebug, slog.LevelInfo} {
 		t.Run(level.String(), func(t *testing.T) {
-			var logs syncBuffer
+			var logs testkit.LogBuffer
 			s := start(t, Options{Logger: slog.New(slog.NewTextHandler(&logs, &slog.HandlerOptions{Level: level}))})
 			addr := s.HTTPAddr().String()
 			resp, err := http.Get("http://" + addr + "/status/418?size=7")
@@ -694,7 +665,7 @@ func TestShutdownClosesWebSockets(t *testing.T) {
 		t.Fatal(err)
 	}
 	defer ws.Close()
-	eventually(t, "websocket handler running", func() bool { return s.InFlight() == 1 })
+	testkit.Eventually(t, 10*time.Second, "websocket handler running", func() bool { return s.InFlight() == 1 })
 	cancel()
 	select {
 	case err := <-done:

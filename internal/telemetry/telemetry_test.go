@@ -20,6 +20,7 @@ import (
 	dto "github.com/prometheus/client_model/go"
 	"go.uber.org/goleak"
 
+	"github.com/ambitmesh/ambit/internal/testkit"
 	workloadv1 "github.com/ambitmesh/ambit/proto/ambit/workload/v1"
 )
 
@@ -357,18 +358,6 @@ func tcpPair(t testing.TB) (client, server *net.TCPConn) {
 	return client, server
 }
 
-// eventually polls cond until it holds or the deadline passes.
-func eventually(t *testing.T, what string, cond func() bool) {
-	t.Helper()
-	deadline := time.Now().Add(10 * time.Second)
-	for !cond() {
-		if time.Now().After(deadline) {
-			t.Fatalf("timed out waiting for %s", what)
-		}
-		time.Sleep(time.Millisecond)
-	}
-}
-
 // TestCountConnIncremental reads through a counted server-side socket and
 // sees the request bytes in the registry while the connection is still
 // open, then the response bytes written back.
@@ -460,7 +449,7 @@ func TestCountConnSplice(t *testing.T) {
 			if _, err := clientA.Write(payload[:3*size/4]); err != nil {
 				t.Fatal(err)
 			}
-			eventually(t, "request bytes counted before EOF", func() bool {
+			testkit.Eventually(t, 10*time.Second, "request bytes counted before EOF", func() bool {
 				req, _ := m.Bytes()
 				return req >= size/2
 			})

@@ -35,6 +35,8 @@ import (
 	"google.golang.org/grpc/status"
 	"google.golang.org/protobuf/proto"
 	"google.golang.org/protobuf/types/known/wrapperspb"
+
+	"github.com/ambitmesh/ambit/internal/testkit"
 )
 
 func TestMain(m *testing.M) { goleak.VerifyTestMain(m) }
@@ -119,7 +121,7 @@ func (s *testServer) stop() { s.stopFn() }
 func startServer(t *testing.T, addr string, caches map[string]*cache.LinearCache, opts ...grpc.ServerOption) *testServer {
 	t.Helper()
 	var lis net.Listener
-	eventually(t, "listen on "+addr, func() bool {
+	testkit.Eventually(t, 15*time.Second, "listen on "+addr, func() bool {
 		var err error
 		lis, err = net.Listen("tcp", addr)
 		return err == nil
@@ -179,17 +181,6 @@ func linear(t *testing.T, typeURL string, res map[string]proto.Message) *cache.L
 		init[name] = m
 	}
 	return cache.NewLinearCache(typeURL, cache.WithInitialResources(init))
-}
-
-func eventually(t *testing.T, what string, cond func() bool) {
-	t.Helper()
-	deadline := time.Now().Add(15 * time.Second)
-	for !cond() {
-		if time.Now().After(deadline) {
-			t.Fatalf("timed out waiting for: %s", what)
-		}
-		time.Sleep(5 * time.Millisecond)
-	}
 }
 
 var testBackoff = Backoff{Initial: 5 * time.Millisecond, Max: 50 * time.Millisecond}
@@ -335,7 +326,7 @@ func TestInitialConfigUpdateRemoval(t *testing.T) {
 	if err := strs.UpdateResource("b", wrapperspb.String("B2")); err != nil {
 		t.Fatal(err)
 	}
-	eventually(t, "b updated to B2", func() bool { v, _ := strValue(c.Current(), "b"); return v == "B2" })
+	testkit.Eventually(t, 15*time.Second, "b updated to B2", func() bool { v, _ := strValue(c.Current(), "b"); return v == "B2" })
 	upd := srv.rec.responses(strURL)
 	last := upd[len(upd)-1]
 	if diff := cmp.Diff([]string{"b"}, names(last.GetResources())); diff != "" || len(last.GetRemovedResources()) != 0 {
@@ -344,7 +335,7 @@ func TestInitialConfigUpdateRemoval(t *testing.T) {
 	if got := c.Current().Generation(); got != gen+1 {
 		t.Errorf("generation after update = %d, want %d", got, gen+1)
 	}
-	eventually(t, "ACK of the update", func() bool { return srv.rec.requestFor(last.GetNonce()) != nil })
+	testkit.Eventually(t, 15*time.Second, "ACK of the update", func() bool { return srv.rec.requestFor(last.GetNonce()) != nil })
 	if ack := srv.rec.requestFor(last.GetNonce()); ack.GetErrorDetail() != nil || ack.GetTypeUrl() != strURL {
 		t.Errorf("reply to nonce %s = %v, want an ACK for %s", last.GetNonce(), ack, strURL)
 	}
@@ -356,7 +347,7 @@ func TestInitialConfigUpdateRemoval(t *testing.T) {
 	if err := strs.DeleteResource("a"); err != nil {
 		t.Fatal(err)
 	}
-	eventually(t, "a removed", func() bool { _, ok := strValue(c.Current(), "a"); return !ok })
+	testkit.Eventually(t, 15*time.Second, "a removed", func() bool { _, ok := strValue(c.Current(), "a"); return !ok })
 	rem := srv.rec.responses(strURL)
 	if got := rem[len(rem)-1].GetRemovedResources(); !slices.Equal(got, []string{"a"}) {
 		t.Errorf("removal response removed_resources = %v, want [a]", got)
@@ -372,7 +363,7 @@ func TestInitialConfigUpdateRemoval(t *testing.T) {
 
 	// Watch saw increasing generations and ends on the current one.
 	final := c.Current().Generation()
-	eventually(t, "Watch to reach the current generation", func() bool {
+	testkit.Eventually(t, 15*time.Second, "Watch to reach the current generation", func() bool {
 		watchMu.Lock()
 		defer watchMu.Unlock()
 		return len(seen) > 0 && seen[len(seen)-1] == final
@@ -429,7 +420,7 @@ func TestNACKKeepsLastGoodConfig(t *testing.T) {
 				t.Fatal(err)
 			}
 			var nack *discovery.DeltaDiscoveryRequest
-			eventually(t, "the client to answer the bad push", func() bool {
+			testkit.Eventually(t, 15*time.Second, "the client to answer the bad push", func() bool {
 				resps := srv.rec.responses(strURL)
 				if len(resps) <= before {
 					return false
@@ -458,7 +449,7 @@ func TestNACKKeepsLastGoodConfig(t *testing.T) {
 			if err := strs.UpdateResource("b", wrapperspb.String("fixed")); err != nil {
 				t.Fatal(err)
 			}
-			eventually(t, "b fixed", func() bool { v, _ := strValue(c.Current(), "b"); return v == "fixed" })
+			testkit.Eventually(t, 15*time.Second, "b fixed", func() bool { v, _ := strValue(c.Current(), "b"); return v == "fixed" })
 			if got := c.Current().Generation(); got != good.Generation()+1 {
 				t.Errorf("generation after the fix = %d, want %d (the NACKed push must not count)", got, good.Generation()+1)
 			}
@@ -484,9 +475,9 @@ func TestKeepsConfigAcrossRestart(t *testing.T) {
 
 	// Control plane goes away: the last good config stays, through failed redials.
 	srv.stop()
-	eventually(t, "client to notice the disconnect", func() bool { return !c.Status().Connected })
+	testkit.Eventually(t, 15*time.Second, "client to notice the disconnect", func() bool { return !c.Status().Connected })
 	lost := time.Now()
-	eventually(t, "a failed reconnect attempt", func() bool { return c.Status().LastErrorAt.After(lost) })
+	testkit.Eventually(t, 15*time.Second, "a failed reconnect attempt", func() bool { return c.Status().LastErrorAt.After(lost) })
 	if got := c.Current(); got != good {
 		t.Fatalf("Current() changed while the control plane was down: generation %d -> %d", good.Generation(), got.Generation())
 	}
@@ -497,7 +488,7 @@ func TestKeepsConfigAcrossRestart(t *testing.T) {
 	srv2 := startServer(t, srv.addr, map[string]*cache.LinearCache{strURL: strs2, intURL: ints2})
 
 	want := map[string]string{"a": "A", "b": "B2", "d": "D"}
-	eventually(t, "client to converge on the restarted server", func() bool { return cmp.Equal(want, stringsIn(c.Current())) })
+	testkit.Eventually(t, 15*time.Second, "client to converge on the restarted server", func() bool { return cmp.Equal(want, stringsIn(c.Current())) })
 
 	for _, typeURL := range []string{strURL, intURL} {
 		var sub *discovery.DeltaDiscoveryRequest
@@ -522,7 +513,7 @@ func TestKeepsConfigAcrossRestart(t *testing.T) {
 	if !slices.Equal(first.GetRemovedResources(), []string{"c"}) {
 		t.Errorf("first response after restart: removed %v, want [c]", first.GetRemovedResources())
 	}
-	eventually(t, "the unchanged int type to be answered", func() bool { return len(srv2.rec.responses(intURL)) > 0 })
+	testkit.Eventually(t, 15*time.Second, "the unchanged int type to be answered", func() bool { return len(srv2.rec.responses(intURL)) > 0 })
 	if got := srv2.rec.responses(intURL)[0].GetResources(); len(got) != 0 {
 		t.Errorf("unchanged type resent %v after restart, want nothing", names(got))
 	}
@@ -532,7 +523,7 @@ func TestKeepsConfigAcrossRestart(t *testing.T) {
 	if got := c.Current().Generation(); got <= good.Generation() {
 		t.Errorf("generation after restart = %d, want > %d", got, good.Generation())
 	}
-	eventually(t, "connected status", func() bool { st := c.Status(); return st.Connected && st.Connects == 2 })
+	testkit.Eventually(t, 15*time.Second, "connected status", func() bool { st := c.Status(); return st.Connected && st.Connects == 2 })
 }
 
 func TestRunStops(t *testing.T) {
@@ -575,7 +566,7 @@ func TestRunStops(t *testing.T) {
 			ctx, cancel := context.WithCancel(context.Background())
 			done := make(chan error, 1)
 			go func() { done <- c.Run(ctx) }()
-			eventually(t, "client ready to be cancelled", ready)
+			testkit.Eventually(t, 15*time.Second, "client ready to be cancelled", ready)
 
 			if err := c.Run(ctx); err == nil || !strings.Contains(err.Error(), "already running") {
 				t.Errorf("second concurrent Run = %v, want an already-running error", err)
@@ -668,7 +659,7 @@ func TestTLSAndRotatingToken(t *testing.T) {
 
 	srv.stop()
 	srv2 := startServer(t, srv.addr, map[string]*cache.LinearCache{strURL: strs, intURL: ints}, tlsCreds)
-	eventually(t, "reconnect over TLS", func() bool { return c.Status().Connects == 2 })
+	testkit.Eventually(t, 15*time.Second, "reconnect over TLS", func() bool { return c.Status().Connects == 2 })
 
 	var auth []string
 	for _, s := range []*testServer{srv, srv2} {

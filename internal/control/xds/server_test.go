@@ -1,13 +1,11 @@
 package xds
 
 import (
-	"bytes"
 	"context"
 	"log/slog"
 	"net"
 	"slices"
 	"strings"
-	"sync"
 	"testing"
 	"time"
 
@@ -25,6 +23,7 @@ import (
 
 	"github.com/ambitmesh/ambit/internal/control/model"
 	"github.com/ambitmesh/ambit/internal/control/xds/xdstest"
+	"github.com/ambitmesh/ambit/internal/testkit"
 )
 
 func TestMain(m *testing.M) { goleak.VerifyTestMain(m) }
@@ -37,28 +36,10 @@ var testTokens = xdstest.TokenAuthenticator{
 	"tok-x":  "bogus-id",
 }
 
-// syncBuffer collects log output from server goroutines.
-type syncBuffer struct {
-	mu sync.Mutex
-	b  bytes.Buffer
-}
-
-func (s *syncBuffer) Write(p []byte) (int, error) {
-	s.mu.Lock()
-	defer s.mu.Unlock()
-	return s.b.Write(p)
-}
-
-func (s *syncBuffer) String() string {
-	s.mu.Lock()
-	defer s.mu.Unlock()
-	return s.b.String()
-}
-
 // startServer serves a Server on a real 127.0.0.1 gRPC listener.
-func startServer(t *testing.T, opts Options) (*Server, string, *syncBuffer) {
+func startServer(t *testing.T, opts Options) (*Server, string, *testkit.LogBuffer) {
 	t.Helper()
-	logs := &syncBuffer{}
+	logs := &testkit.LogBuffer{}
 	if opts.Authenticator == nil {
 		opts.Authenticator = testTokens
 	}
@@ -211,7 +192,7 @@ func TestInitialConfigPerView(t *testing.T) {
 	// model exists (an empty view would wipe a reconnecting proxy).
 	early := connect(t, addr, "tok-n1", "node/n1")
 	early.subscribe(TypeWorkload, nil)
-	waitUntil(t, func() bool { return len(srv.Proxies()) == 1 })
+	testkit.Eventually(t, waitFor, "one proxy connected", func() bool { return len(srv.Proxies()) == 1 })
 	if err := srv.Update(testMesh()); err != nil {
 		t.Fatal(err)
 	}
@@ -275,18 +256,6 @@ func TestInitialConfigPerView(t *testing.T) {
 	}
 }
 
-// waitUntil polls cond until it holds or the deadline passes.
-func waitUntil(t *testing.T, cond func() bool) {
-	t.Helper()
-	deadline := time.Now().Add(waitFor)
-	for !cond() {
-		if time.Now().After(deadline) {
-			t.Fatal("condition not met within deadline")
-		}
-		time.Sleep(5 * time.Millisecond)
-	}
-}
-
 func TestChangeSendsOnlyChangedResources(t *testing.T) {
 	srv, addr, _ := startServer(t, Options{})
 	m := testMesh()
@@ -337,7 +306,7 @@ func TestChangeSendsOnlyChangedResources(t *testing.T) {
 
 	// The ACKed version is reported.
 	want := srv.Views().Set(mustParse(t, "node/n1"), TypeWorkload).Version
-	waitUntil(t, func() bool {
+	testkit.Eventually(t, waitFor, "node/n1 to ACK version "+want, func() bool {
 		for _, p := range srv.Proxies() {
 			if p.NodeID == "node/n1" {
 				return p.Types[TypeWorkload].AckedVersion == want
@@ -463,7 +432,7 @@ func TestNACKIsLoggedAndReportedOthersUnaffected(t *testing.T) {
 		}
 		return ProxyStatus{}
 	}
-	waitUntil(t, func() bool {
+	testkit.Eventually(t, waitFor, "node/n1's NACK and node/n2's ACK", func() bool {
 		return proxy("node/n1").Types[TypeWorkload].LastNACK != "" && proxy("node/n2").Types[TypeWorkload].AckedVersion == bad
 	})
 	st := proxy("node/n1").Types[TypeWorkload]

@@ -24,6 +24,7 @@ import (
 	"golang.org/x/net/http2"
 	"google.golang.org/protobuf/types/known/durationpb"
 
+	"github.com/ambitmesh/ambit/internal/testkit"
 	gatewayv1 "github.com/ambitmesh/ambit/proto/ambit/gateway/v1"
 )
 
@@ -141,7 +142,7 @@ func TestMalformedHTTP1(t *testing.T) {
 				t.Errorf("ambit_proxy_downstream_rejected_total{reason=%q} went up by %v, want 1", tc.reason, d)
 			}
 			want := fmt.Sprintf(`"status":%d,"flags":"DPE"`, tc.status)
-			eventually(t, "a DPE access log line", func() bool { return strings.Contains(g.log.String(), want) })
+			testkit.Eventually(t, 5*time.Second, "a DPE access log line", func() bool { return strings.Contains(g.log.String(), want) })
 		})
 	}
 
@@ -191,7 +192,7 @@ func TestMalformedHTTP1(t *testing.T) {
 		if len(statuses) != 1 || statuses[0] != 400 {
 			t.Fatalf("responses %v, want one 400 (the client's fault, not the upstream's)", statuses)
 		}
-		eventually(t, "a DPE access log line for /chunk", func() bool {
+		testkit.Eventually(t, 5*time.Second, "a DPE access log line for /chunk", func() bool {
 			return strings.Contains(g.log.String(), `"path":"/chunk","protocol":"HTTP/1.1","status":400,"flags":"DPE"`)
 		})
 		rec.take()
@@ -210,7 +211,7 @@ func TestMalformedHTTP1(t *testing.T) {
 // connection is closed at the idle timeout.
 func TestSlowClients(t *testing.T) {
 	v1 := startEcho(t, "v1")
-	logs := &syncBuf{}
+	logs := &testkit.LogBuffer{}
 	g := startGateway(t, Config{ReadHeaderTimeout: 300 * time.Millisecond, IdleTimeout: 400 * time.Millisecond,
 		Logger: slog.New(slog.NewTextHandler(logs, nil))},
 		[]*gatewayv1.Listener{listener(map[string][]*gatewayv1.Route{"*": {rt("all", prefix("/"), ref("v1", 1))}}, "*")},
@@ -240,7 +241,7 @@ func TestSlowClients(t *testing.T) {
 				if d > 3*time.Second {
 					t.Errorf("closed after %v, want about the 300ms read header timeout", d)
 				}
-				eventually(t, "the header timeout log line", func() bool {
+				testkit.Eventually(t, 5*time.Second, "the header timeout log line", func() bool {
 					return strings.Contains(logs.String(), "request head not received within the read header timeout")
 				})
 				if d := rejected("header_timeout") - before; d != 1 {
@@ -514,7 +515,7 @@ func TestUpstreamFailures(t *testing.T) {
 				t.Errorf("status %d, want %d", r.status, tc.status)
 			}
 			want := fmt.Sprintf(`"path":%q,"protocol":"HTTP/1.1","status":%d,"flags":%q`, tc.path, tc.status, tc.flags)
-			eventually(t, want, func() bool { return strings.Contains(g.log.String(), want) })
+			testkit.Eventually(t, 5*time.Second, want, func() bool { return strings.Contains(g.log.String(), want) })
 		})
 	}
 }

@@ -9,6 +9,7 @@ import (
 
 	"google.golang.org/protobuf/types/known/durationpb"
 
+	"github.com/ambitmesh/ambit/internal/testkit"
 	gatewayv1 "github.com/ambitmesh/ambit/proto/ambit/gateway/v1"
 )
 
@@ -112,5 +113,5 @@ func TestRetryAttemptsAndBackoff(t *testing.T) {
 	if floor := n * backoff * 4 / 10; took < floor {
 		t.Errorf("%d requests took %v, want at least %v of retry backoff", n, took, floor)
 	}
-	eventually(t, "URX in the access log", func() bool { return strings.Contains(g.log.String(), `"status":503,"flags":"URX"`) })
+	testkit.Eventually(t, 5*time.Second, "URX in the access log", func() bool { return strings.Contains(g.log.String(), `"status":503,"flags":"URX"`) })
 }

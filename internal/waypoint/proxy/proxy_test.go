@@ -1,7 +1,6 @@
 package proxy
 
 import (
-	"bytes"
 	"context"
 	"encoding/json"
 	"io"
@@ -21,6 +20,7 @@ import (
 	"google.golang.org/protobuf/types/known/durationpb"
 
 	"github.com/ambitmesh/ambit/internal/echo"
+	"github.com/ambitmesh/ambit/internal/testkit"
 	gatewayv1 "github.com/ambitmesh/ambit/proto/ambit/gateway/v1"
 	workloadv1 "github.com/ambitmesh/ambit/proto/ambit/workload/v1"
 )
@@ -96,23 +96,15 @@ func listener(hosts map[string][]*gatewayv1.Route, order ...string) *gatewayv1.L
 	return l
 }
 
-type syncBuf struct {
-	mu sync.Mutex
-	b  bytes.Buffer
-}
-
-func (s *syncBuf) Write(p []byte) (int, error) { s.mu.Lock(); defer s.mu.Unlock(); return s.b.Write(p) }
-func (s *syncBuf) String() string              { s.mu.Lock(); defer s.mu.Unlock(); return s.b.String() }
-
 type gw struct {
 	e    *Engine
 	addr string
-	log  *syncBuf
+	log  *testkit.LogBuffer
 }
 
 func startGateway(t *testing.T, cfg Config, ls []*gatewayv1.Listener, bs []*gatewayv1.Backend) *gw {
 	t.Helper()
-	logs := &syncBuf{}
+	logs := &testkit.LogBuffer{}
 	cfg.AccessLog = slog.New(slog.NewJSONHandler(logs, nil))
 	e, err := New(cfg)
 	if err != nil {
@@ -182,17 +174,6 @@ func (g *gw) doMethod(t *testing.T, c *http.Client, method, host, path string, h
 		}
 	}
 	return r
-}
-
-func eventually(t *testing.T, what string, cond func() bool) {
-	t.Helper()
-	deadline := time.Now().Add(5 * time.Second)
-	for !cond() {
-		if time.Now().After(deadline) {
-			t.Fatalf("timed out waiting for %s", what)
-		}
-		time.Sleep(5 * time.Millisecond)
-	}
 }
 
 func TestRouting(t *testing.T) {
@@ -291,7 +272,7 @@ func TestRouting(t *testing.T) {
 				tc.check(t, r)
 			}
 			if tc.flag != "" {
-				eventually(t, "access log "+tc.flag, func() bool { return strings.Contains(g.log.String(), tc.flag) })
+				testkit.Eventually(t, 5*time.Second, "access log "+tc.flag, func() bool { return strings.Contains(g.log.String(), tc.flag) })
 			}
 		})
 	}
@@ -426,7 +407,7 @@ func TestUpstreamResetMirrorMetricsReload(t *testing.T) {
 		if err == nil {
 			t.Error("truncated response read without error")
 		}
-		eventually(t, "UR in the access log", func() bool {
+		testkit.Eventually(t, 5*time.Second, "UR in the access log", func() bool {
 			return strings.Contains(g.log.String(), `"path":"/reset","protocol":"HTTP/1.1","status":200,"flags":"UR"`)
 		})
 	})

@@ -18,6 +18,7 @@ import (
 	"time"
 
 	"github.com/ambitmesh/ambit/internal/echo"
+	"github.com/ambitmesh/ambit/internal/testkit"
 	"github.com/ambitmesh/ambit/internal/waypoint/tlstest"
 	gatewayv1 "github.com/ambitmesh/ambit/proto/ambit/gateway/v1"
 )
@@ -56,7 +57,7 @@ func tlsListenerProto(name, protocol, mode, hostname, svc string, certs ...strin
 // startPort serves one port of the given family through ServeListener.
 func startPort(t testing.TB, family string, port uint32, ls []*gatewayv1.Listener, bs []*gatewayv1.Backend, ss ...*gatewayv1.Secret) *gw {
 	t.Helper()
-	logs := &syncBuf{}
+	logs := &testkit.LogBuffer{}
 	e, err := New(Config{AccessLog: testLogger(logs), Logger: testLogger(logs)})
 	if err != nil {
 		t.Fatal(err)
@@ -350,15 +351,14 @@ func TestTLSPortRefusesPlaintext(t *testing.T) {
 }
 
 // waitLog polls the log until it contains s.
-func waitLog(t *testing.T, log *syncBuf, s string) {
+func waitLog(t *testing.T, log *testkit.LogBuffer, s string) {
 	t.Helper()
-	deadline := time.Now().Add(5 * time.Second)
-	for !strings.Contains(log.String(), s) {
-		if time.Now().After(deadline) {
-			t.Fatalf("log never contained %q:\n%s", s, log.String())
+	defer func() {
+		if t.Failed() {
+			t.Logf("log:\n%s", log.String())
 		}
-		time.Sleep(10 * time.Millisecond)
-	}
+	}()
+	testkit.Eventually(t, 5*time.Second, fmt.Sprintf("%q in the log", s), func() bool { return strings.Contains(log.String(), s) })
 }
 
 // An established TCP connection outlives configuration pushes; when the
