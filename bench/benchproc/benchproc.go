@@ -12,7 +12,9 @@ import (
 	"context"
 	"encoding/json"
 	"fmt"
+	"io"
 	"net"
+	"net/http"
 	"os"
 	"os/exec"
 	"path/filepath"
@@ -70,6 +72,33 @@ func WaitFor(tb testing.TB, what string, cond func() bool) {
 		}
 		time.Sleep(50 * time.Millisecond)
 	}
+}
+
+// WaitOK polls url until it answers 200 (a readiness endpoint, or traffic
+// through a proxy), for up to 20 s.
+func WaitOK(tb testing.TB, what, url string) {
+	tb.Helper()
+	c := &http.Client{Timeout: 2 * time.Second}
+	WaitFor(tb, what+" to answer 200", func() bool {
+		resp, err := c.Get(url)
+		if err != nil {
+			return false
+		}
+		_, _ = io.Copy(io.Discard, resp.Body)
+		resp.Body.Close()
+		return resp.StatusCode == http.StatusOK
+	})
+}
+
+// BuildAmbit builds the ambit binary into dir and returns its path: the
+// benchmarks measure the binary users run, not the code in-process.
+func BuildAmbit(tb testing.TB, dir string) string {
+	tb.Helper()
+	bin := filepath.Join(dir, "ambit")
+	if out, err := exec.Command("go", "build", "-o", bin, "github.com/ambitmesh/ambit/cmd/ambit").CombinedOutput(); err != nil {
+		tb.Fatalf("build ambit: %v\n%s", err, out)
+	}
+	return bin
 }
 
 // FreeAddr returns ip:port with a port free on ip now, for a process to

@@ -3,15 +3,11 @@
 package gateway_test
 
 import (
-	"bytes"
 	"context"
-	"encoding/json"
 	"flag"
 	"fmt"
 	"io"
-	"log/slog"
 	"net"
-	"net/http"
 	"os"
 	"os/exec"
 	"path/filepath"
@@ -23,7 +19,7 @@ import (
 	"time"
 
 	"github.com/ambitmesh/ambit/bench/benchproc"
-	"github.com/ambitmesh/ambit/internal/control"
+	"github.com/ambitmesh/ambit/internal/control/controltest"
 )
 
 var (
@@ -106,20 +102,17 @@ func BenchmarkGateway(b *testing.B) {
 		b.Skip("needs taskset (util-linux)")
 	}
 	tmp := b.TempDir()
-	ambit := filepath.Join(tmp, "ambit")
-	if out, err := exec.Command("go", "build", "-o", ambit, "../../cmd/ambit").CombinedOutput(); err != nil {
-		b.Fatalf("build ambit: %v\n%s", err, out)
-	}
+	ambit := benchproc.BuildAmbit(b, tmp)
 	ctx, cancel := context.WithCancel(context.Background())
 	defer cancel()
 	pinProxy := []string{"taskset", "-c", strconv.Itoa(*flagProxyCPU)}
 	pinLoad := []string{"taskset", "-c", strconv.Itoa(*flagLoadCPU)}
 
-	echoAddr := freeAddr(b)
+	echoAddr := benchproc.FreeAddr(b, "127.0.0.1")
 	_, echoPort, _ := net.SplitHostPort(echoAddr)
 	echo := benchproc.Start(b, ctx, tmp, "echo", nil, append(pinLoad, ambit, "echo", "--listen", "127.0.0.1",
 		"--http-port", echoPort, "--grpc-port", "0", "--tcp-port", "0", "--log-level", "warn")...)
-	waitHTTP(b, "echo", "http://"+echoAddr+"/health")
+	benchproc.WaitOK(b, "echo", "http://"+echoAddr+"/health")
 
 	targets := []target{{name: "direct (no proxy)", addr: echoAddr}}
 	for _, p := range strings.Split(*flagProxies, ",") {
@@ -137,7 +130,7 @@ func BenchmarkGateway(b *testing.B) {
 		}
 	}
 	for _, t := range targets {
-		waitHTTP(b, t.name, fmt.Sprintf("http://%s/bench?size=%d", t.addr, *flagPayload))
+		benchproc.WaitOK(b, t.name, fmt.Sprintf("http://%s/bench?size=%d", t.addr, *flagPayload))
 	}
 	echoPIDs := []int{echo.Process.Pid}
 	url := func(t target) string { return fmt.Sprintf("http://%s/bench?size=%d", t.addr, *flagPayload) }
@@ -251,36 +244,12 @@ func median(ss []sample, f func(sample) float64) float64 {
 
 func us(d time.Duration) float64 { return float64(d) / float64(time.Microsecond) }
 
-func freeAddr(b *testing.B) string {
-	b.Helper()
-	l, err := net.Listen("tcp", "127.0.0.1:0")
-	if err != nil {
-		b.Fatal(err)
-	}
-	defer l.Close()
-	return l.Addr().String()
-}
-
-// waitHTTP waits until url answers 200.
-func waitHTTP(b *testing.B, what, url string) {
-	b.Helper()
-	benchproc.WaitFor(b, what+" to answer 200", func() bool {
-		resp, err := http.Get(url)
-		if err != nil {
-			return false
-		}
-		_, _ = io.Copy(io.Discard, resp.Body)
-		resp.Body.Close()
-		return resp.StatusCode == http.StatusOK
-	})
-}
-
 // startAmbit runs the control plane in the benchmark process and
 // `ambit gateway` (the binary) pinned to the proxy CPU, access log off
 // as for the other proxies.
 func startAmbit(b *testing.B, ctx context.Context, tmp, ambit string, pin []string, echoAddr string) target {
 	b.Helper()
-	addr := freeAddr(b)
+	addr := benchproc.FreeAddr(b, "127.0.0.1")
 	_, port, _ := net.SplitHostPort(addr)
 	_, echoPort, _ := net.SplitHostPort(echoAddr)
 	cfgDir := filepath.Join(tmp, "mesh")
@@ -290,39 +259,18 @@ func startAmbit(b *testing.B, ctx context.Context, tmp, ambit string, pin []stri
 	if err := os.WriteFile(filepath.Join(cfgDir, "mesh.yaml"), fmt.Appendf(nil, mesh, mustAtoi(port), mustAtoi(echoPort)), 0o644); err != nil {
 		b.Fatal(err)
 	}
-	cp := control.New(control.Options{ConfigDir: cfgDir, StateDir: filepath.Join(tmp, "state"), XDSAddress: "127.0.0.1:0",
-		AdminAddress: "127.0.0.1:0", Debounce: 20 * time.Millisecond, Logger: slog.New(slog.DiscardHandler)})
-	cctx, ccancel := context.WithCancel(ctx)
-	done := make(chan error, 1)
-	go func() { done <- cp.Run(cctx) }()
-	select {
-	case <-cp.Ready():
-	case err := <-done:
-		b.Fatalf("control plane: %v", err)
-	}
-	// Registered before the gateway starts, so the gateway is killed first.
-	b.Cleanup(func() { ccancel(); <-done })
-	body, _ := json.Marshal(control.TokenRequest{Subject: "gateway/infra/edge"})
-	resp, err := http.Post("http://"+cp.AdminAddr().String()+"/ca/tokens", "application/json", bytes.NewReader(body))
-	if err != nil {
-		b.Fatal(err)
-	}
-	var tok control.TokenResponse
-	err = json.NewDecoder(resp.Body).Decode(&tok)
-	resp.Body.Close()
-	if err != nil || tok.Token == "" {
-		b.Fatalf("token: %v (status %d)", err, resp.StatusCode)
-	}
+	cp := controltest.Start(b, cfgDir)
+	tok := controltest.Token(b, cp, "gateway/infra/edge")
 	var env []string
 	if *flagAmbitEnv != "" {
 		env = strings.Split(*flagAmbitEnv, ",")
 	}
-	ready := freeAddr(b)
+	ready := benchproc.FreeAddr(b, "127.0.0.1")
 	cmd := benchproc.Start(b, ctx, tmp, "ambit-gateway", env, append(pin, ambit, "gateway", "--control-plane", cp.XDSAddr().String(),
 		"--gateway", "infra/edge", "--token", tok.Token, "--ca-pin", tok.CAPin, "--trust-domain", tok.TrustDomain,
 		"--listen-address", "127.0.0.1", "--access-log=false", "--log-level", "warn",
-		"--admin-address", freeAddr(b), "--metrics-address", freeAddr(b), "--readiness-address", ready)...)
-	waitHTTP(b, "ambit gateway ready", "http://"+ready+"/healthz/ready")
+		"--admin-address", benchproc.FreeAddr(b, "127.0.0.1"), "--metrics-address", benchproc.FreeAddr(b, "127.0.0.1"), "--readiness-address", ready)...)
+	benchproc.WaitOK(b, "ambit gateway ready", "http://"+ready+"/healthz/ready")
 	pid := cmd.Process.Pid
 	return target{name: "ambit gateway", addr: addr, pids: func() []int { return []int{pid} }}
 }
@@ -334,7 +282,7 @@ func startNginx(b *testing.B, ctx context.Context, tmp string, pin []string, ech
 	if _, err := os.Stat(bin); err != nil {
 		b.Skip("nginx not installed: apt-get install -y nginx-light")
 	}
-	addr := freeAddr(b)
+	addr := benchproc.FreeAddr(b, "127.0.0.1")
 	dir := filepath.Join(tmp, "nginx")
 	if err := os.MkdirAll(filepath.Join(dir, "tmp"), 0o777); err != nil {
 		b.Fatal(err)
@@ -375,7 +323,7 @@ func startHAProxy(b *testing.B, ctx context.Context, tmp string, pin []string, e
 	if err != nil {
 		b.Skip("haproxy not installed: apt-get install -y haproxy")
 	}
-	addr := freeAddr(b)
+	addr := benchproc.FreeAddr(b, "127.0.0.1")
 	conf := fmt.Sprintf(`global
   nbthread 1
   maxconn 4096
@@ -410,7 +358,7 @@ func startCaddy(b *testing.B, ctx context.Context, tmp string, pin []string, ech
 	if err != nil {
 		b.Skip("caddy not installed: apt-get install -y caddy")
 	}
-	addr := freeAddr(b)
+	addr := benchproc.FreeAddr(b, "127.0.0.1")
 	conf := fmt.Sprintf("{\n\tadmin off\n\tauto_https off\n}\nhttp://%s {\n\treverse_proxy %s\n}\n", addr, echoAddr)
 	path := filepath.Join(tmp, "Caddyfile")
 	if err := os.WriteFile(path, []byte(conf), 0o644); err != nil {

@@ -21,7 +21,6 @@ import (
 	"net/netip"
 	"net/url"
 	"os"
-	"os/exec"
 	"path/filepath"
 	"strconv"
 	"strings"
@@ -103,10 +102,7 @@ func BenchmarkNodeProxy(b *testing.B) {
 	tmp := b.TempDir()
 	ambit := *flagAmbit
 	if ambit == "" {
-		ambit = filepath.Join(tmp, "ambit")
-		if out, err := exec.Command("go", "build", "-o", ambit, "../../cmd/ambit").CombinedOutput(); err != nil {
-			b.Fatalf("build ambit: %v\n%s", err, out)
-		}
+		ambit = benchproc.BuildAmbit(b, tmp)
 	}
 
 	// The lab: two nodes joined by a veth, a pod behind each (as TestInPodCapture).
@@ -369,14 +365,7 @@ func startAmbit(b *testing.B, ctx context.Context, tmp, ambit string, pod1, pod2
 			"--admin-address", ep.admin, "--readiness-address", ep.ready, "--metrics-address", ep.metrics)
 		pids = append(pids, cmd.Process.Pid)
 		eps = append(eps, ep)
-		benchproc.WaitFor(b, n.name+" ready", func() bool {
-			resp, err := http.Get("http://" + ep.ready + "/healthz/ready")
-			if err != nil {
-				return false
-			}
-			resp.Body.Close()
-			return resp.StatusCode == http.StatusOK
-		})
+		benchproc.WaitOK(b, n.name+" ready", "http://"+ep.ready+"/healthz/ready")
 		benchproc.WaitFor(b, n.name+" to enrol "+n.key, func() bool {
 			resp, err := http.PostForm("http://"+ep.admin+"/enroll", url.Values{"workload": {n.key}, "netns": {n.pod.Path}})
 			if err != nil {

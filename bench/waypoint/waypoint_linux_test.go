@@ -8,7 +8,6 @@ import (
 	"flag"
 	"fmt"
 	"net"
-	"net/http"
 	"os"
 	"os/exec"
 	"path/filepath"
@@ -100,10 +99,7 @@ func BenchmarkWaypoint(b *testing.B) {
 		}
 	}
 	tmp := b.TempDir()
-	ambit := filepath.Join(tmp, "ambit")
-	if out, err := exec.Command("go", "build", "-o", ambit, "../../cmd/ambit").CombinedOutput(); err != nil {
-		b.Fatalf("build ambit: %v\n%s", err, out)
-	}
+	ambit := benchproc.BuildAmbit(b, tmp)
 	ctx, cancel := context.WithCancel(context.Background())
 	defer cancel()
 	cfg := filepath.Join(tmp, "mesh")
@@ -116,7 +112,7 @@ func BenchmarkWaypoint(b *testing.B) {
 	xds, admin := benchproc.FreeAddr(b, "127.0.0.1"), benchproc.FreeAddr(b, "127.0.0.1")
 	benchproc.Start(b, ctx, tmp, "control", nil, ambit, "control", "--config-dir", cfg, "--state-dir", filepath.Join(tmp, "state"),
 		"--xds-address", xds, "--admin-address", admin, "--log-level", "warn")
-	benchproc.WaitFor(b, "the control plane", func() bool { return get("http://"+admin+"/readyz") == nil })
+	benchproc.WaitOK(b, "the control plane", "http://"+admin+"/readyz")
 	benchproc.Start(b, ctx, tmp, "echo", nil, ambit, "echo", "--listen", echoIP, "--http-port", "8080", "--grpc-port", "0", "--tcp-port", "0", "--pod", "echo-1")
 
 	direct, viaWaypoint := benchproc.FreeAddr(b, clientIP), benchproc.FreeAddr(b, clientIP)
@@ -127,7 +123,7 @@ func BenchmarkWaypoint(b *testing.B) {
 			"--readiness-address", ready, "--log-level", "warn")
 		cmd := benchproc.Start(b, ctx, tmp, name, nil, append([]string{ambit}, args...)...)
 		procs = append(procs, proc{name, cmd.Process.Pid})
-		benchproc.WaitFor(b, name+" ready", func() bool { return get("http://"+ready+"/healthz/ready") == nil })
+		benchproc.WaitOK(b, name+" ready", "http://"+ready+"/healthz/ready")
 	}
 	tok := func(args ...string) (string, string, string) {
 		out, err := exec.Command(ambit, append([]string{"token", "create", "--control-plane", admin, "-o", "json"}, args...)...).Output()
@@ -151,7 +147,7 @@ func BenchmarkWaypoint(b *testing.B) {
 
 	path := fmt.Sprintf("/?size=%d", *flagPayload)
 	for _, target := range []string{direct, viaWaypoint} {
-		benchproc.WaitFor(b, "traffic through "+target, func() bool { return get("http://"+target+path) == nil })
+		benchproc.WaitOK(b, "traffic through "+target, "http://"+target+path)
 	}
 	idle := benchproc.Mem([]int{procs[2].pid})
 
@@ -203,19 +199,6 @@ func BenchmarkWaypoint(b *testing.B) {
 	fmt.Printf("waypoint memory: idle VmRSS %d KiB (RssAnon %d), after the runs VmRSS %d KiB (RssAnon %d, peak VmHWM %d)\n",
 		idle.RSS, idle.Anon, after.RSS, after.Anon, after.HWM)
 	fmt.Printf("machine: %d CPUs, load average %s\n", runtime.NumCPU(), benchproc.LoadAvg())
-}
-
-func get(url string) error {
-	c := &http.Client{Timeout: 2 * time.Second}
-	resp, err := c.Get(url)
-	if err != nil {
-		return err
-	}
-	resp.Body.Close()
-	if resp.StatusCode != http.StatusOK {
-		return fmt.Errorf("%s: %s", url, resp.Status)
-	}
-	return nil
 }
 
 func us(d time.Duration) float64 { return float64(d) / float64(time.Microsecond) }

@@ -1,10 +1,8 @@
 package control_test
 
 import (
-	"bytes"
 	"context"
 	"crypto/tls"
-	"encoding/json"
 	"errors"
 	"fmt"
 	"io"
@@ -23,6 +21,7 @@ import (
 	"google.golang.org/grpc/credentials"
 
 	"github.com/ambitmesh/ambit/internal/control"
+	"github.com/ambitmesh/ambit/internal/control/controltest"
 	"github.com/ambitmesh/ambit/internal/control/xds"
 	"github.com/ambitmesh/ambit/internal/identity"
 	"github.com/ambitmesh/ambit/internal/xdsclient"
@@ -98,31 +97,11 @@ type proxy struct {
 	conn   *grpc.ClientConn
 }
 
-// createToken asks the admin API for a join token, as `ambit token create` does.
-func createToken(t *testing.T, cp *control.Control, subject string) control.TokenResponse {
-	t.Helper()
-	body, _ := json.Marshal(control.TokenRequest{Subject: subject})
-	resp, err := http.Post("http://"+cp.AdminAddr().String()+"/ca/tokens", "application/json", bytes.NewReader(body))
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer resp.Body.Close()
-	if resp.StatusCode != http.StatusOK {
-		b, _ := io.ReadAll(resp.Body)
-		t.Fatalf("token create: %s: %s", resp.Status, b)
-	}
-	var tr control.TokenResponse
-	if err := json.NewDecoder(resp.Body).Decode(&tr); err != nil {
-		t.Fatal(err)
-	}
-	return tr
-}
-
 // joinNode bootstraps a node proxy: join token -> node certificate ->
 // mTLS channel to the control plane for xDS and CA calls.
 func joinNode(t *testing.T, cp *control.Control, node string) *proxy {
 	t.Helper()
-	tok := createToken(t, cp, "node/"+node)
+	tok := controltest.Token(t, cp, "node/"+node)
 	td := spiffeid.RequireTrustDomainFromString(tok.TrustDomain)
 	id, err := identity.NodeID(td, node)
 	if err != nil {

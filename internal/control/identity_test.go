@@ -12,6 +12,7 @@ import (
 	"google.golang.org/grpc/status"
 
 	"github.com/ambitmesh/ambit/internal/control"
+	"github.com/ambitmesh/ambit/internal/control/controltest"
 	"github.com/ambitmesh/ambit/internal/identity"
 	"github.com/ambitmesh/ambit/internal/xdsclient"
 	cav1 "github.com/ambitmesh/ambit/proto/ambit/ca/v1"
@@ -63,7 +64,7 @@ func TestIdentityEndToEnd(t *testing.T) {
 	}
 
 	// The join token was single-use.
-	tok := createToken(t, cp, "node/node-3")
+	tok := controltest.Token(t, cp, "node/node-3")
 	n3, _ := identity.NodeID(td, "node-3")
 	if _, err := identity.Join(ctx, addr, tok.Token, tok.CAPin, n3); err != nil {
 		t.Fatalf("first join with a fresh token: %v", err)

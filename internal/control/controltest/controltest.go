@@ -7,6 +7,7 @@ package controltest
 import (
 	"bytes"
 	"encoding/json"
+	"io"
 	"log/slog"
 	"net/http"
 	"testing"
@@ -54,12 +55,16 @@ func Token(tb testing.TB, cp *control.Control, subject string) control.TokenResp
 		tb.Fatal(err)
 	}
 	defer resp.Body.Close()
+	if resp.StatusCode != http.StatusOK {
+		msg, _ := io.ReadAll(resp.Body)
+		tb.Fatalf("token for %s: %s: %s", subject, resp.Status, msg)
+	}
 	var tok control.TokenResponse
 	if err := json.NewDecoder(resp.Body).Decode(&tok); err != nil {
-		tb.Fatalf("token for %s: %v (status %d)", subject, err, resp.StatusCode)
+		tb.Fatalf("token for %s: %v", subject, err)
 	}
 	if tok.Token == "" {
-		tb.Fatalf("token for %s: empty (status %d)", subject, resp.StatusCode)
+		tb.Fatalf("token for %s: empty", subject)
 	}
 	return tok
 }
