@@ -3,6 +3,7 @@ package proxy
 import (
 	"bytes"
 	"crypto/tls"
+	"crypto/x509"
 	"errors"
 	"fmt"
 	"strings"
@@ -128,5 +129,27 @@ func compileTLSListener(l *gatewayv1.Listener, certs map[string]*certEntry) (*tl
 	if len(tl.conf.Certificates) == 0 {
 		errs = append(errs, fmt.Errorf("proxy: listener %q: no usable certificate; TLS handshakes on it fail until one of its Secrets holds a valid certificate and key", l.GetName()))
 	}
+	if v := l.GetTls().GetClientValidation(); v != nil {
+		errs = append(errs, clientValidation(tl.conf, l.GetName(), v))
+	}
 	return tl, errors.Join(errs...)
+}
+
+// clientValidation makes conf ask for a client certificate. The CAs are
+// also named in the certificate request, so a client holding several
+// certificates picks the one the listener trusts, even in fallback mode,
+// where nothing is verified.
+func clientValidation(conf *tls.Config, listener string, v *gatewayv1.ClientValidation) error {
+	conf.ClientCAs = x509.NewCertPool()
+	ok := conf.ClientCAs.AppendCertsFromPEM(v.GetCaPem())
+	if v.GetInsecureFallback() {
+		conf.ClientAuth = tls.RequestClientCert
+		return nil
+	}
+	// Fail closed: without a CA no client certificate verifies.
+	conf.ClientAuth = tls.RequireAndVerifyClientCert
+	if !ok {
+		return fmt.Errorf("proxy: listener %q: client validation has no CA certificate; every client is refused until its CA references hold PEM certificates", listener)
+	}
+	return nil
 }

@@ -1,6 +1,6 @@
-// Package tlstest issues serving certificates for tests of TLS listeners:
-// a throwaway root and leaves for DNS names, in the PEM form a
-// kubernetes.io/tls Secret holds.
+// Package tlstest issues certificates for tests of TLS listeners: a
+// throwaway root and leaves for DNS names (serving and client
+// certificates), in the PEM form a kubernetes.io/tls Secret holds.
 package tlstest
 
 import (
@@ -50,8 +50,14 @@ func NewCA(t testing.TB) *CA {
 	return &CA{Cert: cert, Pool: pool, key: key}
 }
 
-// Issue returns the PEM certificate and PKCS#8 key of a serving leaf for
-// names (wildcards allowed), and its serial number.
+// PEM is the root certificate in PEM, as a ConfigMap's ca.crt holds it.
+func (ca *CA) PEM() []byte {
+	return pem.EncodeToMemory(&pem.Block{Type: "CERTIFICATE", Bytes: ca.Cert.Raw})
+}
+
+// Issue returns the PEM certificate and PKCS#8 key of a leaf for names
+// (wildcards allowed), and its serial number. The leaf serves TLS and is
+// a client certificate too.
 func (ca *CA) Issue(t testing.TB, names ...string) (certPEM, keyPEM []byte, serial int64) {
 	t.Helper()
 	k, err := ecdsa.GenerateKey(elliptic.P256(), rand.Reader)
@@ -61,7 +67,7 @@ func (ca *CA) Issue(t testing.TB, names ...string) (certPEM, keyPEM []byte, seri
 	serial = serials.Add(1)
 	tmpl := &x509.Certificate{SerialNumber: big.NewInt(serial), Subject: pkix.Name{CommonName: names[0]}, DNSNames: names,
 		NotBefore: time.Now().Add(-time.Hour), NotAfter: time.Now().Add(time.Hour),
-		KeyUsage: x509.KeyUsageDigitalSignature, ExtKeyUsage: []x509.ExtKeyUsage{x509.ExtKeyUsageServerAuth}}
+		KeyUsage: x509.KeyUsageDigitalSignature, ExtKeyUsage: []x509.ExtKeyUsage{x509.ExtKeyUsageServerAuth, x509.ExtKeyUsageClientAuth}}
 	der, err := x509.CreateCertificate(rand.Reader, tmpl, ca.Cert, &k.PublicKey, ca.key)
 	if err != nil {
 		t.Fatal(err)

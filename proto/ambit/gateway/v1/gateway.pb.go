@@ -268,9 +268,12 @@ type ListenerTLS struct {
 	Mode string `protobuf:"bytes,1,opt,name=mode,proto3" json:"mode,omitempty"`
 	// certificates are the kubernetes.io/tls Secrets with the serving
 	// certificates, in the order listed on the Gateway.
-	Certificates  []*ObjectRef `protobuf:"bytes,2,rep,name=certificates,proto3" json:"certificates,omitempty"`
-	unknownFields protoimpl.UnknownFields
-	sizeCache     protoimpl.SizeCache
+	Certificates []*ObjectRef `protobuf:"bytes,2,rep,name=certificates,proto3" json:"certificates,omitempty"`
+	// client_validation, when set, asks HTTPS clients for a certificate
+	// (the Gateway's spec.tls.frontend for the listener's port).
+	ClientValidation *ClientValidation `protobuf:"bytes,3,opt,name=client_validation,json=clientValidation,proto3" json:"client_validation,omitempty"`
+	unknownFields    protoimpl.UnknownFields
+	sizeCache        protoimpl.SizeCache
 }
 
 func (x *ListenerTLS) Reset() {
@@ -317,6 +320,72 @@ func (x *ListenerTLS) GetCertificates() []*ObjectRef {
 	return nil
 }
 
+func (x *ListenerTLS) GetClientValidation() *ClientValidation {
+	if x != nil {
+		return x.ClientValidation
+	}
+	return nil
+}
+
+// ClientValidation is how an HTTPS listener checks client certificates.
+type ClientValidation struct {
+	state protoimpl.MessageState `protogen:"open.v1"`
+	// ca_pem are the CA certificates a client certificate must chain to
+	// (the ca.crt of the caCertificateRefs ConfigMaps). Empty, every client
+	// is refused unless insecure_fallback.
+	CaPem []byte `protobuf:"bytes,1,opt,name=ca_pem,json=caPem,proto3" json:"ca_pem,omitempty"`
+	// insecure_fallback (mode AllowInsecureFallback) accepts a client
+	// without a certificate or with one that does not verify; otherwise
+	// (AllowValidOnly) the handshake fails for them.
+	InsecureFallback bool `protobuf:"varint,2,opt,name=insecure_fallback,json=insecureFallback,proto3" json:"insecure_fallback,omitempty"`
+	unknownFields    protoimpl.UnknownFields
+	sizeCache        protoimpl.SizeCache
+}
+
+func (x *ClientValidation) Reset() {
+	*x = ClientValidation{}
+	mi := &file_ambit_gateway_v1_gateway_proto_msgTypes[3]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *ClientValidation) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*ClientValidation) ProtoMessage() {}
+
+func (x *ClientValidation) ProtoReflect() protoreflect.Message {
+	mi := &file_ambit_gateway_v1_gateway_proto_msgTypes[3]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use ClientValidation.ProtoReflect.Descriptor instead.
+func (*ClientValidation) Descriptor() ([]byte, []int) {
+	return file_ambit_gateway_v1_gateway_proto_rawDescGZIP(), []int{3}
+}
+
+func (x *ClientValidation) GetCaPem() []byte {
+	if x != nil {
+		return x.CaPem
+	}
+	return nil
+}
+
+func (x *ClientValidation) GetInsecureFallback() bool {
+	if x != nil {
+		return x.InsecureFallback
+	}
+	return false
+}
+
 // Secret is a serving certificate of a gateway's TLS listeners, from a
 // Secret of type kubernetes.io/tls. A gateway receives only the Secrets its
 // own listeners reference; node proxies never receive any.
@@ -337,7 +406,7 @@ type Secret struct {
 
 func (x *Secret) Reset() {
 	*x = Secret{}
-	mi := &file_ambit_gateway_v1_gateway_proto_msgTypes[3]
+	mi := &file_ambit_gateway_v1_gateway_proto_msgTypes[4]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -349,7 +418,7 @@ func (x *Secret) String() string {
 func (*Secret) ProtoMessage() {}
 
 func (x *Secret) ProtoReflect() protoreflect.Message {
-	mi := &file_ambit_gateway_v1_gateway_proto_msgTypes[3]
+	mi := &file_ambit_gateway_v1_gateway_proto_msgTypes[4]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -362,7 +431,7 @@ func (x *Secret) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use Secret.ProtoReflect.Descriptor instead.
 func (*Secret) Descriptor() ([]byte, []int) {
-	return file_ambit_gateway_v1_gateway_proto_rawDescGZIP(), []int{3}
+	return file_ambit_gateway_v1_gateway_proto_rawDescGZIP(), []int{4}
 }
 
 func (x *Secret) GetNamespace() string {
@@ -404,7 +473,7 @@ type ObjectRef struct {
 
 func (x *ObjectRef) Reset() {
 	*x = ObjectRef{}
-	mi := &file_ambit_gateway_v1_gateway_proto_msgTypes[4]
+	mi := &file_ambit_gateway_v1_gateway_proto_msgTypes[5]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -416,7 +485,7 @@ func (x *ObjectRef) String() string {
 func (*ObjectRef) ProtoMessage() {}
 
 func (x *ObjectRef) ProtoReflect() protoreflect.Message {
-	mi := &file_ambit_gateway_v1_gateway_proto_msgTypes[4]
+	mi := &file_ambit_gateway_v1_gateway_proto_msgTypes[5]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -429,7 +498,7 @@ func (x *ObjectRef) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use ObjectRef.ProtoReflect.Descriptor instead.
 func (*ObjectRef) Descriptor() ([]byte, []int) {
-	return file_ambit_gateway_v1_gateway_proto_rawDescGZIP(), []int{4}
+	return file_ambit_gateway_v1_gateway_proto_rawDescGZIP(), []int{5}
 }
 
 func (x *ObjectRef) GetNamespace() string {
@@ -465,7 +534,7 @@ type RouteTable struct {
 
 func (x *RouteTable) Reset() {
 	*x = RouteTable{}
-	mi := &file_ambit_gateway_v1_gateway_proto_msgTypes[5]
+	mi := &file_ambit_gateway_v1_gateway_proto_msgTypes[6]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -477,7 +546,7 @@ func (x *RouteTable) String() string {
 func (*RouteTable) ProtoMessage() {}
 
 func (x *RouteTable) ProtoReflect() protoreflect.Message {
-	mi := &file_ambit_gateway_v1_gateway_proto_msgTypes[5]
+	mi := &file_ambit_gateway_v1_gateway_proto_msgTypes[6]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -490,7 +559,7 @@ func (x *RouteTable) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use RouteTable.ProtoReflect.Descriptor instead.
 func (*RouteTable) Descriptor() ([]byte, []int) {
-	return file_ambit_gateway_v1_gateway_proto_rawDescGZIP(), []int{5}
+	return file_ambit_gateway_v1_gateway_proto_rawDescGZIP(), []int{6}
 }
 
 func (x *RouteTable) GetGateway() *Gateway {
@@ -533,7 +602,7 @@ type VirtualHost struct {
 
 func (x *VirtualHost) Reset() {
 	*x = VirtualHost{}
-	mi := &file_ambit_gateway_v1_gateway_proto_msgTypes[6]
+	mi := &file_ambit_gateway_v1_gateway_proto_msgTypes[7]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -545,7 +614,7 @@ func (x *VirtualHost) String() string {
 func (*VirtualHost) ProtoMessage() {}
 
 func (x *VirtualHost) ProtoReflect() protoreflect.Message {
-	mi := &file_ambit_gateway_v1_gateway_proto_msgTypes[6]
+	mi := &file_ambit_gateway_v1_gateway_proto_msgTypes[7]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -558,7 +627,7 @@ func (x *VirtualHost) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use VirtualHost.ProtoReflect.Descriptor instead.
 func (*VirtualHost) Descriptor() ([]byte, []int) {
-	return file_ambit_gateway_v1_gateway_proto_rawDescGZIP(), []int{6}
+	return file_ambit_gateway_v1_gateway_proto_rawDescGZIP(), []int{7}
 }
 
 func (x *VirtualHost) GetHostname() string {
@@ -592,7 +661,7 @@ type Route struct {
 
 func (x *Route) Reset() {
 	*x = Route{}
-	mi := &file_ambit_gateway_v1_gateway_proto_msgTypes[7]
+	mi := &file_ambit_gateway_v1_gateway_proto_msgTypes[8]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -604,7 +673,7 @@ func (x *Route) String() string {
 func (*Route) ProtoMessage() {}
 
 func (x *Route) ProtoReflect() protoreflect.Message {
-	mi := &file_ambit_gateway_v1_gateway_proto_msgTypes[7]
+	mi := &file_ambit_gateway_v1_gateway_proto_msgTypes[8]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -617,7 +686,7 @@ func (x *Route) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use Route.ProtoReflect.Descriptor instead.
 func (*Route) Descriptor() ([]byte, []int) {
-	return file_ambit_gateway_v1_gateway_proto_rawDescGZIP(), []int{7}
+	return file_ambit_gateway_v1_gateway_proto_rawDescGZIP(), []int{8}
 }
 
 func (x *Route) GetSource() *RouteSource {
@@ -678,7 +747,7 @@ type RouteSource struct {
 
 func (x *RouteSource) Reset() {
 	*x = RouteSource{}
-	mi := &file_ambit_gateway_v1_gateway_proto_msgTypes[8]
+	mi := &file_ambit_gateway_v1_gateway_proto_msgTypes[9]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -690,7 +759,7 @@ func (x *RouteSource) String() string {
 func (*RouteSource) ProtoMessage() {}
 
 func (x *RouteSource) ProtoReflect() protoreflect.Message {
-	mi := &file_ambit_gateway_v1_gateway_proto_msgTypes[8]
+	mi := &file_ambit_gateway_v1_gateway_proto_msgTypes[9]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -703,7 +772,7 @@ func (x *RouteSource) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use RouteSource.ProtoReflect.Descriptor instead.
 func (*RouteSource) Descriptor() ([]byte, []int) {
-	return file_ambit_gateway_v1_gateway_proto_rawDescGZIP(), []int{8}
+	return file_ambit_gateway_v1_gateway_proto_rawDescGZIP(), []int{9}
 }
 
 func (x *RouteSource) GetKind() string {
@@ -763,7 +832,7 @@ type RouteMatch struct {
 
 func (x *RouteMatch) Reset() {
 	*x = RouteMatch{}
-	mi := &file_ambit_gateway_v1_gateway_proto_msgTypes[9]
+	mi := &file_ambit_gateway_v1_gateway_proto_msgTypes[10]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -775,7 +844,7 @@ func (x *RouteMatch) String() string {
 func (*RouteMatch) ProtoMessage() {}
 
 func (x *RouteMatch) ProtoReflect() protoreflect.Message {
-	mi := &file_ambit_gateway_v1_gateway_proto_msgTypes[9]
+	mi := &file_ambit_gateway_v1_gateway_proto_msgTypes[10]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -788,7 +857,7 @@ func (x *RouteMatch) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use RouteMatch.ProtoReflect.Descriptor instead.
 func (*RouteMatch) Descriptor() ([]byte, []int) {
-	return file_ambit_gateway_v1_gateway_proto_rawDescGZIP(), []int{9}
+	return file_ambit_gateway_v1_gateway_proto_rawDescGZIP(), []int{10}
 }
 
 func (x *RouteMatch) GetPath() *PathMatch {
@@ -837,7 +906,7 @@ type PathMatch struct {
 
 func (x *PathMatch) Reset() {
 	*x = PathMatch{}
-	mi := &file_ambit_gateway_v1_gateway_proto_msgTypes[10]
+	mi := &file_ambit_gateway_v1_gateway_proto_msgTypes[11]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -849,7 +918,7 @@ func (x *PathMatch) String() string {
 func (*PathMatch) ProtoMessage() {}
 
 func (x *PathMatch) ProtoReflect() protoreflect.Message {
-	mi := &file_ambit_gateway_v1_gateway_proto_msgTypes[10]
+	mi := &file_ambit_gateway_v1_gateway_proto_msgTypes[11]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -862,7 +931,7 @@ func (x *PathMatch) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use PathMatch.ProtoReflect.Descriptor instead.
 func (*PathMatch) Descriptor() ([]byte, []int) {
-	return file_ambit_gateway_v1_gateway_proto_rawDescGZIP(), []int{10}
+	return file_ambit_gateway_v1_gateway_proto_rawDescGZIP(), []int{11}
 }
 
 func (x *PathMatch) GetType() MatchType {
@@ -891,7 +960,7 @@ type StringMatch struct {
 
 func (x *StringMatch) Reset() {
 	*x = StringMatch{}
-	mi := &file_ambit_gateway_v1_gateway_proto_msgTypes[11]
+	mi := &file_ambit_gateway_v1_gateway_proto_msgTypes[12]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -903,7 +972,7 @@ func (x *StringMatch) String() string {
 func (*StringMatch) ProtoMessage() {}
 
 func (x *StringMatch) ProtoReflect() protoreflect.Message {
-	mi := &file_ambit_gateway_v1_gateway_proto_msgTypes[11]
+	mi := &file_ambit_gateway_v1_gateway_proto_msgTypes[12]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -916,7 +985,7 @@ func (x *StringMatch) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use StringMatch.ProtoReflect.Descriptor instead.
 func (*StringMatch) Descriptor() ([]byte, []int) {
-	return file_ambit_gateway_v1_gateway_proto_rawDescGZIP(), []int{11}
+	return file_ambit_gateway_v1_gateway_proto_rawDescGZIP(), []int{12}
 }
 
 func (x *StringMatch) GetType() MatchType {
@@ -958,7 +1027,7 @@ type BackendRef struct {
 
 func (x *BackendRef) Reset() {
 	*x = BackendRef{}
-	mi := &file_ambit_gateway_v1_gateway_proto_msgTypes[12]
+	mi := &file_ambit_gateway_v1_gateway_proto_msgTypes[13]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -970,7 +1039,7 @@ func (x *BackendRef) String() string {
 func (*BackendRef) ProtoMessage() {}
 
 func (x *BackendRef) ProtoReflect() protoreflect.Message {
-	mi := &file_ambit_gateway_v1_gateway_proto_msgTypes[12]
+	mi := &file_ambit_gateway_v1_gateway_proto_msgTypes[13]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -983,7 +1052,7 @@ func (x *BackendRef) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use BackendRef.ProtoReflect.Descriptor instead.
 func (*BackendRef) Descriptor() ([]byte, []int) {
-	return file_ambit_gateway_v1_gateway_proto_rawDescGZIP(), []int{12}
+	return file_ambit_gateway_v1_gateway_proto_rawDescGZIP(), []int{13}
 }
 
 func (x *BackendRef) GetService() string {
@@ -1039,7 +1108,7 @@ type Filter struct {
 
 func (x *Filter) Reset() {
 	*x = Filter{}
-	mi := &file_ambit_gateway_v1_gateway_proto_msgTypes[13]
+	mi := &file_ambit_gateway_v1_gateway_proto_msgTypes[14]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1051,7 +1120,7 @@ func (x *Filter) String() string {
 func (*Filter) ProtoMessage() {}
 
 func (x *Filter) ProtoReflect() protoreflect.Message {
-	mi := &file_ambit_gateway_v1_gateway_proto_msgTypes[13]
+	mi := &file_ambit_gateway_v1_gateway_proto_msgTypes[14]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1064,7 +1133,7 @@ func (x *Filter) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use Filter.ProtoReflect.Descriptor instead.
 func (*Filter) Descriptor() ([]byte, []int) {
-	return file_ambit_gateway_v1_gateway_proto_rawDescGZIP(), []int{13}
+	return file_ambit_gateway_v1_gateway_proto_rawDescGZIP(), []int{14}
 }
 
 func (x *Filter) GetKind() isFilter_Kind {
@@ -1180,7 +1249,7 @@ type HeaderModifier struct {
 
 func (x *HeaderModifier) Reset() {
 	*x = HeaderModifier{}
-	mi := &file_ambit_gateway_v1_gateway_proto_msgTypes[14]
+	mi := &file_ambit_gateway_v1_gateway_proto_msgTypes[15]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1192,7 +1261,7 @@ func (x *HeaderModifier) String() string {
 func (*HeaderModifier) ProtoMessage() {}
 
 func (x *HeaderModifier) ProtoReflect() protoreflect.Message {
-	mi := &file_ambit_gateway_v1_gateway_proto_msgTypes[14]
+	mi := &file_ambit_gateway_v1_gateway_proto_msgTypes[15]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1205,7 +1274,7 @@ func (x *HeaderModifier) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use HeaderModifier.ProtoReflect.Descriptor instead.
 func (*HeaderModifier) Descriptor() ([]byte, []int) {
-	return file_ambit_gateway_v1_gateway_proto_rawDescGZIP(), []int{14}
+	return file_ambit_gateway_v1_gateway_proto_rawDescGZIP(), []int{15}
 }
 
 func (x *HeaderModifier) GetSet() []*Header {
@@ -1240,7 +1309,7 @@ type Header struct {
 
 func (x *Header) Reset() {
 	*x = Header{}
-	mi := &file_ambit_gateway_v1_gateway_proto_msgTypes[15]
+	mi := &file_ambit_gateway_v1_gateway_proto_msgTypes[16]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1252,7 +1321,7 @@ func (x *Header) String() string {
 func (*Header) ProtoMessage() {}
 
 func (x *Header) ProtoReflect() protoreflect.Message {
-	mi := &file_ambit_gateway_v1_gateway_proto_msgTypes[15]
+	mi := &file_ambit_gateway_v1_gateway_proto_msgTypes[16]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1265,7 +1334,7 @@ func (x *Header) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use Header.ProtoReflect.Descriptor instead.
 func (*Header) Descriptor() ([]byte, []int) {
-	return file_ambit_gateway_v1_gateway_proto_rawDescGZIP(), []int{15}
+	return file_ambit_gateway_v1_gateway_proto_rawDescGZIP(), []int{16}
 }
 
 func (x *Header) GetName() string {
@@ -1296,7 +1365,7 @@ type PathModifier struct {
 
 func (x *PathModifier) Reset() {
 	*x = PathModifier{}
-	mi := &file_ambit_gateway_v1_gateway_proto_msgTypes[16]
+	mi := &file_ambit_gateway_v1_gateway_proto_msgTypes[17]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1308,7 +1377,7 @@ func (x *PathModifier) String() string {
 func (*PathModifier) ProtoMessage() {}
 
 func (x *PathModifier) ProtoReflect() protoreflect.Message {
-	mi := &file_ambit_gateway_v1_gateway_proto_msgTypes[16]
+	mi := &file_ambit_gateway_v1_gateway_proto_msgTypes[17]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1321,7 +1390,7 @@ func (x *PathModifier) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use PathModifier.ProtoReflect.Descriptor instead.
 func (*PathModifier) Descriptor() ([]byte, []int) {
-	return file_ambit_gateway_v1_gateway_proto_rawDescGZIP(), []int{16}
+	return file_ambit_gateway_v1_gateway_proto_rawDescGZIP(), []int{17}
 }
 
 func (x *PathModifier) GetKind() isPathModifier_Kind {
@@ -1379,7 +1448,7 @@ type Redirect struct {
 
 func (x *Redirect) Reset() {
 	*x = Redirect{}
-	mi := &file_ambit_gateway_v1_gateway_proto_msgTypes[17]
+	mi := &file_ambit_gateway_v1_gateway_proto_msgTypes[18]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1391,7 +1460,7 @@ func (x *Redirect) String() string {
 func (*Redirect) ProtoMessage() {}
 
 func (x *Redirect) ProtoReflect() protoreflect.Message {
-	mi := &file_ambit_gateway_v1_gateway_proto_msgTypes[17]
+	mi := &file_ambit_gateway_v1_gateway_proto_msgTypes[18]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1404,7 +1473,7 @@ func (x *Redirect) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use Redirect.ProtoReflect.Descriptor instead.
 func (*Redirect) Descriptor() ([]byte, []int) {
-	return file_ambit_gateway_v1_gateway_proto_rawDescGZIP(), []int{17}
+	return file_ambit_gateway_v1_gateway_proto_rawDescGZIP(), []int{18}
 }
 
 func (x *Redirect) GetScheme() string {
@@ -1453,7 +1522,7 @@ type URLRewrite struct {
 
 func (x *URLRewrite) Reset() {
 	*x = URLRewrite{}
-	mi := &file_ambit_gateway_v1_gateway_proto_msgTypes[18]
+	mi := &file_ambit_gateway_v1_gateway_proto_msgTypes[19]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1465,7 +1534,7 @@ func (x *URLRewrite) String() string {
 func (*URLRewrite) ProtoMessage() {}
 
 func (x *URLRewrite) ProtoReflect() protoreflect.Message {
-	mi := &file_ambit_gateway_v1_gateway_proto_msgTypes[18]
+	mi := &file_ambit_gateway_v1_gateway_proto_msgTypes[19]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1478,7 +1547,7 @@ func (x *URLRewrite) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use URLRewrite.ProtoReflect.Descriptor instead.
 func (*URLRewrite) Descriptor() ([]byte, []int) {
-	return file_ambit_gateway_v1_gateway_proto_rawDescGZIP(), []int{18}
+	return file_ambit_gateway_v1_gateway_proto_rawDescGZIP(), []int{19}
 }
 
 func (x *URLRewrite) GetHostname() string {
@@ -1508,7 +1577,7 @@ type Mirror struct {
 
 func (x *Mirror) Reset() {
 	*x = Mirror{}
-	mi := &file_ambit_gateway_v1_gateway_proto_msgTypes[19]
+	mi := &file_ambit_gateway_v1_gateway_proto_msgTypes[20]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1520,7 +1589,7 @@ func (x *Mirror) String() string {
 func (*Mirror) ProtoMessage() {}
 
 func (x *Mirror) ProtoReflect() protoreflect.Message {
-	mi := &file_ambit_gateway_v1_gateway_proto_msgTypes[19]
+	mi := &file_ambit_gateway_v1_gateway_proto_msgTypes[20]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1533,7 +1602,7 @@ func (x *Mirror) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use Mirror.ProtoReflect.Descriptor instead.
 func (*Mirror) Descriptor() ([]byte, []int) {
-	return file_ambit_gateway_v1_gateway_proto_rawDescGZIP(), []int{19}
+	return file_ambit_gateway_v1_gateway_proto_rawDescGZIP(), []int{20}
 }
 
 func (x *Mirror) GetBackend() *BackendRef {
@@ -1572,7 +1641,7 @@ type CORS struct {
 
 func (x *CORS) Reset() {
 	*x = CORS{}
-	mi := &file_ambit_gateway_v1_gateway_proto_msgTypes[20]
+	mi := &file_ambit_gateway_v1_gateway_proto_msgTypes[21]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1584,7 +1653,7 @@ func (x *CORS) String() string {
 func (*CORS) ProtoMessage() {}
 
 func (x *CORS) ProtoReflect() protoreflect.Message {
-	mi := &file_ambit_gateway_v1_gateway_proto_msgTypes[20]
+	mi := &file_ambit_gateway_v1_gateway_proto_msgTypes[21]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1597,7 +1666,7 @@ func (x *CORS) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use CORS.ProtoReflect.Descriptor instead.
 func (*CORS) Descriptor() ([]byte, []int) {
-	return file_ambit_gateway_v1_gateway_proto_rawDescGZIP(), []int{20}
+	return file_ambit_gateway_v1_gateway_proto_rawDescGZIP(), []int{21}
 }
 
 func (x *CORS) GetAllowOrigins() []string {
@@ -1653,7 +1722,7 @@ type Timeouts struct {
 
 func (x *Timeouts) Reset() {
 	*x = Timeouts{}
-	mi := &file_ambit_gateway_v1_gateway_proto_msgTypes[21]
+	mi := &file_ambit_gateway_v1_gateway_proto_msgTypes[22]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1665,7 +1734,7 @@ func (x *Timeouts) String() string {
 func (*Timeouts) ProtoMessage() {}
 
 func (x *Timeouts) ProtoReflect() protoreflect.Message {
-	mi := &file_ambit_gateway_v1_gateway_proto_msgTypes[21]
+	mi := &file_ambit_gateway_v1_gateway_proto_msgTypes[22]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1678,7 +1747,7 @@ func (x *Timeouts) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use Timeouts.ProtoReflect.Descriptor instead.
 func (*Timeouts) Descriptor() ([]byte, []int) {
-	return file_ambit_gateway_v1_gateway_proto_rawDescGZIP(), []int{21}
+	return file_ambit_gateway_v1_gateway_proto_rawDescGZIP(), []int{22}
 }
 
 func (x *Timeouts) GetRequest() *durationpb.Duration {
@@ -1707,7 +1776,7 @@ type Retry struct {
 
 func (x *Retry) Reset() {
 	*x = Retry{}
-	mi := &file_ambit_gateway_v1_gateway_proto_msgTypes[22]
+	mi := &file_ambit_gateway_v1_gateway_proto_msgTypes[23]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1719,7 +1788,7 @@ func (x *Retry) String() string {
 func (*Retry) ProtoMessage() {}
 
 func (x *Retry) ProtoReflect() protoreflect.Message {
-	mi := &file_ambit_gateway_v1_gateway_proto_msgTypes[22]
+	mi := &file_ambit_gateway_v1_gateway_proto_msgTypes[23]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1732,7 +1801,7 @@ func (x *Retry) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use Retry.ProtoReflect.Descriptor instead.
 func (*Retry) Descriptor() ([]byte, []int) {
-	return file_ambit_gateway_v1_gateway_proto_rawDescGZIP(), []int{22}
+	return file_ambit_gateway_v1_gateway_proto_rawDescGZIP(), []int{23}
 }
 
 func (x *Retry) GetCodes() []uint32 {
@@ -1780,7 +1849,7 @@ type Backend struct {
 
 func (x *Backend) Reset() {
 	*x = Backend{}
-	mi := &file_ambit_gateway_v1_gateway_proto_msgTypes[23]
+	mi := &file_ambit_gateway_v1_gateway_proto_msgTypes[24]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1792,7 +1861,7 @@ func (x *Backend) String() string {
 func (*Backend) ProtoMessage() {}
 
 func (x *Backend) ProtoReflect() protoreflect.Message {
-	mi := &file_ambit_gateway_v1_gateway_proto_msgTypes[23]
+	mi := &file_ambit_gateway_v1_gateway_proto_msgTypes[24]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1805,7 +1874,7 @@ func (x *Backend) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use Backend.ProtoReflect.Descriptor instead.
 func (*Backend) Descriptor() ([]byte, []int) {
-	return file_ambit_gateway_v1_gateway_proto_rawDescGZIP(), []int{23}
+	return file_ambit_gateway_v1_gateway_proto_rawDescGZIP(), []int{24}
 }
 
 func (x *Backend) GetNamespace() string {
@@ -1879,7 +1948,7 @@ type LoadBalancer struct {
 
 func (x *LoadBalancer) Reset() {
 	*x = LoadBalancer{}
-	mi := &file_ambit_gateway_v1_gateway_proto_msgTypes[24]
+	mi := &file_ambit_gateway_v1_gateway_proto_msgTypes[25]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1891,7 +1960,7 @@ func (x *LoadBalancer) String() string {
 func (*LoadBalancer) ProtoMessage() {}
 
 func (x *LoadBalancer) ProtoReflect() protoreflect.Message {
-	mi := &file_ambit_gateway_v1_gateway_proto_msgTypes[24]
+	mi := &file_ambit_gateway_v1_gateway_proto_msgTypes[25]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1904,7 +1973,7 @@ func (x *LoadBalancer) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use LoadBalancer.ProtoReflect.Descriptor instead.
 func (*LoadBalancer) Descriptor() ([]byte, []int) {
-	return file_ambit_gateway_v1_gateway_proto_rawDescGZIP(), []int{24}
+	return file_ambit_gateway_v1_gateway_proto_rawDescGZIP(), []int{25}
 }
 
 func (x *LoadBalancer) GetPolicy() string {
@@ -1938,7 +2007,7 @@ type HashKey struct {
 
 func (x *HashKey) Reset() {
 	*x = HashKey{}
-	mi := &file_ambit_gateway_v1_gateway_proto_msgTypes[25]
+	mi := &file_ambit_gateway_v1_gateway_proto_msgTypes[26]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1950,7 +2019,7 @@ func (x *HashKey) String() string {
 func (*HashKey) ProtoMessage() {}
 
 func (x *HashKey) ProtoReflect() protoreflect.Message {
-	mi := &file_ambit_gateway_v1_gateway_proto_msgTypes[25]
+	mi := &file_ambit_gateway_v1_gateway_proto_msgTypes[26]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1963,7 +2032,7 @@ func (x *HashKey) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use HashKey.ProtoReflect.Descriptor instead.
 func (*HashKey) Descriptor() ([]byte, []int) {
-	return file_ambit_gateway_v1_gateway_proto_rawDescGZIP(), []int{25}
+	return file_ambit_gateway_v1_gateway_proto_rawDescGZIP(), []int{26}
 }
 
 func (x *HashKey) GetHeader() string {
@@ -2021,7 +2090,7 @@ type Endpoint struct {
 
 func (x *Endpoint) Reset() {
 	*x = Endpoint{}
-	mi := &file_ambit_gateway_v1_gateway_proto_msgTypes[26]
+	mi := &file_ambit_gateway_v1_gateway_proto_msgTypes[27]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -2033,7 +2102,7 @@ func (x *Endpoint) String() string {
 func (*Endpoint) ProtoMessage() {}
 
 func (x *Endpoint) ProtoReflect() protoreflect.Message {
-	mi := &file_ambit_gateway_v1_gateway_proto_msgTypes[26]
+	mi := &file_ambit_gateway_v1_gateway_proto_msgTypes[27]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -2046,7 +2115,7 @@ func (x *Endpoint) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use Endpoint.ProtoReflect.Descriptor instead.
 func (*Endpoint) Descriptor() ([]byte, []int) {
-	return file_ambit_gateway_v1_gateway_proto_rawDescGZIP(), []int{26}
+	return file_ambit_gateway_v1_gateway_proto_rawDescGZIP(), []int{27}
 }
 
 func (x *Endpoint) GetWorkload() *ObjectRef {
@@ -2123,10 +2192,14 @@ const file_ambit_gateway_v1_gateway_proto_rawDesc = "" +
 	"\bprotocol\x18\x04 \x01(\tR\bprotocol\x12\x1a\n" +
 	"\bhostname\x18\x05 \x01(\tR\bhostname\x12/\n" +
 	"\x03tls\x18\x06 \x01(\v2\x1d.ambit.gateway.v1.ListenerTLSR\x03tls\x12B\n" +
-	"\rvirtual_hosts\x18\a \x03(\v2\x1d.ambit.gateway.v1.VirtualHostR\fvirtualHosts\"b\n" +
+	"\rvirtual_hosts\x18\a \x03(\v2\x1d.ambit.gateway.v1.VirtualHostR\fvirtualHosts\"\xb3\x01\n" +
 	"\vListenerTLS\x12\x12\n" +
 	"\x04mode\x18\x01 \x01(\tR\x04mode\x12?\n" +
-	"\fcertificates\x18\x02 \x03(\v2\x1b.ambit.gateway.v1.ObjectRefR\fcertificates\"\x96\x01\n" +
+	"\fcertificates\x18\x02 \x03(\v2\x1b.ambit.gateway.v1.ObjectRefR\fcertificates\x12O\n" +
+	"\x11client_validation\x18\x03 \x01(\v2\".ambit.gateway.v1.ClientValidationR\x10clientValidation\"V\n" +
+	"\x10ClientValidation\x12\x15\n" +
+	"\x06ca_pem\x18\x01 \x01(\fR\x05caPem\x12+\n" +
+	"\x11insecure_fallback\x18\x02 \x01(\bR\x10insecureFallback\"\x96\x01\n" +
 	"\x06Secret\x12\x1c\n" +
 	"\tnamespace\x18\x01 \x01(\tR\tnamespace\x12\x12\n" +
 	"\x04name\x18\x02 \x01(\tR\x04name\x122\n" +
@@ -2279,93 +2352,95 @@ func file_ambit_gateway_v1_gateway_proto_rawDescGZIP() []byte {
 }
 
 var file_ambit_gateway_v1_gateway_proto_enumTypes = make([]protoimpl.EnumInfo, 1)
-var file_ambit_gateway_v1_gateway_proto_msgTypes = make([]protoimpl.MessageInfo, 28)
+var file_ambit_gateway_v1_gateway_proto_msgTypes = make([]protoimpl.MessageInfo, 29)
 var file_ambit_gateway_v1_gateway_proto_goTypes = []any{
 	(MatchType)(0),              // 0: ambit.gateway.v1.MatchType
 	(*Gateway)(nil),             // 1: ambit.gateway.v1.Gateway
 	(*Listener)(nil),            // 2: ambit.gateway.v1.Listener
 	(*ListenerTLS)(nil),         // 3: ambit.gateway.v1.ListenerTLS
-	(*Secret)(nil),              // 4: ambit.gateway.v1.Secret
-	(*ObjectRef)(nil),           // 5: ambit.gateway.v1.ObjectRef
-	(*RouteTable)(nil),          // 6: ambit.gateway.v1.RouteTable
-	(*VirtualHost)(nil),         // 7: ambit.gateway.v1.VirtualHost
-	(*Route)(nil),               // 8: ambit.gateway.v1.Route
-	(*RouteSource)(nil),         // 9: ambit.gateway.v1.RouteSource
-	(*RouteMatch)(nil),          // 10: ambit.gateway.v1.RouteMatch
-	(*PathMatch)(nil),           // 11: ambit.gateway.v1.PathMatch
-	(*StringMatch)(nil),         // 12: ambit.gateway.v1.StringMatch
-	(*BackendRef)(nil),          // 13: ambit.gateway.v1.BackendRef
-	(*Filter)(nil),              // 14: ambit.gateway.v1.Filter
-	(*HeaderModifier)(nil),      // 15: ambit.gateway.v1.HeaderModifier
-	(*Header)(nil),              // 16: ambit.gateway.v1.Header
-	(*PathModifier)(nil),        // 17: ambit.gateway.v1.PathModifier
-	(*Redirect)(nil),            // 18: ambit.gateway.v1.Redirect
-	(*URLRewrite)(nil),          // 19: ambit.gateway.v1.URLRewrite
-	(*Mirror)(nil),              // 20: ambit.gateway.v1.Mirror
-	(*CORS)(nil),                // 21: ambit.gateway.v1.CORS
-	(*Timeouts)(nil),            // 22: ambit.gateway.v1.Timeouts
-	(*Retry)(nil),               // 23: ambit.gateway.v1.Retry
-	(*Backend)(nil),             // 24: ambit.gateway.v1.Backend
-	(*LoadBalancer)(nil),        // 25: ambit.gateway.v1.LoadBalancer
-	(*HashKey)(nil),             // 26: ambit.gateway.v1.HashKey
-	(*Endpoint)(nil),            // 27: ambit.gateway.v1.Endpoint
-	nil,                         // 28: ambit.gateway.v1.Endpoint.LabelsEntry
-	(*durationpb.Duration)(nil), // 29: google.protobuf.Duration
-	(*v1.ServicePort)(nil),      // 30: ambit.workload.v1.ServicePort
-	(*v1.WaypointBinding)(nil),  // 31: ambit.workload.v1.WaypointBinding
-	(*v1.Locality)(nil),         // 32: ambit.workload.v1.Locality
-	(*v1.PortMapping)(nil),      // 33: ambit.workload.v1.PortMapping
+	(*ClientValidation)(nil),    // 4: ambit.gateway.v1.ClientValidation
+	(*Secret)(nil),              // 5: ambit.gateway.v1.Secret
+	(*ObjectRef)(nil),           // 6: ambit.gateway.v1.ObjectRef
+	(*RouteTable)(nil),          // 7: ambit.gateway.v1.RouteTable
+	(*VirtualHost)(nil),         // 8: ambit.gateway.v1.VirtualHost
+	(*Route)(nil),               // 9: ambit.gateway.v1.Route
+	(*RouteSource)(nil),         // 10: ambit.gateway.v1.RouteSource
+	(*RouteMatch)(nil),          // 11: ambit.gateway.v1.RouteMatch
+	(*PathMatch)(nil),           // 12: ambit.gateway.v1.PathMatch
+	(*StringMatch)(nil),         // 13: ambit.gateway.v1.StringMatch
+	(*BackendRef)(nil),          // 14: ambit.gateway.v1.BackendRef
+	(*Filter)(nil),              // 15: ambit.gateway.v1.Filter
+	(*HeaderModifier)(nil),      // 16: ambit.gateway.v1.HeaderModifier
+	(*Header)(nil),              // 17: ambit.gateway.v1.Header
+	(*PathModifier)(nil),        // 18: ambit.gateway.v1.PathModifier
+	(*Redirect)(nil),            // 19: ambit.gateway.v1.Redirect
+	(*URLRewrite)(nil),          // 20: ambit.gateway.v1.URLRewrite
+	(*Mirror)(nil),              // 21: ambit.gateway.v1.Mirror
+	(*CORS)(nil),                // 22: ambit.gateway.v1.CORS
+	(*Timeouts)(nil),            // 23: ambit.gateway.v1.Timeouts
+	(*Retry)(nil),               // 24: ambit.gateway.v1.Retry
+	(*Backend)(nil),             // 25: ambit.gateway.v1.Backend
+	(*LoadBalancer)(nil),        // 26: ambit.gateway.v1.LoadBalancer
+	(*HashKey)(nil),             // 27: ambit.gateway.v1.HashKey
+	(*Endpoint)(nil),            // 28: ambit.gateway.v1.Endpoint
+	nil,                         // 29: ambit.gateway.v1.Endpoint.LabelsEntry
+	(*durationpb.Duration)(nil), // 30: google.protobuf.Duration
+	(*v1.ServicePort)(nil),      // 31: ambit.workload.v1.ServicePort
+	(*v1.WaypointBinding)(nil),  // 32: ambit.workload.v1.WaypointBinding
+	(*v1.Locality)(nil),         // 33: ambit.workload.v1.Locality
+	(*v1.PortMapping)(nil),      // 34: ambit.workload.v1.PortMapping
 }
 var file_ambit_gateway_v1_gateway_proto_depIdxs = []int32{
 	1,  // 0: ambit.gateway.v1.Listener.gateway:type_name -> ambit.gateway.v1.Gateway
 	3,  // 1: ambit.gateway.v1.Listener.tls:type_name -> ambit.gateway.v1.ListenerTLS
-	7,  // 2: ambit.gateway.v1.Listener.virtual_hosts:type_name -> ambit.gateway.v1.VirtualHost
-	5,  // 3: ambit.gateway.v1.ListenerTLS.certificates:type_name -> ambit.gateway.v1.ObjectRef
-	1,  // 4: ambit.gateway.v1.RouteTable.gateway:type_name -> ambit.gateway.v1.Gateway
-	5,  // 5: ambit.gateway.v1.RouteTable.service:type_name -> ambit.gateway.v1.ObjectRef
-	8,  // 6: ambit.gateway.v1.RouteTable.routes:type_name -> ambit.gateway.v1.Route
-	8,  // 7: ambit.gateway.v1.VirtualHost.routes:type_name -> ambit.gateway.v1.Route
-	9,  // 8: ambit.gateway.v1.Route.source:type_name -> ambit.gateway.v1.RouteSource
-	10, // 9: ambit.gateway.v1.Route.match:type_name -> ambit.gateway.v1.RouteMatch
-	14, // 10: ambit.gateway.v1.Route.filters:type_name -> ambit.gateway.v1.Filter
-	13, // 11: ambit.gateway.v1.Route.backends:type_name -> ambit.gateway.v1.BackendRef
-	22, // 12: ambit.gateway.v1.Route.timeouts:type_name -> ambit.gateway.v1.Timeouts
-	23, // 13: ambit.gateway.v1.Route.retry:type_name -> ambit.gateway.v1.Retry
-	11, // 14: ambit.gateway.v1.RouteMatch.path:type_name -> ambit.gateway.v1.PathMatch
-	12, // 15: ambit.gateway.v1.RouteMatch.headers:type_name -> ambit.gateway.v1.StringMatch
-	12, // 16: ambit.gateway.v1.RouteMatch.query_params:type_name -> ambit.gateway.v1.StringMatch
-	0,  // 17: ambit.gateway.v1.PathMatch.type:type_name -> ambit.gateway.v1.MatchType
-	0,  // 18: ambit.gateway.v1.StringMatch.type:type_name -> ambit.gateway.v1.MatchType
-	14, // 19: ambit.gateway.v1.BackendRef.filters:type_name -> ambit.gateway.v1.Filter
-	15, // 20: ambit.gateway.v1.Filter.request_header_modifier:type_name -> ambit.gateway.v1.HeaderModifier
-	15, // 21: ambit.gateway.v1.Filter.response_header_modifier:type_name -> ambit.gateway.v1.HeaderModifier
-	18, // 22: ambit.gateway.v1.Filter.request_redirect:type_name -> ambit.gateway.v1.Redirect
-	19, // 23: ambit.gateway.v1.Filter.url_rewrite:type_name -> ambit.gateway.v1.URLRewrite
-	20, // 24: ambit.gateway.v1.Filter.request_mirror:type_name -> ambit.gateway.v1.Mirror
-	21, // 25: ambit.gateway.v1.Filter.cors:type_name -> ambit.gateway.v1.CORS
-	16, // 26: ambit.gateway.v1.HeaderModifier.set:type_name -> ambit.gateway.v1.Header
-	16, // 27: ambit.gateway.v1.HeaderModifier.add:type_name -> ambit.gateway.v1.Header
-	17, // 28: ambit.gateway.v1.Redirect.path:type_name -> ambit.gateway.v1.PathModifier
-	17, // 29: ambit.gateway.v1.URLRewrite.path:type_name -> ambit.gateway.v1.PathModifier
-	13, // 30: ambit.gateway.v1.Mirror.backend:type_name -> ambit.gateway.v1.BackendRef
-	29, // 31: ambit.gateway.v1.Timeouts.request:type_name -> google.protobuf.Duration
-	29, // 32: ambit.gateway.v1.Timeouts.backend_request:type_name -> google.protobuf.Duration
-	29, // 33: ambit.gateway.v1.Retry.backoff:type_name -> google.protobuf.Duration
-	30, // 34: ambit.gateway.v1.Backend.ports:type_name -> ambit.workload.v1.ServicePort
-	27, // 35: ambit.gateway.v1.Backend.endpoints:type_name -> ambit.gateway.v1.Endpoint
-	31, // 36: ambit.gateway.v1.Backend.waypoint:type_name -> ambit.workload.v1.WaypointBinding
-	25, // 37: ambit.gateway.v1.Backend.load_balancer:type_name -> ambit.gateway.v1.LoadBalancer
-	26, // 38: ambit.gateway.v1.LoadBalancer.hash:type_name -> ambit.gateway.v1.HashKey
-	29, // 39: ambit.gateway.v1.HashKey.cookie_ttl:type_name -> google.protobuf.Duration
-	5,  // 40: ambit.gateway.v1.Endpoint.workload:type_name -> ambit.gateway.v1.ObjectRef
-	32, // 41: ambit.gateway.v1.Endpoint.locality:type_name -> ambit.workload.v1.Locality
-	33, // 42: ambit.gateway.v1.Endpoint.ports:type_name -> ambit.workload.v1.PortMapping
-	28, // 43: ambit.gateway.v1.Endpoint.labels:type_name -> ambit.gateway.v1.Endpoint.LabelsEntry
-	44, // [44:44] is the sub-list for method output_type
-	44, // [44:44] is the sub-list for method input_type
-	44, // [44:44] is the sub-list for extension type_name
-	44, // [44:44] is the sub-list for extension extendee
-	0,  // [0:44] is the sub-list for field type_name
+	8,  // 2: ambit.gateway.v1.Listener.virtual_hosts:type_name -> ambit.gateway.v1.VirtualHost
+	6,  // 3: ambit.gateway.v1.ListenerTLS.certificates:type_name -> ambit.gateway.v1.ObjectRef
+	4,  // 4: ambit.gateway.v1.ListenerTLS.client_validation:type_name -> ambit.gateway.v1.ClientValidation
+	1,  // 5: ambit.gateway.v1.RouteTable.gateway:type_name -> ambit.gateway.v1.Gateway
+	6,  // 6: ambit.gateway.v1.RouteTable.service:type_name -> ambit.gateway.v1.ObjectRef
+	9,  // 7: ambit.gateway.v1.RouteTable.routes:type_name -> ambit.gateway.v1.Route
+	9,  // 8: ambit.gateway.v1.VirtualHost.routes:type_name -> ambit.gateway.v1.Route
+	10, // 9: ambit.gateway.v1.Route.source:type_name -> ambit.gateway.v1.RouteSource
+	11, // 10: ambit.gateway.v1.Route.match:type_name -> ambit.gateway.v1.RouteMatch
+	15, // 11: ambit.gateway.v1.Route.filters:type_name -> ambit.gateway.v1.Filter
+	14, // 12: ambit.gateway.v1.Route.backends:type_name -> ambit.gateway.v1.BackendRef
+	23, // 13: ambit.gateway.v1.Route.timeouts:type_name -> ambit.gateway.v1.Timeouts
+	24, // 14: ambit.gateway.v1.Route.retry:type_name -> ambit.gateway.v1.Retry
+	12, // 15: ambit.gateway.v1.RouteMatch.path:type_name -> ambit.gateway.v1.PathMatch
+	13, // 16: ambit.gateway.v1.RouteMatch.headers:type_name -> ambit.gateway.v1.StringMatch
+	13, // 17: ambit.gateway.v1.RouteMatch.query_params:type_name -> ambit.gateway.v1.StringMatch
+	0,  // 18: ambit.gateway.v1.PathMatch.type:type_name -> ambit.gateway.v1.MatchType
+	0,  // 19: ambit.gateway.v1.StringMatch.type:type_name -> ambit.gateway.v1.MatchType
+	15, // 20: ambit.gateway.v1.BackendRef.filters:type_name -> ambit.gateway.v1.Filter
+	16, // 21: ambit.gateway.v1.Filter.request_header_modifier:type_name -> ambit.gateway.v1.HeaderModifier
+	16, // 22: ambit.gateway.v1.Filter.response_header_modifier:type_name -> ambit.gateway.v1.HeaderModifier
+	19, // 23: ambit.gateway.v1.Filter.request_redirect:type_name -> ambit.gateway.v1.Redirect
+	20, // 24: ambit.gateway.v1.Filter.url_rewrite:type_name -> ambit.gateway.v1.URLRewrite
+	21, // 25: ambit.gateway.v1.Filter.request_mirror:type_name -> ambit.gateway.v1.Mirror
+	22, // 26: ambit.gateway.v1.Filter.cors:type_name -> ambit.gateway.v1.CORS
+	17, // 27: ambit.gateway.v1.HeaderModifier.set:type_name -> ambit.gateway.v1.Header
+	17, // 28: ambit.gateway.v1.HeaderModifier.add:type_name -> ambit.gateway.v1.Header
+	18, // 29: ambit.gateway.v1.Redirect.path:type_name -> ambit.gateway.v1.PathModifier
+	18, // 30: ambit.gateway.v1.URLRewrite.path:type_name -> ambit.gateway.v1.PathModifier
+	14, // 31: ambit.gateway.v1.Mirror.backend:type_name -> ambit.gateway.v1.BackendRef
+	30, // 32: ambit.gateway.v1.Timeouts.request:type_name -> google.protobuf.Duration
+	30, // 33: ambit.gateway.v1.Timeouts.backend_request:type_name -> google.protobuf.Duration
+	30, // 34: ambit.gateway.v1.Retry.backoff:type_name -> google.protobuf.Duration
+	31, // 35: ambit.gateway.v1.Backend.ports:type_name -> ambit.workload.v1.ServicePort
+	28, // 36: ambit.gateway.v1.Backend.endpoints:type_name -> ambit.gateway.v1.Endpoint
+	32, // 37: ambit.gateway.v1.Backend.waypoint:type_name -> ambit.workload.v1.WaypointBinding
+	26, // 38: ambit.gateway.v1.Backend.load_balancer:type_name -> ambit.gateway.v1.LoadBalancer
+	27, // 39: ambit.gateway.v1.LoadBalancer.hash:type_name -> ambit.gateway.v1.HashKey
+	30, // 40: ambit.gateway.v1.HashKey.cookie_ttl:type_name -> google.protobuf.Duration
+	6,  // 41: ambit.gateway.v1.Endpoint.workload:type_name -> ambit.gateway.v1.ObjectRef
+	33, // 42: ambit.gateway.v1.Endpoint.locality:type_name -> ambit.workload.v1.Locality
+	34, // 43: ambit.gateway.v1.Endpoint.ports:type_name -> ambit.workload.v1.PortMapping
+	29, // 44: ambit.gateway.v1.Endpoint.labels:type_name -> ambit.gateway.v1.Endpoint.LabelsEntry
+	45, // [45:45] is the sub-list for method output_type
+	45, // [45:45] is the sub-list for method input_type
+	45, // [45:45] is the sub-list for extension type_name
+	45, // [45:45] is the sub-list for extension extendee
+	0,  // [0:45] is the sub-list for field type_name
 }
 
 func init() { file_ambit_gateway_v1_gateway_proto_init() }
@@ -2373,7 +2448,7 @@ func file_ambit_gateway_v1_gateway_proto_init() {
 	if File_ambit_gateway_v1_gateway_proto != nil {
 		return
 	}
-	file_ambit_gateway_v1_gateway_proto_msgTypes[13].OneofWrappers = []any{
+	file_ambit_gateway_v1_gateway_proto_msgTypes[14].OneofWrappers = []any{
 		(*Filter_RequestHeaderModifier)(nil),
 		(*Filter_ResponseHeaderModifier)(nil),
 		(*Filter_RequestRedirect)(nil),
@@ -2381,7 +2456,7 @@ func file_ambit_gateway_v1_gateway_proto_init() {
 		(*Filter_RequestMirror)(nil),
 		(*Filter_Cors)(nil),
 	}
-	file_ambit_gateway_v1_gateway_proto_msgTypes[16].OneofWrappers = []any{
+	file_ambit_gateway_v1_gateway_proto_msgTypes[17].OneofWrappers = []any{
 		(*PathModifier_ReplaceFullPath)(nil),
 		(*PathModifier_ReplacePrefixMatch)(nil),
 	}
@@ -2391,7 +2466,7 @@ func file_ambit_gateway_v1_gateway_proto_init() {
 			GoPackagePath: reflect.TypeOf(x{}).PkgPath(),
 			RawDescriptor: unsafe.Slice(unsafe.StringData(file_ambit_gateway_v1_gateway_proto_rawDesc), len(file_ambit_gateway_v1_gateway_proto_rawDesc)),
 			NumEnums:      1,
-			NumMessages:   28,
+			NumMessages:   29,
 			NumExtensions: 0,
 			NumServices:   0,
 		},
