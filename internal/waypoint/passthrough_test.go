@@ -258,6 +258,10 @@ func TestWaypointPassThroughAndPolicy(t *testing.T) {
 		if status, _, _ := get(t, "GET", "/public/../admin"); status != 403 {
 			t.Errorf("/public/../admin: %d, want 403", status)
 		}
+		// Nor does an escaped letter, which upstreams decode.
+		if status, _, _ := get(t, "GET", "/%61dmin/users"); status != 403 {
+			t.Errorf("/%%61dmin/users: %d, want 403", status)
+		}
 		if status, _, e := get(t, "GET", "/public"); status != 200 || e.Path != "/public" {
 			t.Errorf("/public: %d, want 200", status)
 		}

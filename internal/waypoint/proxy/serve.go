@@ -417,18 +417,21 @@ func setPath(u *url.URL, escaped string) {
 	}
 }
 
-// normalizePath removes dot segments from an escaped path (RFC 3986
-// §5.2.4), counting "%2e" as a dot as Envoy does; "%2F" stays data. ok is
-// false when the path has none (the common case, no allocation).
+// normalizePath normalises an escaped path as Envoy's normalize_path
+// (which Istio turns on) does: percent-encoded unreserved characters are
+// decoded (RFC 3986 §2.3: "/%61dmin" is "/admin", which upstreams serve
+// as such, so a policy on "/admin" must see it so), then dot segments are
+// removed (§5.2.4). Other escapes, "%2F" among them, stay data. ok is
+// false when the path has neither (the common case, no allocation).
 func normalizePath(p string) (string, bool) {
-	if !strings.HasPrefix(p, "/") || (!strings.Contains(p, "/.") && !strings.Contains(strings.ToLower(p), "/%2e")) {
+	if !strings.HasPrefix(p, "/") || (!strings.Contains(p, "/.") && !strings.Contains(p, "%")) {
 		return p, false
 	}
-	segs := strings.Split(p[1:], "/")
+	segs := strings.Split(decodeUnreserved(p)[1:], "/")
 	out := make([]string, 0, len(segs))
 	for i, s := range segs {
 		last := i == len(segs)-1
-		switch strings.ReplaceAll(strings.ToLower(s), "%2e", ".") {
+		switch s {
 		case ".":
 			if last {
 				out = append(out, "")
@@ -446,6 +449,29 @@ func normalizePath(p string) (string, bool) {
 	}
 	n := "/" + strings.Join(out, "/")
 	return n, n != p
+}
+
+// decodeUnreserved decodes the escapes of ALPHA, DIGIT, "-", ".", "_" and
+// "~" in p, which mean the same encoded or not (RFC 3986 §2.3).
+func decodeUnreserved(p string) string {
+	var b strings.Builder
+	b.Grow(len(p))
+	for i := 0; i < len(p); i++ {
+		if p[i] == '%' && i+2 < len(p) {
+			v, err := strconv.ParseUint(p[i+1:i+3], 16, 8)
+			if c := byte(v); err == nil && unreserved(c) {
+				b.WriteByte(c)
+				i += 2
+				continue
+			}
+		}
+		b.WriteByte(p[i])
+	}
+	return b.String()
+}
+
+func unreserved(c byte) bool {
+	return 'a' <= c && c <= 'z' || 'A' <= c && c <= 'Z' || '0' <= c && c <= '9' || c == '-' || c == '.' || c == '_' || c == '~'
 }
 
 // validTraceParent says whether s is a usable traceparent; most requests

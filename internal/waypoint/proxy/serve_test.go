@@ -30,6 +30,13 @@ func TestNormalizePath(t *testing.T) {
 		{"/.well-known/x", "/.well-known/x", false},
 		{"/a/...", "/a/...", false},
 		{"*", "*", false},
+		// Escaped unreserved characters are the characters themselves.
+		{"/%61dmin/users", "/admin/users", true},
+		{"/%41%44MIN", "/ADMIN", true},
+		{"/public/%2E%2e/%61dmin", "/admin", true},
+		{"/a%7Eb%2Dc%5F", "/a~b-c_", true},
+		{"/a%20b%2Fc%3F", "/a%20b%2Fc%3F", false}, // reserved and others stay escaped
+		{"/a%zz/%4", "/a%zz/%4", false},
 	} {
 		got, changed := normalizePath(tc.in)
 		if got != tc.want || changed != tc.changed {
