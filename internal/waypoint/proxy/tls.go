@@ -58,15 +58,26 @@ func (e *Engine) serveConns(ctx context.Context, ln net.Listener, port uint32, f
 		_ = ln.Close()
 	}()
 	var err error
+	var delay time.Duration
 	for {
 		var c net.Conn
 		c, err = ln.Accept()
 		if err != nil {
-			if ne, ok := err.(net.Error); ok && ne.Timeout() {
-				continue
+			if errors.Is(err, net.ErrClosed) || ctx.Err() != nil {
+				break
 			}
-			break
+			// Out of file descriptors, say: the port must outlive it, as
+			// net/http's do, for the gateway never reopens a port it
+			// holds.
+			delay = min(max(2*delay, 5*time.Millisecond), time.Second)
+			e.log.Warn("proxy: accept failed; retrying", "port", port, "error", err, "retry_in", delay)
+			select {
+			case <-time.After(delay):
+			case <-ctx.Done():
+			}
+			continue
 		}
+		delay = 0
 		untrack := conns.start(c)
 		go func() {
 			defer untrack()
