@@ -4,7 +4,6 @@ import (
 	"context"
 	"encoding/json"
 	"io"
-	"log/slog"
 	"net"
 	"net/http"
 	"net/netip"
@@ -102,15 +101,26 @@ type gw struct {
 	log  *testkit.LogBuffer
 }
 
+// startGateway serves port 80 through Serve, the access log in gw.log.
 func startGateway(t *testing.T, cfg Config, ls []*gatewayv1.Listener, bs []*gatewayv1.Backend) *gw {
 	t.Helper()
 	logs := &testkit.LogBuffer{}
-	cfg.AccessLog = slog.New(slog.NewJSONHandler(logs, nil))
+	cfg.AccessLog = testLogger(logs)
+	return serveEngine(t, cfg, logs, ls, bs, nil, func(ctx context.Context, e *Engine, ln net.Listener) error {
+		return e.Serve(ctx, ln, 80, time.Second)
+	})
+}
+
+// serveEngine applies the configuration to a new engine and serves it on
+// a loopback port with serve until the test ends.
+func serveEngine(t testing.TB, cfg Config, logs *testkit.LogBuffer, ls []*gatewayv1.Listener, bs []*gatewayv1.Backend, ss []*gatewayv1.Secret,
+	serve func(context.Context, *Engine, net.Listener) error) *gw {
+	t.Helper()
 	e, err := New(cfg)
 	if err != nil {
 		t.Fatal(err)
 	}
-	if err := e.Apply(ls, nil, bs); err != nil {
+	if err := e.Apply(ls, nil, bs, ss...); err != nil {
 		t.Fatalf("apply: %v", err)
 	}
 	ln, err := net.Listen("tcp", "127.0.0.1:0")
@@ -119,7 +129,7 @@ func startGateway(t *testing.T, cfg Config, ls []*gatewayv1.Listener, bs []*gate
 	}
 	ctx, cancel := context.WithCancel(context.Background())
 	done := make(chan error, 1)
-	go func() { done <- e.Serve(ctx, ln, 80, time.Second) }()
+	go func() { done <- serve(ctx, e, ln) }()
 	t.Cleanup(func() {
 		cancel()
 		if err := <-done; err != nil {

@@ -58,28 +58,10 @@ func tlsListenerProto(name, protocol, mode, hostname, svc string, certs ...strin
 func startPort(t testing.TB, family string, port uint32, ls []*gatewayv1.Listener, bs []*gatewayv1.Backend, ss ...*gatewayv1.Secret) *gw {
 	t.Helper()
 	logs := &testkit.LogBuffer{}
-	e, err := New(Config{AccessLog: testLogger(logs), Logger: testLogger(logs)})
-	if err != nil {
-		t.Fatal(err)
-	}
-	if err := e.Apply(ls, nil, bs, ss...); err != nil {
-		t.Fatalf("apply: %v", err)
-	}
-	ln, err := net.Listen("tcp", "127.0.0.1:0")
-	if err != nil {
-		t.Fatal(err)
-	}
-	ctx, cancel := context.WithCancel(context.Background())
-	done := make(chan error, 1)
-	go func() { done <- e.ServeListener(ctx, ln, port, family, time.Second) }()
-	t.Cleanup(func() {
-		cancel()
-		if err := <-done; err != nil {
-			t.Errorf("serve: %v", err)
-		}
-		e.Close()
-	})
-	return &gw{e: e, addr: ln.Addr().String(), log: logs}
+	return serveEngine(t, Config{AccessLog: testLogger(logs), Logger: testLogger(logs)}, logs, ls, bs, ss,
+		func(ctx context.Context, e *Engine, ln net.Listener) error {
+			return e.ServeListener(ctx, ln, port, family, time.Second)
+		})
 }
 
 func testLogger(w io.Writer) *slog.Logger { return slog.New(slog.NewJSONHandler(w, nil)) }
