@@ -219,13 +219,15 @@ func (n *Node) Run(ctx context.Context) error {
 	}
 }
 
-// dialControl connects to the control plane. While host capture is on the
-// socket carries the proxy's mark: the node's own address may be a host
+// dialControl connects to the control plane. With host capture the socket
+// carries the proxy's mark: the node's own address may be a host
 // workload's, whose outbound connections the rules would otherwise send
-// through the proxy.
+// through the proxy. With --capture-host it is marked from the first dial:
+// host rules a killed run left behind would send the join to a 15001 that
+// nobody serves yet, and only a joined proxy replaces them.
 func (n *Node) dialControl(ctx context.Context, addr string) (net.Conn, error) {
 	var d net.Dialer
-	if p := n.proxyRef.Load(); p != nil && p.HostCaptureActive() {
+	if p := n.proxyRef.Load(); len(n.opts.CaptureHost) > 0 || (p != nil && p.HostCaptureActive()) {
 		d.Control = netns.MarkControl(netns.Mark)
 	}
 	return d.DialContext(ctx, "tcp", addr)

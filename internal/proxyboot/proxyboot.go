@@ -43,8 +43,8 @@ type Options struct {
 	TypeURLs     []string    // xDS types to subscribe to
 	Logger       *slog.Logger
 	XDSBackoff   xdsclient.Backoff
-	// Dial, when set, makes the TCP connections to the control plane (CA
-	// and xDS) after the join, e.g. with a socket mark; addr is host:port.
+	// Dial, when set, makes the TCP connections to the control plane (the
+	// join, CA and xDS), e.g. with a socket mark; addr is host:port.
 	Dial func(ctx context.Context, addr string) (net.Conn, error)
 }
 
@@ -67,8 +67,12 @@ func Join(ctx context.Context, o Options) (*Session, error) {
 		o.Logger = slog.Default()
 	}
 	td := o.ID.TrustDomain()
+	var dialOpts []grpc.DialOption
+	if o.Dial != nil {
+		dialOpts = append(dialOpts, grpc.WithContextDialer(o.Dial))
+	}
 	joinCtx, cancel := context.WithTimeout(ctx, JoinTimeout)
-	res, err := identity.Join(joinCtx, o.ControlPlane, o.Token, o.CAPin, o.ID)
+	res, err := identity.Join(joinCtx, o.ControlPlane, o.Token, o.CAPin, o.ID, dialOpts...)
 	cancel()
 	if err != nil {
 		return nil, fmt.Errorf("join %s as %s: %w", o.ControlPlane, o.ID, err)
@@ -83,10 +87,6 @@ func Join(ctx context.Context, o Options) (*Session, error) {
 	tlsCfg, err := identity.ClientConfig(cached, s.Bundle, o.ID, []spiffeid.ID{identity.ControlID(td)})
 	if err != nil {
 		return nil, err
-	}
-	var dialOpts []grpc.DialOption
-	if o.Dial != nil {
-		dialOpts = append(dialOpts, grpc.WithContextDialer(o.Dial))
 	}
 	if s.conn, err = grpc.NewClient(o.ControlPlane, append(dialOpts, grpc.WithTransportCredentials(credentials.NewTLS(tlsCfg)))...); err != nil {
 		return nil, fmt.Errorf("control plane %s: %w", o.ControlPlane, err)
