@@ -15,9 +15,15 @@ import (
 // and namespace names). The lock is released by the kernel if the process dies, so a killed run
 // never blocks the next one.
 func lock(path string) (unlock func(), err error) {
-	f, err := os.OpenFile(path, os.O_CREATE|os.O_RDWR, 0o644)
+	// Not through a symlink: the file is in a shared /tmp and the demo runs as root, which would
+	// truncate whatever a planted link points to.
+	f, err := os.OpenFile(path, os.O_CREATE|os.O_RDWR|syscall.O_NOFOLLOW, 0o644)
 	if errors.Is(err, os.ErrPermission) {
-		f, err = os.Open(path) // another user's lock file: locking needs only a descriptor
+		// another user's lock file: locking needs only a descriptor
+		f, err = os.OpenFile(path, os.O_RDONLY|syscall.O_NOFOLLOW, 0)
+	}
+	if errors.Is(err, syscall.ELOOP) {
+		return nil, fmt.Errorf("demo: lock file %s is a symbolic link, not the demo's; remove it (rm %s) and run again", path, path)
 	}
 	if err != nil {
 		return nil, fmt.Errorf("demo: lock file %s: %w", path, err)
