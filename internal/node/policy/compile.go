@@ -207,13 +207,6 @@ var l4Keys = map[string]bool{
 	"destination.port": true,
 }
 
-// l7Keys are the further `when` keys a waypoint evaluates (besides
-// request.headers[<name>]).
-var l7Keys = map[string]bool{
-	"remote.ip":      true,
-	"connection.sni": true,
-}
-
 // New builds an Engine from the Authorization resources a node proxy
 // received. It never fails: what it cannot take as written is enforced
 // fail-closed and listed by Problems —
