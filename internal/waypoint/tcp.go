@@ -62,7 +62,7 @@ func (g *Gateway) passTCP(ctx context.Context, t serviceTarget, ds *downstream, 
 	ep, done := peer.Destination, func() {}
 	if t.workload == "" {
 		var ok bool
-		if ep, done, ok = g.engine.PickEndpoint(t.service, t.port); !ok {
+		if ep, done, ok = g.engine.PickEndpoint(t.service, t.port, peer.Source.Addr()); !ok {
 			return nil, fmt.Errorf("waypoint: %s has no endpoint", what)
 		}
 	}
