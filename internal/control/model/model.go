@@ -107,6 +107,33 @@ type Service struct {
 	// LoadBalancer is the service's load balancing policy at waypoints and
 	// gateways; nil is least request.
 	LoadBalancer *LoadBalancer `json:"loadBalancer,omitempty"`
+	// TLS are the BackendTLSPolicy settings of the service's ports, by
+	// port: waypoints and gateways originate TLS to the endpoints of those
+	// ports that they do not reach over HBONE.
+	TLS []BackendTLS `json:"tls,omitempty"`
+}
+
+// BackendTLS is how a proxy originates TLS to one service port.
+type BackendTLS struct {
+	Port int32 `json:"port"`
+	// Policy is the BackendTLSPolicy it comes from.
+	Policy Ref `json:"policy"`
+	// SNI is validation.hostname: the server name sent, and the name the
+	// certificate must hold when SubjectAltNames is empty.
+	SNI string `json:"sni"`
+	// CAPEM are the trusted CA certificates; SystemRoots uses the host's
+	// instead. Neither (every CA reference invalid) fails every connection.
+	CAPEM       []byte `json:"caPEM,omitempty"`
+	SystemRoots bool   `json:"systemRoots,omitempty"`
+	// SubjectAltNames, when set, replace SNI for verification: the
+	// certificate must hold one of them.
+	SubjectAltNames []SubjectAltName `json:"subjectAltNames,omitempty"`
+}
+
+// SubjectAltName is a DNS name or a URI (one of the two is set).
+type SubjectAltName struct {
+	Hostname string `json:"hostname,omitempty"`
+	URI      string `json:"uri,omitempty"`
 }
 
 // LoadBalancer is a service's L7 load balancing policy.

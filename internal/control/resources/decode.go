@@ -77,6 +77,7 @@ var kinds = []*kindInfo{
 	{group: "", kind: "Service", versions: []string{"v1"}, newObj: func() Object { return &corev1.Service{} }},
 	{group: "", kind: "ServiceAccount", versions: []string{"v1"}, newObj: func() Object { return &corev1.ServiceAccount{} }},
 	{group: "", kind: "Secret", versions: []string{"v1"}, newObj: func() Object { return &corev1.Secret{} }},
+	{group: "", kind: "ConfigMap", versions: []string{"v1"}, newObj: func() Object { return &corev1.ConfigMap{} }},
 	{group: v1alpha1.GroupVersion.Group, kind: "Workload", versions: []string{"v1alpha1"}, newObj: func() Object { return &v1alpha1.Workload{} }},
 	{group: v1alpha1.GroupVersion.Group, kind: "AuthorizationPolicy", versions: []string{"v1alpha1"}, newObj: func() Object { return &v1alpha1.AuthorizationPolicy{} }},
 	{group: v1alpha1.GroupVersion.Group, kind: "MeshConfig", versions: []string{"v1alpha1"}, cluster: true, newObj: func() Object { return &v1alpha1.MeshConfig{} }},
@@ -87,6 +88,7 @@ var kinds = []*kindInfo{
 	{group: gatewayGroup, kind: "TLSRoute", versions: []string{"v1", "v1alpha3", "v1alpha2"}, newObj: func() Object { return &gwv1.TLSRoute{} }},
 	{group: gatewayGroup, kind: "TCPRoute", versions: []string{"v1", "v1alpha2"}, newObj: func() Object { return &gwv1.TCPRoute{} }},
 	{group: gatewayGroup, kind: "ReferenceGrant", versions: []string{"v1", "v1beta1", "v1alpha2"}, newObj: func() Object { return &gwv1.ReferenceGrant{} }},
+	{group: gatewayGroup, kind: "BackendTLSPolicy", versions: []string{"v1", "v1alpha3"}, newObj: func() Object { return &gwv1.BackendTLSPolicy{} }},
 }
 
 var kindsByGroupKind = func() map[schema.GroupKind]*kindInfo {
@@ -529,6 +531,8 @@ func Build(objs []Decoded) *Resources {
 			r.ServiceAccounts = append(r.ServiceAccounts, o)
 		case *corev1.Secret:
 			r.Secrets = append(r.Secrets, o)
+		case *corev1.ConfigMap:
+			r.ConfigMaps = append(r.ConfigMaps, o)
 		case *v1alpha1.Workload:
 			r.Workloads = append(r.Workloads, o)
 		case *v1alpha1.AuthorizationPolicy:
@@ -549,6 +553,8 @@ func Build(objs []Decoded) *Resources {
 			r.TCPRoutes = append(r.TCPRoutes, o)
 		case *gwv1.ReferenceGrant:
 			r.ReferenceGrants = append(r.ReferenceGrants, o)
+		case *gwv1.BackendTLSPolicy:
+			r.BackendTLSPolicies = append(r.BackendTLSPolicies, o)
 		default:
 			r.Errors = append(r.Errors, SourceError{Source: d.Source, Document: d.Document, Object: d.Ref(),
 				Message: fmt.Sprintf("internal error: no place for %T in Resources", d.Object)})

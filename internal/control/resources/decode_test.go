@@ -58,6 +58,8 @@ func TestDecodeAllKinds(t *testing.T) {
 		{"TLSRoute shop/tls", "gateway.networking.k8s.io/v1", "*v1.TLSRoute", 13},
 		{"TCPRoute shop/db", "gateway.networking.k8s.io/v1", "*v1.TCPRoute", 14},
 		{"ReferenceGrant backend/from-shop", "gateway.networking.k8s.io/v1", "*v1.ReferenceGrant", 15},
+		{"ConfigMap shop/web-ca", "v1", "*v1.ConfigMap", 16},
+		{"BackendTLSPolicy shop/web", "gateway.networking.k8s.io/v1", "*v1.BackendTLSPolicy", 17},
 	}
 	if diff := cmp.Diff(want, summarise(objs)); diff != "" {
 		t.Errorf("decoded objects (-want +got):\n%s", diff)
@@ -72,7 +74,7 @@ func TestDecodeAllKinds(t *testing.T) {
 		"Secrets": len(r.Secrets), "Workloads": len(r.Workloads), "AuthorizationPolicies": len(r.AuthorizationPolicies),
 		"GatewayClasses": len(r.GatewayClasses), "Gateways": len(r.Gateways), "HTTPRoutes": len(r.HTTPRoutes),
 		"GRPCRoutes": len(r.GRPCRoutes), "TLSRoutes": len(r.TLSRoutes), "TCPRoutes": len(r.TCPRoutes),
-		"ReferenceGrants": len(r.ReferenceGrants),
+		"ReferenceGrants": len(r.ReferenceGrants), "ConfigMaps": len(r.ConfigMaps), "BackendTLSPolicies": len(r.BackendTLSPolicies),
 	}
 	for field, n := range counts {
 		if n != 1 {

@@ -28,6 +28,7 @@ type Resources struct {
 	Services        []*corev1.Service
 	ServiceAccounts []*corev1.ServiceAccount
 	Secrets         []*corev1.Secret
+	ConfigMaps      []*corev1.ConfigMap
 
 	Workloads             []*v1alpha1.Workload
 	AuthorizationPolicies []*v1alpha1.AuthorizationPolicy
@@ -39,6 +40,8 @@ type Resources struct {
 	TLSRoutes       []*gwv1.TLSRoute
 	TCPRoutes       []*gwv1.TCPRoute
 	ReferenceGrants []*gwv1.ReferenceGrant
+
+	BackendTLSPolicies []*gwv1.BackendTLSPolicy
 
 	// Errors are problems the source found (a file that does not parse, a
 	// duplicate object). They are reported next to the translation status.
@@ -75,6 +78,7 @@ func (r *Resources) Sort() {
 	sortObjs(r.Services)
 	sortObjs(r.ServiceAccounts)
 	sortObjs(r.Secrets)
+	sortObjs(r.ConfigMaps)
 	sortObjs(r.Workloads)
 	sortObjs(r.AuthorizationPolicies)
 	sortObjs(r.GatewayClasses)
@@ -84,6 +88,7 @@ func (r *Resources) Sort() {
 	sortObjs(r.TLSRoutes)
 	sortObjs(r.TCPRoutes)
 	sortObjs(r.ReferenceGrants)
+	sortObjs(r.BackendTLSPolicies)
 	SortErrors(r.Errors)
 }
 
@@ -118,6 +123,11 @@ func (r *Resources) Gateway(ns, name string) *gwv1.Gateway { return find(r.Gatew
 
 // Secret returns the named Secret, or nil.
 func (r *Resources) Secret(ns, name string) *corev1.Secret { return find(r.Secrets, ns, name) }
+
+// ConfigMap returns the named ConfigMap, or nil.
+func (r *Resources) ConfigMap(ns, name string) *corev1.ConfigMap {
+	return find(r.ConfigMaps, ns, name)
+}
 
 // GatewayClass returns the named GatewayClass, or nil.
 func (r *Resources) GatewayClass(name string) *gwv1.GatewayClass {
@@ -170,6 +180,7 @@ func (r *Resources) Update(put, remove []Object) (_ *Resources, ok bool) {
 	n.Services = p.services.apply(r.Services)
 	n.ServiceAccounts = p.serviceAccounts.apply(r.ServiceAccounts)
 	n.Secrets = p.secrets.apply(r.Secrets)
+	n.ConfigMaps = p.configMaps.apply(r.ConfigMaps)
 	n.Workloads = p.workloads.apply(r.Workloads)
 	n.AuthorizationPolicies = p.authorizationPolicies.apply(r.AuthorizationPolicies)
 	n.GatewayClasses = p.gatewayClasses.apply(r.GatewayClasses)
@@ -179,6 +190,7 @@ func (r *Resources) Update(put, remove []Object) (_ *Resources, ok bool) {
 	n.TLSRoutes = p.tlsRoutes.apply(r.TLSRoutes)
 	n.TCPRoutes = p.tcpRoutes.apply(r.TCPRoutes)
 	n.ReferenceGrants = p.referenceGrants.apply(r.ReferenceGrants)
+	n.BackendTLSPolicies = p.backendTLSPolicies.apply(r.BackendTLSPolicies)
 	return &n, true
 }
 
@@ -187,6 +199,7 @@ type patches struct {
 	services              ops[*corev1.Service]
 	serviceAccounts       ops[*corev1.ServiceAccount]
 	secrets               ops[*corev1.Secret]
+	configMaps            ops[*corev1.ConfigMap]
 	workloads             ops[*v1alpha1.Workload]
 	authorizationPolicies ops[*v1alpha1.AuthorizationPolicy]
 	gatewayClasses        ops[*gwv1.GatewayClass]
@@ -196,6 +209,7 @@ type patches struct {
 	tlsRoutes             ops[*gwv1.TLSRoute]
 	tcpRoutes             ops[*gwv1.TCPRoute]
 	referenceGrants       ops[*gwv1.ReferenceGrant]
+	backendTLSPolicies    ops[*gwv1.BackendTLSPolicy]
 }
 
 func (p *patches) add(o Object, del bool) bool {
@@ -208,6 +222,8 @@ func (p *patches) add(o Object, del bool) bool {
 		p.serviceAccounts.add(o, del)
 	case *corev1.Secret:
 		p.secrets.add(o, del)
+	case *corev1.ConfigMap:
+		p.configMaps.add(o, del)
 	case *v1alpha1.Workload:
 		p.workloads.add(o, del)
 	case *v1alpha1.AuthorizationPolicy:
@@ -226,6 +242,8 @@ func (p *patches) add(o Object, del bool) bool {
 		p.tcpRoutes.add(o, del)
 	case *gwv1.ReferenceGrant:
 		p.referenceGrants.add(o, del)
+	case *gwv1.BackendTLSPolicy:
+		p.backendTLSPolicies.add(o, del)
 	default:
 		return false
 	}

@@ -86,6 +86,7 @@ func Translate(res *resources.Resources) *Result {
 	t.translateGateways()
 	t.bindWaypoints()
 	t.translateRoutes()
+	t.backendTLSPolicies()
 	t.translatePolicies()
 	return t.result()
 }

@@ -53,6 +53,27 @@ func loadBalancerProto(lb *model.LoadBalancer) *gatewayv1.LoadBalancer {
 	return out
 }
 
+func backendTLSProto(ts []model.BackendTLS) []*gatewayv1.BackendTLS {
+	if len(ts) == 0 {
+		return nil
+	}
+	out := make([]*gatewayv1.BackendTLS, len(ts))
+	for i, t := range ts {
+		p := &gatewayv1.BackendTLS{
+			Port:        uint32(t.Port),
+			Policy:      &gatewayv1.ObjectRef{Namespace: t.Policy.Namespace, Name: t.Policy.Name},
+			Sni:         t.SNI,
+			CaPem:       t.CAPEM,
+			SystemRoots: t.SystemRoots,
+		}
+		for _, san := range t.SubjectAltNames {
+			p.SubjectAltNames = append(p.SubjectAltNames, &gatewayv1.SubjectAltName{Hostname: san.Hostname, Uri: san.URI})
+		}
+		out[i] = p
+	}
+	return out
+}
+
 func portMappings(ps []model.PortMapping) []*workloadv1.PortMapping {
 	out := make([]*workloadv1.PortMapping, len(ps))
 	for i, p := range ps {
@@ -115,6 +136,7 @@ func backendProto(s *model.Service) *gatewayv1.Backend {
 		Ports:        servicePorts(s.Ports),
 		Waypoint:     waypointProto(s.Waypoint),
 		LoadBalancer: loadBalancerProto(s.LoadBalancer),
+		Tls:          backendTLSProto(s.TLS),
 	}
 	b.Endpoints = make([]*gatewayv1.Endpoint, len(s.Endpoints))
 	for i := range s.Endpoints {

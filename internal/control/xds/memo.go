@@ -1,6 +1,7 @@
 package xds
 
 import (
+	"bytes"
 	"maps"
 	"slices"
 
@@ -82,7 +83,12 @@ func serviceEqual(a, b *model.Service) bool {
 	return a.Ref == b.Ref && a.Hostname == b.Hostname && slices.Equal(a.VIPs, b.VIPs) && slices.Equal(a.Ports, b.Ports) &&
 		maps.Equal(a.Selector, b.Selector) && maps.Equal(a.Labels, b.Labels) &&
 		slices.EqualFunc(a.Endpoints, b.Endpoints, endpointEqual) && waypointEqual(a.Waypoint, b.Waypoint) &&
-		loadBalancerEqual(a.LoadBalancer, b.LoadBalancer)
+		loadBalancerEqual(a.LoadBalancer, b.LoadBalancer) && slices.EqualFunc(a.TLS, b.TLS, backendTLSEqual)
+}
+
+func backendTLSEqual(a, b model.BackendTLS) bool {
+	return a.Port == b.Port && a.Policy == b.Policy && a.SNI == b.SNI && bytes.Equal(a.CAPEM, b.CAPEM) &&
+		a.SystemRoots == b.SystemRoots && slices.Equal(a.SubjectAltNames, b.SubjectAltNames)
 }
 
 func loadBalancerEqual(a, b *model.LoadBalancer) bool {

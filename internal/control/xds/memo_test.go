@@ -16,11 +16,12 @@ func TestMemoEqualityCoversEveryField(t *testing.T) {
 		fields int
 	}{
 		{reflect.TypeFor[model.Workload](), 11},
-		{reflect.TypeFor[model.Service](), 9},
+		{reflect.TypeFor[model.Service](), 10},
+		{reflect.TypeFor[model.BackendTLS](), 6},
 		{reflect.TypeFor[model.Endpoint](), 8},
 	} {
 		if n := tt.typ.NumField(); n != tt.fields {
-			t.Errorf("model.%s has %d fields, memo.go compares %d: update workloadEqual/serviceEqual/endpointEqual and this test",
+			t.Errorf("model.%s has %d fields, memo.go compares %d: update workloadEqual/serviceEqual/endpointEqual/backendTLSEqual and this test",
 				tt.typ.Name(), n, tt.fields)
 		}
 	}
@@ -50,6 +51,7 @@ func TestMemoEquality(t *testing.T) {
 			s.Endpoints[0].Labels = map[string]string{"version": "v9"}
 		}, differ: true},
 		{name: "service waypoint removed", mutS: func(s *model.Service) { s.Waypoint = nil }, differ: true},
+		{name: "service backend TLS", mutS: func(s *model.Service) { s.TLS = []model.BackendTLS{{Port: 80, SNI: "a"}} }, differ: true},
 		{name: "service VIP", mutS: func(s *model.Service) { s.VIPs = nil }, differ: true},
 		{name: "service load balancer", mutS: func(s *model.Service) { s.LoadBalancer = &model.LoadBalancer{Policy: model.LBRandom} }, differ: true},
 	}

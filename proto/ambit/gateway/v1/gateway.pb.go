@@ -1842,7 +1842,10 @@ type Backend struct {
 	Waypoint *v1.WaypointBinding `protobuf:"bytes,7,opt,name=waypoint,proto3" json:"waypoint,omitempty"`
 	// load_balancer is how requests are spread over the endpoints; unset
 	// means least request (power of two choices).
-	LoadBalancer  *LoadBalancer `protobuf:"bytes,8,opt,name=load_balancer,json=loadBalancer,proto3" json:"load_balancer,omitempty"`
+	LoadBalancer *LoadBalancer `protobuf:"bytes,8,opt,name=load_balancer,json=loadBalancer,proto3" json:"load_balancer,omitempty"`
+	// tls are the ports whose endpoints the proxy reaches over TLS (a
+	// BackendTLSPolicy), unless it reaches them over HBONE.
+	Tls           []*BackendTLS `protobuf:"bytes,9,rep,name=tls,proto3" json:"tls,omitempty"`
 	unknownFields protoimpl.UnknownFields
 	sizeCache     protoimpl.SizeCache
 }
@@ -1933,6 +1936,159 @@ func (x *Backend) GetLoadBalancer() *LoadBalancer {
 	return nil
 }
 
+func (x *Backend) GetTls() []*BackendTLS {
+	if x != nil {
+		return x.Tls
+	}
+	return nil
+}
+
+// BackendTLS is how a proxy originates TLS to one port of a backend.
+type BackendTLS struct {
+	state protoimpl.MessageState `protogen:"open.v1"`
+	// port is the service port.
+	Port uint32 `protobuf:"varint,1,opt,name=port,proto3" json:"port,omitempty"`
+	// policy is the BackendTLSPolicy the settings come from, for logs.
+	Policy *ObjectRef `protobuf:"bytes,2,opt,name=policy,proto3" json:"policy,omitempty"`
+	// sni is the server name sent; the certificate must be valid for it
+	// unless subject_alt_names is set.
+	Sni string `protobuf:"bytes,3,opt,name=sni,proto3" json:"sni,omitempty"`
+	// ca_pem are the trusted CA certificates; system_roots trusts the
+	// host's instead. With neither, every connection fails (the policy's CA
+	// references are all invalid).
+	CaPem       []byte `protobuf:"bytes,4,opt,name=ca_pem,json=caPem,proto3" json:"ca_pem,omitempty"`
+	SystemRoots bool   `protobuf:"varint,5,opt,name=system_roots,json=systemRoots,proto3" json:"system_roots,omitempty"`
+	// subject_alt_names: the certificate must hold one of them.
+	SubjectAltNames []*SubjectAltName `protobuf:"bytes,6,rep,name=subject_alt_names,json=subjectAltNames,proto3" json:"subject_alt_names,omitempty"`
+	unknownFields   protoimpl.UnknownFields
+	sizeCache       protoimpl.SizeCache
+}
+
+func (x *BackendTLS) Reset() {
+	*x = BackendTLS{}
+	mi := &file_ambit_gateway_v1_gateway_proto_msgTypes[25]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *BackendTLS) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*BackendTLS) ProtoMessage() {}
+
+func (x *BackendTLS) ProtoReflect() protoreflect.Message {
+	mi := &file_ambit_gateway_v1_gateway_proto_msgTypes[25]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use BackendTLS.ProtoReflect.Descriptor instead.
+func (*BackendTLS) Descriptor() ([]byte, []int) {
+	return file_ambit_gateway_v1_gateway_proto_rawDescGZIP(), []int{25}
+}
+
+func (x *BackendTLS) GetPort() uint32 {
+	if x != nil {
+		return x.Port
+	}
+	return 0
+}
+
+func (x *BackendTLS) GetPolicy() *ObjectRef {
+	if x != nil {
+		return x.Policy
+	}
+	return nil
+}
+
+func (x *BackendTLS) GetSni() string {
+	if x != nil {
+		return x.Sni
+	}
+	return ""
+}
+
+func (x *BackendTLS) GetCaPem() []byte {
+	if x != nil {
+		return x.CaPem
+	}
+	return nil
+}
+
+func (x *BackendTLS) GetSystemRoots() bool {
+	if x != nil {
+		return x.SystemRoots
+	}
+	return false
+}
+
+func (x *BackendTLS) GetSubjectAltNames() []*SubjectAltName {
+	if x != nil {
+		return x.SubjectAltNames
+	}
+	return nil
+}
+
+// SubjectAltName is a DNS name or a URI (exactly one is set).
+type SubjectAltName struct {
+	state         protoimpl.MessageState `protogen:"open.v1"`
+	Hostname      string                 `protobuf:"bytes,1,opt,name=hostname,proto3" json:"hostname,omitempty"`
+	Uri           string                 `protobuf:"bytes,2,opt,name=uri,proto3" json:"uri,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *SubjectAltName) Reset() {
+	*x = SubjectAltName{}
+	mi := &file_ambit_gateway_v1_gateway_proto_msgTypes[26]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *SubjectAltName) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*SubjectAltName) ProtoMessage() {}
+
+func (x *SubjectAltName) ProtoReflect() protoreflect.Message {
+	mi := &file_ambit_gateway_v1_gateway_proto_msgTypes[26]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use SubjectAltName.ProtoReflect.Descriptor instead.
+func (*SubjectAltName) Descriptor() ([]byte, []int) {
+	return file_ambit_gateway_v1_gateway_proto_rawDescGZIP(), []int{26}
+}
+
+func (x *SubjectAltName) GetHostname() string {
+	if x != nil {
+		return x.Hostname
+	}
+	return ""
+}
+
+func (x *SubjectAltName) GetUri() string {
+	if x != nil {
+		return x.Uri
+	}
+	return ""
+}
+
 // LoadBalancer is a backend's load balancing policy (from the Service's
 // ambit.dev/lb-policy and ambit.dev/lb-hash annotations).
 type LoadBalancer struct {
@@ -1948,7 +2104,7 @@ type LoadBalancer struct {
 
 func (x *LoadBalancer) Reset() {
 	*x = LoadBalancer{}
-	mi := &file_ambit_gateway_v1_gateway_proto_msgTypes[25]
+	mi := &file_ambit_gateway_v1_gateway_proto_msgTypes[27]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1960,7 +2116,7 @@ func (x *LoadBalancer) String() string {
 func (*LoadBalancer) ProtoMessage() {}
 
 func (x *LoadBalancer) ProtoReflect() protoreflect.Message {
-	mi := &file_ambit_gateway_v1_gateway_proto_msgTypes[25]
+	mi := &file_ambit_gateway_v1_gateway_proto_msgTypes[27]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1973,7 +2129,7 @@ func (x *LoadBalancer) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use LoadBalancer.ProtoReflect.Descriptor instead.
 func (*LoadBalancer) Descriptor() ([]byte, []int) {
-	return file_ambit_gateway_v1_gateway_proto_rawDescGZIP(), []int{25}
+	return file_ambit_gateway_v1_gateway_proto_rawDescGZIP(), []int{27}
 }
 
 func (x *LoadBalancer) GetPolicy() string {
@@ -2007,7 +2163,7 @@ type HashKey struct {
 
 func (x *HashKey) Reset() {
 	*x = HashKey{}
-	mi := &file_ambit_gateway_v1_gateway_proto_msgTypes[26]
+	mi := &file_ambit_gateway_v1_gateway_proto_msgTypes[28]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -2019,7 +2175,7 @@ func (x *HashKey) String() string {
 func (*HashKey) ProtoMessage() {}
 
 func (x *HashKey) ProtoReflect() protoreflect.Message {
-	mi := &file_ambit_gateway_v1_gateway_proto_msgTypes[26]
+	mi := &file_ambit_gateway_v1_gateway_proto_msgTypes[28]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -2032,7 +2188,7 @@ func (x *HashKey) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use HashKey.ProtoReflect.Descriptor instead.
 func (*HashKey) Descriptor() ([]byte, []int) {
-	return file_ambit_gateway_v1_gateway_proto_rawDescGZIP(), []int{26}
+	return file_ambit_gateway_v1_gateway_proto_rawDescGZIP(), []int{28}
 }
 
 func (x *HashKey) GetHeader() string {
@@ -2090,7 +2246,7 @@ type Endpoint struct {
 
 func (x *Endpoint) Reset() {
 	*x = Endpoint{}
-	mi := &file_ambit_gateway_v1_gateway_proto_msgTypes[27]
+	mi := &file_ambit_gateway_v1_gateway_proto_msgTypes[29]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -2102,7 +2258,7 @@ func (x *Endpoint) String() string {
 func (*Endpoint) ProtoMessage() {}
 
 func (x *Endpoint) ProtoReflect() protoreflect.Message {
-	mi := &file_ambit_gateway_v1_gateway_proto_msgTypes[27]
+	mi := &file_ambit_gateway_v1_gateway_proto_msgTypes[29]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -2115,7 +2271,7 @@ func (x *Endpoint) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use Endpoint.ProtoReflect.Descriptor instead.
 func (*Endpoint) Descriptor() ([]byte, []int) {
-	return file_ambit_gateway_v1_gateway_proto_rawDescGZIP(), []int{27}
+	return file_ambit_gateway_v1_gateway_proto_rawDescGZIP(), []int{29}
 }
 
 func (x *Endpoint) GetWorkload() *ObjectRef {
@@ -2300,7 +2456,7 @@ const file_ambit_gateway_v1_gateway_proto_rawDesc = "" +
 	"\x05Retry\x12\x14\n" +
 	"\x05codes\x18\x01 \x03(\rR\x05codes\x12\x1a\n" +
 	"\battempts\x18\x02 \x01(\rR\battempts\x123\n" +
-	"\abackoff\x18\x03 \x01(\v2\x19.google.protobuf.DurationR\abackoff\"\xe0\x02\n" +
+	"\abackoff\x18\x03 \x01(\v2\x19.google.protobuf.DurationR\abackoff\"\x90\x03\n" +
 	"\aBackend\x12\x1c\n" +
 	"\tnamespace\x18\x01 \x01(\tR\tnamespace\x12\x12\n" +
 	"\x04name\x18\x02 \x01(\tR\x04name\x12\x1a\n" +
@@ -2309,7 +2465,19 @@ const file_ambit_gateway_v1_gateway_proto_rawDesc = "" +
 	"\x05ports\x18\x05 \x03(\v2\x1e.ambit.workload.v1.ServicePortR\x05ports\x128\n" +
 	"\tendpoints\x18\x06 \x03(\v2\x1a.ambit.gateway.v1.EndpointR\tendpoints\x12>\n" +
 	"\bwaypoint\x18\a \x01(\v2\".ambit.workload.v1.WaypointBindingR\bwaypoint\x12C\n" +
-	"\rload_balancer\x18\b \x01(\v2\x1e.ambit.gateway.v1.LoadBalancerR\floadBalancer\"U\n" +
+	"\rload_balancer\x18\b \x01(\v2\x1e.ambit.gateway.v1.LoadBalancerR\floadBalancer\x12.\n" +
+	"\x03tls\x18\t \x03(\v2\x1c.ambit.gateway.v1.BackendTLSR\x03tls\"\xef\x01\n" +
+	"\n" +
+	"BackendTLS\x12\x12\n" +
+	"\x04port\x18\x01 \x01(\rR\x04port\x123\n" +
+	"\x06policy\x18\x02 \x01(\v2\x1b.ambit.gateway.v1.ObjectRefR\x06policy\x12\x10\n" +
+	"\x03sni\x18\x03 \x01(\tR\x03sni\x12\x15\n" +
+	"\x06ca_pem\x18\x04 \x01(\fR\x05caPem\x12!\n" +
+	"\fsystem_roots\x18\x05 \x01(\bR\vsystemRoots\x12L\n" +
+	"\x11subject_alt_names\x18\x06 \x03(\v2 .ambit.gateway.v1.SubjectAltNameR\x0fsubjectAltNames\">\n" +
+	"\x0eSubjectAltName\x12\x1a\n" +
+	"\bhostname\x18\x01 \x01(\tR\bhostname\x12\x10\n" +
+	"\x03uri\x18\x02 \x01(\tR\x03uri\"U\n" +
 	"\fLoadBalancer\x12\x16\n" +
 	"\x06policy\x18\x01 \x01(\tR\x06policy\x12-\n" +
 	"\x04hash\x18\x02 \x01(\v2\x19.ambit.gateway.v1.HashKeyR\x04hash\"\xb1\x01\n" +
@@ -2352,7 +2520,7 @@ func file_ambit_gateway_v1_gateway_proto_rawDescGZIP() []byte {
 }
 
 var file_ambit_gateway_v1_gateway_proto_enumTypes = make([]protoimpl.EnumInfo, 1)
-var file_ambit_gateway_v1_gateway_proto_msgTypes = make([]protoimpl.MessageInfo, 29)
+var file_ambit_gateway_v1_gateway_proto_msgTypes = make([]protoimpl.MessageInfo, 31)
 var file_ambit_gateway_v1_gateway_proto_goTypes = []any{
 	(MatchType)(0),              // 0: ambit.gateway.v1.MatchType
 	(*Gateway)(nil),             // 1: ambit.gateway.v1.Gateway
@@ -2380,15 +2548,17 @@ var file_ambit_gateway_v1_gateway_proto_goTypes = []any{
 	(*Timeouts)(nil),            // 23: ambit.gateway.v1.Timeouts
 	(*Retry)(nil),               // 24: ambit.gateway.v1.Retry
 	(*Backend)(nil),             // 25: ambit.gateway.v1.Backend
-	(*LoadBalancer)(nil),        // 26: ambit.gateway.v1.LoadBalancer
-	(*HashKey)(nil),             // 27: ambit.gateway.v1.HashKey
-	(*Endpoint)(nil),            // 28: ambit.gateway.v1.Endpoint
-	nil,                         // 29: ambit.gateway.v1.Endpoint.LabelsEntry
-	(*durationpb.Duration)(nil), // 30: google.protobuf.Duration
-	(*v1.ServicePort)(nil),      // 31: ambit.workload.v1.ServicePort
-	(*v1.WaypointBinding)(nil),  // 32: ambit.workload.v1.WaypointBinding
-	(*v1.Locality)(nil),         // 33: ambit.workload.v1.Locality
-	(*v1.PortMapping)(nil),      // 34: ambit.workload.v1.PortMapping
+	(*BackendTLS)(nil),          // 26: ambit.gateway.v1.BackendTLS
+	(*SubjectAltName)(nil),      // 27: ambit.gateway.v1.SubjectAltName
+	(*LoadBalancer)(nil),        // 28: ambit.gateway.v1.LoadBalancer
+	(*HashKey)(nil),             // 29: ambit.gateway.v1.HashKey
+	(*Endpoint)(nil),            // 30: ambit.gateway.v1.Endpoint
+	nil,                         // 31: ambit.gateway.v1.Endpoint.LabelsEntry
+	(*durationpb.Duration)(nil), // 32: google.protobuf.Duration
+	(*v1.ServicePort)(nil),      // 33: ambit.workload.v1.ServicePort
+	(*v1.WaypointBinding)(nil),  // 34: ambit.workload.v1.WaypointBinding
+	(*v1.Locality)(nil),         // 35: ambit.workload.v1.Locality
+	(*v1.PortMapping)(nil),      // 36: ambit.workload.v1.PortMapping
 }
 var file_ambit_gateway_v1_gateway_proto_depIdxs = []int32{
 	1,  // 0: ambit.gateway.v1.Listener.gateway:type_name -> ambit.gateway.v1.Gateway
@@ -2423,24 +2593,27 @@ var file_ambit_gateway_v1_gateway_proto_depIdxs = []int32{
 	18, // 29: ambit.gateway.v1.Redirect.path:type_name -> ambit.gateway.v1.PathModifier
 	18, // 30: ambit.gateway.v1.URLRewrite.path:type_name -> ambit.gateway.v1.PathModifier
 	14, // 31: ambit.gateway.v1.Mirror.backend:type_name -> ambit.gateway.v1.BackendRef
-	30, // 32: ambit.gateway.v1.Timeouts.request:type_name -> google.protobuf.Duration
-	30, // 33: ambit.gateway.v1.Timeouts.backend_request:type_name -> google.protobuf.Duration
-	30, // 34: ambit.gateway.v1.Retry.backoff:type_name -> google.protobuf.Duration
-	31, // 35: ambit.gateway.v1.Backend.ports:type_name -> ambit.workload.v1.ServicePort
-	28, // 36: ambit.gateway.v1.Backend.endpoints:type_name -> ambit.gateway.v1.Endpoint
-	32, // 37: ambit.gateway.v1.Backend.waypoint:type_name -> ambit.workload.v1.WaypointBinding
-	26, // 38: ambit.gateway.v1.Backend.load_balancer:type_name -> ambit.gateway.v1.LoadBalancer
-	27, // 39: ambit.gateway.v1.LoadBalancer.hash:type_name -> ambit.gateway.v1.HashKey
-	30, // 40: ambit.gateway.v1.HashKey.cookie_ttl:type_name -> google.protobuf.Duration
-	6,  // 41: ambit.gateway.v1.Endpoint.workload:type_name -> ambit.gateway.v1.ObjectRef
-	33, // 42: ambit.gateway.v1.Endpoint.locality:type_name -> ambit.workload.v1.Locality
-	34, // 43: ambit.gateway.v1.Endpoint.ports:type_name -> ambit.workload.v1.PortMapping
-	29, // 44: ambit.gateway.v1.Endpoint.labels:type_name -> ambit.gateway.v1.Endpoint.LabelsEntry
-	45, // [45:45] is the sub-list for method output_type
-	45, // [45:45] is the sub-list for method input_type
-	45, // [45:45] is the sub-list for extension type_name
-	45, // [45:45] is the sub-list for extension extendee
-	0,  // [0:45] is the sub-list for field type_name
+	32, // 32: ambit.gateway.v1.Timeouts.request:type_name -> google.protobuf.Duration
+	32, // 33: ambit.gateway.v1.Timeouts.backend_request:type_name -> google.protobuf.Duration
+	32, // 34: ambit.gateway.v1.Retry.backoff:type_name -> google.protobuf.Duration
+	33, // 35: ambit.gateway.v1.Backend.ports:type_name -> ambit.workload.v1.ServicePort
+	30, // 36: ambit.gateway.v1.Backend.endpoints:type_name -> ambit.gateway.v1.Endpoint
+	34, // 37: ambit.gateway.v1.Backend.waypoint:type_name -> ambit.workload.v1.WaypointBinding
+	28, // 38: ambit.gateway.v1.Backend.load_balancer:type_name -> ambit.gateway.v1.LoadBalancer
+	26, // 39: ambit.gateway.v1.Backend.tls:type_name -> ambit.gateway.v1.BackendTLS
+	6,  // 40: ambit.gateway.v1.BackendTLS.policy:type_name -> ambit.gateway.v1.ObjectRef
+	27, // 41: ambit.gateway.v1.BackendTLS.subject_alt_names:type_name -> ambit.gateway.v1.SubjectAltName
+	29, // 42: ambit.gateway.v1.LoadBalancer.hash:type_name -> ambit.gateway.v1.HashKey
+	32, // 43: ambit.gateway.v1.HashKey.cookie_ttl:type_name -> google.protobuf.Duration
+	6,  // 44: ambit.gateway.v1.Endpoint.workload:type_name -> ambit.gateway.v1.ObjectRef
+	35, // 45: ambit.gateway.v1.Endpoint.locality:type_name -> ambit.workload.v1.Locality
+	36, // 46: ambit.gateway.v1.Endpoint.ports:type_name -> ambit.workload.v1.PortMapping
+	31, // 47: ambit.gateway.v1.Endpoint.labels:type_name -> ambit.gateway.v1.Endpoint.LabelsEntry
+	48, // [48:48] is the sub-list for method output_type
+	48, // [48:48] is the sub-list for method input_type
+	48, // [48:48] is the sub-list for extension type_name
+	48, // [48:48] is the sub-list for extension extendee
+	0,  // [0:48] is the sub-list for field type_name
 }
 
 func init() { file_ambit_gateway_v1_gateway_proto_init() }
@@ -2466,7 +2639,7 @@ func file_ambit_gateway_v1_gateway_proto_init() {
 			GoPackagePath: reflect.TypeOf(x{}).PkgPath(),
 			RawDescriptor: unsafe.Slice(unsafe.StringData(file_ambit_gateway_v1_gateway_proto_rawDesc), len(file_ambit_gateway_v1_gateway_proto_rawDesc)),
 			NumEnums:      1,
-			NumMessages:   29,
+			NumMessages:   31,
 			NumExtensions: 0,
 			NumServices:   0,
 		},
