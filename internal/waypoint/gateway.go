@@ -264,6 +264,7 @@ func (g *Gateway) Run(ctx context.Context) error {
 		defer d.Close()
 		g.dialer = d
 		ecfg.DialContext = g.upstreamDialer(d, nil)
+		ecfg.HBONE = g.reachedOverHBONE
 	}
 	if g.opts.Waypoint {
 		ecfg.Waypoint = g.opts.Gateway

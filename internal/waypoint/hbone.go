@@ -123,6 +123,16 @@ type downstream struct {
 	trace     hbone.TraceParent
 }
 
+// reachedOverHBONE says whether upstreamDialer tunnels to ip (an endpoint
+// with a mesh identity): a BackendTLSPolicy's TLS is not added inside the
+// tunnel.
+func (g *Gateway) reachedOverHBONE(ip netip.Addr) bool {
+	g.mu.Lock()
+	defer g.mu.Unlock()
+	_, ok := g.upstreamIDs[ip.Unmap()]
+	return ok
+}
+
 // upstreamDialer is the engine's upstream dialer of a waypoint: an
 // endpoint with an identity gets an HBONE tunnel to its node proxy
 // (authority = endpoint ip:port, the waypoint's identity as the source, the

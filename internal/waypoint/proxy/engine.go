@@ -99,6 +99,10 @@ type Config struct {
 	// DialContext, when set, replaces the plain TCP dialer for upstream
 	// connections (a waypoint's HBONE tunnels, tests).
 	DialContext func(ctx context.Context, network, addr string) (net.Conn, error)
+	// HBONE, when set, reports whether DialContext reaches an endpoint
+	// address over HBONE; such endpoints never get a BackendTLSPolicy's
+	// TLS (the tunnel is mutual TLS already).
+	HBONE func(netip.Addr) bool
 	// Waypoint, "<namespace>/<name>", makes ApplySnapshot enforce the
 	// AuthorizationPolicies that target this waypoint or its services on
 	// ServiceHandler requests.
@@ -124,6 +128,9 @@ type Engine struct {
 	// certs is the last good certificate of each Secret (see
 	// applySecrets).
 	certs map[string]*certEntry
+	// tlsUps are the TLS originations of the current configuration's
+	// backend ports, kept while their policy is unchanged.
+	tlsUps map[balKey]*backendTLS
 
 	rp      *httputil.ReverseProxy
 	h1, h2c *http.Transport
@@ -184,8 +191,12 @@ type upstream struct {
 	backend *gatewayv1.Backend
 	port    uint32
 	bal     *lb.Balancer
-	// h2c: the port's appProtocol asks for HTTP/2 without TLS.
+	// h2c: the port's appProtocol asks for HTTP/2 (without TLS, or in
+	// ALPN when tls is set).
 	h2c bool
+	// tls, when set, originates TLS to the endpoints not reached over
+	// HBONE (a BackendTLSPolicy).
+	tls *backendTLS
 }
 
 // New builds an Engine with an empty configuration (every request is
@@ -316,6 +327,11 @@ func (e *Engine) Close() {
 	e.mirrors.Wait()
 	e.h1.CloseIdleConnections()
 	e.h2c.CloseIdleConnections()
+	e.mu.Lock()
+	for _, t := range e.tlsUps {
+		t.close()
+	}
+	e.mu.Unlock()
 }
 
 // ApplySnapshot applies the gateway resources of an xDS snapshot (see
@@ -494,7 +510,7 @@ func (e *Engine) Apply(listeners []*gatewayv1.Listener, tables []*gatewayv1.Rout
 		if err := bal.Update(lb.FromBackend(b, k.port, e.cfg.PreferIPv6)); err != nil {
 			errs = append(errs, fmt.Errorf("proxy: backend %s port %d: %w", k.service, k.port, err))
 		}
-		c.backends[k] = &upstream{backend: b, port: k.port, bal: bal, h2c: isH2C(b, k.port)}
+		c.backends[k] = &upstream{backend: b, port: k.port, bal: bal, h2c: isH2C(b, k.port), tls: e.backendTLSFor(k, b)}
 	}
 	e.bals = make(map[balKey]*lb.Balancer, len(c.backends))
 	for k, u := range c.backends {
@@ -502,6 +518,7 @@ func (e *Engine) Apply(listeners []*gatewayv1.Listener, tables []*gatewayv1.Rout
 	}
 	e.certs = certs
 	e.cur.Store(c)
+	e.retireBackendTLS(c)
 	err = errors.Join(errs...)
 	if err != nil {
 		e.log.Warn("proxy: configuration applied with errors", "error", err)

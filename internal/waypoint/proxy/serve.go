@@ -566,8 +566,9 @@ func (t *roundTripper) RoundTrip(req *http.Request) (*http.Response, error) {
 			ctx, cancel = context.WithTimeout(ctx, perTry)
 		}
 		areq := req.WithContext(ctx)
+		rt, scheme := e.upstreamTransport(req.Context(), st.up, ep.Addr, upgrade)
 		u := *req.URL
-		u.Host = ep.Addr.String()
+		u.Scheme, u.Host = scheme, ep.Addr.String()
 		areq.URL = &u
 		if attempt > 0 && req.GetBody != nil {
 			b, err := req.GetBody()
@@ -578,7 +579,7 @@ func (t *roundTripper) RoundTrip(req *http.Request) (*http.Response, error) {
 			}
 			areq.Body = b
 		}
-		resp, err := e.transport(req.Context(), st.up.h2c && !upgrade).RoundTrip(areq)
+		resp, err := rt.RoundTrip(areq)
 		last := attempt+1 >= attempts || !replayable
 		if err != nil {
 			cancel()
@@ -732,6 +733,7 @@ func (e *Engine) errorHandler(w http.ResponseWriter, r *http.Request, err error)
 		return
 	}
 	status, flag := http.StatusServiceUnavailable, FlagUpstreamClosed
+	var tlsErr *upstreamTLSError
 	switch {
 	case errors.Is(err, errNoHealthy):
 		flag = FlagNoHealthy
@@ -744,6 +746,10 @@ func (e *Engine) errorHandler(w http.ResponseWriter, r *http.Request, err error)
 		return
 	case isDialError(err):
 		flag = FlagConnectFailure
+	case errors.As(err, &tlsErr):
+		flag = FlagConnectFailure
+		e.log.Warn("proxy: upstream TLS handshake failed", "backend", st.up.backend.GetNamespace()+"/"+st.up.backend.GetName(),
+			"endpoint", tlsErr.addr, "policy", tlsErr.policy, "error", tlsErr.err)
 	case errors.Is(err, syscall.ECONNRESET):
 		flag = FlagUpstreamReset
 	}
@@ -752,6 +758,10 @@ func (e *Engine) errorHandler(w http.ResponseWriter, r *http.Request, err error)
 		st.flag += "," + FlagRetryLimit
 	}
 	msg := "upstream connect error or disconnect/reset before headers. reset reason: " + flag
+	if tlsErr != nil {
+		// Envoy's wording for a TLS transport failure.
+		msg = "upstream connect error or disconnect/reset before headers. reset reason: connection failure, transport failure reason: TLS_error: " + tlsErr.err.Error()
+	}
 	switch flag {
 	case FlagUpstreamTimeout:
 		msg = "upstream request timeout"
@@ -793,15 +803,12 @@ func (e *Engine) mirror(c *config, ref *gatewayv1.BackendRef, r *http.Request, f
 	}
 	// The path as the filters left it so far (a rewrite listed before the
 	// mirror applies to the copy too).
-	target := &url.URL{Scheme: "http", Host: ep.Addr.String(), RawQuery: fr.RawQuery}
+	tr, scheme := e.upstreamTransport(e.base, up, ep.Addr, false)
+	target := &url.URL{Scheme: scheme, Host: ep.Addr.String(), RawQuery: fr.RawQuery}
 	if p, err := url.PathUnescape(fr.Path); err == nil {
 		target.Path, target.RawPath = p, fr.Path
 	} else {
 		target.Path = r.URL.Path
-	}
-	tr := e.h1
-	if up.h2c {
-		tr = e.h2c
 	}
 	e.mirrors.Add(1)
 	go func() {
