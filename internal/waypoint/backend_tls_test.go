@@ -15,7 +15,9 @@ import (
 	"testing"
 	"time"
 
+	"github.com/ambitmesh/ambit/internal/control/controltest"
 	"github.com/ambitmesh/ambit/internal/echo"
+	"github.com/ambitmesh/ambit/internal/testkit"
 	"github.com/ambitmesh/ambit/internal/waypoint/tlstest"
 )
 
@@ -151,8 +153,8 @@ func testBackendTLS(t *testing.T, appProtocol, alpn string) {
 	writeFile(t, filepath.Join(dir, "mesh.yaml"), fmt.Sprintf(backendTLSTmpl, port, backend, appProtocol))
 	policyPath := filepath.Join(dir, "policy.yaml")
 	writeFile(t, policyPath, policyYAML(caPEM, "secure.shop.example", ""))
-	cp := startControl(t, t.Context(), dir)
-	logs := &syncBuf{}
+	cp := controltest.Start(t, dir)
+	logs := &testkit.LogBuffer{}
 	runGateway(t, t.Context(), cp, slog.New(slog.NewJSONHandler(logs, nil)))
 	addr := fmt.Sprintf("127.0.0.1:%d", port)
 	c := &http.Client{Timeout: 5 * time.Second}
