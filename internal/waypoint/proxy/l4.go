@@ -68,8 +68,7 @@ func (e *Engine) forward(ctx context.Context, down net.Conn, port uint32, listen
 	defer up.bal.Done(ep)
 	if xe, ok := ep.Value.(*gatewayv1.Endpoint); ok {
 		w := xe.GetWorkload()
-		labels.Destination = telemetry.Peer{Workload: w.GetName(), Namespace: w.GetNamespace(), Principal: xe.GetIdentity(),
-			App: w.GetName(), CanonicalService: w.GetName()}
+		labels.Destination = telemetry.PeerFromLabels(w.GetName(), w.GetNamespace(), xe.GetIdentity(), xe.GetLabels(), "")
 	}
 	m := telemetry.Open(labels, telemetry.Endpoints{Src: src, Dst: ep.Addr})
 	dctx, cancel := context.WithTimeout(ctx, e.cfg.DialTimeout)
