@@ -188,7 +188,7 @@ func (p *Proxy) outbound(ctx context.Context, client net.Conn, dst netip.AddrPor
 	counted := telemetry.CountConn(client, m, telemetry.ReadsAreRequest)
 	req.Body = counted
 	tunnel, err := p.dialer.Dial(ctx, req)
-	for i := 1; err != nil && viaWaypoint && i < len(wpPods) && ctx.Err() == nil; i++ {
+	for i := 1; err != nil && viaWaypoint && !answered(err) && i < len(wpPods) && ctx.Err() == nil; i++ {
 		// Nothing was sent yet (the tunnel reads the client only after
 		// its 200): the next waypoint pod can take the connection. This
 		// attempt is accounted as the connect failure it was.
@@ -208,7 +208,7 @@ func (p *Proxy) outbound(ctx context.Context, client net.Conn, dst netip.AddrPor
 		tunnel, err = p.dialer.Dial(ctx, req)
 	}
 	if err != nil {
-		if viaWaypoint {
+		if viaWaypoint && !answered(err) {
 			p.waypoints.failed(target)
 		}
 		err = fmt.Errorf("node proxy: tunnel to %s via %s: %w", addr, hboneAddr, err)
@@ -232,6 +232,14 @@ func (p *Proxy) outbound(ctx context.Context, client net.Conn, dst netip.AddrPor
 // isGatewayPod reports whether w runs Gateway namespace/name.
 func isGatewayPod(w *Workload, namespace, name string) bool {
 	return w.Proto.GetNamespace() == namespace && w.Proto.GetLabels()[LabelGatewayName] == name
+}
+
+// answered reports whether a failed tunnel got the pod's answer (a status
+// below 500: a policy denial, an address it does not serve): that pod is
+// healthy, and another pod of the same waypoint would answer the same.
+func answered(err error) bool {
+	var se *hbone.StatusError
+	return errors.As(err, &se) && se.Code < 500
 }
 
 // waypointHealth remembers the waypoint pods a tunnel could not be opened
