@@ -3,6 +3,9 @@ package conformance_test
 import (
 	"context"
 	"fmt"
+	"maps"
+
+	corev1 "k8s.io/api/core/v1"
 
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
 	"k8s.io/apimachinery/pkg/apis/meta/v1/unstructured"
@@ -27,6 +30,16 @@ type cluster struct {
 func (c *cluster) Create(ctx context.Context, obj client.Object, opts ...client.CreateOption) error {
 	if obj.GetGeneration() == 0 {
 		obj.SetGeneration(1)
+	}
+	if l := meshNamespaceLabels(obj.GetName()); l != nil && obj.GetNamespace() == "" {
+		if _, isNS := obj.(*corev1.Namespace); isNS || obj.GetObjectKind().GroupVersionKind().Kind == "Namespace" {
+			labels := obj.GetLabels()
+			if labels == nil {
+				labels = map[string]string{}
+			}
+			maps.Copy(labels, l)
+			obj.SetLabels(labels)
+		}
 	}
 	if err := c.remember(obj); err != nil {
 		return err

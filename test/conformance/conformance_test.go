@@ -7,6 +7,7 @@ import (
 	"io"
 	"io/fs"
 	"net"
+	"net/http"
 	"os"
 	"path/filepath"
 	"slices"
@@ -73,6 +74,17 @@ var claimedFeatures = sets.New(
 	features.SupportGatewayHTTPListenerIsolation,
 	features.SupportGatewayAddressEmpty,
 	features.SupportGatewayHTTPSListenerDetectMisdirectedRequests,
+	// MESH-HTTP: the cases run through node proxies and a waypoint
+	// (mesh_test.go).
+	features.SupportMesh,
+	features.SupportMeshClusterIPMatching,
+	features.SupportMeshHTTPRouteBackendRequestHeaderModification,
+	features.SupportMeshHTTPRouteNamedRouteRule,
+	features.SupportMeshHTTPRouteQueryParamMatching,
+	features.SupportMeshHTTPRouteRedirectPath,
+	features.SupportMeshHTTPRouteRedirectPort,
+	features.SupportMeshHTTPRouteRewritePath,
+	features.SupportMeshHTTPRouteSchemeRedirect,
 )
 
 // notClaimed: tests of the claimed features that are not run, and why
@@ -115,11 +127,15 @@ func TestGatewayHTTP(t *testing.T) {
 	}
 	defer e.close()
 	c := &cluster{Client: e.store, env: e}
-	logsAddr, err := e.podLogs.serve(ctx)
+	mux := http.NewServeMux()
+	e.podLogs.register(mux)
+	podExec{e}.register(mux)
+	apiAddr, err := serveAPI(ctx, mux)
 	if err != nil {
 		t.Fatal(err)
 	}
-	clientset, err := kubernetes.NewForConfig(&rest.Config{Host: "http://" + logsAddr})
+	restConfig := &rest.Config{Host: "http://" + apiAddr}
+	clientset, err := kubernetes.NewForConfig(restConfig)
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -128,7 +144,8 @@ func TestGatewayHTTP(t *testing.T) {
 	applier := kubeutil.Applier{GatewayClass: gatewayClass, ControllerName: translate.ControllerName, ManifestFS: []fs.FS{conformance.Manifests}}
 	s := &suite.ConformanceTestSuite{
 		Client:               c,
-		Clientset:            clientset, // pod logs only: the mirror cases read them
+		Clientset:            clientset, // pod logs (the mirror cases) and exec (the mesh cases)
+		RestConfig:           restConfig,
 		RoundTripper:         &roundtripper.DefaultRoundTripper{TimeoutConfig: timeouts, CustomDialContext: e.dial},
 		WebSocketDialer:      wsDialer{e},
 		GatewayClassName:     gatewayClass,
@@ -140,6 +157,7 @@ func TestGatewayHTTP(t *testing.T) {
 		DisableParallelTests: true,
 		ManifestFS:           []fs.FS{conformance.Manifests},
 		BaseManifests:        "base/manifests.yaml",
+		MeshManifests:        "mesh/manifests.yaml",
 	}
 
 	// What a user does before running the suite: a GatewayClass for
@@ -147,6 +165,14 @@ func TestGatewayHTTP(t *testing.T) {
 	// (namespaces, backends, Gateways, certificates) and waits for them.
 	gc := &gwv1.GatewayClass{ObjectMeta: metav1.ObjectMeta{Name: gatewayClass}, Spec: gwv1.GatewayClassSpec{ControllerName: translate.ControllerName}}
 	if err := c.Create(ctx, gc); err != nil {
+		t.Fatal(err)
+	}
+	// And for the mesh cases, a waypoint for the mesh namespace (bound to
+	// it by the namespace label meshNamespaceLabels adds).
+	if err := e.startWaypoint(); err != nil {
+		t.Fatal(err)
+	}
+	if err := c.Create(ctx, waypointGateway()); err != nil {
 		t.Fatal(err)
 	}
 	s.Setup(t, tests.ConformanceTests)

@@ -8,6 +8,7 @@ import (
 	"fmt"
 	"io"
 	"log/slog"
+	"math/rand/v2"
 	"net"
 	"net/http"
 	"os"
@@ -67,14 +68,20 @@ type env struct {
 	mu       sync.Mutex
 	gvks     map[schema.GroupVersionKind]bool // kinds ever stored, to list them back
 	backends map[types.NamespacedName][]pod   // Deployment -> its replicas
+	serving  map[string]bool                  // ip:port an echo server listens on
 	gateways map[types.NamespacedName]*gatewayProc
 	nextIP   [2]int // last octets handed out: gateways, pods
+	// block is the second octet of every address handed out (127.B.x.y),
+	// random per run so that two runs on one machine do not collide.
+	block    int
 	stops    []func()
+	waypoint bool // the mesh namespace's waypoint runs (startWaypoint)
 }
 
 type pod struct {
 	name string
 	ip   string
+	node string // the Workload's node: the pod's own node proxy in the mesh namespaces
 }
 
 type gatewayProc struct {
@@ -91,8 +98,10 @@ func newEnv(ctx context.Context, dir string, store client.Client, portMap map[ui
 		log:      slog.New(slog.NewTextHandler(logOut, &slog.HandlerOptions{Level: slog.LevelDebug})),
 		gvks:     map[schema.GroupVersionKind]bool{},
 		backends: map[types.NamespacedName][]pod{},
+		serving:  map[string]bool{},
 		gateways: map[types.NamespacedName]*gatewayProc{},
 		podLogs:  &podLogs{lines: map[string][]logLine{}},
+		block:    1 + rand.IntN(254),
 	}
 	cfg := filepath.Join(dir, "config")
 	if err := os.MkdirAll(cfg, 0o755); err != nil {
@@ -194,7 +203,7 @@ func (e *env) sync(ctx context.Context) error {
 			w := v1alpha1.Workload{
 				TypeMeta:   metav1.TypeMeta{APIVersion: v1alpha1.GroupVersion.String(), Kind: "Workload"},
 				ObjectMeta: metav1.ObjectMeta{Name: p.name, Namespace: nn.Namespace, Labels: d.Spec.Template.Labels},
-				Spec:       v1alpha1.WorkloadSpec{Addresses: []string{p.ip}, Node: "conformance", ServiceAccount: d.Spec.Template.Spec.ServiceAccountName},
+				Spec:       v1alpha1.WorkloadSpec{Addresses: []string{p.ip}, Node: p.node, ServiceAccount: d.Spec.Template.Spec.ServiceAccountName},
 			}
 			b, err := yaml.Marshal(w)
 			if err != nil {
@@ -202,6 +211,13 @@ func (e *env) sync(ctx context.Context) error {
 			}
 			docs = append(docs, b)
 		}
+	}
+	if e.waypoint {
+		b, err := yaml.Marshal(waypointWorkload(e.waypointIP()))
+		if err != nil {
+			return err
+		}
+		docs = append(docs, b)
 	}
 	path := filepath.Join(e.dir, "config", "cluster.yaml")
 	if err := os.WriteFile(path+".tmp", bytes.Join(docs, []byte("---\n")), 0o644); err != nil {
@@ -249,18 +265,22 @@ func fileObject(u *unstructured.Unstructured) map[string]any {
 	return out
 }
 
-// startBackend runs the echo replicas of a Deployment, once: each on its
-// own loopback address, serving HTTP (and h2c) on every TCP targetPort of
-// the Services that select it, answering with the pod's name and
-// namespace as the conformance echo server does.
+// startBackend runs the echo replicas of a Deployment: each on its own
+// loopback address, serving HTTP (and h2c) on every TCP targetPort of the
+// Services that select it (a Service applied after the Deployment adds its
+// ports on the next sync), answering with the pod's name and namespace as
+// the conformance echo server does. Replicas of the mesh namespaces get a
+// node proxy each.
 func (e *env) startBackend(ctx context.Context, u *unstructured.Unstructured) error {
 	nn := types.NamespacedName{Namespace: u.GetNamespace(), Name: u.GetName()}
-	if _, ok := e.backends[nn]; ok {
-		return nil
-	}
 	var d appsv1.Deployment
 	if err := runtime.DefaultUnstructuredConverter.FromUnstructured(u.Object, &d); err != nil {
 		return err
+	}
+	if _, ok := e.backends[nn]; !ok {
+		if err := e.createPods(ctx, nn, &d); err != nil {
+			return err
+		}
 	}
 	var svcs corev1.ServiceList
 	if err := e.store.List(ctx, &svcs, client.InNamespace(nn.Namespace)); err != nil {
@@ -272,11 +292,33 @@ func (e *env) startBackend(ctx context.Context, u *unstructured.Unstructured) er
 			continue
 		}
 		for _, p := range s.Spec.Ports {
-			if p.Protocol != corev1.ProtocolUDP && p.TargetPort.IntValue() > 0 && !slices.Contains(ports, p.TargetPort.IntValue()) {
-				ports = append(ports, p.TargetPort.IntValue())
+			target := p.TargetPort.IntValue()
+			if target == 0 && p.TargetPort.StrVal == "" {
+				target = int(p.Port) // the API server's default
+			}
+			if p.Protocol != corev1.ProtocolUDP && target > 0 && !slices.Contains(ports, target) {
+				ports = append(ports, target)
 			}
 		}
 	}
+	for _, p := range e.backends[nn] {
+		for _, port := range ports {
+			addr := net.JoinHostPort(p.ip, strconv.Itoa(port))
+			if e.serving[addr] {
+				continue
+			}
+			if err := e.runEcho(p, nn.Namespace, port); err != nil {
+				return fmt.Errorf("deployment %s: %w", nn, err)
+			}
+			e.serving[addr] = true
+		}
+	}
+	return nil
+}
+
+// createPods hands out the addresses of d's replicas, starts the node
+// proxies of mesh pods and creates the Ready Pod objects the suite waits for.
+func (e *env) createPods(ctx context.Context, nn types.NamespacedName, d *appsv1.Deployment) error {
 	replicas := 1
 	if d.Spec.Replicas != nil {
 		replicas = int(*d.Spec.Replicas)
@@ -284,14 +326,14 @@ func (e *env) startBackend(ctx context.Context, u *unstructured.Unstructured) er
 	var pods []pod
 	for i := range replicas {
 		e.nextIP[1]++
-		p := pod{name: fmt.Sprintf("%s-echo-%d", nn.Name, i), ip: fmt.Sprintf("127.0.%d.%d", 20+e.nextIP[1]/250, 1+e.nextIP[1]%250)}
-		for _, port := range ports {
-			if err := e.runEcho(p, nn.Namespace, port); err != nil {
+		p := pod{name: fmt.Sprintf("%s-echo-%d", nn.Name, i), ip: fmt.Sprintf("127.%d.%d.%d", e.block, 20+e.nextIP[1]/250, 1+e.nextIP[1]%250), node: "conformance"}
+		if isMeshNamespace(nn.Namespace) {
+			p.node = nn.Namespace + "-" + p.name
+			if err := e.startNodeProxy(nn.Namespace, p); err != nil {
 				return fmt.Errorf("deployment %s: %w", nn, err)
 			}
 		}
 		pods = append(pods, p)
-		// The suite waits for the pods of its namespaces to be Ready.
 		kpod := &corev1.Pod{ObjectMeta: metav1.ObjectMeta{Name: p.name, Namespace: nn.Namespace, Labels: d.Spec.Template.Labels},
 			Status: corev1.PodStatus{Phase: corev1.PodRunning, PodIP: p.ip, PodIPs: []corev1.PodIP{{IP: p.ip}},
 				Conditions: []corev1.PodCondition{{Type: corev1.PodReady, Status: corev1.ConditionTrue}}}}
@@ -338,7 +380,7 @@ func (e *env) startGateway(nn types.NamespacedName) error {
 		return err
 	}
 	e.nextIP[0]++
-	ip := fmt.Sprintf("127.0.%d.%d", 10+e.nextIP[0]/250, 1+e.nextIP[0]%250)
+	ip := fmt.Sprintf("127.%d.%d.%d", e.block, 10+e.nextIP[0]/250, 1+e.nextIP[0]%250)
 	g, err := waypoint.New(waypoint.Options{
 		ControlPlane: e.cp.XDSAddr().String(), Gateway: nn.String(), Token: tok.Token, CAPin: tok.CAPin, TrustDomain: tok.TrustDomain,
 		ListenAddress: ip, PortMap: e.portMap,

@@ -69,10 +69,8 @@ func (h *echoLogHandler) WithGroup(name string) slog.Handler {
 	return &echoLogHandler{key: h.key, logs: h.logs, next: h.next.WithGroup(name)}
 }
 
-// serve answers GET /api/v1/namespaces/NS/pods/NAME/log[?sinceTime=RFC3339]
-// on a loopback port until ctx ends; it returns the server's address.
-func (p *podLogs) serve(ctx context.Context) (string, error) {
-	mux := http.NewServeMux()
+// register answers GET /api/v1/namespaces/NS/pods/NAME/log[?sinceTime=RFC3339].
+func (p *podLogs) register(mux *http.ServeMux) {
 	mux.HandleFunc("GET /api/v1/namespaces/{ns}/pods/{name}/log", func(w http.ResponseWriter, r *http.Request) {
 		var since time.Time
 		if v := r.URL.Query().Get("sinceTime"); v != "" {
@@ -94,6 +92,12 @@ func (p *podLogs) serve(ctx context.Context) (string, error) {
 		w.Header().Set("Content-Type", "text/plain")
 		_, _ = fmt.Fprint(w, strings.Join(out, "\n"))
 	})
+}
+
+// serveAPI plays the API server endpoints the suite reaches through its
+// Clientset and RestConfig rather than its client (pod logs, pod exec) on a
+// loopback port until ctx ends; it returns the server's address.
+func serveAPI(ctx context.Context, mux *http.ServeMux) (string, error) {
 	ln, err := net.Listen("tcp", "127.0.0.1:0")
 	if err != nil {
 		return "", err
