@@ -3,7 +3,6 @@ package waypoint_test
 import (
 	"crypto/tls"
 	"encoding/json"
-	"encoding/pem"
 	"fmt"
 	"io"
 	"log/slog"
@@ -147,7 +146,7 @@ func testBackendTLS(t *testing.T, appProtocol, alpn string) {
 	ca, otherCA := tlstest.NewCA(t), tlstest.NewCA(t)
 	crt, key, _ := ca.Issue(t, "secure.shop.example")
 	backend := startTLSEcho(t, "127.0.0.71", crt, key)
-	caPEM := pemOf(ca)
+	caPEM := ca.PEM()
 
 	dir, port := t.TempDir(), freePort(t)
 	writeFile(t, filepath.Join(dir, "mesh.yaml"), fmt.Sprintf(backendTLSTmpl, port, backend, appProtocol))
@@ -176,7 +175,7 @@ func testBackendTLS(t *testing.T, appProtocol, alpn string) {
 	}
 	verified("TLS to the backend, verified with the policy's CA, SNI from its hostname")
 
-	writeFile(t, policyPath, policyYAML(pemOf(otherCA), "secure.shop.example", ""))
+	writeFile(t, policyPath, policyYAML(otherCA.PEM(), "secure.shop.example", ""))
 	refused("503 once the policy trusts another CA")
 	if !strings.Contains(logs.String(), `"flags":"UF"`) {
 		t.Errorf("access log has no UF line for the failed verification:\n%.2000s", logs.String())
@@ -216,8 +215,4 @@ func testBackendTLS(t *testing.T, appProtocol, alpn string) {
 		}
 		return a.status == 400 && strings.Contains(a.body, "HTTP request to an HTTPS server")
 	})
-}
-
-func pemOf(ca *tlstest.CA) []byte {
-	return pem.EncodeToMemory(&pem.Block{Type: "CERTIFICATE", Bytes: ca.Cert.Raw})
 }
