@@ -17,6 +17,7 @@ import (
 	"runtime"
 	"strings"
 	"sync"
+	"sync/atomic"
 	"testing"
 	"time"
 
@@ -483,6 +484,17 @@ func TestUpstreamFailures(t *testing.T) {
 		_ = c.Close()
 	})
 	unavailable := startHandler(t, http.HandlerFunc(func(w http.ResponseWriter, _ *http.Request) { w.WriteHeader(503) }))
+	// Answers 503 once, then resets: a retry that fails otherwise.
+	var flakyConns atomic.Int32
+	flaky := startRawBackend(t, func(c *net.TCPConn) {
+		_, _ = http.ReadRequest(bufio.NewReader(c))
+		if flakyConns.Add(1) == 1 {
+			_, _ = io.WriteString(c, "HTTP/1.1 503 Service Unavailable\r\nContent-Length: 0\r\nConnection: close\r\n\r\n")
+		} else {
+			_ = c.SetLinger(0)
+		}
+		_ = c.Close()
+	})
 	refused := netip.MustParseAddrPort("127.0.0.1:1") // nothing listens on port 1
 	retried := func(name, svc string) *gatewayv1.Route {
 		r := rt(name, prefix("/"+name), ref(svc, 1))
@@ -495,9 +507,10 @@ func TestUpstreamFailures(t *testing.T) {
 		rt("refused", prefix("/refused"), ref("refused", 1)),
 		retried("retried-refused", "refused"),
 		retried("retried-503", "unavailable"),
+		retried("retried-then-reset", "flaky"),
 	}
 	g := startGateway(t, Config{}, []*gatewayv1.Listener{listener(map[string][]*gatewayv1.Route{"*": routes}, "*")},
-		[]*gatewayv1.Backend{backend("closes", closes), backend("resets", resets), backend("refused", refused), backend("unavailable", unavailable)})
+		[]*gatewayv1.Backend{backend("closes", closes), backend("resets", resets), backend("refused", refused), backend("unavailable", unavailable), backend("flaky", flaky)})
 	c := client(t)
 	for _, tc := range []struct {
 		path   string
@@ -509,6 +522,9 @@ func TestUpstreamFailures(t *testing.T) {
 		{"/refused", 503, "UF"},
 		{"/retried-refused", 503, "UF,URX"},
 		{"/retried-503", 503, "URX"},
+		// Retries were left, but a reset after the request was sent is
+		// not retried: not URX.
+		{"/retried-then-reset", 503, "UR"},
 	} {
 		t.Run(strings.TrimPrefix(tc.path, "/"), func(t *testing.T) {
 			if r := g.do(t, c, "a", tc.path, nil); r.status != tc.status {

@@ -72,7 +72,10 @@ type reqState struct {
 	endpoint lb.Endpoint
 	picked   bool
 	attempts int
-	flag     string
+	// retriesUsedUp: the last attempt failed in a way the route's retry
+	// policy retries, but no attempt was left (Envoy's URX).
+	retriesUsedUp bool
+	flag          string
 	// upstreamStatus is the status of the response forwarded, for
 	// upgrades whose 101 bypasses the ResponseWriter.
 	upstreamStatus int
@@ -586,8 +589,11 @@ func (t *roundTripper) RoundTrip(req *http.Request) (*http.Response, error) {
 			st.up.bal.Done(ep)
 			// A connect failure sent nothing: always safe to retry when
 			// the rule has a retry policy.
-			if !last && isDialError(err) && e.backoff(req.Context(), retry, attempt) {
-				continue
+			if isDialError(err) {
+				if !last && e.backoff(req.Context(), retry, attempt) {
+					continue
+				}
+				st.retriesUsedUp = last && attempt > 0
 			}
 			return nil, err
 		}
@@ -754,7 +760,7 @@ func (e *Engine) errorHandler(w http.ResponseWriter, r *http.Request, err error)
 		flag = FlagUpstreamReset
 	}
 	st.flag = flag
-	if st.attempts > 1 {
+	if st.retriesUsedUp {
 		st.flag += "," + FlagRetryLimit
 	}
 	msg := "upstream connect error or disconnect/reset before headers. reset reason: " + flag
