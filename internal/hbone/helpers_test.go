@@ -131,6 +131,10 @@ type env struct {
 	handled atomic.Int64 // Handler calls
 	reqs    chan *hbone.Request
 	dialer  *hbone.Dialer
+	// stop cancels Serve's context (the connections drain); served gets
+	// Serve's result.
+	stop   context.CancelFunc
+	served chan error
 }
 
 type envOpts struct {
@@ -198,6 +202,7 @@ func newEnv(t *testing.T, o envOpts) *env {
 	if err != nil {
 		t.Fatal(err)
 	}
+	e.stop, e.served = cancel, done
 	t.Cleanup(func() {
 		_ = e.dialer.Close()
 		cancel()

@@ -14,7 +14,6 @@ import (
 	"time"
 
 	"github.com/spiffe/go-spiffe/v2/spiffeid"
-	"golang.org/x/net/http2"
 
 	"github.com/ambitmesh/ambit/internal/identity"
 )
@@ -114,6 +113,10 @@ type ServerConfig struct {
 	// closes the connection when no answer comes within PingTimeout.
 	// Defaults 30s and 15s.
 	PingInterval, PingTimeout time.Duration
+	// DrainTimeout: on shutdown (Serve's or ServeConn's context ends) a
+	// connection sends GOAWAY, refuses new streams and closes when its last
+	// stream ended or after this long. Default 5s.
+	DrainTimeout time.Duration
 }
 
 func (c ServerConfig) withDefaults() ServerConfig {
@@ -128,6 +131,7 @@ func (c ServerConfig) withDefaults() ServerConfig {
 	def(&c.HandshakeTimeout, 10*time.Second)
 	def(&c.PingInterval, 30*time.Second)
 	def(&c.PingTimeout, 15*time.Second)
+	def(&c.DrainTimeout, 5*time.Second)
 	if c.MaxConcurrentStreams == 0 {
 		c.MaxConcurrentStreams = 200
 	}
@@ -158,11 +162,9 @@ const (
 
 // Server terminates HBONE: mTLS, HTTP/2, CONNECT.
 type Server struct {
-	cfg  ServerConfig
-	tls  *tls.Config
-	h2   *http2.Server
-	base *http.Server
-	log  *slog.Logger
+	cfg ServerConfig
+	tls *tls.Config
+	log *slog.Logger
 
 	mu    sync.Mutex
 	conns map[net.Conn]struct{}
@@ -184,27 +186,21 @@ func NewServer(cfg ServerConfig) (*Server, error) {
 		return nil, fmt.Errorf("hbone: server: %w", err)
 	}
 	tlsCfg.DynamicRecordSizingDisabled = true
+	if cfg.MaxFrameSize < 16<<10 || cfg.MaxFrameSize > 1<<24-1 {
+		return nil, fmt.Errorf("hbone: ServerConfig.MaxFrameSize %d outside HTTP/2's 16384..16777215", cfg.MaxFrameSize)
+	}
 	return &Server{
-		cfg: cfg,
-		tls: tlsCfg,
-		h2: &http2.Server{
-			MaxConcurrentStreams:         cfg.MaxConcurrentStreams,
-			MaxUploadBufferPerStream:     cfg.StreamWindow,
-			MaxUploadBufferPerConnection: cfg.ConnWindow,
-			MaxReadFrameSize:             cfg.MaxFrameSize,
-			ReadIdleTimeout:              cfg.PingInterval,
-			PingTimeout:                  cfg.PingTimeout,
-		},
-		// Only carries settings to http2.ServeConn; never serves itself.
-		base:  &http.Server{},
+		cfg:   cfg,
+		tls:   tlsCfg,
 		log:   cfg.Logger,
 		conns: make(map[net.Conn]struct{}),
 	}, nil
 }
 
 // Serve accepts connections on lis until ctx is cancelled or lis fails; then
-// it closes lis and every connection and returns once all their goroutines
-// have ended. It returns nil after cancellation.
+// it closes lis, drains every connection (cancellation) or closes it (lis
+// failed), and returns once all their goroutines have ended. It returns nil
+// after cancellation.
 func (s *Server) Serve(ctx context.Context, lis net.Listener) error {
 	stop := context.AfterFunc(ctx, func() { _ = lis.Close() })
 	defer stop()
@@ -232,7 +228,7 @@ func (s *Server) Serve(ctx context.Context, lis net.Listener) error {
 		s.wg.Wait()
 		return fmt.Errorf("hbone: accept on %s: %w", lis.Addr(), err)
 	}
-	s.closeAll()
+	// Each connection drains on ctx's end (GOAWAY, DrainTimeout).
 	s.wg.Wait()
 	return nil
 }
@@ -263,16 +259,15 @@ func (s *Server) untrack(c net.Conn) {
 
 // ServeConn serves one accepted TCP connection (for callers running their
 // own accept loop, e.g. one listener per pod network namespace) until the
-// peer or ctx ends it. A connection that fails the TLS handshake, the
-// client certificate checks or ALPN is closed with one log line.
+// peer ends it; when ctx ends it drains (GOAWAY, then DrainTimeout). A
+// connection that fails the TLS handshake, the client certificate checks or
+// ALPN is closed with one log line.
 func (s *Server) ServeConn(ctx context.Context, raw net.Conn) {
 	defer raw.Close()
 	if !s.track(raw) {
 		return
 	}
 	defer s.untrack(raw)
-	stop := context.AfterFunc(ctx, func() { _ = raw.Close() })
-	defer stop()
 
 	remote, _ := netip.ParseAddrPort(raw.RemoteAddr().String())
 	local, _ := netip.ParseAddrPort(raw.LocalAddr().String())
@@ -306,119 +301,7 @@ func (s *Server) ServeConn(ctx context.Context, raw net.Conn) {
 		}
 		return
 	}
-	h := http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
-		s.wg.Add(1)
-		defer s.wg.Done()
-		s.serveStream(w, r, peer, local, remote)
-	})
-	s.h2.ServeConn(newBatchTLS(tc, bc), &http2.ServeConnOpts{Context: ctx, Handler: h, BaseConfig: s.base})
-}
-
-func (s *Server) refuse(w http.ResponseWriter, code int, peer spiffeid.ID, remote netip.AddrPort, reason string) {
-	s.log.Warn("hbone: stream refused", "peer", peer.String(), "remote", remote.String(), "status", code, "reason", reason)
-	w.WriteHeader(code)
-}
-
-func (s *Server) serveStream(w http.ResponseWriter, r *http.Request, peer spiffeid.ID, local, remote netip.AddrPort) {
-	// x/net answers an extended CONNECT (":protocol") with RST_STREAM unless
-	// extended CONNECT is enabled; if it is, the pseudo-header shows up here.
-	if r.Method != http.MethodConnect || r.Header.Get(":protocol") != "" {
-		s.refuse(w, http.StatusBadRequest, peer, remote, fmt.Sprintf("method %q with protocol %q; want classic CONNECT", r.Method, r.Header.Get(":protocol")))
-		return
-	}
-	authority, err := ParseAuthority(r.Host)
-	if err != nil {
-		s.refuse(w, http.StatusBadRequest, peer, remote, err.Error())
-		return
-	}
-	req := &Request{
-		Peer:       peer,
-		LocalAddr:  local,
-		RemoteAddr: remote,
-		Authority:  authority,
-		Header:     r.Header,
-	}
-	if v := r.Header.Get(HeaderForwarded); v != "" {
-		req.Forwarded, _ = ParseForwarded(v)
-	}
-	if vs := r.Header.Values(HeaderBaggage); len(vs) > 0 {
-		req.Baggage, _ = ParseBaggage(vs...)
-	}
-	if tp, err := ParseTraceParent(r.Header.Get(HeaderTraceParent)); err == nil {
-		req.TraceParent = tp
-	} else {
-		req.TraceParent = NewTraceParent()
-	}
-
-	up, err := s.cfg.Handler.ServeHBONE(r.Context(), req)
-	if err != nil {
-		code := StatusFor(err)
-		if code == http.StatusOK {
-			code = http.StatusServiceUnavailable
-		}
-		// The Handler logs its own decisions (access log); this is debug.
-		s.log.Debug("hbone: stream answered", "peer", peer.String(), "authority", authority.String(), "status", code, "reason", err.Error())
-		w.WriteHeader(code)
-		return
-	}
-	if up == nil {
-		w.WriteHeader(http.StatusServiceUnavailable)
-		return
-	}
-	defer up.Close()
-	// A reset stream or a dead connection cancels r.Context(); closing
-	// upstream then unblocks the copy loops below.
-	stop := context.AfterFunc(r.Context(), func() { _ = up.Close() })
-	defer stop()
-
-	w.WriteHeader(http.StatusOK)
-	rc := http.NewResponseController(w)
-	if err := rc.Flush(); err != nil {
-		return
-	}
-
-	// client -> upstream
-	done := make(chan struct{})
-	go func() {
-		defer close(done)
-		buf := newRelayBuf()
-		defer buf.free()
-		if err := copyPlain(up, r.Body, &buf); err == nil {
-			if cw, ok := up.(interface{ CloseWrite() error }); ok {
-				_ = cw.CloseWrite()
-				return
-			}
-		}
-		_ = up.Close()
-	}()
-
-	// upstream -> client; flushing every chunk keeps request/response
-	// latency low (x/net holds writes under 4 KiB in a buffer otherwise).
-	buf := newRelayBuf()
-	for {
-		b := buf.bytes()
-		n, rerr := up.Read(b)
-		if n > 0 {
-			if _, werr := w.Write(b[:n]); werr != nil {
-				break
-			}
-			if rc.Flush() != nil {
-				break
-			}
-			buf.filled(n)
-		}
-		if rerr != nil {
-			break
-		}
-	}
-	buf.free()
-	// Upstream finished (or the stream died). Returning ends the response
-	// with END_STREAM; x/net then resets the request side (it cannot keep
-	// reading after the handler), so whatever the client still sends is
-	// dropped, as when a TCP server closes its socket.
-	_ = r.Body.Close()
-	_ = up.Close()
-	<-done
+	s.newServerConn(ctx, raw, newBatchTLS(tc, bc), peer, local, remote).serve(ctx)
 }
 
 func isTimeout(err error) bool {

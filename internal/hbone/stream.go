@@ -1,0 +1,322 @@
+package hbone
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"io"
+	"net/http"
+	"strings"
+
+	"golang.org/x/net/http2"
+)
+
+// maxSpareBuf bounds the receive buffer a stream keeps between bursts: a
+// bulk burst may grow one up to the stream window, which is then dropped.
+const maxSpareBuf = 64 << 10
+
+func (c *serverConn) onHeaders(f *http2.MetaHeadersFrame) error {
+	id := f.StreamID
+	if id%2 == 0 {
+		return connErr(http2.ErrCodeProtocol, "HEADERS on server-initiated stream id %d", id)
+	}
+	c.mu.Lock()
+	if id <= c.lastID {
+		st := c.streams[id]
+		c.mu.Unlock()
+		if st == nil {
+			return connErr(http2.ErrCodeStreamClosed, "HEADERS on closed stream %d", id)
+		}
+		// Trailers: a CONNECT tunnel has none.
+		c.log.Warn("hbone: stream reset", "peer", c.peer.String(), "remote", c.remote.String(), "reason", "trailers on a CONNECT stream")
+		c.resetStream(st, http2.ErrCodeProtocol)
+		return nil
+	}
+	c.lastID = id
+	goingAway, open := c.goAway, len(c.streams)
+	c.mu.Unlock()
+	ended := f.StreamEnded()
+	switch {
+	case goingAway:
+		c.queue(func(fr *http2.Framer) error { return fr.WriteRSTStream(id, http2.ErrCodeRefusedStream) })
+		return nil
+	case open >= int(c.s.cfg.MaxConcurrentStreams):
+		c.refuseStream(id, 0, http2.ErrCodeRefusedStream, fmt.Sprintf("more than SETTINGS_MAX_CONCURRENT_STREAMS (%d) open streams", c.s.cfg.MaxConcurrentStreams))
+		return nil
+	case f.Truncated:
+		c.refuseStreamEnded(id, http.StatusRequestHeaderFieldsTooLarge, 0, fmt.Sprintf("header list larger than %d bytes", maxHeaderListSize), ended)
+		return nil
+	}
+
+	method, authority := f.PseudoValue("method"), f.PseudoValue("authority")
+	path, scheme, protocol := f.PseudoValue("path"), f.PseudoValue("scheme"), f.PseudoValue("protocol")
+	hdr := make(http.Header, len(f.Fields))
+	for _, hf := range f.RegularFields() {
+		switch k := strings.ToLower(hf.Name); k {
+		case "connection", "keep-alive", "proxy-connection", "transfer-encoding", "upgrade":
+			c.refuseStream(id, 0, http2.ErrCodeProtocol, fmt.Sprintf("connection-specific header %q", hf.Name))
+			return nil
+		}
+		k := http.CanonicalHeaderKey(hf.Name)
+		hdr[k] = append(hdr[k], hf.Value)
+	}
+	switch {
+	case method == "":
+		c.refuseStream(id, 0, http2.ErrCodeProtocol, "no :method")
+		return nil
+	case method != http.MethodConnect:
+		if path == "" || scheme == "" {
+			c.refuseStream(id, 0, http2.ErrCodeProtocol, fmt.Sprintf("%s without :path or :scheme", method))
+			return nil
+		}
+		c.refuseStreamEnded(id, http.StatusBadRequest, 0, fmt.Sprintf("method %q with protocol %q; want classic CONNECT", method, protocol), ended)
+		return nil
+	case protocol != "":
+		c.refuseStreamEnded(id, http.StatusBadRequest, 0, fmt.Sprintf("method %q with protocol %q; want classic CONNECT", method, protocol), ended)
+		return nil
+	case path != "" || scheme != "" || authority == "":
+		c.refuseStream(id, 0, http2.ErrCodeProtocol, "CONNECT with :path or :scheme, or without :authority")
+		return nil
+	}
+	addr, err := ParseAuthority(authority)
+	if err != nil {
+		c.refuseStreamEnded(id, http.StatusBadRequest, 0, err.Error(), ended)
+		return nil
+	}
+
+	req := &Request{Peer: c.peer, LocalAddr: c.local, RemoteAddr: c.remote, Authority: addr, Header: hdr}
+	if v := hdr.Get(HeaderForwarded); v != "" {
+		req.Forwarded, _ = ParseForwarded(v)
+	}
+	if vs := hdr.Values(HeaderBaggage); len(vs) > 0 {
+		req.Baggage, _ = ParseBaggage(vs...)
+	}
+	if tp, err := ParseTraceParent(hdr.Get(HeaderTraceParent)); err == nil {
+		req.TraceParent = tp
+	} else {
+		req.TraceParent = NewTraceParent()
+	}
+
+	st := &stream{c: c, id: id, wake: make(chan struct{}, 1), recvAvail: int64(c.s.cfg.StreamWindow), inEOF: ended}
+	st.ctx, st.cancel = context.WithCancel(c.ctx)
+	c.mu.Lock()
+	if c.closed {
+		c.mu.Unlock()
+		st.cancel()
+		return nil
+	}
+	st.sendWin = c.peerInit
+	c.streams[id] = st
+	c.wg.Add(1)
+	c.mu.Unlock()
+	go st.run(req)
+	return nil
+}
+
+// run decides the stream with the Handler, answers, and relays until both
+// directions ended or the stream was reset.
+func (st *stream) run(req *Request) {
+	c := st.c
+	defer c.wg.Done()
+	up, err := c.s.cfg.Handler.ServeHBONE(st.ctx, req)
+	if err != nil || up == nil {
+		code := StatusFor(err)
+		if code == http.StatusOK {
+			code = http.StatusServiceUnavailable
+		}
+		if err != nil {
+			// The Handler logs its own decisions (access log); this is debug.
+			c.log.Debug("hbone: stream answered", "peer", c.peer.String(), "authority", req.Authority.String(), "status", code, "reason", err.Error())
+		}
+		st.answer(code)
+		return
+	}
+	defer up.Close()
+	// A reset stream or a dead connection cancels st.ctx; closing the
+	// upstream then unblocks both relays.
+	stop := context.AfterFunc(st.ctx, func() { _ = up.Close() })
+	defer stop()
+	if err := c.write(func(fr *http2.Framer) error {
+		if st.done.Load() {
+			return nil
+		}
+		return fr.WriteHeaders(http2.HeadersFrameParam{StreamID: st.id, BlockFragment: statusBlock(http.StatusOK), EndHeaders: true})
+	}); err != nil {
+		return
+	}
+
+	toUp := make(chan struct{})
+	c.wg.Add(1)
+	go func() {
+		defer c.wg.Done()
+		defer close(toUp)
+		_ = st.copyToUpstream(up)
+	}()
+	err = st.copyFromUpstream(up)
+	if !st.done.Load() {
+		// The upstream ended its side: END_STREAM. When it failed instead
+		// (or was closed because the client's side failed), the client is
+		// also asked to stop sending (RST_STREAM NO_ERROR, RFC 9113 §8.1).
+		if werr := c.writeData(st, nil, true); werr == nil && !errors.Is(err, io.EOF) {
+			select {
+			case <-toUp:
+			default:
+				c.resetStream(st, http2.ErrCodeNo)
+			}
+		}
+	}
+	<-toUp
+	c.mu.Lock()
+	c.removeLocked(st)
+	c.mu.Unlock()
+}
+
+// answer ends a stream with a non-200 status.
+func (st *stream) answer(code int) {
+	c := st.c
+	st.mu.Lock()
+	ended := st.inEOF
+	st.mu.Unlock()
+	_ = c.write(func(fr *http2.Framer) error {
+		if st.done.Load() {
+			return nil
+		}
+		if err := fr.WriteHeaders(http2.HeadersFrameParam{StreamID: st.id, BlockFragment: statusBlock(code), EndHeaders: true, EndStream: true}); err != nil {
+			return err
+		}
+		if !ended {
+			return fr.WriteRSTStream(st.id, http2.ErrCodeNo)
+		}
+		return nil
+	})
+	c.mu.Lock()
+	c.removeLocked(st)
+	c.mu.Unlock()
+}
+
+var errStreamReset = errors.New("hbone: stream reset")
+
+// copyToUpstream writes what the client sends to up; the client's
+// END_STREAM half-closes up (closes it when it cannot half-close).
+func (st *stream) copyToUpstream(up io.ReadWriteCloser) error {
+	var spare []byte
+	for {
+		st.mu.Lock()
+		for len(st.in) == 0 && !st.inEOF && !st.reset {
+			st.mu.Unlock()
+			<-st.wake
+			st.mu.Lock()
+		}
+		if st.reset {
+			st.mu.Unlock()
+			return errStreamReset
+		}
+		buf, eof := st.in, st.inEOF
+		st.in = spare[:0]
+		st.mu.Unlock()
+		if len(buf) > 0 {
+			if _, err := up.Write(buf); err != nil {
+				_ = up.Close()
+				return err
+			}
+			st.consumed(int64(len(buf)), eof)
+		}
+		spare = nil
+		if cap(buf) <= maxSpareBuf {
+			spare = buf
+		}
+		if eof {
+			if cw, ok := up.(interface{ CloseWrite() error }); ok {
+				return cw.CloseWrite()
+			}
+			return up.Close()
+		}
+	}
+}
+
+// consumed returns n bytes the upstream took to the flow-control windows,
+// in WINDOW_UPDATEs of at least a quarter window each.
+func (st *stream) consumed(n int64, eof bool) {
+	c := st.c
+	var sinc uint32
+	if !eof {
+		st.ack += n
+		if st.ack >= int64(c.s.cfg.StreamWindow)/4 {
+			sinc = uint32(st.ack)
+			st.mu.Lock()
+			st.recvAvail += st.ack
+			st.mu.Unlock()
+			st.ack = 0
+		}
+	}
+	c.mu.Lock()
+	cinc := c.consumedConnLocked(n)
+	c.mu.Unlock()
+	if sinc == 0 && cinc == 0 {
+		return
+	}
+	_ = c.write(func(fr *http2.Framer) error {
+		if cinc > 0 {
+			if err := fr.WriteWindowUpdate(0, cinc); err != nil {
+				return err
+			}
+		}
+		if sinc > 0 && !st.done.Load() {
+			return fr.WriteWindowUpdate(st.id, sinc)
+		}
+		return nil
+	})
+}
+
+// copyFromUpstream frames what up sends until its EOF or an error.
+func (st *stream) copyFromUpstream(up io.Reader) error {
+	buf := newRelayBuf()
+	defer buf.free()
+	for {
+		b := buf.bytes()
+		n, rerr := up.Read(b)
+		if n > 0 {
+			if err := st.c.writeData(st, b[:n], false); err != nil {
+				return err
+			}
+			buf.filled(n)
+		}
+		if rerr != nil {
+			return rerr
+		}
+	}
+}
+
+// writeData sends p as DATA frames within the peer's windows and frame
+// size; end sets END_STREAM on the last one (an empty frame when p is).
+func (c *serverConn) writeData(st *stream, p []byte, end bool) error {
+	for {
+		n := len(p)
+		c.mu.Lock()
+		for n > 0 && !st.done.Load() && !c.closed && (st.sendWin <= 0 || c.sendConn <= 0) {
+			c.cond.Wait()
+		}
+		if st.done.Load() || c.closed {
+			c.mu.Unlock()
+			return errStreamReset
+		}
+		if n > 0 {
+			n = int(min(int64(n), st.sendWin, c.sendConn, int64(c.peerMax)))
+		}
+		st.sendWin -= int64(n)
+		c.sendConn -= int64(n)
+		c.mu.Unlock()
+		last := end && n == len(p)
+		c.lockWrite()
+		if c.werr == nil && !st.done.Load() {
+			c.werr = c.fr.WriteData(st.id, last, p[:n])
+		}
+		if err := c.unlockWrite(); err != nil {
+			return err
+		}
+		p = p[n:]
+		if len(p) == 0 {
+			return nil
+		}
+	}
+}
