@@ -93,7 +93,7 @@ type stream struct {
 
 	// Client -> upstream: the reader appends, the stream's writer drains.
 	mu        sync.Mutex
-	in        []byte
+	in        [][]byte // pooled chunks (see appendChunks)
 	inEOF     bool // END_STREAM received
 	reset     bool
 	wake      chan struct{}
@@ -526,6 +526,10 @@ func (c *serverConn) onData(f *http2.DataFrame) error {
 	}
 
 	st.mu.Lock()
+	if st.reset {
+		st.mu.Unlock()
+		return nil
+	}
 	if st.inEOF {
 		st.mu.Unlock()
 		c.resetStream(st, http2.ErrCodeStreamClosed)
@@ -537,7 +541,7 @@ func (c *serverConn) onData(f *http2.DataFrame) error {
 		return nil
 	}
 	st.recvAvail -= n
-	st.in = append(st.in, data...)
+	st.in = appendChunks(st.in, data)
 	if f.StreamEnded() {
 		st.inEOF = true
 	}

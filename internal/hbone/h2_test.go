@@ -311,12 +311,18 @@ func TestResetStream(t *testing.T) {
 func TestUpstreamFailureResets(t *testing.T) {
 	e := newEnv(t, envOpts{})
 	upstream := tcpServer(t, func(c net.Conn) {
+		// Reset only once the client spoke: a reset before the handler's
+		// dial returned would fail the dial itself.
+		_, _ = c.Read(make([]byte, 1))
 		_, _ = c.Write([]byte("x"))
 		_ = c.(*net.TCPConn).SetLinger(0) // RST, not FIN
 	})
 	r := rawDial(t, e)
 	r.connect(1, upstream)
 	r.wantStatus(1, "200")
+	if err := r.fr.WriteData(1, false, []byte("go")); err != nil {
+		t.Fatal(err)
+	}
 	got, ended := r.readData(1, 2)
 	if string(got) != "x" || !ended {
 		t.Fatalf("read %q (END_STREAM %v), want \"x\" and END_STREAM", got, ended)

@@ -5,15 +5,43 @@ import (
 	"errors"
 	"fmt"
 	"io"
+	"net"
 	"net/http"
 	"strings"
+	"sync"
 
 	"golang.org/x/net/http2"
 )
 
-// maxSpareBuf bounds the receive buffer a stream keeps between bursts: a
-// bulk burst may grow one up to the stream window, which is then dropped.
-const maxSpareBuf = 64 << 10
+// Received bytes wait for the upstream in pooled chunks of chunkSize: a
+// burst costs no allocation however large it is (up to the stream window),
+// and the writer hands the chunks to the upstream in one writev.
+const chunkSize = 16 << 10
+
+var chunkPool = sync.Pool{New: func() any { return new([chunkSize]byte) }}
+
+// appendChunks copies data into the chunks in, filling the last one first.
+// Every chunk slice starts at its array's first byte.
+func appendChunks(in [][]byte, data []byte) [][]byte {
+	for len(data) > 0 {
+		if n := len(in); n > 0 && len(in[n-1]) < chunkSize {
+			last := in[n-1]
+			k := copy(last[len(last):chunkSize], data)
+			in[n-1] = last[:len(last)+k]
+			data = data[k:]
+			continue
+		}
+		in = append(in, chunkPool.Get().(*[chunkSize]byte)[:0])
+	}
+	return in
+}
+
+func freeChunks(in [][]byte) {
+	for i, b := range in {
+		chunkPool.Put((*[chunkSize]byte)(b[:chunkSize]))
+		in[i] = nil
+	}
+}
 
 func (c *serverConn) onHeaders(f *http2.MetaHeadersFrame) error {
 	id := f.StreamID
@@ -199,7 +227,13 @@ var errStreamReset = errors.New("hbone: stream reset")
 // copyToUpstream writes what the client sends to up; the client's
 // END_STREAM half-closes up (closes it when it cannot half-close).
 func (st *stream) copyToUpstream(up io.ReadWriteCloser) error {
-	var spare []byte
+	var spare, wbufs [][]byte
+	defer func() {
+		st.mu.Lock()
+		freeChunks(st.in)
+		st.in = nil
+		st.mu.Unlock()
+	}()
 	for {
 		st.mu.Lock()
 		for len(st.in) == 0 && !st.inEOF && !st.reset {
@@ -211,20 +245,26 @@ func (st *stream) copyToUpstream(up io.ReadWriteCloser) error {
 			st.mu.Unlock()
 			return errStreamReset
 		}
-		buf, eof := st.in, st.inEOF
+		bufs, eof := st.in, st.inEOF
 		st.in = spare[:0]
 		st.mu.Unlock()
-		if len(buf) > 0 {
-			if _, err := up.Write(buf); err != nil {
+		if len(bufs) > 0 {
+			n := 0
+			for _, b := range bufs {
+				n += len(b)
+			}
+			// WriteTo consumes its slice; bufs keeps the chunks to free.
+			wbufs = append(wbufs[:0], bufs...)
+			nb := net.Buffers(wbufs)
+			_, err := nb.WriteTo(up)
+			freeChunks(bufs)
+			if err != nil {
 				_ = up.Close()
 				return err
 			}
-			st.consumed(int64(len(buf)), eof)
+			st.consumed(int64(n), eof)
 		}
-		spare = nil
-		if cap(buf) <= maxSpareBuf {
-			spare = buf
-		}
+		spare = bufs[:0]
 		if eof {
 			if cw, ok := up.(interface{ CloseWrite() error }); ok {
 				return cw.CloseWrite()
