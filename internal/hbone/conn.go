@@ -67,6 +67,7 @@ type serverConn struct {
 	cfr      *http2.Framer
 	cpending atomic.Bool
 	ckick    chan struct{}
+	closing  atomic.Bool // close once the queued frames are written
 
 	mu       sync.Mutex
 	cond     *sync.Cond // a send window grew, or a stream or the connection ended
@@ -201,7 +202,11 @@ func (c *serverConn) controlWriter(stop <-chan struct{}) {
 		case <-stop:
 			return
 		case <-c.ckick:
-			if c.cpending.Load() {
+			if c.closing.Load() {
+				_ = c.raw.SetWriteDeadline(time.Now().Add(time.Second))
+				_ = c.write(nil)
+				_ = c.raw.Close()
+			} else if c.cpending.Load() {
 				_ = c.write(nil)
 			}
 		}
@@ -276,13 +281,14 @@ func (c *serverConn) drain() {
 	context.AfterFunc(c.ctx, func() { t.Stop() })
 }
 
-// closeAfterFlush closes the connection once queued frames are out.
+// closeAfterFlush has the control writer close the connection once the
+// queued frames are out (a GOAWAY).
 func (c *serverConn) closeAfterFlush() {
-	go func() {
-		_ = c.raw.SetWriteDeadline(time.Now().Add(time.Second))
-		_ = c.write(nil)
-		_ = c.raw.Close()
-	}()
+	c.closing.Store(true)
+	select {
+	case c.ckick <- struct{}{}:
+	default:
+	}
 }
 
 // startKeepalive pings a peer silent for PingInterval and closes the

@@ -584,3 +584,34 @@ func TestPingAnswered(t *testing.T) {
 		}
 	}
 }
+
+// TestKeepalive: a silent client is pinged, and the connection is closed
+// when the ping is not answered.
+func TestKeepalive(t *testing.T) {
+	e := newEnv(t, envOpts{server: func(c *hbone.ServerConfig) {
+		c.PingInterval, c.PingTimeout = 100*time.Millisecond, 100*time.Millisecond
+	}})
+	r := rawDial(t, e)
+	_ = r.c.SetReadDeadline(time.Now().Add(10 * time.Second))
+	pinged := false
+	for {
+		f, err := r.fr.ReadFrame()
+		if err != nil {
+			if !pinged {
+				t.Fatalf("connection ended (%v) before a PING", err)
+			}
+			if ne, ok := err.(net.Error); ok && ne.Timeout() {
+				t.Fatal("connection kept open after an unanswered PING")
+			}
+			return
+		}
+		switch f := f.(type) {
+		case *http2.SettingsFrame:
+			if !f.IsAck() {
+				_ = r.fr.WriteSettingsAck()
+			}
+		case *http2.PingFrame:
+			pinged = pinged || !f.IsAck()
+		}
+	}
+}
