@@ -69,17 +69,20 @@ type serverConn struct {
 	ckick    chan struct{}
 	closing  atomic.Bool // close once the queued frames are written
 
-	mu       sync.Mutex
-	cond     *sync.Cond // a send window grew, or a stream or the connection ended
-	streams  map[uint32]*stream
-	lastID   uint32 // highest client stream id seen
-	goAway   bool   // GOAWAY sent or received: no new streams
-	closed   bool
-	sendConn int64 // connection send window
-	peerInit int64 // peer's SETTINGS_INITIAL_WINDOW_SIZE
-	peerMax  int   // peer's SETTINGS_MAX_FRAME_SIZE
-	recvConn int64 // connection receive window left
-	ackConn  int64 // consumed bytes not yet returned to the connection window
+	mu      sync.Mutex
+	cond    *sync.Cond         // a send window grew, or a stream or the connection ended
+	streams map[uint32]*stream // open and half-closed streams
+	// unfinished counts streams that may still write (not done): a draining
+	// connection closes when it reaches 0.
+	unfinished int
+	lastID     uint32 // highest client stream id seen
+	goAway     bool   // GOAWAY sent or received: no new streams
+	closed     bool
+	sendConn   int64 // connection send window
+	peerInit   int64 // peer's SETTINGS_INITIAL_WINDOW_SIZE
+	peerMax    int   // peer's SETTINGS_MAX_FRAME_SIZE
+	recvConn   int64 // connection receive window left
+	ackConn    int64 // consumed bytes not yet returned to the connection window
 
 	lastRead atomic.Int64 // unix nanos of the last frame read (keepalive)
 }
@@ -93,13 +96,14 @@ type stream struct {
 	done   atomic.Bool // reset, or removed from the connection
 
 	// Client -> upstream: the reader appends, the stream's writer drains.
-	mu        sync.Mutex
-	in        [][]byte // pooled chunks (see appendChunks)
-	inEOF     bool // END_STREAM received
-	reset     bool
-	wake      chan struct{}
-	recvAvail int64 // stream receive window left (reader only)
-	ack       int64 // consumed bytes not yet returned (writer only)
+	mu         sync.Mutex
+	in         [][]byte // pooled chunks (see appendChunks)
+	inEOF      bool     // END_STREAM received
+	localEnded bool     // END_STREAM about to be sent
+	reset      bool
+	wake       chan struct{}
+	recvAvail  int64 // stream receive window left (reader only)
+	ack        int64 // consumed bytes not yet returned (writer only)
 
 	sendWin int64 // stream send window, under c.mu
 }
@@ -148,14 +152,19 @@ func (c *serverConn) lockWrite() {
 	c.writeQueuedLocked()
 }
 
+// writeQueuedLocked moves the queued frames to the write buffer (drops
+// them once the connection failed: nothing can be written any more).
 func (c *serverConn) writeQueuedLocked() {
-	if c.werr == nil && c.cpending.Load() {
-		c.cmu.Lock()
-		c.cpending.Store(false)
-		_, c.werr = c.bw.Write(c.cbuf.Bytes())
-		c.cbuf.Reset()
-		c.cmu.Unlock()
+	if !c.cpending.Load() {
+		return
 	}
+	c.cmu.Lock()
+	c.cpending.Store(false)
+	if c.werr == nil {
+		_, c.werr = c.bw.Write(c.cbuf.Bytes())
+	}
+	c.cbuf.Reset()
+	c.cmu.Unlock()
 }
 
 // unlockWrite flushes unless another writer is waiting (it will flush),
@@ -270,7 +279,7 @@ func (c *serverConn) serve(ctx context.Context) {
 func (c *serverConn) drain() {
 	c.mu.Lock()
 	c.goAway = true
-	last, idle := c.lastID, len(c.streams) == 0
+	last, idle := c.lastID, c.unfinished == 0
 	c.mu.Unlock()
 	c.queue(func(fr *http2.Framer) error { return fr.WriteGoAway(last, http2.ErrCodeNo, nil) })
 	if idle {
@@ -414,7 +423,7 @@ func (c *serverConn) handle(f http2.Frame) error {
 	case *http2.GoAwayFrame:
 		c.mu.Lock()
 		c.goAway = true
-		idle := len(c.streams) == 0
+		idle := c.unfinished == 0
 		c.mu.Unlock()
 		if idle {
 			c.closeAfterFlush()
@@ -548,11 +557,16 @@ func (c *serverConn) onData(f *http2.DataFrame) error {
 	}
 	st.recvAvail -= n
 	st.in = appendChunks(st.in, data)
+	closed := false
 	if f.StreamEnded() {
 		st.inEOF = true
+		closed = st.localEnded
 	}
 	st.mu.Unlock()
 	st.signal()
+	if closed {
+		c.retire(st)
+	}
 	return nil
 }
 
@@ -576,18 +590,33 @@ func (st *stream) signal() {
 	}
 }
 
-// removeLocked ends a stream's life on the connection: it no longer counts
-// toward MAX_CONCURRENT_STREAMS, frames for it are refused, and its
-// goroutines stop (the context closes the upstream).
-func (c *serverConn) removeLocked(st *stream) {
+// retireLocked takes a stream out of the count of open streams
+// (MAX_CONCURRENT_STREAMS) and out of frame dispatch: done before the frame
+// that lets the client see it closed leaves, so that the client's next
+// HEADERS never meets a stale count.
+func (c *serverConn) retireLocked(st *stream) {
 	if c.streams[st.id] == st {
 		delete(c.streams, st.id)
-		if c.goAway && len(c.streams) == 0 && !c.closed {
-			c.closeAfterFlush()
-		}
 	}
+}
+
+func (c *serverConn) retire(st *stream) {
+	c.mu.Lock()
+	c.retireLocked(st)
+	c.mu.Unlock()
+}
+
+// removeLocked ends a stream: retired, nothing more is written for it, and
+// its goroutines stop (the context closes the upstream). A draining
+// connection closes after its last stream ended.
+func (c *serverConn) removeLocked(st *stream) {
+	c.retireLocked(st)
 	if st.done.Swap(true) {
 		return
+	}
+	c.unfinished--
+	if c.goAway && c.unfinished == 0 && !c.closed {
+		c.closeAfterFlush()
 	}
 	st.mu.Lock()
 	st.reset = true

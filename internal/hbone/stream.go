@@ -135,6 +135,7 @@ func (c *serverConn) onHeaders(f *http2.MetaHeadersFrame) error {
 	}
 	st.sendWin = c.peerInit
 	c.streams[id] = st
+	c.unfinished++
 	c.wg.Add(1)
 	c.mu.Unlock()
 	go st.run(req)
@@ -182,6 +183,13 @@ func (st *stream) run(req *Request) {
 	}()
 	err = st.copyFromUpstream(up)
 	if !st.done.Load() {
+		st.mu.Lock()
+		st.localEnded = true
+		closed := st.inEOF
+		st.mu.Unlock()
+		if closed {
+			c.retire(st)
+		}
 		// The upstream ended its side: END_STREAM. When it failed instead
 		// (or was closed because the client's side failed), the client is
 		// also asked to stop sending (RST_STREAM NO_ERROR, RFC 9113 §8.1).
@@ -205,6 +213,7 @@ func (st *stream) answer(code int) {
 	st.mu.Lock()
 	ended := st.inEOF
 	st.mu.Unlock()
+	c.retire(st)
 	_ = c.write(func(fr *http2.Framer) error {
 		if st.done.Load() {
 			return nil
