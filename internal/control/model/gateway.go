@@ -64,6 +64,18 @@ type ListenerTLS struct {
 	// Certificates are the Secrets (kubernetes.io/tls) with the serving
 	// certificates, in the order listed on the Gateway.
 	Certificates []Ref `json:"certificates,omitempty"`
+	// ClientValidation, on HTTPS listeners, asks clients for a certificate
+	// (the Gateway's spec.tls.frontend for the listener's port).
+	ClientValidation *ClientValidation `json:"clientValidation,omitempty"`
+}
+
+// ClientValidation is how an HTTPS listener checks client certificates.
+type ClientValidation struct {
+	// CAPEM are the CA certificates of the valid caCertificateRefs.
+	CAPEM []byte `json:"caPEM"`
+	// InsecureFallback (mode AllowInsecureFallback) admits clients without
+	// a valid certificate too.
+	InsecureFallback bool `json:"insecureFallback,omitempty"`
 }
 
 // ServiceRoutes is the route table a waypoint applies to traffic for one

@@ -214,19 +214,11 @@ func (t *translator) caCertificate(ns string, ref gwv1.LocalObjectReference) (pe
 	if ref.Group != "" || ref.Kind != "ConfigMap" {
 		return nil, string(gwv1.BackendTLSPolicyReasonInvalidKind), fmt.Sprintf("%s is not supported; reference a ConfigMap (group \"\") with the CA certificates in ca.crt", groupKind(string(ref.Group), string(ref.Kind)))
 	}
-	invalid := string(gwv1.BackendTLSPolicyReasonInvalidCACertificateRef)
-	cm := t.res.ConfigMap(ns, string(ref.Name))
-	if cm == nil {
-		return nil, invalid, fmt.Sprintf("ConfigMap %s/%s not found", ns, ref.Name)
+	pem, msg := t.configMapCA(ns, string(ref.Name))
+	if msg != "" {
+		return nil, string(gwv1.BackendTLSPolicyReasonInvalidCACertificateRef), msg
 	}
-	data, ok := cm.Data["ca.crt"]
-	if !ok {
-		return nil, invalid, fmt.Sprintf("ConfigMap %s/%s has no key ca.crt; put the PEM CA certificates there", ns, ref.Name)
-	}
-	if err := checkCAPEM([]byte(data)); err != nil {
-		return nil, invalid, fmt.Sprintf("ConfigMap %s/%s ca.crt: %v", ns, ref.Name, err)
-	}
-	return []byte(data), "", ""
+	return pem, "", ""
 }
 
 // checkCAPEM requires at least one certificate and every PEM block to be

@@ -195,6 +195,10 @@ func (t *translator) translateGateway(gw *gwv1.Gateway, class model.GatewayClass
 	} else {
 		setCondition(&o.Conditions, cond("Programmed", status.True, string(gwv1.GatewayReasonProgrammed), ""))
 	}
+	if insecureFrontend(gw) {
+		setCondition(&o.Conditions, cond(string(gwv1.GatewayConditionInsecureFrontendValidationMode), status.True,
+			string(gwv1.GatewayReasonConfigurationChanged), "spec.tls.frontend: mode AllowInsecureFallback admits clients without a valid certificate"))
+	}
 	return g, true
 }
 
@@ -397,6 +401,9 @@ func (t *translator) checkListenerTLS(gw *gwv1.Gateway, c *listenerCheck, l gwv1
 		}
 		c.model.TLS.Certificates = append(c.model.TLS.Certificates, cert.Ref)
 		c.certs = append(c.certs, *cert)
+	}
+	if l.Protocol == gwv1.HTTPSProtocolType {
+		t.checkClientValidation(gw, c, l, fail)
 	}
 	return mode
 }

@@ -268,6 +268,9 @@ func listenerProto(g *model.Gateway, l *model.Listener) (*gatewayv1.Listener, er
 		for _, c := range l.TLS.Certificates {
 			tls.Certificates = append(tls.Certificates, &gatewayv1.ObjectRef{Namespace: c.Namespace, Name: c.Name})
 		}
+		if v := l.TLS.ClientValidation; v != nil {
+			tls.ClientValidation = &gatewayv1.ClientValidation{CaPem: v.CAPEM, InsecureFallback: v.InsecureFallback}
+		}
 		out.Tls = tls
 	}
 	for _, vh := range l.VirtualHosts {
