@@ -74,6 +74,8 @@ var claimedFeatures = sets.New(
 	features.SupportGatewayHTTPListenerIsolation,
 	features.SupportGatewayAddressEmpty,
 	features.SupportGatewayHTTPSListenerDetectMisdirectedRequests,
+	features.SupportGatewayFrontendClientCertificateValidation,
+	features.SupportGatewayFrontendClientCertificateValidationInsecureFallback,
 	// MESH-HTTP: the cases run through node proxies and a waypoint
 	// (mesh_test.go).
 	features.SupportMesh,

@@ -42,9 +42,10 @@ import (
 const gatewayClass = "ambit"
 
 // readKinds are the kinds the control plane reads from its folder; the
-// suite's other objects (Deployments, ConfigMaps, ...) stay in the store.
+// suite's other objects (Deployments, Pods, ...) stay in the store.
 var readKinds = map[schema.GroupKind]bool{
 	{Kind: "Namespace"}: true, {Kind: "Service"}: true, {Kind: "ServiceAccount"}: true, {Kind: "Secret"}: true,
+	{Kind: "ConfigMap"}: true,
 	{Group: "gateway.networking.k8s.io", Kind: "GatewayClass"}:   true,
 	{Group: "gateway.networking.k8s.io", Kind: "Gateway"}:        true,
 	{Group: "gateway.networking.k8s.io", Kind: "HTTPRoute"}:      true,
