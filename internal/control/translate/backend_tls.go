@@ -214,11 +214,11 @@ func (t *translator) caCertificate(ns string, ref gwv1.LocalObjectReference) (pe
 	if ref.Group != "" || ref.Kind != "ConfigMap" {
 		return nil, string(gwv1.BackendTLSPolicyReasonInvalidKind), fmt.Sprintf("%s is not supported; reference a ConfigMap (group \"\") with the CA certificates in ca.crt", groupKind(string(ref.Group), string(ref.Kind)))
 	}
-	pem, msg := t.configMapCA(ns, string(ref.Name))
+	data, msg := t.configMapCA(ns, string(ref.Name))
 	if msg != "" {
 		return nil, string(gwv1.BackendTLSPolicyReasonInvalidCACertificateRef), msg
 	}
-	return pem, "", ""
+	return data, "", ""
 }
 
 // checkCAPEM requires at least one certificate and every PEM block to be

@@ -84,17 +84,17 @@ func (t *translator) frontendCA(gw *gwv1.Gateway, ref gwv1.ObjectReference) (_ [
 		return nil, string(gwv1.ListenerReasonRefNotPermitted),
 			fmt.Sprintf("ConfigMap %s/%s is in another namespace and no ReferenceGrant in %q allows Gateways from %q to use it", ns, ref.Name, ns, gw.Namespace)
 	}
-	pem, msg := t.configMapCA(ns, string(ref.Name))
+	data, msg := t.configMapCA(ns, string(ref.Name))
 	if msg != "" {
 		return nil, string(gwv1.ListenerReasonInvalidCACertificateRef), msg
 	}
-	return pem, "", ""
+	return data, "", ""
 }
 
 // configMapCA checks a ConfigMap holding CA certificates for TLS
 // validation: it must exist and hold a PEM bundle in ca.crt. It returns
 // the bundle, or what is wrong.
-func (t *translator) configMapCA(ns, name string) (pem []byte, problem string) {
+func (t *translator) configMapCA(ns, name string) (_ []byte, problem string) {
 	cm := t.res.ConfigMap(ns, name)
 	if cm == nil {
 		return nil, fmt.Sprintf("ConfigMap %s/%s not found", ns, name)
