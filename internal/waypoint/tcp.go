@@ -51,7 +51,7 @@ func (g *Gateway) passTCP(ctx context.Context, t serviceTarget, ds *downstream, 
 	}
 	labels.Service.Namespace, labels.Service.Name, _ = strings.Cut(t.service, "/")
 	if ns, name, ok := strings.Cut(t.workload, "/"); ok {
-		labels.Destination = telemetry.Peer{Workload: name, Namespace: ns}
+		labels.Destination = telemetry.Peer{Workload: name, Namespace: ns, Principal: t.identity}
 	}
 	if d := g.engine.AuthorizeConn(t.service, peer); !d.Allowed {
 		err := fmt.Errorf("waypoint: %s: %w: %s", what, hbone.ErrDenied, d)
@@ -62,7 +62,7 @@ func (g *Gateway) passTCP(ctx context.Context, t serviceTarget, ds *downstream, 
 	ep, done := peer.Destination, func() {}
 	if t.workload == "" {
 		var ok bool
-		if ep, done, ok = g.engine.PickEndpoint(t.service, t.port, peer.Source.Addr()); !ok {
+		if ep, labels.Destination, done, ok = g.engine.PickEndpoint(t.service, t.port, peer.Source.Addr()); !ok {
 			return nil, fmt.Errorf("waypoint: %s has no endpoint", what)
 		}
 	}

@@ -304,18 +304,19 @@ func (e *Engine) transport(ctx context.Context, h2c bool) *http.Transport {
 
 // PickEndpoint picks an endpoint of a service port for a TCP connection
 // from src (a waypoint passing a non-HTTP port through; a source-ip hash
-// keys on src); done must be called when the connection ends. ok is false
-// when the service has no endpoint.
-func (e *Engine) PickEndpoint(service string, port uint32, src netip.Addr) (ep netip.AddrPort, done func(), ok bool) {
+// keys on src), and describes it for the connection's metrics (dst); done
+// must be called when the connection ends. ok is false when the service
+// has no endpoint.
+func (e *Engine) PickEndpoint(service string, port uint32, src netip.Addr) (ep netip.AddrPort, dst telemetry.Peer, done func(), ok bool) {
 	up := e.cur.Load().backends[balKey{service, port}]
 	if up == nil {
-		return netip.AddrPort{}, nil, false
+		return netip.AddrPort{}, telemetry.Peer{}, nil, false
 	}
 	p, ok := up.bal.Pick(l4Request{src: src})
 	if !ok {
-		return netip.AddrPort{}, nil, false
+		return netip.AddrPort{}, telemetry.Peer{}, nil, false
 	}
-	return p.Addr, func() { up.bal.Done(p) }, true
+	return p.Addr, endpointPeer(p), func() { up.bal.Done(p) }, true
 }
 
 // Close stops mirrors, waits for them and closes idle upstream

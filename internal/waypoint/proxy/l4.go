@@ -9,7 +9,6 @@ import (
 
 	"github.com/ambitmesh/ambit/internal/telemetry"
 	"github.com/ambitmesh/ambit/internal/waypoint/route"
-	gatewayv1 "github.com/ambitmesh/ambit/proto/ambit/gateway/v1"
 )
 
 // serveTCP forwards a connection of a TCP listener to its TCPRoute.
@@ -66,10 +65,7 @@ func (e *Engine) forward(ctx context.Context, down net.Conn, port uint32, listen
 		return
 	}
 	defer up.bal.Done(ep)
-	if xe, ok := ep.Value.(*gatewayv1.Endpoint); ok {
-		w := xe.GetWorkload()
-		labels.Destination = telemetry.PeerFromLabels(w.GetName(), w.GetNamespace(), xe.GetIdentity(), xe.GetLabels(), "")
-	}
+	labels.Destination = endpointPeer(ep)
 	m := telemetry.Open(labels, telemetry.Endpoints{Src: src, Dst: ep.Addr})
 	dctx, cancel := context.WithTimeout(ctx, e.cfg.DialTimeout)
 	upc, err := e.dial(dctx, "tcp", ep.Addr.String())

@@ -14,6 +14,7 @@ import (
 
 	"github.com/ambitmesh/ambit/internal/hbone"
 	"github.com/ambitmesh/ambit/internal/telemetry"
+	"github.com/ambitmesh/ambit/internal/waypoint/lb"
 	"github.com/ambitmesh/ambit/internal/waypoint/route"
 	gatewayv1 "github.com/ambitmesh/ambit/proto/ambit/gateway/v1"
 )
@@ -52,6 +53,17 @@ func headSize(start int, h http.Header) int64 {
 	return int64(n)
 }
 
+// endpointPeer describes a picked endpoint in the metrics: its workload,
+// identity and labels.
+func endpointPeer(ep lb.Endpoint) telemetry.Peer {
+	xe, ok := ep.Value.(*gatewayv1.Endpoint)
+	if !ok {
+		return telemetry.Peer{}
+	}
+	w := xe.GetWorkload()
+	return telemetry.PeerFromLabels(w.GetName(), w.GetNamespace(), xe.GetIdentity(), xe.GetLabels(), "")
+}
+
 // finish records the metrics and the access log line of a request.
 func (e *Engine) finish(rw *respWriter, r *http.Request, st *reqState) {
 	status := rw.status
@@ -85,9 +97,7 @@ func (e *Engine) finish(rw *respWriter, r *http.Request, st *reqState) {
 	}
 	var dst telemetry.Peer
 	if st.picked {
-		if ep, ok := st.endpoint.Value.(*gatewayv1.Endpoint); ok {
-			dst = telemetry.PeerFromLabels(ep.GetWorkload().GetName(), ep.GetWorkload().GetNamespace(), ep.GetIdentity(), ep.GetLabels(), "")
-		}
+		dst = endpointPeer(st.endpoint)
 	}
 	telemetry.ObserveRequest(&telemetry.Labels{
 		Reporter:        e.cfg.Reporter,
