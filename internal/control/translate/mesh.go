@@ -433,8 +433,9 @@ func selects(selector, labels map[string]string) bool {
 	return true
 }
 
-// bindWaypoints applies ambit.dev/use-waypoint labels: the workload's or
-// service's own label wins over its namespace's; the value "none" opts out.
+// bindWaypoints applies use-waypoint labels (ambit's or Istio's): the
+// workload's or service's own label wins over its namespace's; the value
+// "none" opts out.
 func (t *translator) bindWaypoints() {
 	for i := range t.mesh.Services {
 		s := &t.mesh.Services[i]
@@ -468,30 +469,57 @@ func (t *translator) workloadObject(ref model.Ref) *v1alpha1.Workload {
 	return t.res.Workloads[i]
 }
 
+// waypointLabel is the use-waypoint label read from one object.
+type waypointLabel struct {
+	key, name, namespace string // key: the spelling the name was read from
+	ignored              string // an Istio label overridden by ambit's, as key=value
+}
+
+// useWaypointLabel reads an object's binding labels. ambit's spelling wins
+// over Istio's on the same object, and each name is paired with its own
+// spelling's -namespace label only, so a binding is never half of each.
+func useWaypointLabel(labels map[string]string) (waypointLabel, bool) {
+	if name := labels[LabelUseWaypoint]; name != "" {
+		l := waypointLabel{key: LabelUseWaypoint, name: name, namespace: labels[LabelUseWaypointNamespace]}
+		if other := labels[LabelIstioUseWaypoint]; other != "" &&
+			(other != name || labels[LabelIstioUseWaypointNamespace] != l.namespace) {
+			l.ignored = LabelIstioUseWaypoint + "=" + other
+		}
+		return l, true
+	}
+	if name := labels[LabelIstioUseWaypoint]; name != "" {
+		return waypointLabel{key: LabelIstioUseWaypoint, name: name, namespace: labels[LabelIstioUseWaypointNamespace]}, true
+	}
+	return waypointLabel{}, false
+}
+
 // waypointFor resolves the binding for an object with the given labels in
 // namespace ns. kind is "service" or "workload" (what the waypoint must be
 // for); from names where an own label sits.
 func (t *translator) waypointFor(ns string, labels map[string]string, kind, from string) (*model.WaypointBinding, *status.Condition) {
-	name, wpNS := labels[LabelUseWaypoint], labels[LabelUseWaypointNamespace]
-	if name == "" {
+	l, ok := useWaypointLabel(labels)
+	if !ok {
 		nsObj := t.res.Namespace(ns)
-		if nsObj == nil || nsObj.Labels[LabelUseWaypoint] == "" {
+		if nsObj == nil {
 			return nil, nil
 		}
-		name, wpNS, from = nsObj.Labels[LabelUseWaypoint], nsObj.Labels[LabelUseWaypointNamespace], "namespace"
+		if l, ok = useWaypointLabel(nsObj.Labels); !ok {
+			return nil, nil
+		}
+		from = "namespace"
 	}
-	if name == "none" {
+	if l.name == "none" {
 		return nil, nil
 	}
+	wpNS := l.namespace
 	if wpNS == "" {
 		wpNS = ns
 	}
-	ref := model.Ref{Namespace: wpNS, Name: name}
+	ref := model.Ref{Namespace: wpNS, Name: l.name}
 	gw, ok := t.gateways[ref]
 	if !ok || gw.Class != model.ClassWaypoint {
 		return nil, &status.Condition{Type: ConditionWaypointBound, Status: status.False, Reason: ReasonWaypointMissing,
-			Message: fmt.Sprintf("%s label %s=%s: Gateway %s is not an accepted waypoint; create it with gatewayClassName %s",
-				from, LabelUseWaypoint, name, ref, ClassNameWaypoint)}
+			Message: fmt.Sprintf("%s label %s=%s: Gateway %s %s", from, l.key, l.name, ref, t.whyNotWaypoint(ref))}
 	}
 	if gw.WaypointFor != kind && gw.WaypointFor != "all" {
 		if from == "namespace" {
@@ -500,7 +528,24 @@ func (t *translator) waypointFor(ns string, labels map[string]string, kind, from
 		return nil, &status.Condition{Type: ConditionWaypointBound, Status: status.False, Reason: ReasonWaypointWrong,
 			Message: fmt.Sprintf("waypoint %s serves %q traffic (label %s); set it to %q or \"all\"", ref, gw.WaypointFor, LabelWaypointFor, kind)}
 	}
+	msg := fmt.Sprintf("bound to waypoint %s (from %s label %s)", ref, from, l.key)
+	if l.ignored != "" {
+		msg += fmt.Sprintf("; %s ignored: %s takes precedence", l.ignored, LabelUseWaypoint)
+	}
 	return &model.WaypointBinding{Gateway: ref, From: from},
-		&status.Condition{Type: ConditionWaypointBound, Status: status.True, Reason: ReasonWaypointBound,
-			Message: fmt.Sprintf("bound to waypoint %s (from %s label)", ref, from)}
+		&status.Condition{Type: ConditionWaypointBound, Status: status.True, Reason: ReasonWaypointBound, Message: msg}
+}
+
+// whyNotWaypoint says why ref is not among the accepted waypoints, so a
+// label left pointing at, say, an istio-waypoint Gateway is fixed at once.
+func (t *translator) whyNotWaypoint(ref model.Ref) string {
+	gw := t.res.Gateway(ref.Namespace, ref.Name)
+	switch {
+	case gw == nil:
+		return "does not exist; create it with gatewayClassName " + ClassNameWaypoint
+	case string(gw.Spec.GatewayClassName) != ClassNameWaypoint:
+		return fmt.Sprintf("has gatewayClassName %s; a waypoint needs gatewayClassName %s", gw.Spec.GatewayClassName, ClassNameWaypoint)
+	default:
+		return "is not an accepted waypoint; see its status"
+	}
 }

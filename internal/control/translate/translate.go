@@ -47,7 +47,12 @@ const (
 const (
 	LabelUseWaypoint          = "ambit.dev/use-waypoint"
 	LabelUseWaypointNamespace = "ambit.dev/use-waypoint-namespace"
-	LabelWaypointFor          = "ambit.dev/waypoint-for"
+	// Istio ambient's spellings of the same two labels, read too so that
+	// objects labelled for Istio move over unchanged; ambit's win on an
+	// object carrying both.
+	LabelIstioUseWaypoint          = "istio.io/use-waypoint"
+	LabelIstioUseWaypointNamespace = "istio.io/use-waypoint-namespace"
+	LabelWaypointFor               = "ambit.dev/waypoint-for"
 )
 
 // translator carries the indexes shared by the translation stages. It lives
