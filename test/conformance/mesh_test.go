@@ -41,9 +41,9 @@ func isMeshNamespace(ns string) bool {
 }
 
 // meshNamespaceLabels are what a user of ambit puts on the mesh namespace
-// to send its services' traffic through the waypoint (the suite's
-// manifests carry no mesh-specific labels; Istio's would be
-// istio.io/use-waypoint, which ambit does not read).
+// to send its services' traffic through the waypoint. The suite's manifests
+// carry no mesh-specific labels at all (neither ambit's nor Istio's
+// istio.io/use-waypoint, which ambit also reads), so the binding is added.
 func meshNamespaceLabels(ns string) map[string]string {
 	if ns != suite.MeshNamespace {
 		return nil
