@@ -81,8 +81,8 @@ workloads of --enroll and --capture-host are enrolled).`,
 			}
 			for _, e := range enroll {
 				key, ns, ok := strings.Cut(e, "=")
-				if !ok || !strings.Contains(key, "/") || ns == "" {
-					return fmt.Errorf("--enroll %q: want NAMESPACE/NAME=NETNS-PATH, e.g. shop/web-1=/run/netns/web-1", e)
+				if !ok || ns == "" || proxy.CheckWorkloadKey(key) != nil {
+					return fmt.Errorf("--enroll %q: want NAMESPACE/NAME=NETNS-PATH (one slash in NAMESPACE/NAME), e.g. shop/web-1=/run/netns/web-1", e)
 				}
 				if opts.Enroll == nil {
 					opts.Enroll = map[string]string{}
@@ -90,8 +90,8 @@ workloads of --enroll and --capture-host are enrolled).`,
 				opts.Enroll[key] = ns
 			}
 			for _, key := range opts.CaptureHost {
-				if ns, name, ok := strings.Cut(key, "/"); !ok || ns == "" || name == "" {
-					return fmt.Errorf("--capture-host %q: want NAMESPACE/NAME, e.g. shop/billing-vm", key)
+				if proxy.CheckWorkloadKey(key) != nil {
+					return fmt.Errorf("--capture-host %q: want NAMESPACE/NAME (one slash), e.g. shop/billing-vm", key)
 				}
 			}
 			n, err := node.New(opts)

@@ -13,7 +13,9 @@ import (
 	"net"
 	"net/http"
 	"runtime/pprof"
+	"slices"
 	"strconv"
+	"strings"
 	"sync"
 	"sync/atomic"
 
@@ -129,6 +131,9 @@ func (n *Node) Proxy() *proxy.Proxy { return n.proxy }
 // Run joins, subscribes and serves until ctx ends; it returns nil then, or
 // the error that stopped it before (join refused, a port in use).
 func (n *Node) Run(ctx context.Context) error {
+	if err := n.checkPrivilege(); err != nil {
+		return err
+	}
 	td := spiffeid.RequireTrustDomainFromString(n.opts.TrustDomain)
 	nodeID, err := identity.NodeID(td, n.opts.Node)
 	if err != nil {
@@ -219,6 +224,24 @@ func (n *Node) Run(ctx context.Context) error {
 	}
 }
 
+// checkPrivilege refuses capture without CAP_NET_ADMIN up front: host
+// capture's join socket already carries the mark, and an enrolment would
+// fail later with the kernel's bare "operation not permitted".
+func (n *Node) checkPrivilege() error {
+	var flags []string
+	for _, key := range n.opts.CaptureHost {
+		flags = append(flags, "--capture-host "+key)
+	}
+	for key := range n.opts.Enroll {
+		flags = append(flags, "--enroll "+key)
+	}
+	if len(flags) == 0 || netns.HasNetAdmin() {
+		return nil
+	}
+	slices.Sort(flags)
+	return fmt.Errorf("node: %s: capture needs root (CAP_NET_ADMIN) to mark the proxy's sockets and install nftables rules; run ambit node as root, or use explicit mode (--explicit, --http-proxy), which needs no privilege", strings.Join(flags, ", "))
+}
+
 // dialControl connects to the control plane. With host capture the socket
 // carries the proxy's mark: the node's own address may be a host
 // workload's, whose outbound connections the rules would otherwise send
@@ -292,7 +315,7 @@ func (n *Node) adminHandler() http.Handler {
 			err = n.proxy.Enroll(r.Context(), key, ns)
 		}
 		if err != nil {
-			http.Error(w, err.Error(), http.StatusInternalServerError)
+			http.Error(w, err.Error(), enrolStatus(err))
 			return
 		}
 		_, _ = fmt.Fprintf(w, "enrolled %s (%s)\n", key, ns)
@@ -304,7 +327,7 @@ func (n *Node) adminHandler() http.Handler {
 			return
 		}
 		if err := n.proxy.Unenroll(r.Context(), key); err != nil {
-			http.Error(w, err.Error(), http.StatusInternalServerError)
+			http.Error(w, err.Error(), enrolStatus(err))
 			return
 		}
 		_, _ = fmt.Fprintf(w, "unenrolled %s\n", key)
@@ -327,4 +350,18 @@ func (n *Node) adminHandler() http.Handler {
 		_ = p.WriteTo(w, debug)
 	})
 	return mux
+}
+
+// enrolStatus is the HTTP status of an enrolment error: 4xx for what the
+// caller must fix, 500 for the proxy's own failures.
+func enrolStatus(err error) int {
+	switch {
+	case errors.Is(err, proxy.ErrBadRequest):
+		return http.StatusBadRequest
+	case errors.Is(err, proxy.ErrNotEnrolled):
+		return http.StatusNotFound
+	case errors.Is(err, proxy.ErrEnrolled):
+		return http.StatusConflict
+	}
+	return http.StatusInternalServerError
 }

@@ -276,3 +276,14 @@ func getsockopt(fd, level, opt int, p unsafe.Pointer, size uintptr) error {
 	}
 	return nil
 }
+
+// HasNetAdmin reports whether this process holds CAP_NET_ADMIN in its effective set: marking
+// sockets (SO_MARK) and installing nftables rules need it.
+func HasNetAdmin() bool {
+	hdr := unix.CapUserHeader{Version: unix.LINUX_CAPABILITY_VERSION_3}
+	var data [2]unix.CapUserData
+	if err := unix.Capget(&hdr, &data[0]); err != nil {
+		return false
+	}
+	return data[unix.CAP_NET_ADMIN/32].Effective&(1<<(unix.CAP_NET_ADMIN%32)) != 0
+}

@@ -217,3 +217,15 @@ func TestOriginalDstOfNonSocket(t *testing.T) {
 		t.Error("OriginalDst(net.Pipe) succeeded; want an error")
 	}
 }
+
+func TestHasNetAdmin(t *testing.T) {
+	netnstest.RequireRoot(t)
+	if !netns.HasNetAdmin() {
+		t.Error("HasNetAdmin() = false as root; want true")
+	}
+	netnstest.WithoutNetAdmin(t, func() {
+		if netns.HasNetAdmin() {
+			t.Error("HasNetAdmin() = true without CAP_NET_ADMIN; want false")
+		}
+	})
+}

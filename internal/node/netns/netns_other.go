@@ -34,3 +34,6 @@ func (d *Dialer) DialContext(ctx context.Context, network, addr string) (net.Con
 
 // OriginalDst is unsupported outside Linux.
 func OriginalDst(c net.Conn) (netip.AddrPort, error) { return netip.AddrPort{}, ErrUnsupported }
+
+// HasNetAdmin is false outside Linux: nothing here can mark sockets.
+func HasNetAdmin() bool { return false }

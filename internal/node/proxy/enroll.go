@@ -6,6 +6,8 @@ import (
 	"fmt"
 	"net"
 	"net/netip"
+	"os"
+	"strings"
 	"sync"
 	"time"
 
@@ -28,6 +30,35 @@ type pod struct {
 // errNotRunning refuses enrolment before Run (listeners live as long as Run).
 var errNotRunning = errors.New("node proxy: not running; call Enroll after Run started")
 
+// Kinds of Enroll, EnrollHost and Unenroll errors that are the caller's to
+// fix (the admin API answers them 400, 404 and 409); every other error is
+// the proxy's own. Test with errors.Is.
+var (
+	ErrBadRequest  = errors.New("bad request")
+	ErrNotEnrolled = errors.New("not enrolled")
+	ErrEnrolled    = errors.New("already enrolled")
+)
+
+// kindError is err, classified as one of the kinds above without changing
+// its message.
+type kindError struct{ kind, err error }
+
+func (e *kindError) Error() string   { return e.err.Error() }
+func (e *kindError) Unwrap() []error { return []error{e.kind, e.err} }
+
+func kindErrorf(kind error, format string, args ...any) error {
+	return &kindError{kind: kind, err: fmt.Errorf(format, args...)}
+}
+
+// CheckWorkloadKey checks that key names a workload as "<namespace>/<name>".
+func CheckWorkloadKey(key string) error {
+	ns, name, _ := strings.Cut(key, "/")
+	if ns == "" || name == "" || strings.Contains(name, "/") || strings.ContainsAny(key, " \t\n") {
+		return kindErrorf(ErrBadRequest, "workload %q: want <namespace>/<name> (one slash, both non-empty), e.g. shop/web-1", key)
+	}
+	return nil
+}
+
 // Enroll captures the traffic of workload key ("<namespace>/<name>", a local
 // workload) whose network namespace is nsPath, Istio's in-pod way: the
 // proxy's outbound (15001), plaintext inbound (15006) and HBONE (HBONEPort)
@@ -36,6 +67,16 @@ var errNotRunning = errors.New("node proxy: not running; call Enroll after Run s
 // The listeners close when Run ends; the rules stay (the pod fails closed
 // while no proxy serves it) until Unenroll.
 func (p *Proxy) Enroll(ctx context.Context, key, nsPath string) error {
+	if err := CheckWorkloadKey(key); err != nil {
+		return fmt.Errorf("node proxy: enroll: %w", err)
+	}
+	if _, err := os.Stat(nsPath); err != nil {
+		return kindErrorf(ErrBadRequest, "node proxy: enroll %s: netns %w; want the path of the pod's network namespace, e.g. /run/netns/NAME or /proc/PID/ns/net", key, err)
+	}
+	// Held across the I/O below (listeners, nftables): it serialises only
+	// enrolments, which must see each other's result; traffic takes p.mu.
+	p.enrollMu.Lock()
+	defer p.enrollMu.Unlock()
 	p.mu.Lock()
 	runCtx := p.runCtx
 	old := p.pods[key]
@@ -44,7 +85,7 @@ func (p *Proxy) Enroll(ctx context.Context, key, nsPath string) error {
 		return errNotRunning
 	}
 	if old != nil && old.host {
-		return fmt.Errorf("node proxy: enroll %s in %s: it is enrolled in host mode; unenroll it first", key, nsPath)
+		return kindErrorf(ErrEnrolled, "node proxy: enroll %s in %s: %w in host mode; unenroll it first (POST /unenroll workload=%s)", key, nsPath, ErrEnrolled, key)
 	}
 	if old != nil {
 		old.stop()
@@ -57,15 +98,27 @@ func (p *Proxy) Enroll(ctx context.Context, key, nsPath string) error {
 		delete(p.enrolling, key)
 		p.mu.Unlock()
 	}()
+	fail := func(err error) error {
+		if old == nil {
+			return fmt.Errorf("node proxy: enroll %s: %w", key, err)
+		}
+		// The old enrolment's listeners are closed: it no longer serves
+		// the pod, whose rules stay (it fails closed) until enrolled again.
+		p.mu.Lock()
+		delete(p.pods, key)
+		p.mu.Unlock()
+		p.signal()
+		return fmt.Errorf("node proxy: enroll %s: %w (its previous enrolment in %s is stopped; its traffic is refused until it is enrolled again)", key, err, old.nsPath)
+	}
 	cc := capture.DefaultConfig()
 	cc.InboundHBONEPort = p.opts.HBONEPort
 	stop, err := p.serveCapture(ctx, runCtx, nsPath, cc, func(ctx context.Context, c net.Conn) { p.serveCaptured(ctx, c, key) })
 	if err != nil {
-		return fmt.Errorf("node proxy: enroll %s: %w", key, err)
+		return fail(err)
 	}
 	if err := capture.Install(ctx, nsPath, cc); err != nil {
 		stop()
-		return fmt.Errorf("node proxy: enroll %s: %w", key, err)
+		return fail(err)
 	}
 	p.mu.Lock()
 	p.pods[key] = &pod{key: key, nsPath: nsPath, capture: cc, stop: stop}
@@ -120,12 +173,17 @@ func nsName(nsPath string) string {
 // Unenroll closes the workload's listeners and connections and removes
 // every capture rule from its namespace.
 func (p *Proxy) Unenroll(ctx context.Context, key string) error {
+	if err := CheckWorkloadKey(key); err != nil {
+		return fmt.Errorf("node proxy: unenroll: %w", err)
+	}
+	p.enrollMu.Lock()
+	defer p.enrollMu.Unlock()
 	p.mu.Lock()
 	pd := p.pods[key]
 	delete(p.pods, key)
 	p.mu.Unlock()
 	if pd == nil {
-		return fmt.Errorf("node proxy: unenroll %s: not enrolled", key)
+		return kindErrorf(ErrNotEnrolled, "node proxy: unenroll %s: %w; GET /config_dump lists the enrolled workloads", key, ErrNotEnrolled)
 	}
 	if pd.host {
 		return p.unenrollHost(ctx, key)
@@ -140,6 +198,8 @@ func (p *Proxy) Unenroll(ctx context.Context, key string) error {
 }
 
 func (p *Proxy) stopPods() {
+	p.enrollMu.Lock()
+	defer p.enrollMu.Unlock()
 	p.mu.Lock()
 	pods := p.pods
 	p.pods = map[string]*pod{}

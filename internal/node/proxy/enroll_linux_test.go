@@ -2,9 +2,12 @@ package proxy_test
 
 import (
 	"bufio"
+	"errors"
 	"fmt"
 	"net"
 	"net/netip"
+	"strings"
+	"sync"
 	"testing"
 	"time"
 
@@ -13,6 +16,7 @@ import (
 	"github.com/ambitmesh/ambit/internal/control/controltest"
 	"github.com/ambitmesh/ambit/internal/node/netns"
 	"github.com/ambitmesh/ambit/internal/node/netns/netnstest"
+	"github.com/ambitmesh/ambit/internal/node/proxy"
 )
 
 // TestInPodCapture: two nodes, a pod on each; the app in pod 1 dials the
@@ -121,4 +125,96 @@ func TestInPodCapture(t *testing.T) {
 		}
 		return false
 	})
+}
+
+// TestConcurrentEnrolment: an in-pod and a host enrolment of the same
+// workload racing each other; exactly one wins, the other is refused as
+// already enrolled, and the rules in force are the winner's only.
+func TestConcurrentEnrolment(t *testing.T) {
+	netnstest.RequireRoot(t)
+	host, pod := netnstest.NewNS(t, "host"), netnstest.NewNS(t, "pod")
+	ctx := t.Context()
+	dir := t.TempDir()
+	writeFile(t, dir, "mesh.yaml", meshYAML("10.1.0.2", "web-1", "10.2.0.2", 8080))
+	cp := controltest.Start(t, dir)
+	nb := joinNode(t, cp, "node-b", 15008, nil, nil, func(o *proxy.Options) { o.HostNetNS = host.Path })
+	nb.run(t, ctx)
+	<-nb.proxy.Ready()
+	// Known, so host mode installs rules for it.
+	eventually(t, "node-b to know web-1", func() bool { return nb.proxy.Config().WorkloadByKey("node-b", "shop/web-1") != nil })
+
+	const key = "shop/web-1"
+	for round := range 3 {
+		var inPod, inHost error
+		var wg sync.WaitGroup
+		wg.Go(func() { inPod = nb.proxy.Enroll(ctx, key, pod.Path) })
+		wg.Go(func() { inHost = nb.proxy.EnrollHost(ctx, key) })
+		wg.Wait()
+		if (inPod == nil) == (inHost == nil) {
+			t.Fatalf("round %d: in-pod enrol = %v, host enrol = %v; want exactly one to succeed", round, inPod, inHost)
+		}
+		want, lost := pod.Path, inHost
+		if inHost == nil {
+			want, lost = "host", inPod
+		}
+		if !errors.Is(lost, proxy.ErrEnrolled) {
+			t.Errorf("round %d: the losing enrolment failed with %v; want ErrEnrolled", round, lost)
+		}
+		if got := nb.proxy.Enrolled()[key]; got != want {
+			t.Errorf("round %d: Enrolled()[%s] = %q; want %q", round, key, got, want)
+		}
+		if netnstest.HasCaptureTable(t, pod) != (inPod == nil) || netnstest.HasCaptureTable(t, host) != (inHost == nil) {
+			t.Errorf("round %d: capture tables: pod %v, host %v; want only the winner's (%s)", round,
+				netnstest.HasCaptureTable(t, pod), netnstest.HasCaptureTable(t, host), want)
+		}
+		if err := nb.proxy.Unenroll(ctx, key); err != nil {
+			t.Fatalf("round %d: %v", round, err)
+		}
+		if netnstest.HasCaptureTable(t, pod) || netnstest.HasCaptureTable(t, host) {
+			t.Fatalf("round %d: capture rules left after Unenroll", round)
+		}
+	}
+}
+
+// TestFailedReEnrolmentForgetsThePod: a re-enrolment that cannot open its
+// listeners has already stopped the previous one; the workload is then no
+// longer listed as enrolled (nor dialled into), and can be enrolled again.
+func TestFailedReEnrolmentForgetsThePod(t *testing.T) {
+	netnstest.RequireRoot(t)
+	pod, busy := netnstest.NewNS(t, "pod"), netnstest.NewNS(t, "busy")
+	ctx := t.Context()
+	dir := t.TempDir()
+	writeFile(t, dir, "mesh.yaml", meshYAML("10.1.0.2", "web-1", "10.2.0.2", 8080))
+	cp := controltest.Start(t, dir)
+	nb := joinNode(t, cp, "node-b", 15008, nil, nil)
+	nb.run(t, ctx)
+	<-nb.proxy.Ready()
+
+	// The outbound port is taken in busy: enrolling there fails.
+	lis, err := netns.Listen(ctx, busy.Path, "tcp", "[::]:15001", netns.ListenOptions{})
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer lis.Close()
+
+	const key = "shop/web-1"
+	if err := nb.proxy.Enroll(ctx, key, pod.Path); err != nil {
+		t.Fatal(err)
+	}
+	err = nb.proxy.Enroll(ctx, key, busy.Path)
+	if err == nil || !strings.Contains(err.Error(), "previous enrolment in "+pod.Path+" is stopped") {
+		t.Fatalf("re-enrol into a netns whose port 15001 is taken = %v; want an error saying the previous enrolment stopped", err)
+	}
+	if ns, ok := nb.proxy.Enrolled()[key]; ok {
+		t.Errorf("after the failed re-enrolment Enrolled()[%s] = %q; want it gone", key, ns)
+	}
+	if err := nb.proxy.Unenroll(ctx, key); !errors.Is(err, proxy.ErrNotEnrolled) {
+		t.Errorf("Unenroll after the failed re-enrolment = %v; want ErrNotEnrolled", err)
+	}
+	if err := nb.proxy.Enroll(ctx, key, pod.Path); err != nil {
+		t.Fatalf("enrol again after the failure: %v", err)
+	}
+	if err := nb.proxy.Unenroll(ctx, key); err != nil {
+		t.Fatal(err)
+	}
 }

@@ -1,8 +1,10 @@
 package proxy_test
 
 import (
+	"errors"
 	"net/netip"
 	"slices"
+	"strings"
 	"testing"
 
 	"github.com/google/go-cmp/cmp"
@@ -24,6 +26,8 @@ func TestParseExplicit(t *testing.T) {
 		{in: "127.0.0.1:9080=web.shop:80", wantErr: true},
 		{in: "localhost:9080=10.96.0.10:80", wantErr: true},
 		{in: "127.0.0.1:9080=10.96.0.10:80@web-1", wantErr: true},
+		{in: "127.0.0.1:9080=10.96.0.10:80@shop/web/1", wantErr: true},
+		{in: "127.0.0.1:9080=10.96.0.10:80@shop/", wantErr: true},
 	} {
 		got, err := proxy.ParseExplicit(tc.in)
 		if (err != nil) != tc.wantErr {
@@ -34,6 +38,18 @@ func TestParseExplicit(t *testing.T) {
 			if diff := cmp.Diff(tc.want, got, cmp.Comparer(func(a, b netip.AddrPort) bool { return a == b })); diff != "" {
 				t.Errorf("ParseExplicit(%q) (-want +got):\n%s", tc.in, diff)
 			}
+		}
+	}
+}
+
+func TestCheckWorkloadKey(t *testing.T) {
+	if err := proxy.CheckWorkloadKey("shop/web-1"); err != nil {
+		t.Errorf("CheckWorkloadKey(shop/web-1) = %v; want nil", err)
+	}
+	for _, key := range []string{"", "web-1", "/web-1", "shop/", "a/b/c", "shop/web 1"} {
+		err := proxy.CheckWorkloadKey(key)
+		if !errors.Is(err, proxy.ErrBadRequest) || !strings.Contains(err.Error(), "want <namespace>/<name>") {
+			t.Errorf("CheckWorkloadKey(%q) = %v; want ErrBadRequest saying what a key looks like", key, err)
 		}
 	}
 }
@@ -57,6 +73,7 @@ func TestParseHTTPProxy(t *testing.T) {
 		{in: "127.0.0.1:15080@shop/web-1", want: proxy.HTTPProxy{Listen: netip.MustParseAddrPort("127.0.0.1:15080"), Source: "shop/web-1"}},
 		{in: "localhost:15080", wantErr: true},
 		{in: "127.0.0.1:15080@web-1", wantErr: true},
+		{in: "127.0.0.1:15080@a/b/c", wantErr: true},
 	} {
 		got, err := proxy.ParseHTTPProxy(tc.in)
 		if (err != nil) != tc.wantErr {

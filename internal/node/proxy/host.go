@@ -38,6 +38,11 @@ type hostCapture struct {
 // on Unenroll and when Run ends (unlike a pod's: a host must stay reachable
 // without its proxy).
 func (p *Proxy) EnrollHost(ctx context.Context, key string) error {
+	if err := CheckWorkloadKey(key); err != nil {
+		return fmt.Errorf("node proxy: enroll in host mode: %w", err)
+	}
+	p.enrollMu.Lock() // see Enroll
+	defer p.enrollMu.Unlock()
 	p.mu.Lock()
 	runCtx := p.runCtx
 	old := p.pods[key]
@@ -46,7 +51,7 @@ func (p *Proxy) EnrollHost(ctx context.Context, key string) error {
 		return errNotRunning
 	}
 	if old != nil && !old.host {
-		return fmt.Errorf("node proxy: enroll %s in host mode: it is enrolled in netns %s; unenroll it first", key, old.nsPath)
+		return kindErrorf(ErrEnrolled, "node proxy: enroll %s in host mode: %w in netns %s; unenroll it first (POST /unenroll workload=%s)", key, ErrEnrolled, old.nsPath, key)
 	}
 	if err := p.checkHostWorkload(key); err != nil {
 		return err
@@ -110,7 +115,7 @@ func (p *Proxy) checkHostWorkload(key string) error {
 	}
 	for node, ws := range cfg.byNode {
 		if slices.ContainsFunc(ws, func(w *Workload) bool { return w.Key() == key }) {
-			return fmt.Errorf("node proxy: enroll %s in host mode: the workload's spec.node is %s, not this node (%s)", key, node, p.opts.Node)
+			return kindErrorf(ErrBadRequest, "node proxy: enroll %s in host mode: the workload's spec.node is %s, not this node (%s); enrol it on its own node", key, node, p.opts.Node)
 		}
 	}
 	return nil

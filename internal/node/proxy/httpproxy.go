@@ -31,8 +31,8 @@ func ParseHTTPProxy(s string) (HTTPProxy, error) {
 		return h, fmt.Errorf("node proxy: HTTP proxy %q: want listen ip:port[@namespace/name]: %w", s, err)
 	}
 	if hasSrc {
-		if _, _, ok := strings.Cut(src, "/"); !ok {
-			return h, fmt.Errorf("node proxy: HTTP proxy %q: source %q must be namespace/name", s, src)
+		if err := CheckWorkloadKey(src); err != nil {
+			return h, fmt.Errorf("node proxy: HTTP proxy %q: source %w", s, err)
 		}
 		h.Source = src
 	}

@@ -108,8 +108,8 @@ func ParseExplicit(s string) (Explicit, error) {
 		return e, fmt.Errorf("node proxy: explicit %q: target must be ip:port: %w", s, err)
 	}
 	if hasSrc {
-		if _, _, ok := strings.Cut(src, "/"); !ok {
-			return e, fmt.Errorf("node proxy: explicit %q: source %q must be namespace/name", s, src)
+		if err := CheckWorkloadKey(src); err != nil {
+			return e, fmt.Errorf("node proxy: explicit %q: source %w", s, err)
 		}
 		e.Source = src
 	}
@@ -131,10 +131,13 @@ type Proxy struct {
 	ready         chan struct{} // closed once the explicit listeners are bound
 	explicitAddrs []netip.AddrPort
 	proxyAddrs    []netip.AddrPort
-	mu            sync.Mutex
-	inbound       map[netip.AddrPort]*listener // HBONE listeners by address
-	listenFailed  map[netip.AddrPort]bool
-	pods          map[string]*pod // enrolled workloads by key
+	// enrollMu serialises Enroll, EnrollHost, Unenroll and stopPods: each
+	// decides from the enrolments in force. Taken before host.mu and mu.
+	enrollMu     sync.Mutex
+	mu           sync.Mutex
+	inbound      map[netip.AddrPort]*listener // HBONE listeners by address
+	listenFailed map[netip.AddrPort]bool
+	pods         map[string]*pod // enrolled workloads by key
 	// enrolling maps in-pod enrolments under way to their netns: their
 	// listeners accept before the workload joins pods, and what they accept
 	// must already be dialled from inside the pod.

@@ -21,12 +21,14 @@ package netnstest
 import (
 	"net/netip"
 	"os"
+	"runtime"
 	"slices"
 	"testing"
 
 	"github.com/google/nftables"
 	"github.com/vishvananda/netlink"
 	"github.com/vishvananda/netns"
+	"golang.org/x/sys/unix"
 
 	"github.com/ambitmesh/ambit/internal/lab"
 	"github.com/ambitmesh/ambit/internal/node/capture"
@@ -142,5 +144,34 @@ func must(t testing.TB, err error) {
 	t.Helper()
 	if err != nil {
 		t.Fatalf("netnstest: %v", err)
+	}
+}
+
+// WithoutNetAdmin runs fn on an OS thread that dropped CAP_NET_ADMIN from its effective set, as an
+// unprivileged user would run it; the rest of the test keeps root. Only what fn does on its own
+// goroutine is unprivileged: goroutines it starts run on other threads.
+func WithoutNetAdmin(t testing.TB, fn func()) {
+	t.Helper()
+	RequireRoot(t)
+	errc := make(chan error, 1)
+	go func() {
+		// Never unlocked: the thread, its capabilities dropped, ends with the goroutine.
+		runtime.LockOSThread()
+		hdr := unix.CapUserHeader{Version: unix.LINUX_CAPABILITY_VERSION_3}
+		var data [2]unix.CapUserData
+		if err := unix.Capget(&hdr, &data[0]); err != nil {
+			errc <- err
+			return
+		}
+		data[unix.CAP_NET_ADMIN/32].Effective &^= 1 << (unix.CAP_NET_ADMIN % 32)
+		if err := unix.Capset(&hdr, &data[0]); err != nil {
+			errc <- err
+			return
+		}
+		fn()
+		errc <- nil
+	}()
+	if err := <-errc; err != nil {
+		t.Fatalf("drop CAP_NET_ADMIN: %v", err)
 	}
 }
