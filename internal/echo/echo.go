@@ -11,6 +11,7 @@ package echo
 
 import (
 	"context"
+	"crypto/tls"
 	"errors"
 	"fmt"
 	"log/slog"
@@ -68,6 +69,10 @@ type Options struct {
 	GRPCAddress string
 	// TCPAddress echoes raw bytes back as sent, e.g. ":9090".
 	TCPAddress string
+	// TLS, when set, makes the HTTP listener serve HTTPS (HTTP/1.1, and
+	// HTTP/2 by ALPN) instead of cleartext: the backend a gateway
+	// re-encrypts to. Answers then carry "tls" (the SNI the proxy sent).
+	TLS *tls.Config
 
 	Context Context
 	// Logger receives start/stop at info and one line per request at debug.
@@ -212,6 +217,13 @@ func (s *Server) Run(ctx context.Context) error {
 	}
 	if httpLn != nil {
 		s.httpAddr = httpLn.Addr()
+		if o.TLS != nil {
+			cfg := o.TLS.Clone()
+			if len(cfg.NextProtos) == 0 {
+				cfg.NextProtos = []string{"h2", "http/1.1"}
+			}
+			httpLn = tls.NewListener(httpLn, cfg)
+		}
 	}
 	if grpcLn != nil {
 		s.grpcAddr = grpcLn.Addr()

@@ -65,6 +65,7 @@ func (s *Server) newHTTPServer(base context.Context) *http.Server {
 	// Prior-knowledge h2c only: Go's server does not do the HTTP/1.1
 	// Upgrade dance, and proxies (Envoy, ours) speak h2c with prior knowledge.
 	protocols.SetUnencryptedHTTP2(true)
+	protocols.SetHTTP2(s.opts.TLS != nil)
 	return &http.Server{
 		Handler:           s.handler,
 		Protocols:         &protocols,
@@ -79,7 +80,9 @@ func (s *Server) newHTTPServer(base context.Context) *http.Server {
 			MaxReceiveBufferPerStream:     8 << 20,
 		},
 		BaseContext: func(net.Listener) context.Context { return base },
-		ErrorLog:    nil,
+		// Failed TLS handshakes (a proxy refusing our certificate) are the
+		// backend's view of a test, not noise on stderr.
+		ErrorLog: slog.NewLogLogger(s.log.Handler(), slog.LevelDebug),
 	}
 }
 

@@ -170,6 +170,13 @@ func (c *cluster) fillStatus(obj client.Object) {
 		if st := c.status("HTTPRoute", o.Namespace, o.Name); st != nil {
 			o.Status.Parents = parents(st.Parents)
 		}
+	case *gwv1.BackendTLSPolicy:
+		o.Status = gwv1.PolicyStatus{}
+		if st := c.status("BackendTLSPolicy", o.Namespace, o.Name); st != nil {
+			for _, p := range parents(st.Parents) {
+				o.Status.Ancestors = append(o.Status.Ancestors, gwv1.PolicyAncestorStatus{AncestorRef: p.ParentRef, ControllerName: p.ControllerName, Conditions: p.Conditions})
+			}
+		}
 	case *gwv1.GatewayClass:
 		o.Status = gwv1.GatewayClassStatus{}
 		if st := c.status("GatewayClass", "", o.Name); st != nil {

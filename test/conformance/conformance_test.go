@@ -76,6 +76,8 @@ var claimedFeatures = sets.New(
 	features.SupportGatewayHTTPSListenerDetectMisdirectedRequests,
 	features.SupportGatewayFrontendClientCertificateValidation,
 	features.SupportGatewayFrontendClientCertificateValidationInsecureFallback,
+	features.SupportBackendTLSPolicy,
+	features.SupportBackendTLSPolicySANValidation,
 	// MESH-HTTP: the cases run through node proxies and a waypoint
 	// (mesh_test.go).
 	features.SupportMesh,

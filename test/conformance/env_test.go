@@ -3,6 +3,7 @@ package conformance_test
 import (
 	"bytes"
 	"context"
+	"crypto/tls"
 	"encoding/json"
 	"errors"
 	"fmt"
@@ -46,13 +47,14 @@ const gatewayClass = "ambit"
 var readKinds = map[schema.GroupKind]bool{
 	{Kind: "Namespace"}: true, {Kind: "Service"}: true, {Kind: "ServiceAccount"}: true, {Kind: "Secret"}: true,
 	{Kind: "ConfigMap"}: true,
-	{Group: "gateway.networking.k8s.io", Kind: "GatewayClass"}:   true,
-	{Group: "gateway.networking.k8s.io", Kind: "Gateway"}:        true,
-	{Group: "gateway.networking.k8s.io", Kind: "HTTPRoute"}:      true,
-	{Group: "gateway.networking.k8s.io", Kind: "GRPCRoute"}:      true,
-	{Group: "gateway.networking.k8s.io", Kind: "TLSRoute"}:       true,
-	{Group: "gateway.networking.k8s.io", Kind: "TCPRoute"}:       true,
-	{Group: "gateway.networking.k8s.io", Kind: "ReferenceGrant"}: true,
+	{Group: "gateway.networking.k8s.io", Kind: "GatewayClass"}:     true,
+	{Group: "gateway.networking.k8s.io", Kind: "Gateway"}:          true,
+	{Group: "gateway.networking.k8s.io", Kind: "HTTPRoute"}:        true,
+	{Group: "gateway.networking.k8s.io", Kind: "GRPCRoute"}:        true,
+	{Group: "gateway.networking.k8s.io", Kind: "TLSRoute"}:         true,
+	{Group: "gateway.networking.k8s.io", Kind: "TCPRoute"}:         true,
+	{Group: "gateway.networking.k8s.io", Kind: "ReferenceGrant"}:   true,
+	{Group: "gateway.networking.k8s.io", Kind: "BackendTLSPolicy"}: true,
 }
 
 // env is the file-mode "cluster": one control plane, an echo server per
@@ -302,13 +304,17 @@ func (e *env) startBackend(ctx context.Context, u *unstructured.Unstructured) er
 			}
 		}
 	}
+	tlsConfig, err := e.servingTLS(nn.Namespace, &d)
+	if err != nil {
+		return fmt.Errorf("deployment %s: %w", nn, err)
+	}
 	for _, p := range e.backends[nn] {
 		for _, port := range ports {
 			addr := net.JoinHostPort(p.ip, strconv.Itoa(port))
 			if e.serving[addr] {
 				continue
 			}
-			if err := e.runEcho(p, nn.Namespace, port); err != nil {
+			if err := e.runEcho(p, nn.Namespace, port, tlsConfig); err != nil {
 				return fmt.Errorf("deployment %s: %w", nn, err)
 			}
 			e.serving[addr] = true
@@ -346,9 +352,75 @@ func (e *env) createPods(ctx context.Context, nn types.NamespacedName, d *appsv1
 	return nil
 }
 
-func (e *env) runEcho(p pod, namespace string, port int) error {
+// servingTLS is the TLS of a Deployment whose pod runs the conformance echo
+// server in TLS mode (the tls-backend Deployments): TLS_SERVER_CERT and
+// TLS_SERVER_PRIVKEY name files of a Secret volume. The suite creates that
+// Secret after the Deployment, so the certificate is read from the store at
+// each handshake, as the kubelet would mount it once it exists. nil for a
+// cleartext echo.
+func (e *env) servingTLS(namespace string, d *appsv1.Deployment) (*tls.Config, error) {
+	var certPath, keyPath string
+	for _, c := range d.Spec.Template.Spec.Containers {
+		for _, v := range c.Env {
+			switch v.Name {
+			case "TLS_SERVER_CERT":
+				certPath = v.Value
+			case "TLS_SERVER_PRIVKEY":
+				keyPath = v.Value
+			}
+		}
+	}
+	if certPath == "" || keyPath == "" {
+		return nil, nil
+	}
+	secret, certKey, ok := secretFile(d, certPath)
+	keySecret, keyKey, keyOK := secretFile(d, keyPath)
+	if !ok || !keyOK || keySecret != secret {
+		return nil, fmt.Errorf("TLS_SERVER_CERT %s and TLS_SERVER_PRIVKEY %s are not files of one Secret volume", certPath, keyPath)
+	}
+	return &tls.Config{GetCertificate: func(*tls.ClientHelloInfo) (*tls.Certificate, error) {
+		var s corev1.Secret
+		if err := e.store.Get(e.ctx, types.NamespacedName{Namespace: namespace, Name: secret}, &s); err != nil {
+			return nil, fmt.Errorf("secret %s/%s: %w", namespace, secret, err)
+		}
+		cert, err := tls.X509KeyPair(s.Data[certKey], s.Data[keyKey])
+		if err != nil {
+			return nil, fmt.Errorf("secret %s/%s: %w", namespace, secret, err)
+		}
+		return &cert, nil
+	}}, nil
+}
+
+// secretFile resolves a file path in d's pod to the Secret volume and key
+// it is mounted from.
+func secretFile(d *appsv1.Deployment, file string) (secret, key string, ok bool) {
+	for _, c := range d.Spec.Template.Spec.Containers {
+		for _, m := range c.VolumeMounts {
+			rel, found := strings.CutPrefix(file, strings.TrimSuffix(m.MountPath, "/")+"/")
+			if !found {
+				continue
+			}
+			for _, v := range d.Spec.Template.Spec.Volumes {
+				if v.Name != m.Name || v.Secret == nil {
+					continue
+				}
+				for _, it := range v.Secret.Items {
+					if it.Path == rel {
+						return v.Secret.SecretName, it.Key, true
+					}
+				}
+				if len(v.Secret.Items) == 0 {
+					return v.Secret.SecretName, rel, true
+				}
+			}
+		}
+	}
+	return "", "", false
+}
+
+func (e *env) runEcho(p pod, namespace string, port int, tlsConfig *tls.Config) error {
 	ctx, cancel := context.WithCancel(e.ctx)
-	s := echo.New(echo.Options{HTTPAddress: net.JoinHostPort(p.ip, strconv.Itoa(port)),
+	s := echo.New(echo.Options{HTTPAddress: net.JoinHostPort(p.ip, strconv.Itoa(port)), TLS: tlsConfig,
 		Context: echo.Context{Pod: p.name, Namespace: namespace},
 		Logger:  slog.New(e.podLogs.handler(namespace, p.name, e.log.With("proc", "echo/"+p.name).Handler()))})
 	done := make(chan error, 1)
