@@ -1,6 +1,7 @@
 package cli
 
 import (
+	"crypto/tls"
 	"fmt"
 	"log/slog"
 	"net"
@@ -21,6 +22,7 @@ type echoFlags struct {
 	maxSize                     int64
 	shutdownTimeout             time.Duration
 	logLevel                    string
+	tlsCert, tlsKey             string
 }
 
 func newEchoCmd() *cobra.Command {
@@ -56,7 +58,8 @@ INGRESS_NAME, as for the conformance echo server in a pod.`,
   curl -s localhost:8080/hello
   curl -s --http2-prior-knowledge localhost:8080/hello
   curl -s -o /dev/null -w '%{http_code}\n' localhost:8080/status/503
-  echo hi | nc -N localhost 9090`,
+  echo hi | nc -N localhost 9090
+  ambit echo --tls-cert tls.crt --tls-key tls.key   # HTTPS (HTTP/1.1, h2) on 8080`,
 		Args: cobra.NoArgs,
 		RunE: func(cmd *cobra.Command, _ []string) error {
 			opts, err := f.options(cmd)
@@ -78,6 +81,8 @@ INGRESS_NAME, as for the conformance echo server in a pod.`,
 	fs.DurationVar(&f.maxDelay, "max-delay", echo.DefaultMaxDelay, "largest ?delay= accepted")
 	fs.Int64Var(&f.maxSize, "max-size", echo.DefaultMaxSize, "largest ?size= accepted, in bytes")
 	fs.DurationVar(&f.shutdownTimeout, "shutdown-timeout", echo.DefaultShutdownTimeout, "how long in-flight requests may finish on shutdown")
+	fs.StringVar(&f.tlsCert, "tls-cert", "", "PEM certificate (chain) file: serve HTTPS instead of HTTP on --http-port (with --tls-key)")
+	fs.StringVar(&f.tlsKey, "tls-key", "", "PEM private key file of --tls-cert")
 	fs.StringVar(&f.logLevel, "log-level", "info", "debug (one line per request), info, warn or error")
 	return cmd, &f
 }
@@ -125,6 +130,16 @@ func (f *echoFlags) options(cmd *cobra.Command) (echo.Options, error) {
 	}
 	if opts.HTTPAddress == "" && opts.GRPCAddress == "" && opts.TCPAddress == "" {
 		return echo.Options{}, fmt.Errorf("--http-port, --grpc-port and --tcp-port are all 0: enable at least one")
+	}
+	if f.tlsCert != "" || f.tlsKey != "" {
+		if f.tlsCert == "" || f.tlsKey == "" || opts.HTTPAddress == "" {
+			return echo.Options{}, fmt.Errorf("--tls-cert %q --tls-key %q --http-port %d: HTTPS needs both files and an HTTP port", f.tlsCert, f.tlsKey, f.httpPort)
+		}
+		cert, err := tls.LoadX509KeyPair(f.tlsCert, f.tlsKey)
+		if err != nil {
+			return echo.Options{}, fmt.Errorf("--tls-cert %s --tls-key %s: %w", f.tlsCert, f.tlsKey, err)
+		}
+		opts.TLS = &tls.Config{Certificates: []tls.Certificate{cert}}
 	}
 	env := echo.ContextFromEnv()
 	for _, v := range []struct {

@@ -3,9 +3,17 @@ package cli
 import (
 	"bytes"
 	"context"
+	"crypto/ecdsa"
+	"crypto/elliptic"
+	"crypto/rand"
+	"crypto/x509"
 	"encoding/json"
+	"encoding/pem"
+	"math/big"
 	"net"
 	"net/http"
+	"os"
+	"path/filepath"
 	"strconv"
 	"strings"
 	"testing"
@@ -59,6 +67,9 @@ func TestEchoFlags(t *testing.T) {
 		{name: "bad log level", args: []string{"--log-level", "loud"}, wantErr: "--log-level \"loud\""},
 		{name: "zero max delay", args: []string{"--max-delay", "0s"}, wantErr: "--max-delay 0s"},
 		{name: "bad port syntax", args: []string{"--http-port", "http"}, wantErr: "invalid argument \"http\""},
+		{name: "TLS certificate without key", args: []string{"--tls-cert", "tls.crt"}, wantErr: "HTTPS needs both files and an HTTP port"},
+		{name: "TLS without an HTTP port", args: []string{"--tls-cert", "tls.crt", "--tls-key", "tls.key", "--http-port", "0"}, wantErr: "HTTPS needs both files and an HTTP port"},
+		{name: "TLS files missing", args: []string{"--tls-cert", "/nonexistent/tls.crt", "--tls-key", "/nonexistent/tls.key"}, wantErr: "--tls-cert /nonexistent/tls.crt --tls-key /nonexistent/tls.key: open"},
 	}
 	for _, tc := range tests {
 		t.Run(tc.name, func(t *testing.T) {
@@ -152,5 +163,46 @@ func TestEchoCommandServes(t *testing.T) {
 		}
 	case <-time.After(10 * time.Second):
 		t.Fatal("ambit echo did not stop 10s after cancel")
+	}
+}
+
+func TestEchoFlagsTLS(t *testing.T) {
+	key, err := ecdsa.GenerateKey(elliptic.P256(), rand.Reader)
+	if err != nil {
+		t.Fatal(err)
+	}
+	tmpl := &x509.Certificate{SerialNumber: big.NewInt(1), DNSNames: []string{"echo.test"}, NotAfter: time.Now().Add(time.Hour)}
+	der, err := x509.CreateCertificate(rand.Reader, tmpl, tmpl, &key.PublicKey, key)
+	if err != nil {
+		t.Fatal(err)
+	}
+	keyDER, err := x509.MarshalPKCS8PrivateKey(key)
+	if err != nil {
+		t.Fatal(err)
+	}
+	dir := t.TempDir()
+	certFile, keyFile := filepath.Join(dir, "tls.crt"), filepath.Join(dir, "tls.key")
+	for file, block := range map[string]*pem.Block{certFile: {Type: "CERTIFICATE", Bytes: der}, keyFile: {Type: "PRIVATE KEY", Bytes: keyDER}} {
+		if err := os.WriteFile(file, pem.EncodeToMemory(block), 0o600); err != nil {
+			t.Fatal(err)
+		}
+	}
+	cmd, f := newEchoCommand()
+	if err := cmd.ParseFlags([]string{"--tls-cert", certFile, "--tls-key", keyFile}); err != nil {
+		t.Fatal(err)
+	}
+	opts, err := f.options(cmd)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if opts.TLS == nil || len(opts.TLS.Certificates) != 1 || !bytes.Equal(opts.TLS.Certificates[0].Certificate[0], der) {
+		t.Fatalf("TLS %+v, want the certificate of %s", opts.TLS, certFile)
+	}
+	cmd, f = newEchoCommand()
+	if err := cmd.ParseFlags([]string{"--tls-cert", keyFile, "--tls-key", certFile}); err != nil {
+		t.Fatal(err)
+	}
+	if _, err := f.options(cmd); err == nil || !strings.Contains(err.Error(), "--tls-cert "+keyFile) {
+		t.Fatalf("swapped files: error %v, want one naming --tls-cert %s", err, keyFile)
 	}
 }

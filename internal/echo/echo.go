@@ -232,7 +232,7 @@ func (s *Server) Run(ctx context.Context) error {
 		s.tcpAddr = tcpLn.Addr()
 	}
 	close(s.ready)
-	s.log.Info("echo: serving", "http", s.httpAddr, "grpc", s.grpcAddr, "tcp", s.tcpAddr,
+	s.log.Info("echo: serving", "http", s.httpAddr, "https", o.TLS != nil, "grpc", s.grpcAddr, "tcp", s.tcpAddr,
 		"namespace", o.Context.Namespace, "pod", o.Context.Pod, "service", o.Context.Service)
 
 	// hardCtx outlives ctx by ShutdownTimeout: request handlers (delays,

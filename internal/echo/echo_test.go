@@ -3,12 +3,18 @@ package echo
 import (
 	"bytes"
 	"context"
+	"crypto/ecdsa"
+	"crypto/elliptic"
 	"crypto/rand"
+	"crypto/tls"
+	"crypto/x509"
+	"crypto/x509/pkix"
 	"encoding/json"
 	"errors"
 	"fmt"
 	"io"
 	"log/slog"
+	"math/big"
 	"net"
 	"net/http"
 	"net/http/httptest"
@@ -751,5 +757,64 @@ func TestHTTPRetrySimulation(t *testing.T) {
 		if got, err := get(q); err != nil || got != 400 {
 			t.Errorf("%s: %d, %v; want 400", q, got, err)
 		}
+	}
+}
+
+// selfSigned is a certificate for names, and a pool that trusts it.
+func selfSigned(t *testing.T, names ...string) (tls.Certificate, *x509.CertPool) {
+	t.Helper()
+	key, err := ecdsa.GenerateKey(elliptic.P256(), rand.Reader)
+	if err != nil {
+		t.Fatal(err)
+	}
+	tmpl := &x509.Certificate{SerialNumber: big.NewInt(1), Subject: pkix.Name{CommonName: names[0]}, DNSNames: names,
+		NotBefore: time.Now().Add(-time.Minute), NotAfter: time.Now().Add(time.Hour),
+		KeyUsage: x509.KeyUsageDigitalSignature, ExtKeyUsage: []x509.ExtKeyUsage{x509.ExtKeyUsageServerAuth}}
+	der, err := x509.CreateCertificate(rand.Reader, tmpl, tmpl, &key.PublicKey, key)
+	if err != nil {
+		t.Fatal(err)
+	}
+	leaf, err := x509.ParseCertificate(der)
+	if err != nil {
+		t.Fatal(err)
+	}
+	pool := x509.NewCertPool()
+	pool.AddCert(leaf)
+	return tls.Certificate{Certificate: [][]byte{der}, PrivateKey: key, Leaf: leaf}, pool
+}
+
+// With Options.TLS the HTTP port is an HTTPS port: HTTP/1.1 and HTTP/2 by
+// ALPN, answers carrying the SNI the client sent, cleartext refused.
+func TestHTTPSListener(t *testing.T) {
+	cert, pool := selfSigned(t, "abc.example.com")
+	s := start(t, Options{HTTPAddress: "127.0.0.1:0", TLS: &tls.Config{Certificates: []tls.Certificate{cert}}})
+	url := "https://" + s.HTTPAddr().String() + "/backend"
+	for _, proto := range []string{"HTTP/1.1", "HTTP/2.0"} {
+		tr := &http.Transport{TLSClientConfig: &tls.Config{RootCAs: pool, ServerName: "abc.example.com"}, Protocols: new(http.Protocols)}
+		tr.Protocols.SetHTTP1(proto == "HTTP/1.1")
+		tr.Protocols.SetHTTP2(proto == "HTTP/2.0")
+		resp, err := (&http.Client{Transport: tr}).Get(url)
+		if err != nil {
+			t.Fatalf("%s: %v", proto, err)
+		}
+		var got Response
+		err = json.NewDecoder(resp.Body).Decode(&got)
+		resp.Body.Close()
+		tr.CloseIdleConnections()
+		if err != nil {
+			t.Fatalf("%s: %v", proto, err)
+		}
+		if got.Proto != proto || got.TLS == nil || got.TLS.ServerName != "abc.example.com" || got.Path != "/backend" {
+			t.Errorf("%s: answer %+v (tls %+v), want proto %s, SNI abc.example.com, path /backend", proto, got, got.TLS, proto)
+		}
+	}
+	resp, err := http.Get("http://" + s.HTTPAddr().String() + "/")
+	if err != nil {
+		t.Fatal(err)
+	}
+	resp.Body.Close()
+	http.DefaultClient.CloseIdleConnections()
+	if resp.StatusCode != http.StatusBadRequest {
+		t.Errorf("cleartext request to the HTTPS port: %s, want 400 Bad Request", resp.Status)
 	}
 }
