@@ -98,7 +98,9 @@ var notClaimed = map[string]string{
 		"ambit's endpoints come from Workloads matched by a Service's selector (headless Services with one work)",
 }
 
-func TestGatewayHTTP(t *testing.T) {
+// TestConformance runs every claimed GATEWAY-HTTP and MESH-HTTP case of the
+// upstream suite against ambit.
+func TestConformance(t *testing.T) {
 	if testing.Short() {
 		t.Skip("conformance suite: not in -short")
 	}
