@@ -20,6 +20,10 @@ const (
 	FlagDenied = "DENY"
 	// FlagConnectFailure: the upstream connection could not be made.
 	FlagConnectFailure = "CONNECT"
+	// FlagIdleTimeout: closed after no byte moved either way for the
+	// idle timeout (Envoy's SI, stream idle timeout; its TCP proxy sets
+	// no flag for its idle_timeout).
+	FlagIdleTimeout = "SI"
 
 	// Connection security policies. Istio reports mutual_tls for HBONE
 	// and none for plaintext at the destination; unknown when the

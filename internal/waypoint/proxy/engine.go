@@ -90,6 +90,10 @@ type Config struct {
 
 	// DialTimeout bounds an upstream TCP connect.
 	DialTimeout time.Duration
+	// TCPIdleTimeout closes a TCP or TLS listener's connection on which
+	// no byte moved either way for that long (zero:
+	// telemetry.DefaultTCPIdleTimeout, Envoy's; negative: never).
+	TCPIdleTimeout time.Duration
 	// PreferIPv6 picks endpoints' IPv6 addresses first.
 	PreferIPv6 bool
 	// Balancer is the load balancing config of every backend (least
@@ -219,6 +223,9 @@ func New(cfg Config) (*Engine, error) {
 	}
 	if cfg.DialTimeout <= 0 {
 		cfg.DialTimeout = DefaultDialTimeout
+	}
+	if cfg.TCPIdleTimeout == 0 {
+		cfg.TCPIdleTimeout = telemetry.DefaultTCPIdleTimeout
 	}
 	if cfg.Reporter == "" {
 		cfg.Reporter = telemetry.ReporterSource

@@ -3,6 +3,7 @@ package proxy
 import (
 	"context"
 	"errors"
+	"fmt"
 	"net"
 	"net/http"
 	"net/netip"
@@ -24,7 +25,8 @@ func (e *Engine) serveTCP(ctx context.Context, c net.Conn, port uint32, conns *c
 
 // forward sends the bytes of down to a backend of the first route of table
 // for host (the SNI of TLS listeners; TCP listeners have only "*"), picked
-// by weight, and relays both ways until either side is done. Failures
+// by weight, and relays both ways until both sides are done or the
+// connection is idle for TCPIdleTimeout. Failures
 // close the connection with one access log line and the Envoy flag.
 func (e *Engine) forward(ctx context.Context, down net.Conn, port uint32, listener string, table *route.Table, host string, conns *connSet) {
 	defer down.Close()
@@ -77,7 +79,11 @@ func (e *Engine) forward(ctx context.Context, down net.Conn, port uint32, listen
 	untrackUp := conns.track(upc)
 	defer untrackUp()
 	defer upc.Close()
-	telemetry.Relay(telemetry.CountConn(down, m, telemetry.ReadsAreRequest), upc)
+	if telemetry.RelayIdle(telemetry.CountConn(down, m, telemetry.ReadsAreRequest), upc, max(e.cfg.TCPIdleTimeout, 0)) {
+		m.Finish(e.cfg.AccessLog, telemetry.Result{Flags: telemetry.FlagIdleTimeout,
+			Err: fmt.Errorf("proxy: listener %s: closed after %v without a byte either way", listener, e.cfg.TCPIdleTimeout)})
+		return
+	}
 	m.Finish(e.cfg.AccessLog, telemetry.Result{})
 }
 

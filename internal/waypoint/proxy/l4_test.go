@@ -1,12 +1,17 @@
 package proxy
 
 import (
+	"context"
+	"fmt"
+	"io"
 	"net"
+	"strings"
 	"testing"
 	"time"
 
 	"github.com/prometheus/client_golang/prometheus"
 
+	"github.com/ambitmesh/ambit/internal/telemetry"
 	"github.com/ambitmesh/ambit/internal/testkit"
 	gatewayv1 "github.com/ambitmesh/ambit/proto/ambit/gateway/v1"
 )
@@ -61,4 +66,38 @@ func TestTCPMetricsUseEndpointLabels(t *testing.T) {
 			t.Errorf("%s = %q, want %q", k, got[k], v)
 		}
 	}
+}
+
+// A TCP listener's connection on which nothing moves for TCPIdleTimeout
+// (a client that vanished, an upstream that never closes) is closed, with
+// an access log line saying why.
+func TestTCPIdleTimeout(t *testing.T) {
+	b := backend("idle", tcpEcho(t))
+	l := &gatewayv1.Listener{Name: "db", Port: 5434, Protocol: "TCP", VirtualHosts: []*gatewayv1.VirtualHost{{Hostname: "*",
+		Routes: []*gatewayv1.Route{{Source: &gatewayv1.RouteSource{Kind: "TCPRoute", Namespace: "default", Name: "db"},
+			Backends: []*gatewayv1.BackendRef{ref("idle", 1)}}}}}}
+	logs := &testkit.LogBuffer{}
+	g := serveEngine(t, Config{AccessLog: testLogger(logs), Logger: testLogger(logs), TCPIdleTimeout: 100 * time.Millisecond}, logs,
+		[]*gatewayv1.Listener{l}, []*gatewayv1.Backend{b}, nil,
+		func(ctx context.Context, e *Engine, ln net.Listener) error {
+			return e.ServeListener(ctx, ln, 5434, FamilyTCP, time.Second)
+		})
+	c, err := net.Dial("tcp", g.addr)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer c.Close()
+	echoCheck(t, c)
+	_ = c.SetReadDeadline(time.Now().Add(10 * time.Second))
+	if n, err := c.Read(make([]byte, 1)); n != 0 || err != io.EOF {
+		t.Fatalf("idle connection: read %d, %v; want EOF (closed by the gateway)", n, err)
+	}
+	testkit.Eventually(t, 5*time.Second, "the idle access log line", func() bool {
+		for _, r := range logs.Records(t) {
+			if r["msg"] == "connection complete" && r["response_flags"] == telemetry.FlagIdleTimeout {
+				return strings.Contains(fmt.Sprint(r["error"]), "without a byte either way")
+			}
+		}
+		return false
+	})
 }
