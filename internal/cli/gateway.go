@@ -7,6 +7,7 @@ import (
 
 	"github.com/spf13/cobra"
 
+	"github.com/ambitmesh/ambit/internal/telemetry"
 	"github.com/ambitmesh/ambit/internal/waypoint"
 	"github.com/ambitmesh/ambit/internal/waypoint/proxy"
 )
@@ -78,6 +79,12 @@ Endpoints as for 'ambit gateway'.`
 		if opts.PortMap, err = parsePortMap(portMap); err != nil {
 			return err
 		}
+		switch {
+		case opts.TCPIdleTimeout < 0:
+			return fmt.Errorf("--tcp-idle-timeout %v: want a duration >= 0 (0 never closes idle connections)", opts.TCPIdleTimeout)
+		case opts.TCPIdleTimeout == 0:
+			opts.TCPIdleTimeout = -1 // Options: negative is never, zero the default
+		}
 		g, err := waypoint.New(opts)
 		if err != nil {
 			return err
@@ -105,6 +112,7 @@ Endpoints as for 'ambit gateway'.`
 	f.DurationVar(&opts.ShutdownGrace, "shutdown-grace", waypoint.DefaultShutdownGrace, "how long in-flight requests may finish when a listener closes")
 	f.DurationVar(&opts.ReadHeaderTimeout, "read-header-timeout", proxy.DefaultReadHeaderTimeout, "how long a client may take to send a request head; slower clients are disconnected")
 	f.DurationVar(&opts.IdleTimeout, "idle-timeout", proxy.DefaultIdleTimeout, "close client connections idle for this long")
+	f.DurationVar(&opts.TCPIdleTimeout, "tcp-idle-timeout", telemetry.DefaultTCPIdleTimeout, "close a relayed TCP connection (TCP and TLS listeners, a waypoint's TCP pass-through) after this long without a byte either way, as Envoy's TCP proxy idle_timeout; 0 never does")
 	f.IntVar(&opts.MaxHeaderBytes, "max-header-bytes", proxy.DefaultMaxHeaderBytes, "largest request head accepted; larger ones are answered 431")
 	f.Uint32Var(&opts.MaxConcurrentStreams, "max-concurrent-streams", proxy.DefaultMaxConcurrentStreams, "HTTP/2 streams one client connection may have open")
 	f.BoolVar(&access, "access-log", true, "write one JSON line per request to stdout")

@@ -103,6 +103,15 @@ type Options struct {
 	IdleTimeout          time.Duration
 	MaxHeaderBytes       int
 	MaxConcurrentStreams uint32
+	// TCPIdleTimeout closes a relayed TCP connection (TCP and TLS
+	// listeners, a waypoint's TCP pass-through) on which no byte moved
+	// either way for that long (zero: telemetry.DefaultTCPIdleTimeout,
+	// Envoy's 1h; negative: never).
+	TCPIdleTimeout time.Duration
+	// BeforeTCPDial, when set, is called before a waypoint dials the
+	// endpoint of a TCP pass-through stream (tests: to change the
+	// policies while the dial is in flight).
+	BeforeTCPDial func()
 
 	Logger     *slog.Logger
 	AccessLog  *slog.Logger
@@ -186,6 +195,9 @@ func New(opts Options) (*Gateway, error) {
 	if opts.ReadinessAddress == "" {
 		opts.ReadinessAddress = ":15021"
 	}
+	if opts.TCPIdleTimeout == 0 {
+		opts.TCPIdleTimeout = telemetry.DefaultTCPIdleTimeout
+	}
 	if opts.ShutdownGrace <= 0 {
 		opts.ShutdownGrace = DefaultShutdownGrace
 	}
@@ -249,7 +261,7 @@ func (g *Gateway) Run(ctx context.Context) error {
 	defer g.sess.Close()
 	ecfg := proxy.Config{
 		Logger: g.log.With("component", "proxy"), AccessLog: g.opts.AccessLog, Reporter: reporter,
-		ReadHeaderTimeout: g.opts.ReadHeaderTimeout, IdleTimeout: g.opts.IdleTimeout,
+		ReadHeaderTimeout: g.opts.ReadHeaderTimeout, IdleTimeout: g.opts.IdleTimeout, TCPIdleTimeout: g.opts.TCPIdleTimeout,
 		MaxHeaderBytes: g.opts.MaxHeaderBytes, MaxConcurrentStreams: g.opts.MaxConcurrentStreams,
 		Self: telemetry.Peer{Workload: g.name, Namespace: g.namespace, Principal: id.String(), App: g.name,
 			CanonicalService: g.name, CanonicalRevision: "latest", Cluster: g.opts.Cluster},

@@ -63,7 +63,10 @@ func (g *Gateway) passTCP(ctx context.Context, t serviceTarget, ds *downstream, 
 	if t.workload == "" {
 		var ok bool
 		if ep, labels.Destination, done, ok = g.engine.PickEndpoint(t.service, t.port, peer.Source.Addr()); !ok {
-			return nil, fmt.Errorf("waypoint: %s has no endpoint", what)
+			err := fmt.Errorf("waypoint: %s has no endpoint", what)
+			m := telemetry.Open(labels, telemetry.Endpoints{Src: peer.Source})
+			m.Finish(g.opts.AccessLog, telemetry.Result{Err: err, Flags: proxy.FlagNoHealthy})
+			return nil, err
 		}
 	}
 	m := telemetry.Open(labels, telemetry.Endpoints{Src: peer.Source, Dst: ep})
@@ -71,6 +74,9 @@ func (g *Gateway) passTCP(ctx context.Context, t serviceTarget, ds *downstream, 
 	if g.dialer == nil {
 		plain := &net.Dialer{Timeout: proxy.DefaultDialTimeout}
 		dial = plain.DialContext
+	}
+	if g.opts.BeforeTCPDial != nil {
+		g.opts.BeforeTCPDial()
 	}
 	c, err := dial(ctx, "tcp", ep.String())
 	if err != nil {
@@ -84,12 +90,39 @@ func (g *Gateway) passTCP(ctx context.Context, t serviceTarget, ds *downstream, 
 		done()
 		g.mu.Lock()
 		delete(g.streams, st)
+		stopIdle := st.stopIdle
 		g.mu.Unlock()
+		if stopIdle != nil {
+			stopIdle()
+		}
 		m.Finish(g.opts.AccessLog, telemetry.Result{})
 	}}
 	g.mu.Lock()
 	g.streams[st] = true
 	g.mu.Unlock()
+	// The policies may have changed during the dial, before the stream
+	// was registered for recheckStreams.
+	if err := g.closeIfDenied(st); err != nil {
+		return nil, err
+	}
+	if idle := g.opts.TCPIdleTimeout; idle > 0 {
+		// The HBONE server copies the stream: the counters (per read
+		// here, never spliced) tell the activity.
+		stop := m.WatchIdle(idle, func() {
+			m.Finish(g.opts.AccessLog, telemetry.Result{Flags: telemetry.FlagIdleTimeout,
+				Err: fmt.Errorf("waypoint: %s: closed after %v without a byte either way", what, idle)})
+			_ = st.conn.Close()
+		})
+		g.mu.Lock()
+		_, live := g.streams[st]
+		if live {
+			st.stopIdle = stop
+		}
+		g.mu.Unlock()
+		if !live { // closed meanwhile, before its done could stop the watch
+			stop()
+		}
+	}
 	return st.conn, nil
 }
 
@@ -100,6 +133,8 @@ type tcpStream struct {
 	peer   proxy.Peer
 	m      *telemetry.ConnMetrics
 	conn   *doneConn
+	// stopIdle ends the idle watch (nil: none); under Gateway.mu.
+	stopIdle func()
 }
 
 // recheckStreams closes the TCP streams the current policies deny,
@@ -109,14 +144,21 @@ func (g *Gateway) recheckStreams() {
 	streams := slices.Collect(maps.Keys(g.streams))
 	g.mu.Unlock()
 	for _, st := range streams {
-		d := g.engine.AuthorizeConn(st.target.service, st.peer)
-		if d.Allowed {
-			continue
-		}
-		st.m.Finish(g.opts.AccessLog, telemetry.Result{Err: fmt.Errorf("waypoint: closed after a policy change: %w: %s", hbone.ErrDenied, d),
-			Flags: telemetry.FlagDenied, Policy: d.Policy.String()})
-		_ = st.conn.Close()
+		_ = g.closeIfDenied(st)
 	}
+}
+
+// closeIfDenied closes st with an access log line naming the policy when
+// the current policies deny it, and returns why.
+func (g *Gateway) closeIfDenied(st *tcpStream) error {
+	d := g.engine.AuthorizeConn(st.target.service, st.peer)
+	if d.Allowed {
+		return nil
+	}
+	err := fmt.Errorf("waypoint: closed after a policy change: %w: %s", hbone.ErrDenied, d)
+	st.m.Finish(g.opts.AccessLog, telemetry.Result{Err: err, Flags: telemetry.FlagDenied, Policy: d.Policy.String()})
+	_ = st.conn.Close()
+	return err
 }
 
 // doneConn calls done once when closed.
