@@ -1,7 +1,6 @@
 package translate
 
 import (
-	"cmp"
 	"fmt"
 	"slices"
 	"strings"
@@ -170,9 +169,7 @@ func (t *translator) translateGateway(gw *gwv1.Gateway, class model.GatewayClass
 			bad = append(bad, fmt.Sprintf("%s (%s)", c.name, c.problem()))
 		}
 	}
-	slices.SortFunc(g.Certificates, func(a, b model.Certificate) int {
-		return cmp.Or(cmp.Compare(a.Namespace, b.Namespace), cmp.Compare(a.Name, b.Name))
-	})
+	slices.SortFunc(g.Certificates, func(a, b model.Certificate) int { return compareRef(a.Ref, b.Ref) })
 	// A Gateway is accepted when one listener is: routes attach to an
 	// accepted listener (and count in its attachedRoutes) even while a
 	// missing certificate keeps it from being programmed.
