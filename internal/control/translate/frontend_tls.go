@@ -10,19 +10,19 @@ import (
 )
 
 // frontendValidation is the client validation of the Gateway's
-// spec.tls.frontend that applies to port: its perPort entry, else the
-// default; nil when none is configured.
-func frontendValidation(gw *gwv1.Gateway, port gwv1.PortNumber) *gwv1.FrontendTLSValidation {
+// spec.tls.frontend that applies to port, and the field it is set in: its
+// perPort entry, else the default; nil when none is configured.
+func frontendValidation(gw *gwv1.Gateway, port gwv1.PortNumber) (_ *gwv1.FrontendTLSValidation, field string) {
 	if gw.Spec.TLS == nil || gw.Spec.TLS.Frontend == nil {
-		return nil
+		return nil, ""
 	}
 	f := gw.Spec.TLS.Frontend
-	for _, p := range f.PerPort {
+	for i, p := range f.PerPort {
 		if p.Port == port {
-			return p.TLS.Validation
+			return p.TLS.Validation, fmt.Sprintf("spec.tls.frontend.perPort[%d].tls.validation", i)
 		}
 	}
-	return f.Default.Validation
+	return f.Default.Validation, "spec.tls.frontend.default.validation"
 }
 
 // checkClientValidation resolves the frontend validation of an HTTPS
@@ -30,15 +30,9 @@ func frontendValidation(gw *gwv1.Gateway, port gwv1.PortNumber) *gwv1.FrontendTL
 // problem; with none valid the listener is not accepted
 // (NoValidCACertificate), so no client gets in unchecked.
 func (t *translator) checkClientValidation(gw *gwv1.Gateway, c *listenerCheck, l gwv1.Listener, fail func(string, string, ...any)) {
-	v := frontendValidation(gw, l.Port)
+	v, field := frontendValidation(gw, l.Port)
 	if v == nil {
 		return
-	}
-	field := "spec.tls.frontend.default.validation"
-	for i, p := range gw.Spec.TLS.Frontend.PerPort {
-		if p.Port == l.Port {
-			field = fmt.Sprintf("spec.tls.frontend.perPort[%d].tls.validation", i)
-		}
 	}
 	mode := v.Mode
 	if mode == "" {
