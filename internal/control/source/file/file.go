@@ -572,13 +572,9 @@ func (st *state) snapshot() *resources.Resources {
 		r = st.rebuild()
 	}
 	r.MeshConfig = prev.MeshConfig
-	var meshErrs []resources.SourceError
 	if meshChanged || st.prev == nil {
-		r.MeshConfig, meshErrs = st.meshConfig()
-	} else {
-		meshErrs = st.meshErrs
+		r.MeshConfig, st.meshErrs = st.meshConfig()
 	}
-	st.meshErrs = meshErrs
 
 	r.Errors = append([]resources.SourceError(nil), st.walkErr...)
 	for _, fst := range st.files {
@@ -587,7 +583,7 @@ func (st *state) snapshot() *resources.Resources {
 	for _, e := range st.dupErrs {
 		r.Errors = append(r.Errors, e...)
 	}
-	r.Errors = append(r.Errors, meshErrs...)
+	r.Errors = append(r.Errors, st.meshErrs...)
 	resources.SortErrors(r.Errors)
 	st.prev = r
 	return r
@@ -609,10 +605,7 @@ func (st *state) meshConfig() (*v1alpha1.MeshConfig, []resources.SourceError) {
 	for _, d := range ds[1:] {
 		errs = append(errs, resources.ExtraMeshConfigError(d, ds[0]))
 	}
-	mc, ok := ds[0].Object.(*v1alpha1.MeshConfig)
-	if !ok {
-		return nil, errs
-	}
+	mc, _ := ds[0].Object.(*v1alpha1.MeshConfig)
 	return mc, errs
 }
 
