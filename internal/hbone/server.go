@@ -309,28 +309,6 @@ func isTimeout(err error) bool {
 	return errors.As(err, &ne) && ne.Timeout()
 }
 
-// copyPlain copies until src's EOF (nil) or an error, with buf only:
-// io.CopyBuffer would let *net.TCPConn.ReadFrom take over and allocate its
-// own buffer for a non-file source.
-func copyPlain(dst io.Writer, src io.Reader, buf *relayBuf) error {
-	for {
-		b := buf.bytes()
-		n, rerr := src.Read(b)
-		if n > 0 {
-			if _, werr := dst.Write(b[:n]); werr != nil {
-				return werr
-			}
-			buf.filled(n)
-		}
-		if rerr == io.EOF {
-			return nil
-		}
-		if rerr != nil {
-			return rerr
-		}
-	}
-}
-
 // Relay buffers (one per direction of a proxied stream, pooled). Most
 // streams carry requests and answers of a few KiB and spend their life
 // blocked in Read holding their buffer, so a stream starts with a small
