@@ -108,28 +108,6 @@ func Listen(ctx context.Context, nsPath, network, addr string, opts ListenOption
 	return ln, nil
 }
 
-// ListenPacket is Listen for datagram sockets (the DNS proxy on 15053).
-func ListenPacket(ctx context.Context, nsPath, network, addr string, opts ListenOptions) (net.PacketConn, error) {
-	if err := checkLiteral(addr); err != nil {
-		return nil, err
-	}
-	so := opts.sockopts()
-	lc := net.ListenConfig{Control: so.control}
-	var pc net.PacketConn
-	err := Do(nsPath, func() error {
-		var err error
-		pc, err = lc.ListenPacket(ctx, network, addr)
-		return err
-	})
-	if err != nil {
-		if pc != nil {
-			pc.Close()
-		}
-		return nil, fmt.Errorf("netns: listen %s %s in %s: %w", network, addr, nsName(nsPath), err)
-	}
-	return pc, nil
-}
-
 // DialContext connects to addr (a literal ip:port) from inside d.NetNS. The socket is created in the
 // namespace; the thread leaves it before the connect wait.
 func (d *Dialer) DialContext(ctx context.Context, network, addr string) (net.Conn, error) {

@@ -22,11 +22,6 @@ func Listen(ctx context.Context, nsPath, network, addr string, opts ListenOption
 	return nil, ErrUnsupported
 }
 
-// ListenPacket is unsupported outside Linux.
-func ListenPacket(ctx context.Context, nsPath, network, addr string, opts ListenOptions) (net.PacketConn, error) {
-	return nil, ErrUnsupported
-}
-
 // DialContext is unsupported outside Linux.
 func (d *Dialer) DialContext(ctx context.Context, network, addr string) (net.Conn, error) {
 	return nil, ErrUnsupported
