@@ -216,9 +216,6 @@ func New(opts Options) (*Proxy, error) {
 // Config returns the configuration in force (never nil).
 func (p *Proxy) Config() *Config { return p.cfg.Load() }
 
-// Authorizer is the authorizer in force (for tests and the admin endpoint).
-func (p *Proxy) Authorizer() *policy.Authorizer { return p.authz }
-
 // Update installs the configuration of snapshot s: indexes, policies
 // (re-checking live connections) and the trust bundle.
 func (p *Proxy) Update(s *xdsclient.Snapshot) {
