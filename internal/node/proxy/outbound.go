@@ -74,8 +74,7 @@ func (p *Proxy) outbound(ctx context.Context, client net.Conn, dst netip.AddrPor
 	defer stop()
 
 	cfg := p.cfg.Load()
-	clientAddr, _ := netip.ParseAddrPort(client.RemoteAddr().String())
-	clientAddr = netip.AddrPortFrom(clientAddr.Addr().Unmap(), clientAddr.Port())
+	clientAddr := addrPortOf(client.RemoteAddr())
 	src := p.sourceWorkload(cfg, clientAddr.Addr(), source)
 	labels := telemetry.Labels{Reporter: telemetry.ReporterSource}
 	if src != nil {
