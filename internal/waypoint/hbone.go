@@ -190,13 +190,14 @@ func (g *Gateway) startHBONE(ctx context.Context, wg *sync.WaitGroup) error {
 
 	tunnels := newConnListener(ln.Addr())
 	srv := g.engine.Server(0)
+	// The stream's handler is built once per connection (ConnContext), not
+	// per request.
 	srv.Handler = http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
-		t, _ := r.Context().Value(targetKey{}).(serviceTarget)
-		if t.workload != "" {
-			g.engine.WorkloadHandler(t.workload, netip.AddrPortFrom(t.addr, uint16(t.port)), t.identity).ServeHTTP(w, r)
-			return
+		h, ok := r.Context().Value(targetKey{}).(http.Handler)
+		if !ok {
+			h = g.targetHandler(serviceTarget{})
 		}
-		g.engine.ServiceHandler(t.service, t.port).ServeHTTP(w, r)
+		h.ServeHTTP(w, r)
 	})
 	base := srv.ConnContext
 	srv.ConnContext = func(ctx context.Context, c net.Conn) context.Context {
@@ -207,7 +208,7 @@ func (g *Gateway) startHBONE(ctx context.Context, wg *sync.WaitGroup) error {
 		if !ok {
 			return ctx
 		}
-		ctx = context.WithValue(ctx, targetKey{}, tc.target)
+		ctx = context.WithValue(ctx, targetKey{}, g.targetHandler(tc.target))
 		ctx = proxy.WithPeer(ctx, tc.peer)
 		if g.dialer != nil {
 			ctx, tc.release = g.engine.WithUpstreams(ctx, g.upstreamDialer(g.dialer, &tc.ds))
@@ -292,6 +293,14 @@ func (g *Gateway) startHBONE(ctx context.Context, wg *sync.WaitGroup) error {
 }
 
 type targetKey struct{}
+
+// targetHandler is the engine's handler for a stream's target.
+func (g *Gateway) targetHandler(t serviceTarget) http.Handler {
+	if t.workload != "" {
+		return g.engine.WorkloadHandler(t.workload, netip.AddrPortFrom(t.addr, uint16(t.port)), t.identity)
+	}
+	return g.engine.ServiceHandler(t.service, t.port)
+}
 
 // tunnelConn is one HBONE stream as the HTTP server sees it.
 type tunnelConn struct {

@@ -17,18 +17,18 @@ import (
 // policies that target the waypoint itself, then passed through to ep
 // (HTTPRoutes attach to Services, not to workloads).
 func (e *Engine) WorkloadHandler(workload string, ep netip.AddrPort, identity string) http.Handler {
-	c := e.workloadConfig(workload, ep, identity)
+	ck := workload + "@" + ep.String() + "@" + identity
 	key := fmt.Sprintf("%s:%d", workload, ep.Port())
+	table := func(c *config) *route.Table { return c.passthrough[key] }
 	return http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
-		e.serveConfig(w, r, uint32(ep.Port()), "", true, c, func(c *config) *route.Table { return c.passthrough[key] })
+		e.serveConfig(w, r, uint32(ep.Port()), "", true, e.workloadConfig(ck, key, workload, ep, identity), table)
 	})
 }
 
 // workloadConfig is a configuration holding only the pass-through route
-// to one workload address, built on first use and kept until the next
-// Apply (which may have moved the workload).
-func (e *Engine) workloadConfig(workload string, ep netip.AddrPort, identity string) *config {
-	ck := workload + "@" + ep.String() + "@" + identity
+// (under key) to one workload address, built on first use and kept under
+// ck until the next Apply (which may have moved the workload).
+func (e *Engine) workloadConfig(ck, key, workload string, ep netip.AddrPort, identity string) *config {
 	if c, ok := e.workloads.Load(ck); ok {
 		return c.(*config)
 	}
@@ -45,7 +45,7 @@ func (e *Engine) workloadConfig(workload string, ep netip.AddrPort, identity str
 	bal, _ := lb.New(e.cfg.Balancer) // checked by New
 	_ = bal.Update(lb.FromBackend(b, port, e.cfg.PreferIPv6))
 	c := &config{
-		passthrough: map[string]*route.Table{fmt.Sprintf("%s:%d", workload, port): t},
+		passthrough: map[string]*route.Table{key: t},
 		routes:      map[*gatewayv1.Route]*compiledRoute{r: compileRoute(r)},
 		backends:    map[balKey]*upstream{{workload, port}: {backend: b, port: port, bal: bal}},
 	}
