@@ -30,6 +30,7 @@ import (
 	"net/http"
 	"net/http/httputil"
 	"net/netip"
+	"strconv"
 	"strings"
 	"sync"
 	"sync/atomic"
@@ -486,7 +487,7 @@ func (e *Engine) Apply(listeners []*gatewayv1.Listener, tables []*gatewayv1.Rout
 			if b.GetWaypoint().GetName() != "" {
 				r := passthroughRoute(b, p.GetPort())
 				t, _ := route.CompileRouteTable(&gatewayv1.RouteTable{Routes: []*gatewayv1.Route{r}})
-				c.passthrough[fmt.Sprintf("%s:%d", name, p.GetPort())] = t
+				c.passthrough[portKey(name, p.GetPort())] = t
 				addRoutes([]*gatewayv1.Route{r})
 			}
 		}
@@ -552,6 +553,12 @@ func (e *Engine) balancer(k balKey, b *gatewayv1.Backend) (*lb.Balancer, error) 
 		err = bal.SetConfig(cfg)
 	}
 	return bal, err
+}
+
+// portKey is the "<ns>/<name>:<port>" key of config.passthrough (and of
+// a port's own route table in config.services).
+func portKey(name string, port uint32) string {
+	return name + ":" + strconv.FormatUint(uint64(port), 10)
 }
 
 // passthroughRoute sends every request to the service port itself, with

@@ -162,7 +162,7 @@ func WithPeer(ctx context.Context, p Peer) context.Context {
 // "<ns>/<name>:<port>", else "<ns>/<name>", else the pass-through route
 // to the service itself.
 func (e *Engine) ServiceHandler(service string, port uint32) http.Handler {
-	withPort := service + ":" + strconv.FormatUint(uint64(port), 10)
+	withPort := portKey(service, port)
 	return http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
 		e.serve(w, r, port, service, func(c *config) *route.Table {
 			if t := c.services[withPort]; t != nil {

@@ -1,7 +1,6 @@
 package proxy
 
 import (
-	"fmt"
 	"net/http"
 	"net/netip"
 	"strings"
@@ -18,7 +17,7 @@ import (
 // (HTTPRoutes attach to Services, not to workloads).
 func (e *Engine) WorkloadHandler(workload string, ep netip.AddrPort, identity string) http.Handler {
 	ck := workload + "@" + ep.String() + "@" + identity
-	key := fmt.Sprintf("%s:%d", workload, ep.Port())
+	key := portKey(workload, uint32(ep.Port()))
 	table := func(c *config) *route.Table { return c.passthrough[key] }
 	return http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
 		e.serveConfig(w, r, uint32(ep.Port()), "", true, e.workloadConfig(ck, key, workload, ep, identity), table)
