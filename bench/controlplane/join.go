@@ -1,13 +1,9 @@
 package controlplane
 
 import (
-	"bytes"
 	"context"
 	"crypto/tls"
-	"encoding/json"
 	"fmt"
-	"io"
-	"net/http"
 
 	"github.com/spiffe/go-spiffe/v2/spiffeid"
 	"google.golang.org/grpc/credentials"
@@ -23,27 +19,9 @@ import (
 // channel. The certificate is not renewed: benchmarks run far shorter than
 // its lifetime.
 func JoinNode(ctx context.Context, adminAddr, xdsAddr, node string) (credentials.TransportCredentials, error) {
-	body, err := json.Marshal(control.TokenRequest{Subject: "node/" + node})
+	tok, err := control.RequestToken(ctx, adminAddr, control.TokenRequest{Subject: "node/" + node})
 	if err != nil {
-		return nil, err
-	}
-	req, err := http.NewRequestWithContext(ctx, http.MethodPost, "http://"+adminAddr+"/ca/tokens", bytes.NewReader(body))
-	if err != nil {
-		return nil, err
-	}
-	req.Header.Set("Content-Type", "application/json")
-	resp, err := http.DefaultClient.Do(req)
-	if err != nil {
-		return nil, fmt.Errorf("bench: join token for %s: %w", node, err)
-	}
-	defer resp.Body.Close()
-	if resp.StatusCode != http.StatusOK {
-		msg, _ := io.ReadAll(resp.Body)
-		return nil, fmt.Errorf("bench: join token for %s: %s: %s", node, resp.Status, msg)
-	}
-	var tok control.TokenResponse
-	if err := json.NewDecoder(resp.Body).Decode(&tok); err != nil {
-		return nil, fmt.Errorf("bench: join token for %s: %w", node, err)
+		return nil, fmt.Errorf("bench: %w", err)
 	}
 	td, err := spiffeid.TrustDomainFromString(tok.TrustDomain)
 	if err != nil {

@@ -5,11 +5,8 @@
 package controltest
 
 import (
-	"bytes"
-	"encoding/json"
-	"io"
+	"context"
 	"log/slog"
-	"net/http"
 	"testing"
 	"time"
 
@@ -49,19 +46,9 @@ func Start(tb testing.TB, dir string) *control.Control {
 // "gateway/NAMESPACE/NAME") through cp's admin endpoint.
 func Token(tb testing.TB, cp *control.Control, subject string) control.TokenResponse {
 	tb.Helper()
-	body, _ := json.Marshal(control.TokenRequest{Subject: subject})
-	resp, err := http.Post("http://"+cp.AdminAddr().String()+"/ca/tokens", "application/json", bytes.NewReader(body))
+	tok, err := control.RequestToken(context.Background(), cp.AdminAddr().String(), control.TokenRequest{Subject: subject})
 	if err != nil {
 		tb.Fatal(err)
-	}
-	defer resp.Body.Close()
-	if resp.StatusCode != http.StatusOK {
-		msg, _ := io.ReadAll(resp.Body)
-		tb.Fatalf("token for %s: %s: %s", subject, resp.Status, msg)
-	}
-	var tok control.TokenResponse
-	if err := json.NewDecoder(resp.Body).Decode(&tok); err != nil {
-		tb.Fatalf("token for %s: %v", subject, err)
 	}
 	if tok.Token == "" {
 		tb.Fatalf("token for %s: empty", subject)
