@@ -10,7 +10,6 @@ import (
 	"encoding/json"
 	"encoding/pem"
 	"math/big"
-	"net"
 	"net/http"
 	"os"
 	"path/filepath"
@@ -23,6 +22,7 @@ import (
 	"github.com/google/go-cmp/cmp/cmpopts"
 
 	"github.com/ambitmesh/ambit/internal/echo"
+	"github.com/ambitmesh/ambit/internal/testkit"
 )
 
 func TestEchoFlags(t *testing.T) {
@@ -101,21 +101,9 @@ func TestEchoFlags(t *testing.T) {
 	}
 }
 
-// freePort finds a port nobody listens on right now; the command binds it
-// by number, as a user would.
-func freePort(t *testing.T) int {
-	t.Helper()
-	ln, err := net.Listen("tcp", "127.0.0.1:0")
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer ln.Close()
-	return ln.Addr().(*net.TCPAddr).Port
-}
-
 func TestEchoCommandServes(t *testing.T) {
 	t.Setenv("POD_NAME", "pod-from-env")
-	port := freePort(t)
+	port := int(testkit.CommonPort(t, "127.0.0.1"))
 	root := NewRoot()
 	var out, errOut bytes.Buffer
 	root.SetOut(&out)

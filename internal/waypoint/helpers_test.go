@@ -76,12 +76,7 @@ func runEcho(t *testing.T, opts echo.Options) *echo.Server {
 
 func freePort(t *testing.T) int {
 	t.Helper()
-	l, err := net.Listen("tcp", "127.0.0.1:0")
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer l.Close()
-	return l.Addr().(*net.TCPAddr).Port
+	return int(testkit.CommonPort(t, "127.0.0.1"))
 }
 
 // explicitListen is a free address on ip for a node proxy's explicit
