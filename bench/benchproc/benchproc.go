@@ -24,6 +24,8 @@ import (
 	"syscall"
 	"testing"
 	"time"
+
+	"github.com/ambitmesh/ambit/internal/testkit"
 )
 
 // Start runs argv until ctx ends or the benchmark is cleaned up (killed
@@ -62,24 +64,12 @@ func Start(tb testing.TB, ctx context.Context, dir, name string, env []string, a
 	return cmd
 }
 
-// WaitFor polls cond for up to 20 s.
-func WaitFor(tb testing.TB, what string, cond func() bool) {
-	tb.Helper()
-	deadline := time.Now().Add(20 * time.Second)
-	for !cond() {
-		if time.Now().After(deadline) {
-			tb.Fatalf("timed out waiting for %s", what)
-		}
-		time.Sleep(50 * time.Millisecond)
-	}
-}
-
 // WaitOK polls url until it answers 200 (a readiness endpoint, or traffic
 // through a proxy), for up to 20 s.
 func WaitOK(tb testing.TB, what, url string) {
 	tb.Helper()
 	c := &http.Client{Timeout: 2 * time.Second}
-	WaitFor(tb, what+" to answer 200", func() bool {
+	testkit.Eventually(tb, 20*time.Second, what+" to answer 200", func() bool {
 		resp, err := c.Get(url)
 		if err != nil {
 			return false

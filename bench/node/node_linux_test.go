@@ -32,6 +32,7 @@ import (
 	"github.com/ambitmesh/ambit/internal/control/controltest"
 	"github.com/ambitmesh/ambit/internal/node/netns"
 	"github.com/ambitmesh/ambit/internal/node/netns/netnstest"
+	"github.com/ambitmesh/ambit/internal/testkit"
 )
 
 var (
@@ -133,7 +134,7 @@ func BenchmarkNodeProxy(b *testing.B) {
 	defer sink.Close()
 	go serveSink(sink)
 	app := &netns.Dialer{NetNS: pod1.Path, Unmarked: true, Timeout: 5 * time.Second}
-	benchproc.WaitFor(b, "the echo in pod 2", func() bool {
+	testkit.Eventually(b, 20*time.Second, "the echo in pod 2", func() bool {
 		c, err := app.DialContext(ctx, "tcp", fmt.Sprintf("%s:%d", serverPodIP, echoPort))
 		if err == nil {
 			c.Close()
@@ -366,7 +367,7 @@ func startAmbit(b *testing.B, ctx context.Context, tmp, ambit string, pod1, pod2
 		pids = append(pids, cmd.Process.Pid)
 		eps = append(eps, ep)
 		benchproc.WaitOK(b, n.name+" ready", "http://"+ep.ready+"/healthz/ready")
-		benchproc.WaitFor(b, n.name+" to enrol "+n.key, func() bool {
+		testkit.Eventually(b, 20*time.Second, n.name+" to enrol "+n.key, func() bool {
 			resp, err := http.PostForm("http://"+ep.admin+"/enroll", url.Values{"workload": {n.key}, "netns": {n.pod.Path}})
 			if err != nil {
 				return false
@@ -512,7 +513,7 @@ backend app%[1]d
 	cc := benchproc.Start(b, ctx, tmp, "haproxy-client", nil, "ip", "netns", "exec", node1.Name, *flagHAProxy, "-db", "-f", filepath.Join(dir, "client.cfg"))
 	sc := benchproc.Start(b, ctx, tmp, "haproxy-server", nil, "ip", "netns", "exec", node2.Name, *flagHAProxy, "-db", "-f", filepath.Join(dir, "server.cfg"))
 	app := &netns.Dialer{NetNS: filepath.Join("/run/netns", node1.Name), Unmarked: true, Timeout: time.Second}
-	benchproc.WaitFor(b, "the haproxy pair", func() bool {
+	testkit.Eventually(b, 20*time.Second, "the haproxy pair", func() bool {
 		c, err := app.DialContext(ctx, "tcp", fmt.Sprintf("%s:%d", node1PodGW, 9000))
 		if err != nil {
 			return false
