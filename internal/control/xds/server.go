@@ -89,11 +89,14 @@ type TypeStatus struct {
 // hashes each resource once (ComputeViews); proxies with the same view share
 // the same ResourceSet, and responses carry the shared, pre-marshaled
 // discovery.Resource values. Each set also remembers which names changed
-// since its last few versions, and the returned-resources map of a caught-up
-// wildcard subscription carries the set version it reflects (markerKey), so
-// a one-endpoint change costs O(1) work and sends one resource per proxy;
+// since its last few versions. After a complete wildcard response the
+// returned-resources map handed to go-control-plane holds only the set
+// version the proxy now has (markerKey), and the set itself is kept on the
+// stream (typeState.held): copying a 10,000-entry version map per proxy per
+// change would cost more than everything else a change does. So a
+// one-endpoint change costs O(1) work and sends one resource per proxy;
 // only a (re)subscription or a proxy far behind falls back to a full
-// comparison.
+// comparison, against the held set.
 type Server struct {
 	auth     Authenticator
 	log      *slog.Logger
@@ -109,10 +112,15 @@ type Server struct {
 	// gone keeps the last state of disconnected proxies by node ID (bounded
 	// by the number of node IDs the authenticator allows).
 	gone map[string]ProxyStatus
+	// requests links a request to its stream between OnStreamDeltaRequest
+	// and CreateDeltaWatch, which go-control-plane calls one after the
+	// other on the stream's goroutine (the watch API carries no stream ID).
+	requests map[*discovery.DeltaDiscoveryRequest]*streamState
 }
 
 type watch struct {
 	id  ProxyID
+	st  *streamState
 	req *discovery.DeltaDiscoveryRequest
 	sub cache.Subscription
 	ch  chan cache.DeltaResponse
@@ -138,6 +146,10 @@ type streamState struct {
 type typeState struct {
 	TypeStatus
 	pending map[string]string // nonce -> version of responses not yet (N)ACKed
+	// held is the set the last complete wildcard response left the proxy
+	// holding; the subscription's returned-resources map then holds only
+	// markerKey -> held.Version (plus go-control-plane's own edits).
+	held *ResourceSet
 }
 
 // NewServer returns a server; it does no I/O. Call Register, then Update
@@ -151,6 +163,7 @@ func NewServer(opts Options) *Server {
 		watches:  map[string]map[*watch]struct{}{},
 		streams:  map[int64]*streamState{},
 		gone:     map[string]ProxyStatus{},
+		requests: map[*discovery.DeltaDiscoveryRequest]*streamState{},
 	}
 	if s.log == nil {
 		s.log = slog.Default()
@@ -255,10 +268,44 @@ func (st *streamState) status() ProxyStatus {
 	return ps
 }
 
-// markerKey is stored in the returned-resources maps this server builds
-// for complete wildcard responses; its value is the ResourceSet version the
-// map reflects. It can never be a resource name (names are "ns/name").
+// markerKey is the returned-resources map this server hands go-control-plane
+// after a complete wildcard response; its value is the version of the
+// ResourceSet the proxy then holds (typeState.held). It can never be a
+// resource name (names are "ns/name").
 const markerKey = "\x00ambit-set-version"
+
+// returnedResources is what the proxy of w holds: the subscription's map,
+// or, when that is a marker map, the held set's versions with
+// go-control-plane's edits since (names it unsubscribed are dropped so they
+// count as not held, the way its own map bookkeeping treats them).
+func (w *watch) returnedResources() map[string]string {
+	returned := w.sub.ReturnedResources()
+	mark, ok := returned[markerKey]
+	if !ok {
+		return returned
+	}
+	var held *ResourceSet
+	if w.st != nil {
+		if ts := w.st.types[w.req.GetTypeUrl()]; ts != nil && ts.held != nil && ts.held.Version == mark {
+			held = ts.held
+		}
+	}
+	var out map[string]string
+	if held != nil {
+		out = maps.Clone(held.versions)
+	} else {
+		out = map[string]string{}
+	}
+	for _, n := range w.req.GetResourceNamesUnsubscribe() {
+		delete(out, n)
+	}
+	for n, v := range returned {
+		if n != markerKey {
+			out[n] = v
+		}
+	}
+	return out
+}
 
 // respond computes the response for w from the current views, or nil when
 // the proxy already has everything. Called with s.mu held.
@@ -266,6 +313,10 @@ func (s *Server) respond(w *watch) *deltaResponse {
 	set := s.views.Set(w.id, w.req.GetTypeUrl())
 	returned := w.sub.ReturnedResources()
 	wildcard := w.sub.IsWildcard()
+	var ts *typeState
+	if w.st != nil {
+		ts = w.st.typeState(w.req.GetTypeUrl())
+	}
 
 	var upd []*Resource
 	var removed []string
@@ -280,18 +331,21 @@ func (s *Server) respond(w *watch) *deltaResponse {
 	}
 
 	fast := false
-	if mark, ok := returned[markerKey]; ok && wildcard && !w.subChanged {
+	if mark, ok := returned[markerKey]; ok && wildcard && !w.subChanged && len(returned) == 1 &&
+		ts != nil && ts.held != nil && ts.held.Version == mark {
 		if mark == set.Version {
 			return nil
 		}
 		if names, ok := set.changesSince(mark); ok {
 			fast = true
+			returned = ts.held.versions // what consider() compares against
 			for _, n := range names {
 				consider(n)
 			}
 		}
 	}
 	if !fast {
+		returned = w.returnedResources()
 		if wildcard {
 			for n, r := range set.Items {
 				if v, ok := returned[n]; !ok || v != r.Version {
@@ -328,11 +382,14 @@ func (s *Server) respond(w *watch) *deltaResponse {
 		}
 		resp.resources = append(resp.resources, r.wire)
 	}
-	if wildcard && !resp.partial {
-		// A complete wildcard response leaves the proxy holding exactly
-		// set; the map is built lazily on the stream's goroutine.
-		resp.full = set
+	if wildcard && !resp.partial && ts != nil {
+		// A complete wildcard response leaves the proxy holding exactly set.
+		ts.held = set
+		resp.next = map[string]string{markerKey: set.Version}
 		return resp
+	}
+	if ts != nil {
+		ts.held = nil
 	}
 	next := maps.Clone(returned)
 	if next == nil {
@@ -365,10 +422,7 @@ type deltaResponse struct {
 	resources []*discovery.Resource
 	removed   []string
 	partial   bool
-
-	full *ResourceSet // complete wildcard response: next map = full's versions
-	once sync.Once
-	next map[string]string
+	next      map[string]string
 }
 
 var _ cache.DeltaResponse = (*deltaResponse)(nil)
@@ -389,16 +443,7 @@ func (r *deltaResponse) GetResponseVersion() string                        { ret
 func (r *deltaResponse) GetNextVersionMap() map[string]string              { return r.GetReturnedResources() }
 func (r *deltaResponse) GetContext() context.Context                       { return context.Background() }
 
-func (r *deltaResponse) GetReturnedResources() map[string]string {
-	r.once.Do(func() {
-		if r.full != nil {
-			r.next = make(map[string]string, len(r.full.versions)+1)
-			maps.Copy(r.next, r.full.versions)
-			r.next[markerKey] = r.full.Version
-		}
-	})
-	return r.next
-}
+func (r *deltaResponse) GetReturnedResources() map[string]string { return r.next }
 
 // watcher implements cache.ConfigWatcher for the go-control-plane server.
 type watcher struct{ s *Server }
@@ -429,6 +474,8 @@ func (w watcher) CreateDeltaWatch(req *cache.DeltaRequest, sub cache.Subscriptio
 	}
 	s.mu.Lock()
 	defer s.mu.Unlock()
+	wt.st = s.requests[req]
+	delete(s.requests, req)
 	if s.views != nil {
 		if resp := s.respond(wt); resp != nil {
 			// The stream's response channel holds two responses per type
@@ -500,6 +547,7 @@ func (c callbacks) OnDeltaStreamClosed(id int64, _ *core.Node) {
 	s.mu.Lock()
 	st := s.streams[id]
 	delete(s.streams, id)
+	maps.DeleteFunc(s.requests, func(_ *discovery.DeltaDiscoveryRequest, v *streamState) bool { return v == st })
 	if st != nil && st.nodeID != "" {
 		ps := st.status()
 		ps.Connected, ps.DisconnectedAt = false, time.Now()
@@ -545,6 +593,7 @@ func (c callbacks) OnStreamDeltaRequest(id int64, req *discovery.DeltaDiscoveryR
 		return status.Errorf(codes.PermissionDenied, "xds: node.id changed from %q to %q within a stream; a proxy can only subscribe as itself", st.nodeID, nodeID)
 	}
 
+	s.requests[req] = st
 	nonce := req.GetResponseNonce()
 	if nonce == "" {
 		return nil

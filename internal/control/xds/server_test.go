@@ -1,6 +1,7 @@
 package xds
 
 import (
+	"fmt"
 	"context"
 	"log/slog"
 	"net"
@@ -542,4 +543,81 @@ func counterValue(t *testing.T, c prometheus.Counter) float64 {
 		t.Fatal(err)
 	}
 	return m.GetCounter().GetValue()
+}
+
+// A proxy that does not ACK while more translations than a set remembers
+// go by is compared in full against the set it holds (its returned map is
+// only a marker): it gets what changed and the removals, nothing else.
+func TestProxyFarBehindGetsExactDelta(t *testing.T) {
+	srv, addr, _ := startServer(t, Options{})
+	m := testMesh()
+	if err := srv.Update(m); err != nil {
+		t.Fatal(err)
+	}
+	n1 := connect(t, addr, "tok-n1", "node/n1")
+	n1.syncAll(TypeWorkload)
+
+	// The proxy is caught up, so its watch is open for this one.
+	gone := model.Ref{Namespace: "b", Name: "api-1"}
+	m2 := *m
+	m2.Workloads = slices.DeleteFunc(slices.Clone(m.Workloads), func(w model.Workload) bool { return w.Ref == gone })
+	if err := srv.Update(&m2); err != nil {
+		t.Fatal(err)
+	}
+	del := n1.next()
+	if !cmp.Equal(del.GetRemovedResources(), []string{"b/api-1"}) {
+		t.Fatalf("got removed %v, want [b/api-1]", del.GetRemovedResources())
+	}
+	// Not ACKed yet: maxHistory+2 translations go by, the last moving a/web-2
+	// and bringing b/api-1 back.
+	cur := &m2
+	for i := range maxHistory + 2 {
+		cur = withMovedWorkload(cur, fmt.Sprintf("10.0.3.%d", i+1))
+		if err := srv.Update(cur); err != nil {
+			t.Fatal(err)
+		}
+	}
+	back := withMovedWorkload(m, fmt.Sprintf("10.0.3.%d", maxHistory+2))
+	if err := srv.Update(back); err != nil {
+		t.Fatal(err)
+	}
+	n1.ack(del)
+	r := n1.next()
+	if r.GetTypeUrl() != TypeWorkload || !cmp.Equal(names(r), []string{"a/web-2", "b/api-1"}) || len(r.GetRemovedResources()) != 0 {
+		t.Fatalf("far-behind proxy got %s %v removed %v, want Workload [a/web-2 b/api-1]", r.GetTypeUrl(), names(r), r.GetRemovedResources())
+	}
+	n1.ack(r)
+	// Caught up again: the next change is a one-resource delta.
+	if err := srv.Update(withMovedWorkload(back, "10.0.4.1")); err != nil {
+		t.Fatal(err)
+	}
+	if r := n1.next(); !cmp.Equal(names(r), []string{"a/web-2"}) || len(r.GetRemovedResources()) != 0 {
+		t.Errorf("after catching up got %v removed %v, want [a/web-2]", names(r), r.GetRemovedResources())
+	}
+}
+
+// Unsubscribing a name from a wildcard subscription after a complete
+// response: the name counts as not held (go-control-plane's bookkeeping),
+// so it is sent again with the next response; nothing else is.
+func TestWildcardUnsubscribeAfterCompleteResponse(t *testing.T) {
+	srv, addr, _ := startServer(t, Options{})
+	m := testMesh()
+	if err := srv.Update(m); err != nil {
+		t.Fatal(err)
+	}
+	n1 := connect(t, addr, "tok-n1", "node/n1")
+	n1.syncAll(TypeWorkload)
+	n1.send(&discovery.DeltaDiscoveryRequest{TypeUrl: TypeWorkload, ResourceNamesSubscribe: []string{"*"},
+		ResourceNamesUnsubscribe: []string{"a/db-1"}})
+	r := n1.next()
+	if !cmp.Equal(names(r), []string{"a/db-1"}) || len(r.GetRemovedResources()) != 0 {
+		t.Fatalf("after unsubscribing a/db-1 got %v removed %v, want [a/db-1] again", names(r), r.GetRemovedResources())
+	}
+	n1.ack(r)
+	if err := srv.Update(withMovedWorkload(m, "10.0.2.99")); err != nil {
+		t.Fatal(err)
+	}
+	if r := n1.next(); !cmp.Equal(names(r), []string{"a/web-2"}) {
+		t.Errorf("next change got %v, want [a/web-2]", names(r))
+	}
 }
