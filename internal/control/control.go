@@ -64,6 +64,10 @@ type Control struct {
 
 	last  atomic.Pointer[translate.Result]
 	authz atomic.Pointer[authIndex]
+	// lastRes is the snapshot last was translated from, so the next one can
+	// be translated as a change (translate.Retranslate). Only apply, which
+	// the source calls from one goroutine, uses it.
+	lastRes *resources.Resources
 	// pushMu orders pushes so a bundle change and a config change never
 	// overwrite each other with stale halves.
 	pushMu sync.Mutex
@@ -243,7 +247,8 @@ func (c *Control) Run(ctx context.Context) error {
 // rejected by the translator; what was good still flows.
 func (c *Control) apply(res *resources.Resources) {
 	start := time.Now()
-	result := translate.Translate(res)
+	result := translate.Retranslate(c.last.Load(), c.lastRes, res)
+	c.lastRes = res
 	for _, e := range result.SourceErrors {
 		c.log.Error("config source problem; the file's last good objects stay in force", "error", e.Error())
 	}

@@ -399,29 +399,33 @@ func (t *translator) endpoints(s *model.Service) []model.Endpoint {
 	}
 	var eps []model.Endpoint
 	for _, i := range t.workloadLabels().selected(s.Namespace, s.Selector, t.mesh.Workloads) {
-		w := &t.mesh.Workloads[i]
-		ep := model.Endpoint{
-			Workload:  w.Ref,
-			Addresses: w.Addresses,
-			Node:      w.Node,
-			Network:   w.Network,
-			Identity:  w.Identity,
-			Locality:  w.Locality,
-			Ports:     []model.PortMapping{},
-			Labels:    w.Labels,
-		}
-		for _, p := range s.Ports {
-			target := p.TargetPort
-			if p.TargetPortName != "" {
-				target = w.Ports[p.TargetPortName]
-			}
-			if target != 0 {
-				ep.Ports = append(ep.Ports, model.PortMapping{ServicePort: p.Port, TargetPort: target})
-			}
-		}
-		eps = append(eps, ep)
+		eps = append(eps, endpoint(s, &t.mesh.Workloads[i]))
 	}
 	return eps
+}
+
+// endpoint is workload w behind service s, its ports resolved.
+func endpoint(s *model.Service, w *model.Workload) model.Endpoint {
+	ep := model.Endpoint{
+		Workload:  w.Ref,
+		Addresses: w.Addresses,
+		Node:      w.Node,
+		Network:   w.Network,
+		Identity:  w.Identity,
+		Locality:  w.Locality,
+		Ports:     []model.PortMapping{},
+		Labels:    w.Labels,
+	}
+	for _, p := range s.Ports {
+		target := p.TargetPort
+		if p.TargetPortName != "" {
+			target = w.Ports[p.TargetPortName]
+		}
+		if target != 0 {
+			ep.Ports = append(ep.Ports, model.PortMapping{ServicePort: p.Port, TargetPort: target})
+		}
+	}
+	return ep
 }
 
 func selects(selector, labels map[string]string) bool {
