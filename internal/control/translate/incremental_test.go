@@ -88,7 +88,9 @@ func edits(t *testing.T) []edit {
 			return patchRes(t, res, []resources.Object{w}, nil)
 		}
 	}
-	free := func(r *rand.Rand) string { return netip.AddrFrom4([4]byte{10, 2, byte(r.IntN(4)), byte(1 + r.IntN(250))}).String() }
+	free := func(r *rand.Rand) string {
+		return netip.AddrFrom4([4]byte{10, 2, byte(r.IntN(4)), byte(1 + r.IntN(250))}).String()
+	}
 	return []edit{
 		{name: "address", local: true, apply: editWorkload(func(r *rand.Rand, w *v1alpha1.Workload) { w.Spec.Addresses = []string{free(r)} })},
 		{name: "node, port, service account", local: true, apply: editWorkload(func(r *rand.Rand, w *v1alpha1.Workload) {

@@ -1,8 +1,8 @@
 package xds
 
 import (
-	"fmt"
 	"context"
+	"fmt"
 	"log/slog"
 	"net"
 	"slices"
