@@ -1,6 +1,7 @@
 package hbone
 
 import (
+	"bytes"
 	"context"
 	"crypto/tls"
 	"errors"
@@ -10,15 +11,16 @@ import (
 	"net"
 	"net/http"
 	"net/netip"
-	"net/url"
 	"os"
 	"slices"
+	"strconv"
 	"strings"
 	"sync"
 	"time"
 
 	"github.com/spiffe/go-spiffe/v2/spiffeid"
 	"golang.org/x/net/http2"
+	"golang.org/x/net/http2/hpack"
 
 	"github.com/ambitmesh/ambit/internal/identity"
 )
@@ -136,10 +138,13 @@ func keyOf(req *DialRequest) PoolKey {
 	return PoolKey{Source: req.Source, Destination: strings.Join(ids, " "), Address: req.Address, SourceIP: req.SourceIP}
 }
 
-// Dialer opens HBONE tunnels over a pool of mTLS HTTP/2 connections.
+// Dialer opens HBONE tunnels over a pool of mTLS HTTP/2 connections. The
+// connections run on the same HTTP/2 layer as the server (conn.go): one
+// reader goroutine per connection drops DATA into the stream's buffer,
+// which the caller's Read or WriteTo drains; writes are framed by the
+// writing goroutine itself under the connection's write lock.
 type Dialer struct {
 	cfg DialerConfig
-	t2  *http2.Transport
 	log *slog.Logger
 
 	mu     sync.Mutex
@@ -154,12 +159,17 @@ type keyPool struct {
 
 type poolConn struct {
 	key     PoolKey
-	cc      *http2.ClientConn
-	tc      *tls.Conn
-	peer    spiffeid.ID
+	c       *h2Conn
 	streams int // guarded by Dialer.mu
 	idleGen uint64
 	idle    *time.Timer
+}
+
+// clientSide is what only the client side of an h2Conn needs.
+type clientSide struct {
+	nextID       uint32        // next stream id, under h2Conn.mu
+	settings     chan struct{} // closed on the server's first SETTINGS
+	settingsOnce sync.Once
 }
 
 // NewDialer checks cfg; it does no I/O.
@@ -168,21 +178,10 @@ func NewDialer(cfg DialerConfig) (*Dialer, error) {
 		return nil, errors.New("hbone: DialerConfig needs a certificate Source and a Bundle")
 	}
 	cfg = cfg.withDefaults()
-	t1 := &http.Transport{
-		HTTP2: &http.HTTP2Config{
-			MaxReceiveBufferPerStream:     int(cfg.StreamWindow),
-			MaxReceiveBufferPerConnection: int(cfg.ConnWindow),
-			MaxReadFrameSize:              int(cfg.MaxFrameSize),
-		},
+	if cfg.MaxFrameSize < 16<<10 || cfg.MaxFrameSize > 1<<24-1 {
+		return nil, fmt.Errorf("hbone: DialerConfig.MaxFrameSize %d outside HTTP/2's 16384..16777215", cfg.MaxFrameSize)
 	}
-	t2, err := http2.ConfigureTransports(t1)
-	if err != nil {
-		return nil, fmt.Errorf("hbone: HTTP/2 transport: %w", err)
-	}
-	t2.DisableCompression = true
-	t2.ReadIdleTimeout = cfg.PingInterval
-	t2.PingTimeout = cfg.PingTimeout
-	return &Dialer{cfg: cfg, t2: t2, log: cfg.Logger, pools: make(map[PoolKey]*keyPool)}, nil
+	return &Dialer{cfg: cfg, log: cfg.Logger, pools: make(map[PoolKey]*keyPool)}, nil
 }
 
 // Dial opens a CONNECT stream to req.Authority through req.Address and
@@ -272,7 +271,7 @@ func (d *Dialer) acquire(ctx context.Context, key PoolKey, req *DialRequest) (*p
 		}
 		if d.closed {
 			d.mu.Unlock()
-			_ = pc.cc.Close()
+			pc.c.close()
 			return nil, fmt.Errorf("hbone: dial %s: dialer closed", key.Address)
 		}
 		pc.streams = 1
@@ -287,18 +286,14 @@ func (d *Dialer) pickLocked(kp *keyPool) *poolConn {
 	live := kp.conns[:0]
 	var found *poolConn
 	for _, pc := range kp.conns {
-		st := pc.cc.State()
-		if st.Closed || st.Closing {
-			if pc.streams == 0 {
-				d.stopIdleLocked(pc)
-				go pc.cc.Close()
-				continue
-			}
-			live = append(live, pc)
+		open, peerMax := pc.c.clientState()
+		if !open && pc.streams == 0 {
+			d.stopIdleLocked(pc)
+			pc.c.close()
 			continue
 		}
 		live = append(live, pc)
-		if found == nil && pc.streams < d.maxStreams(st) && pc.cc.CanTakeNewRequest() {
+		if found == nil && open && pc.streams < d.maxStreams(peerMax) {
 			found = pc
 		}
 	}
@@ -311,10 +306,12 @@ func (d *Dialer) pickLocked(kp *keyPool) *poolConn {
 	return found
 }
 
-func (d *Dialer) maxStreams(st http2.ClientConnState) int {
+// maxStreams is the streams a connection may carry: ours, or fewer when
+// the server's SETTINGS_MAX_CONCURRENT_STREAMS is lower.
+func (d *Dialer) maxStreams(peerMax int) int {
 	m := d.cfg.MaxStreamsPerConn
-	if st.MaxConcurrentStreams > 0 && int(st.MaxConcurrentStreams) < m {
-		m = int(st.MaxConcurrentStreams)
+	if peerMax >= 0 && peerMax < m {
+		m = peerMax
 	}
 	return m
 }
@@ -327,7 +324,8 @@ func (d *Dialer) stopIdleLocked(pc *poolConn) {
 	}
 }
 
-// release gives back a stream slot; the last one arms the idle timer.
+// release gives back a stream slot; the last one arms the idle timer, or
+// closes a connection that takes no new streams.
 func (d *Dialer) release(pc *poolConn) {
 	d.mu.Lock()
 	defer d.mu.Unlock()
@@ -335,9 +333,23 @@ func (d *Dialer) release(pc *poolConn) {
 	if pc.streams > 0 {
 		return
 	}
+	if open, _ := pc.c.clientState(); !open {
+		d.dropLocked(pc)
+		pc.c.close()
+		return
+	}
 	pc.idleGen++
 	gen := pc.idleGen
 	pc.idle = time.AfterFunc(d.cfg.IdleTimeout, func() { d.expire(pc, gen) })
+}
+
+func (d *Dialer) dropLocked(pc *poolConn) {
+	if kp := d.pools[pc.key]; kp != nil {
+		kp.conns = slices.DeleteFunc(kp.conns, func(c *poolConn) bool { return c == pc })
+		if len(kp.conns) == 0 && kp.dialing == nil {
+			delete(d.pools, pc.key)
+		}
+	}
 }
 
 func (d *Dialer) expire(pc *poolConn, gen uint64) {
@@ -347,15 +359,10 @@ func (d *Dialer) expire(pc *poolConn, gen uint64) {
 		return
 	}
 	pc.idle = nil
-	if kp := d.pools[pc.key]; kp != nil {
-		kp.conns = slices.DeleteFunc(kp.conns, func(c *poolConn) bool { return c == pc })
-		if len(kp.conns) == 0 && kp.dialing == nil {
-			delete(d.pools, pc.key)
-		}
-	}
+	d.dropLocked(pc)
 	d.mu.Unlock()
-	d.log.Debug("hbone: idle connection released", "address", pc.key.Address.String(), "peer", pc.peer.String())
-	_ = pc.cc.Close()
+	d.log.Debug("hbone: idle connection released", "address", pc.key.Address.String(), "peer", pc.c.peer.String())
+	pc.c.close()
 }
 
 // Conns reports how many pooled connections exist, per key.
@@ -386,7 +393,7 @@ func (d *Dialer) Close() error {
 	d.pools = make(map[PoolKey]*keyPool)
 	d.mu.Unlock()
 	for _, pc := range all {
-		_ = pc.cc.Close()
+		pc.c.close()
 	}
 	return nil
 }
@@ -425,149 +432,263 @@ func (d *Dialer) dialConn(ctx context.Context, key PoolKey, req *DialRequest) (*
 		_ = raw.Close()
 		return nil, fmt.Errorf("hbone: dial %s: %w", key.Address, err)
 	}
-	// NewClientConn writes the preface and SETTINGS; the deadline bounds it.
-	cc, err := d.t2.NewClientConn(newBatchTLS(tc, bc))
-	if err != nil {
+	local, _ := netip.ParseAddrPort(raw.LocalAddr().String())
+	c := newH2Conn(context.Background(), connConfig{
+		StreamWindow: d.cfg.StreamWindow, ConnWindow: d.cfg.ConnWindow, MaxFrameSize: d.cfg.MaxFrameSize,
+		HandshakeTimeout: d.cfg.HandshakeTimeout, PingInterval: d.cfg.PingInterval, PingTimeout: d.cfg.PingTimeout,
+	}, d.log, raw, newBatchTLS(tc, bc), peer, local, key.Address)
+	c.cl = &clientSide{nextID: 1, settings: make(chan struct{})}
+	// The preface and our SETTINGS go out under the handshake deadline.
+	if err := c.write(func(fr *http2.Framer) error {
+		if _, err := c.bw.Write(clientPreface); err != nil {
+			return err
+		}
+		return c.writeSettings(fr, http2.Setting{ID: http2.SettingEnablePush, Val: 0})
+	}); err != nil {
 		_ = raw.Close()
-		return nil, fmt.Errorf("hbone: dial %s: HTTP/2: %w", key.Address, err)
+		return nil, fmt.Errorf("hbone: dial %s: HTTP/2 preface: %w", key.Address, err)
 	}
-	_ = raw.SetDeadline(time.Time{})
-	return &poolConn{key: key, cc: cc, tc: tc, peer: peer}, nil
+	_ = raw.SetWriteDeadline(time.Time{})
+	go c.serve(context.Background())
+	// The server's SETTINGS (its stream limit) come before the first stream.
+	select {
+	case <-c.cl.settings:
+		return &poolConn{key: key, c: c}, nil
+	case <-c.ctx.Done():
+		err = c.endErr()
+	case <-ctx.Done():
+		err = ctx.Err()
+	}
+	c.close()
+	return nil, fmt.Errorf("hbone: dial %s: HTTP/2 SETTINGS: %w", key.Address, err)
+}
+
+// clientState reports whether the connection takes new streams and the
+// server's stream limit (-1 before its SETTINGS).
+func (c *h2Conn) clientState() (open bool, peerMax int) {
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	return !c.closed && !c.goAway && c.cl.nextID < 1<<31-1, c.peerStreams
+}
+
+// close ends the connection; its reader then fails every stream.
+func (c *h2Conn) close() { _ = c.raw.Close() }
+
+// endErr is why a connection ended (after c.ctx is done).
+func (c *h2Conn) endErr() error {
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	if c.endCause != nil {
+		return c.endCause
+	}
+	return errConnClosed
 }
 
 func (d *Dialer) open(ctx context.Context, pc *poolConn, req *DialRequest) (*Conn, error) {
-	h := make(http.Header, 4)
-	// An empty value keeps x/net from adding its Go-http-client User-Agent.
-	h["User-Agent"] = []string{""}
-	if req.Forwarded.For.IsValid() || req.Forwarded.Host != "" {
-		h[HeaderForwarded] = []string{req.Forwarded.String()}
-	}
-	if b := req.Baggage.String(); b != "" {
-		h[HeaderBaggage] = []string{b}
+	fail := func(err error) error {
+		return fmt.Errorf("hbone: CONNECT %s via %s: %w", req.Authority, req.Address, err)
 	}
 	tp := req.TraceParent
 	if !tp.IsValid() {
 		tp = NewTraceParent()
 	}
-	h[HeaderTraceParent] = []string{tp.String()}
+	c := pc.c
+	block := requestBlock(req, tp)
+	if len(block) > c.peerMaxFrame() {
+		return nil, fail(fmt.Errorf("request headers are %d bytes, over the server's frame size", len(block)))
+	}
+	st := &stream{c: c, wake: make(chan struct{}, 1), recvAvail: int64(c.cfg.StreamWindow), opened: make(chan struct{})}
+	st.ctx, st.cancel = context.WithCancel(c.ctx)
 
-	body := &requestBody{sent: make(chan struct{}), closed: make(chan struct{})}
-	var pw *io.PipeWriter
-	if req.Body != nil {
-		body.r = req.Body
-		body.ready = make(chan struct{})
-	} else {
-		var pr *io.PipeReader
-		pr, pw = io.Pipe()
-		body.r, body.pr = pr, pr
+	// The stream id is taken and HEADERS written under the write lock, so
+	// that ids reach the wire in increasing order.
+	c.lockWrite()
+	c.mu.Lock()
+	if c.closed || c.goAway || c.werr != nil {
+		c.mu.Unlock()
+		_ = c.unlockWrite()
+		st.cancel()
+		return nil, fail(errors.New("connection no longer takes streams (GOAWAY or closed)"))
 	}
-	fail := func(err error) {
-		_ = body.Close()
-		if pw != nil {
-			_ = pw.CloseWithError(err)
+	st.id = c.cl.nextID
+	c.cl.nextID += 2
+	c.lastID = st.id
+	st.sendWin = c.peerInit
+	c.streams[st.id] = st
+	c.unfinished++
+	c.mu.Unlock()
+	if c.werr == nil {
+		c.werr = c.fr.WriteHeaders(http2.HeadersFrameParam{StreamID: st.id, BlockFragment: block, EndHeaders: true})
+	}
+	if err := c.unlockWrite(); err != nil {
+		c.remove(st)
+		return nil, fail(err)
+	}
+
+	select {
+	case <-st.opened:
+	case <-ctx.Done():
+		c.resetStream(st, http2.ErrCodeCancel)
+		return nil, fail(ctx.Err())
+	}
+	c.mu.Lock()
+	status := st.status
+	c.mu.Unlock()
+	switch {
+	case status == 0:
+		return nil, fail(st.failure())
+	case status != http.StatusOK:
+		if !st.done.Load() {
+			c.resetStream(st, http2.ErrCodeCancel)
 		}
+		st.freeIn()
+		return nil, fail(&StatusError{Code: status})
 	}
-	// The stream outlives ctx (which only bounds the opening); its own
-	// context is cancelled by Close, which resets the stream.
-	sctx, scancel := context.WithCancel(context.Background())
-	stop := context.AfterFunc(ctx, scancel)
-	hreq := (&http.Request{
-		Method:        http.MethodConnect,
-		URL:           &url.URL{Host: req.Authority},
-		Host:          req.Authority,
-		Header:        h,
-		Body:          body,
-		ContentLength: -1,
-	}).WithContext(sctx)
-	resp, err := pc.cc.RoundTrip(hreq)
-	stopped := stop()
-	if err != nil {
-		scancel()
-		fail(err)
-		if ctx.Err() != nil {
-			err = ctx.Err()
-		}
-		return nil, fmt.Errorf("hbone: CONNECT %s via %s: %w", req.Authority, req.Address, err)
-	}
-	if !stopped {
-		// ctx ended just as the answer arrived: the stream is being reset.
-		_ = resp.Body.Close()
-		fail(ctx.Err())
-		return nil, fmt.Errorf("hbone: CONNECT %s via %s: %w", req.Authority, req.Address, ctx.Err())
-	}
-	if resp.StatusCode != http.StatusOK {
-		_ = resp.Body.Close()
-		fail(errStreamDone)
-		scancel()
-		return nil, fmt.Errorf("hbone: CONNECT %s via %s: %w", req.Authority, req.Address, &StatusError{Code: resp.StatusCode})
-	}
-	if body.ready != nil {
-		close(body.ready)
-	}
-	return &Conn{
+	conn := &Conn{
 		d:       d,
 		pc:      pc,
-		resp:    resp.Body,
-		pw:      pw,
-		body:    body,
-		cancel:  scancel,
-		local:   pc.tc.LocalAddr(),
-		remote:  pc.tc.RemoteAddr(),
-		peer:    pc.peer,
+		st:      st,
+		body:    req.Body,
+		peer:    c.peer,
 		trace:   tp,
+		local:   net.TCPAddrFromAddrPort(c.local),
+		remote:  net.TCPAddrFromAddrPort(c.remote),
+		sent:    make(chan struct{}),
+		wsem:    make(chan struct{}, 1),
 		closing: make(chan struct{}),
-	}, nil
-}
-
-// requestBody is what x/net reads the stream's outgoing bytes from: the
-// pipe Conn.Write feeds, or DialRequest.Body. It reports when the sending
-// side is over: the EOF was consumed (every earlier byte has then been
-// framed and flushed) or x/net is done with it.
-type requestBody struct {
-	r     io.Reader
-	pr    *io.PipeReader // nil with DialRequest.Body
-	ready chan struct{}  // DialRequest.Body only: closed on the 200 answer
-	// started is touched only by x/net's one body-writing goroutine.
-	started   bool
-	sent      chan struct{}
-	closed    chan struct{}
-	sentOnce  sync.Once
-	closeOnce sync.Once
-}
-
-func (b *requestBody) Read(p []byte) (int, error) {
-	if b.ready != nil && !b.started {
-		// Nothing leaves before the server accepted the stream, as when the
-		// caller writes after Dial returned.
-		select {
-		case <-b.ready:
-		case <-b.closed:
-			return 0, errStreamDone
-		}
-		b.started = true
 	}
-	n, err := b.r.Read(p)
-	if err == io.EOF {
-		b.sentOnce.Do(func() { close(b.sent) })
+	if req.Body != nil {
+		conn.bodyDone = make(chan struct{})
+		go conn.sendBody()
 	}
-	return n, err
+	return conn, nil
 }
 
-func (b *requestBody) Close() error {
-	b.closeOnce.Do(func() {
-		close(b.closed)
-		b.sentOnce.Do(func() { close(b.sent) })
-		if b.pr != nil {
-			_ = b.pr.CloseWithError(errStreamDone)
-		} else if d, ok := b.r.(interface{ SetReadDeadline(time.Time) error }); ok {
-			// Unblocks a Read in progress; the caller's reader is not ours to close.
-			_ = d.SetReadDeadline(time.Unix(1, 0))
+func (c *h2Conn) peerMaxFrame() int {
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	return c.peerMax
+}
+
+// requestBlock is the HPACK block of the CONNECT. Like statusBlock it
+// never indexes, so it depends on no encoder state and streams may be
+// opened from any goroutine.
+func requestBlock(req *DialRequest, tp TraceParent) []byte {
+	var buf bytes.Buffer
+	enc := hpack.NewEncoder(&buf)
+	field := func(name, value string) {
+		_ = enc.WriteField(hpack.HeaderField{Name: name, Value: value, Sensitive: true})
+	}
+	field(":method", http.MethodConnect)
+	field(":authority", req.Authority)
+	if req.Forwarded.For.IsValid() || req.Forwarded.Host != "" {
+		field("forwarded", req.Forwarded.String())
+	}
+	if b := req.Baggage.String(); b != "" {
+		field("baggage", b)
+	}
+	field("traceparent", tp.String())
+	return buf.Bytes()
+}
+
+// onResponse handles a response header block on the client side.
+func (c *h2Conn) onResponse(f *http2.MetaHeadersFrame) error {
+	id := f.StreamID
+	c.mu.Lock()
+	st := c.streams[id]
+	if st == nil {
+		idle := id%2 == 0 || id > c.lastID
+		c.mu.Unlock()
+		if idle {
+			return connErr(http2.ErrCodeProtocol, "HEADERS on idle stream %d", id)
 		}
-	})
+		return nil // a stream we reset, or that ended
+	}
+	if st.status != 0 {
+		// Trailers: a CONNECT response has none worth reading, but they
+		// must end the stream.
+		c.mu.Unlock()
+		if !f.StreamEnded() {
+			c.resetStream(st, http2.ErrCodeProtocol)
+			return nil
+		}
+		st.endRemote()
+		return nil
+	}
+	code, err := strconv.Atoi(f.PseudoValue("status"))
+	if err != nil || code < 100 || code > 999 {
+		c.mu.Unlock()
+		c.log.Warn("hbone: stream reset", "peer", c.peer.String(), "remote", c.remote.String(), "reason", fmt.Sprintf("response with :status %q", f.PseudoValue("status")))
+		c.resetStream(st, http2.ErrCodeProtocol)
+		return nil
+	}
+	if code < 200 {
+		// Informational: the final answer follows.
+		c.mu.Unlock()
+		if f.StreamEnded() {
+			c.resetStream(st, http2.ErrCodeProtocol)
+		}
+		return nil
+	}
+	st.status = code
+	st.openedLocked()
+	c.mu.Unlock()
+	if f.StreamEnded() {
+		st.endRemote()
+	}
 	return nil
 }
 
-var errStreamDone = errors.New("hbone: stream closed")
+// onGoAway: no new streams on this connection; the streams the server
+// says it never processed fail (the caller may retry them elsewhere).
+func (c *h2Conn) onGoAway(f *http2.GoAwayFrame) {
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	c.goAway = true
+	for id, st := range c.streams {
+		if id > f.LastStreamID {
+			st.fail(fmt.Errorf("refused by GOAWAY (%v)", f.ErrCode))
+			c.removeLocked(st)
+		}
+	}
+	if c.unfinished == 0 {
+		c.closeAfterFlush()
+	}
+}
+
+// openedLocked wakes Dial: the answer arrived or the stream ended.
+func (st *stream) openedLocked() {
+	if st.opened != nil && !st.openedDone {
+		st.openedDone = true
+		close(st.opened)
+	}
+}
+
+// fail records why the stream ended, for the client's Dial, Read and
+// Write; the first cause wins.
+func (st *stream) fail(err error) {
+	st.mu.Lock()
+	if st.err == nil {
+		st.err = err
+	}
+	st.mu.Unlock()
+}
+
+func (st *stream) failure() error {
+	st.mu.Lock()
+	defer st.mu.Unlock()
+	if st.err != nil {
+		return st.err
+	}
+	return errStreamReset
+}
+
+func (st *stream) freeIn() {
+	st.mu.Lock()
+	freeChunks(st.in)
+	st.in, st.off = nil, 0
+	st.mu.Unlock()
+}
 
 // Conn is one HBONE stream. Reads return what the server's upstream sent;
 // writes go to it; CloseWrite sends END_STREAM (a TCP half-close on the far
@@ -576,52 +697,164 @@ var errStreamDone = errors.New("hbone: stream closed")
 type Conn struct {
 	d      *Dialer
 	pc     *poolConn
-	resp   io.ReadCloser
-	pw     *io.PipeWriter
-	body   *requestBody
-	cancel context.CancelFunc
+	st     *stream
+	body   io.Reader
 	local  net.Addr
 	remote net.Addr
 	peer   spiffeid.ID
 	trace  TraceParent
 
+	rmu      sync.Mutex    // one reader at a time (window accounting)
+	wsem     chan struct{} // one writer at a time; Close's linger waits for it
+	wEnded   bool          // CloseWrite done, under wsem
+	bodyDone chan struct{} // DialRequest.Body: the sending goroutine ended
+	sent     chan struct{}
+	sentOnce sync.Once
+
 	closeOnce sync.Once
 	closing   chan struct{}
 }
 
+var (
+	errStreamDone = errors.New("hbone: stream closed")
+	errBodyMode   = errors.New("hbone: the stream sends DialRequest.Body; Write and CloseWrite are not available")
+)
+
 // Read reads bytes the far side sent.
-func (c *Conn) Read(p []byte) (int, error) { return c.resp.Read(p) }
-
-var errBodyMode = errors.New("hbone: the stream sends DialRequest.Body; Write and CloseWrite are not available")
-
-// Write sends bytes; it returns once HTTP/2 took them (flow control may
-// block it).
-func (c *Conn) Write(p []byte) (int, error) {
-	if c.pw == nil {
-		return 0, errBodyMode
+func (c *Conn) Read(p []byte) (int, error) {
+	c.rmu.Lock()
+	defer c.rmu.Unlock()
+	st := c.st
+	st.mu.Lock()
+	for len(st.in) == 0 && !st.inEOF && !st.reset {
+		st.mu.Unlock()
+		<-st.wake
+		st.mu.Lock()
 	}
-	n, err := c.pw.Write(p)
-	if err != nil {
-		select {
-		case <-c.closing:
-			return n, net.ErrClosed
-		default:
+	if st.reset && !st.inEOF {
+		st.mu.Unlock()
+		return 0, c.ioErr()
+	}
+	n := 0
+	for n < len(p) && len(st.in) > 0 {
+		k := copy(p[n:], st.in[0][st.off:])
+		n += k
+		st.off += k
+		if st.off == len(st.in[0]) {
+			chunkPool.Put((*[chunkSize]byte)(st.in[0][:chunkSize]))
+			st.in[0] = nil
+			st.in, st.off = st.in[1:], 0
 		}
+	}
+	eof := st.inEOF && len(st.in) == 0
+	st.mu.Unlock()
+	if n > 0 {
+		st.consumed(int64(n), eof)
+		return n, nil
+	}
+	return 0, io.EOF
+}
+
+// WriteTo writes what the far side sends to w until its END_STREAM (io.Copy
+// uses it): each batch that arrived leaves in one writev, without a copy.
+func (c *Conn) WriteTo(w io.Writer) (int64, error) {
+	c.rmu.Lock()
+	defer c.rmu.Unlock()
+	n, err := c.st.drainTo(w)
+	if errors.Is(err, errStreamReset) {
+		err = c.ioErr()
 	}
 	return n, err
 }
 
+// ioErr is what Read and Write return on a stream that ended.
+func (c *Conn) ioErr() error {
+	select {
+	case <-c.closing:
+		return net.ErrClosed
+	default:
+	}
+	return fmt.Errorf("hbone: stream to %s: %w", c.remote, c.st.failure())
+}
+
+// Write sends bytes; it returns once they are framed (flow control may
+// block it).
+func (c *Conn) Write(p []byte) (int, error) {
+	if c.body != nil {
+		return 0, errBodyMode
+	}
+	select {
+	case c.wsem <- struct{}{}:
+	case <-c.closing:
+		return 0, net.ErrClosed
+	}
+	defer func() { <-c.wsem }()
+	if c.wEnded {
+		return 0, fmt.Errorf("hbone: write after CloseWrite: %w", net.ErrClosed)
+	}
+	if err := c.st.c.writeData(c.st, p, false); err != nil {
+		return 0, c.ioErr()
+	}
+	return len(p), nil
+}
+
 // CloseWrite ends the sending side (END_STREAM); reads keep working.
 func (c *Conn) CloseWrite() error {
-	if c.pw == nil {
+	if c.body != nil {
 		return errBodyMode
 	}
-	return c.pw.Close()
+	select {
+	case c.wsem <- struct{}{}:
+	case <-c.closing:
+		return net.ErrClosed
+	}
+	defer func() { <-c.wsem }()
+	if c.wEnded {
+		return nil
+	}
+	c.wEnded = true
+	defer c.markSent()
+	c.st.endLocal()
+	if err := c.st.c.writeData(c.st, nil, true); err != nil {
+		return c.ioErr()
+	}
+	return nil
 }
+
+// sendBody frames DialRequest.Body until its EOF (END_STREAM). A read
+// error (the Conn was closed, or the stream ended and stopped the read)
+// resets the stream.
+func (c *Conn) sendBody() {
+	defer close(c.bodyDone)
+	defer c.markSent()
+	st := c.st
+	// A stream that ends (reset, connection lost, Close) stops a Read
+	// waiting on the source: a past read deadline, when it has one.
+	stop := context.AfterFunc(st.ctx, c.stopBody)
+	defer stop()
+	err := st.copyFromUpstream(c.body)
+	if errors.Is(err, io.EOF) {
+		st.endLocal()
+		_ = st.c.writeData(st, nil, true)
+		return
+	}
+	if !st.done.Load() {
+		st.c.resetStream(st, http2.ErrCodeCancel)
+	}
+}
+
+func (c *Conn) stopBody() {
+	if d, ok := c.body.(interface{ SetReadDeadline(time.Time) error }); ok {
+		// The caller's reader is not ours to close.
+		_ = d.SetReadDeadline(time.Unix(1, 0))
+	}
+}
+
+func (c *Conn) markSent() { c.sentOnce.Do(func() { close(c.sent) }) }
 
 // Sent is closed once the sending side is over: the writer's EOF (or
 // DialRequest.Body's) went out as END_STREAM, or the stream ended.
-func (c *Conn) Sent() <-chan struct{} { return c.body.sent }
+func (c *Conn) Sent() <-chan struct{} { return c.sent }
 
 // Close ends the stream and releases its pool slot. Bytes already written
 // are still delivered (it waits in the background up to Linger for them to
@@ -631,12 +864,10 @@ func (c *Conn) Close() error {
 	c.closeOnce.Do(func() {
 		first = true
 		close(c.closing)
-		if c.pw != nil {
-			_ = c.pw.Close()
-		} else {
-			// A Body read was handed to HTTP/2 as soon as it returned; only a
-			// Read still waiting for the source remains, and it is stopped.
-			_ = c.body.Close()
+		if c.body != nil {
+			// A Body read was framed as soon as it returned; only a Read
+			// still waiting for the source remains, and it is stopped.
+			c.stopBody()
 		}
 		go c.finish()
 	})
@@ -648,13 +879,30 @@ func (c *Conn) Close() error {
 
 func (c *Conn) finish() {
 	t := time.NewTimer(c.d.cfg.Linger)
-	select {
-	case <-c.body.sent:
-	case <-t.C:
+	defer t.Stop()
+	if c.bodyDone != nil {
+		select {
+		case <-c.bodyDone:
+		case <-t.C:
+		}
+	} else {
+		// A Write in progress finishes framing what it was given.
+		select {
+		case c.wsem <- struct{}{}:
+		case <-t.C:
+		}
 	}
-	t.Stop()
-	_ = c.resp.Close()
-	c.cancel()
+	st := c.st
+	st.mu.Lock()
+	ended := st.inEOF && st.localEnded
+	st.mu.Unlock()
+	if ended || st.done.Load() {
+		st.c.remove(st)
+	} else {
+		st.c.resetStream(st, http2.ErrCodeCancel)
+	}
+	st.freeIn()
+	c.markSent()
 	c.d.release(c.pc)
 }
 

@@ -43,9 +43,23 @@ const writeBufSize = 16 << 10
 
 var clientPreface = []byte(http2.ClientPreface)
 
-// serverConn is one HTTP/2 connection after the TLS handshake.
-type serverConn struct {
-	s             *Server
+// connConfig is what the HTTP/2 layer needs from a ServerConfig or a
+// DialerConfig.
+type connConfig struct {
+	StreamWindow, ConnWindow  int32  // our receive windows
+	MaxFrameSize              uint32 // largest frame we accept
+	HandshakeTimeout          time.Duration
+	PingInterval, PingTimeout time.Duration
+}
+
+// h2Conn is one HTTP/2 connection after the TLS handshake, either side:
+// the server's (s set: it accepts CONNECT streams) or the client's (cl
+// set: it opens them). Framing, flow control, the write path and the
+// stream buffers are the same for both.
+type h2Conn struct {
+	s             *Server     // server side
+	cl            *clientSide // client side
+	cfg           connConfig
 	raw           net.Conn
 	rw            io.ReadWriter // TLS over raw
 	fr            *http2.Framer
@@ -75,12 +89,14 @@ type serverConn struct {
 	// unfinished counts streams that may still write (not done): a draining
 	// connection closes when it reaches 0.
 	unfinished int
-	lastID     uint32 // highest client stream id seen
+	lastID     uint32 // highest client stream id seen (opened, on the client side)
 	goAway     bool   // GOAWAY sent or received: no new streams
 	closed     bool
+	endCause   error // why the connection ended (client side: streams' error)
 	sendConn   int64 // connection send window
 	peerInit   int64 // peer's SETTINGS_INITIAL_WINDOW_SIZE
 	peerMax    int   // peer's SETTINGS_MAX_FRAME_SIZE
+	peerStreams int    // peer's SETTINGS_MAX_CONCURRENT_STREAMS; -1 until it sent one
 	recvConn   int64 // connection receive window left
 	ackConn    int64 // consumed bytes not yet returned to the connection window
 
@@ -89,15 +105,17 @@ type serverConn struct {
 
 // stream is one client stream.
 type stream struct {
-	c      *serverConn
+	c      *h2Conn
 	id     uint32
 	ctx    context.Context // cancelled on reset and when the connection ends
 	cancel context.CancelFunc
 	done   atomic.Bool // reset, or removed from the connection
 
-	// Client -> upstream: the reader appends, the stream's writer drains.
+	// Peer -> us: the reader appends, the stream's writer (server: to the
+	// upstream; client: Conn.Read or WriteTo) drains.
 	mu         sync.Mutex
 	in         [][]byte // pooled chunks (see appendChunks)
+	off        int      // bytes of in[0] already read (Conn.Read)
 	inEOF      bool     // END_STREAM received
 	localEnded bool     // END_STREAM about to be sent
 	reset      bool
@@ -106,29 +124,50 @@ type stream struct {
 	ack        int64 // consumed bytes not yet returned (writer only)
 
 	sendWin int64 // stream send window, under c.mu
+
+	// Client side: the response. opened is closed by the reader on the
+	// final status (status set) or when the stream ended before one.
+	opened     chan struct{}
+	openedDone bool  // under c.mu
+	status     int   // under c.mu
+	err        error // why the stream ended, under mu
 }
 
-func (s *Server) newServerConn(ctx context.Context, raw net.Conn, rw io.ReadWriter, peer spiffeid.ID, local, remote netip.AddrPort) *serverConn {
-	c := &serverConn{
-		s: s, raw: raw, rw: rw, peer: peer, local: local, remote: remote,
-		log:      s.log,
+func newH2Conn(ctx context.Context, cfg connConfig, log *slog.Logger, raw net.Conn, rw io.ReadWriter, peer spiffeid.ID, local, remote netip.AddrPort) *h2Conn {
+	c := &h2Conn{
+		cfg: cfg, raw: raw, rw: rw, peer: peer, local: local, remote: remote,
+		log:      log,
 		bw:       bufio.NewWriterSize(rw, writeBufSize),
 		ckick:    make(chan struct{}, 1),
 		streams:  make(map[uint32]*stream),
 		sendConn: 65535,
 		peerInit: 65535,
 		peerMax:  16384,
-		recvConn: int64(s.cfg.ConnWindow),
+		peerStreams: -1,
+		recvConn: int64(cfg.ConnWindow),
 	}
 	c.ctx, c.cancel = context.WithCancel(context.WithoutCancel(ctx))
 	c.cond = sync.NewCond(&c.mu)
 	c.fr = http2.NewFramer(c.bw, rw)
 	c.fr.SetReuseFrames()
-	c.fr.SetMaxReadFrameSize(s.cfg.MaxFrameSize)
+	c.fr.SetMaxReadFrameSize(cfg.MaxFrameSize)
 	c.fr.ReadMetaHeaders = hpack.NewDecoder(4096, nil)
 	c.fr.MaxHeaderListSize = maxHeaderListSize
 	c.cfr = http2.NewFramer(&c.cbuf, nil)
 	return c
+}
+
+// writeSettings writes the SETTINGS frame and connection WINDOW_UPDATE each
+// side sends first; extra are the side's own.
+func (c *h2Conn) writeSettings(fr *http2.Framer, extra ...http2.Setting) error {
+	if err := fr.WriteSettings(append(extra,
+		http2.Setting{ID: http2.SettingInitialWindowSize, Val: uint32(c.cfg.StreamWindow)},
+		http2.Setting{ID: http2.SettingMaxFrameSize, Val: c.cfg.MaxFrameSize},
+		http2.Setting{ID: http2.SettingMaxHeaderListSize, Val: maxHeaderListSize},
+	)...); err != nil {
+		return err
+	}
+	return fr.WriteWindowUpdate(0, uint32(c.cfg.ConnWindow-65535))
 }
 
 // errConnClosed ends writers once the connection is gone.
@@ -136,7 +175,7 @@ var errConnClosed = errors.New("hbone: connection closed")
 
 // write runs fn with the framer under the write lock, after the queued
 // control frames, and flushes unless another writer is waiting (it will).
-func (c *serverConn) write(fn func(fr *http2.Framer) error) error {
+func (c *h2Conn) write(fn func(fr *http2.Framer) error) error {
 	c.lockWrite()
 	if c.werr == nil && fn != nil {
 		c.werr = fn(c.fr)
@@ -145,7 +184,7 @@ func (c *serverConn) write(fn func(fr *http2.Framer) error) error {
 }
 
 // lockWrite takes the write lock and writes the queued control frames.
-func (c *serverConn) lockWrite() {
+func (c *h2Conn) lockWrite() {
 	c.waiting.Add(1)
 	c.wmu.Lock()
 	c.waiting.Add(-1)
@@ -154,7 +193,7 @@ func (c *serverConn) lockWrite() {
 
 // writeQueuedLocked moves the queued frames to the write buffer (drops
 // them once the connection failed: nothing can be written any more).
-func (c *serverConn) writeQueuedLocked() {
+func (c *h2Conn) writeQueuedLocked() {
 	if !c.cpending.Load() {
 		return
 	}
@@ -169,7 +208,7 @@ func (c *serverConn) writeQueuedLocked() {
 
 // unlockWrite flushes unless another writer is waiting (it will flush),
 // releases the lock, and reports the connection's write error.
-func (c *serverConn) unlockWrite() error {
+func (c *h2Conn) unlockWrite() error {
 	if c.werr == nil && c.waiting.Load() == 0 {
 		c.werr = c.bw.Flush()
 	}
@@ -181,7 +220,7 @@ func (c *serverConn) unlockWrite() error {
 
 // flushQueued writes control frames queued while the lock was held, when
 // nobody else holds it now (the holder would).
-func (c *serverConn) flushQueued() {
+func (c *h2Conn) flushQueued() {
 	for c.cpending.Load() && c.wmu.TryLock() {
 		c.writeQueuedLocked()
 		if c.werr == nil && c.waiting.Load() == 0 {
@@ -193,7 +232,7 @@ func (c *serverConn) flushQueued() {
 
 // queue appends a frame for the next writer and wakes the control writer;
 // the reader uses it so that it never waits on the socket.
-func (c *serverConn) queue(fn func(fr *http2.Framer) error) {
+func (c *h2Conn) queue(fn func(fr *http2.Framer) error) {
 	c.cmu.Lock()
 	_ = fn(c.cfr) // writes to a bytes.Buffer cannot fail
 	c.cpending.Store(true)
@@ -205,7 +244,7 @@ func (c *serverConn) queue(fn func(fr *http2.Framer) error) {
 }
 
 // controlWriter writes queued frames nobody else picked up.
-func (c *serverConn) controlWriter(stop <-chan struct{}) {
+func (c *h2Conn) controlWriter(stop <-chan struct{}) {
 	for {
 		select {
 		case <-stop:
@@ -237,7 +276,7 @@ func connErr(code http2.ErrCode, format string, args ...any) error {
 
 // serve runs the connection until the peer or shutdown ends it; shutdown
 // (ctx) drains: GOAWAY, then open streams get up to DrainTimeout.
-func (c *serverConn) serve(ctx context.Context) {
+func (c *h2Conn) serve(ctx context.Context) {
 	stopCtl := make(chan struct{})
 	var ctl sync.WaitGroup
 	ctl.Go(func() { c.controlWriter(stopCtl) })
@@ -261,7 +300,13 @@ func (c *serverConn) serve(ctx context.Context) {
 	}
 	c.mu.Lock()
 	c.closed = true
+	if err == nil || errors.Is(err, io.EOF) || errors.Is(err, net.ErrClosed) {
+		c.endCause = errConnClosed
+	} else {
+		c.endCause = fmt.Errorf("%w: %w", errConnClosed, err)
+	}
 	for _, st := range c.streams {
+		st.fail(c.endCause)
 		c.removeLocked(st)
 	}
 	c.cond.Broadcast()
@@ -276,7 +321,7 @@ func (c *serverConn) serve(ctx context.Context) {
 // drain starts a graceful shutdown: GOAWAY naming the last stream served,
 // no new streams, and the connection closes when the last stream ends or
 // DrainTimeout passed.
-func (c *serverConn) drain() {
+func (c *h2Conn) drain() {
 	c.mu.Lock()
 	c.goAway = true
 	last, idle := c.lastID, c.unfinished == 0
@@ -292,7 +337,7 @@ func (c *serverConn) drain() {
 
 // closeAfterFlush has the control writer close the connection once the
 // queued frames are out (a GOAWAY).
-func (c *serverConn) closeAfterFlush() {
+func (c *h2Conn) closeAfterFlush() {
 	c.closing.Store(true)
 	select {
 	case c.ckick <- struct{}{}:
@@ -302,11 +347,11 @@ func (c *serverConn) closeAfterFlush() {
 
 // startKeepalive pings a peer silent for PingInterval and closes the
 // connection when nothing arrives within PingTimeout after the ping.
-func (c *serverConn) startKeepalive() *time.Timer {
+func (c *h2Conn) startKeepalive() *time.Timer {
 	c.lastRead.Store(time.Now().UnixNano())
 	var t *time.Timer
 	var pinged int64 // unix nanos of the outstanding ping; only this timer's func
-	t = time.AfterFunc(c.s.cfg.PingInterval, func() {
+	t = time.AfterFunc(c.cfg.PingInterval, func() {
 		last := c.lastRead.Load()
 		now := time.Now()
 		switch {
@@ -314,43 +359,38 @@ func (c *serverConn) startKeepalive() *time.Timer {
 			c.log.Debug("hbone: connection closed: keepalive ping not answered", "remote", c.remote.String())
 			_ = c.raw.Close()
 			return
-		case now.Sub(time.Unix(0, last)) >= c.s.cfg.PingInterval:
+		case now.Sub(time.Unix(0, last)) >= c.cfg.PingInterval:
 			pinged = now.UnixNano()
 			c.queue(func(fr *http2.Framer) error { return fr.WritePing(false, [8]byte{'k', 'e', 'e', 'p'}) })
-			t.Reset(c.s.cfg.PingTimeout)
+			t.Reset(c.cfg.PingTimeout)
 		default:
 			pinged = 0
-			t.Reset(c.s.cfg.PingInterval - now.Sub(time.Unix(0, last)))
+			t.Reset(c.cfg.PingInterval - now.Sub(time.Unix(0, last)))
 		}
 	})
 	return t
 }
 
-func (c *serverConn) readLoop() error {
-	cfg := c.s.cfg
-	// The preface and the client's SETTINGS must come within the handshake
-	// timeout; ours go out at once.
+func (c *h2Conn) readLoop() error {
+	cfg := c.cfg
+	// The preface and the peer's SETTINGS must come within the handshake
+	// timeout. A client wrote its preface and SETTINGS before the loop
+	// started; a server's go out at once.
 	_ = c.raw.SetReadDeadline(time.Now().Add(cfg.HandshakeTimeout))
-	c.queue(func(fr *http2.Framer) error {
-		if err := fr.WriteSettings(
-			http2.Setting{ID: http2.SettingMaxConcurrentStreams, Val: cfg.MaxConcurrentStreams},
-			http2.Setting{ID: http2.SettingInitialWindowSize, Val: uint32(cfg.StreamWindow)},
-			http2.Setting{ID: http2.SettingMaxFrameSize, Val: cfg.MaxFrameSize},
-			http2.Setting{ID: http2.SettingMaxHeaderListSize, Val: maxHeaderListSize},
-		); err != nil {
+	if c.s != nil {
+		c.queue(func(fr *http2.Framer) error {
+			return c.writeSettings(fr, http2.Setting{ID: http2.SettingMaxConcurrentStreams, Val: c.s.cfg.MaxConcurrentStreams})
+		})
+		pre := make([]byte, len(clientPreface))
+		if _, err := io.ReadFull(c.rw, pre); err != nil {
+			if isTimeout(err) {
+				return connErr(http2.ErrCodeProtocol, "no client preface within %v", cfg.HandshakeTimeout)
+			}
 			return err
 		}
-		return fr.WriteWindowUpdate(0, uint32(cfg.ConnWindow-65535))
-	})
-	pre := make([]byte, len(clientPreface))
-	if _, err := io.ReadFull(c.rw, pre); err != nil {
-		if isTimeout(err) {
-			return connErr(http2.ErrCodeProtocol, "no client preface within %v", cfg.HandshakeTimeout)
+		if !bytes.Equal(pre, clientPreface) {
+			return connErr(http2.ErrCodeProtocol, "bad client preface %q", pre)
 		}
-		return err
-	}
-	if !bytes.Equal(pre, clientPreface) {
-		return connErr(http2.ErrCodeProtocol, "bad client preface %q", pre)
 	}
 	first := true
 	for {
@@ -359,6 +399,16 @@ func (c *serverConn) readLoop() error {
 			var se http2.StreamError
 			var ce http2.ConnectionError
 			switch {
+			case errors.As(err, &se) && c.cl != nil:
+				// A malformed response: only that stream fails.
+				c.mu.Lock()
+				st := c.streams[se.StreamID]
+				c.mu.Unlock()
+				if st != nil {
+					c.log.Warn("hbone: stream reset", "peer", c.peer.String(), "remote", c.remote.String(), "reason", fmt.Sprintf("malformed response: %v", se.Cause))
+					c.resetStream(st, se.Code)
+				}
+				continue
 			case errors.As(err, &se):
 				// A header block that decoded but is malformed opened the
 				// stream (RFC 9113 §5.1.1); only that stream is reset.
@@ -378,7 +428,7 @@ func (c *serverConn) readLoop() error {
 			case errors.Is(err, http2.ErrFrameTooLarge):
 				return connErr(http2.ErrCodeFrameSize, "frame larger than SETTINGS_MAX_FRAME_SIZE (%d)", cfg.MaxFrameSize)
 			case isTimeout(err) && first:
-				return connErr(http2.ErrCodeProtocol, "no client SETTINGS within %v", cfg.HandshakeTimeout)
+				return connErr(http2.ErrCodeProtocol, "no SETTINGS within %v", cfg.HandshakeTimeout)
 			}
 			return err
 		}
@@ -396,11 +446,14 @@ func (c *serverConn) readLoop() error {
 	}
 }
 
-func (c *serverConn) handle(f http2.Frame) error {
+func (c *h2Conn) handle(f http2.Frame) error {
 	switch f := f.(type) {
 	case *http2.DataFrame:
 		return c.onData(f)
 	case *http2.MetaHeadersFrame:
+		if c.cl != nil {
+			return c.onResponse(f)
+		}
 		return c.onHeaders(f)
 	case *http2.SettingsFrame:
 		return c.onSettings(f)
@@ -413,6 +466,7 @@ func (c *serverConn) handle(f http2.Frame) error {
 			return connErr(http2.ErrCodeProtocol, "RST_STREAM on idle stream %d", f.StreamID)
 		}
 		if st := c.streams[f.StreamID]; st != nil {
+			st.fail(fmt.Errorf("reset by the server (%v)", f.ErrCode))
 			c.removeLocked(st)
 		}
 	case *http2.PingFrame:
@@ -421,6 +475,10 @@ func (c *serverConn) handle(f http2.Frame) error {
 			c.queue(func(fr *http2.Framer) error { return fr.WritePing(true, data) })
 		}
 	case *http2.GoAwayFrame:
+		if c.cl != nil {
+			c.onGoAway(f)
+			return nil
+		}
 		c.mu.Lock()
 		c.goAway = true
 		idle := c.unfinished == 0
@@ -429,7 +487,8 @@ func (c *serverConn) handle(f http2.Frame) error {
 			c.closeAfterFlush()
 		}
 	case *http2.PushPromiseFrame:
-		return connErr(http2.ErrCodeProtocol, "PUSH_PROMISE from a client")
+		// A client disables push (SETTINGS_ENABLE_PUSH 0).
+		return connErr(http2.ErrCodeProtocol, "PUSH_PROMISE")
 	case *http2.ContinuationFrame:
 		// The Framer merges CONTINUATION into MetaHeadersFrame; a stray one
 		// is caught by its frame-order check.
@@ -439,9 +498,12 @@ func (c *serverConn) handle(f http2.Frame) error {
 	return nil
 }
 
-func (c *serverConn) onSettings(f *http2.SettingsFrame) error {
+func (c *h2Conn) onSettings(f *http2.SettingsFrame) error {
 	if f.IsAck() {
 		return nil
+	}
+	if c.cl != nil {
+		defer c.cl.settingsOnce.Do(func() { close(c.cl.settings) })
 	}
 	if err := f.ForeachSetting(func(s http2.Setting) error {
 		if err := s.Valid(); err != nil {
@@ -462,9 +524,12 @@ func (c *serverConn) onSettings(f *http2.SettingsFrame) error {
 			c.cond.Broadcast()
 		case http2.SettingMaxFrameSize:
 			c.peerMax = int(s.Val)
+		case http2.SettingMaxConcurrentStreams:
+			c.peerStreams = int(min(s.Val, 1<<20))
 		}
 		// Header blocks we send never use the dynamic table (see
-		// statusBlock), so SETTINGS_HEADER_TABLE_SIZE needs nothing.
+		// statusBlock, requestBlock), so SETTINGS_HEADER_TABLE_SIZE needs
+		// nothing.
 		return nil
 	}); err != nil {
 		var pe *protoError
@@ -477,7 +542,7 @@ func (c *serverConn) onSettings(f *http2.SettingsFrame) error {
 	return nil
 }
 
-func (c *serverConn) onWindowUpdate(f *http2.WindowUpdateFrame) error {
+func (c *h2Conn) onWindowUpdate(f *http2.WindowUpdateFrame) error {
 	c.mu.Lock()
 	defer c.mu.Unlock()
 	inc := int64(f.Increment)
@@ -501,7 +566,7 @@ func (c *serverConn) onWindowUpdate(f *http2.WindowUpdateFrame) error {
 	return nil
 }
 
-func (c *serverConn) onData(f *http2.DataFrame) error {
+func (c *h2Conn) onData(f *http2.DataFrame) error {
 	n := int64(f.Header().Length)
 	data := f.Data()
 	c.mu.Lock()
@@ -572,9 +637,9 @@ func (c *serverConn) onData(f *http2.DataFrame) error {
 
 // consumedConnLocked records n bytes given back to the connection window
 // and returns the WINDOW_UPDATE increment to send, if one is due.
-func (c *serverConn) consumedConnLocked(n int64) uint32 {
+func (c *h2Conn) consumedConnLocked(n int64) uint32 {
 	c.ackConn += n
-	if c.ackConn < int64(c.s.cfg.ConnWindow)/4 {
+	if c.ackConn < int64(c.cfg.ConnWindow)/4 {
 		return 0
 	}
 	inc := c.ackConn
@@ -594,13 +659,13 @@ func (st *stream) signal() {
 // (MAX_CONCURRENT_STREAMS) and out of frame dispatch: done before the frame
 // that lets the client see it closed leaves, so that the client's next
 // HEADERS never meets a stale count.
-func (c *serverConn) retireLocked(st *stream) {
+func (c *h2Conn) retireLocked(st *stream) {
 	if c.streams[st.id] == st {
 		delete(c.streams, st.id)
 	}
 }
 
-func (c *serverConn) retire(st *stream) {
+func (c *h2Conn) retire(st *stream) {
 	c.mu.Lock()
 	c.retireLocked(st)
 	c.mu.Unlock()
@@ -609,7 +674,7 @@ func (c *serverConn) retire(st *stream) {
 // removeLocked ends a stream: retired, nothing more is written for it, and
 // its goroutines stop (the context closes the upstream). A draining
 // connection closes after its last stream ended.
-func (c *serverConn) removeLocked(st *stream) {
+func (c *h2Conn) removeLocked(st *stream) {
 	c.retireLocked(st)
 	if st.done.Swap(true) {
 		return
@@ -618,6 +683,7 @@ func (c *serverConn) removeLocked(st *stream) {
 	if c.goAway && c.unfinished == 0 && !c.closed {
 		c.closeAfterFlush()
 	}
+	st.openedLocked()
 	st.mu.Lock()
 	st.reset = true
 	st.mu.Unlock()
@@ -626,8 +692,38 @@ func (c *serverConn) removeLocked(st *stream) {
 	c.cond.Broadcast()
 }
 
+func (c *h2Conn) remove(st *stream) {
+	c.mu.Lock()
+	c.removeLocked(st)
+	c.mu.Unlock()
+}
+
+// endLocal marks our END_STREAM as about to be sent; a stream whose peer
+// already ended is then retired.
+func (st *stream) endLocal() {
+	st.mu.Lock()
+	st.localEnded = true
+	closed := st.inEOF
+	st.mu.Unlock()
+	if closed {
+		st.c.retire(st)
+	}
+}
+
+// endRemote records the peer's END_STREAM.
+func (st *stream) endRemote() {
+	st.mu.Lock()
+	st.inEOF = true
+	closed := st.localEnded
+	st.mu.Unlock()
+	st.signal()
+	if closed {
+		st.c.retire(st)
+	}
+}
+
 // resetStream sends RST_STREAM with code and ends the stream.
-func (c *serverConn) resetStream(st *stream, code http2.ErrCode) {
+func (c *h2Conn) resetStream(st *stream, code http2.ErrCode) {
 	c.mu.Lock()
 	c.removeLocked(st)
 	c.mu.Unlock()
@@ -638,11 +734,11 @@ func (c *serverConn) resetStream(st *stream, code http2.ErrCode) {
 // refuseStream answers a stream that never ran: a status (with
 // END_STREAM, then RST_STREAM NO_ERROR when the client still had a body
 // to send) or, with status 0, RST_STREAM code. One log line says why.
-func (c *serverConn) refuseStream(id uint32, status int, code http2.ErrCode, reason string) {
+func (c *h2Conn) refuseStream(id uint32, status int, code http2.ErrCode, reason string) {
 	c.refuseStreamEnded(id, status, code, reason, false)
 }
 
-func (c *serverConn) refuseStreamEnded(id uint32, status int, code http2.ErrCode, reason string, clientEnded bool) {
+func (c *h2Conn) refuseStreamEnded(id uint32, status int, code http2.ErrCode, reason string, clientEnded bool) {
 	if status != 0 {
 		c.log.Warn("hbone: stream refused", "peer", c.peer.String(), "remote", c.remote.String(), "status", status, "reason", reason)
 	} else {

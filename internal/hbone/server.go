@@ -301,7 +301,12 @@ func (s *Server) ServeConn(ctx context.Context, raw net.Conn) {
 		}
 		return
 	}
-	s.newServerConn(ctx, raw, newBatchTLS(tc, bc), peer, local, remote).serve(ctx)
+	c := newH2Conn(ctx, connConfig{
+		StreamWindow: s.cfg.StreamWindow, ConnWindow: s.cfg.ConnWindow, MaxFrameSize: s.cfg.MaxFrameSize,
+		HandshakeTimeout: s.cfg.HandshakeTimeout, PingInterval: s.cfg.PingInterval, PingTimeout: s.cfg.PingTimeout,
+	}, s.log, raw, newBatchTLS(tc, bc), peer, local, remote)
+	c.s = s
+	c.serve(ctx)
 }
 
 func isTimeout(err error) bool {

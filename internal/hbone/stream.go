@@ -43,7 +43,7 @@ func freeChunks(in [][]byte) {
 	}
 }
 
-func (c *serverConn) onHeaders(f *http2.MetaHeadersFrame) error {
+func (c *h2Conn) onHeaders(f *http2.MetaHeadersFrame) error {
 	id := f.StreamID
 	if id%2 == 0 {
 		return connErr(http2.ErrCodeProtocol, "HEADERS on server-initiated stream id %d", id)
@@ -125,7 +125,7 @@ func (c *serverConn) onHeaders(f *http2.MetaHeadersFrame) error {
 		req.TraceParent = NewTraceParent()
 	}
 
-	st := &stream{c: c, id: id, wake: make(chan struct{}, 1), recvAvail: int64(c.s.cfg.StreamWindow), inEOF: ended}
+	st := &stream{c: c, id: id, wake: make(chan struct{}, 1), recvAvail: int64(c.cfg.StreamWindow), inEOF: ended}
 	st.ctx, st.cancel = context.WithCancel(c.ctx)
 	c.mu.Lock()
 	if c.closed {
@@ -183,13 +183,7 @@ func (st *stream) run(req *Request) {
 	}()
 	err = st.copyFromUpstream(up)
 	if !st.done.Load() {
-		st.mu.Lock()
-		st.localEnded = true
-		closed := st.inEOF
-		st.mu.Unlock()
-		if closed {
-			c.retire(st)
-		}
+		st.endLocal()
 		// The upstream ended its side: END_STREAM. When it failed instead
 		// (or was closed because the client's side failed), the client is
 		// also asked to stop sending (RST_STREAM NO_ERROR, RFC 9113 §8.1).
@@ -236,11 +230,27 @@ var errStreamReset = errors.New("hbone: stream reset")
 // copyToUpstream writes what the client sends to up; the client's
 // END_STREAM half-closes up (closes it when it cannot half-close).
 func (st *stream) copyToUpstream(up io.ReadWriteCloser) error {
+	if _, err := st.drainTo(up); err != nil {
+		_ = up.Close()
+		return err
+	}
+	if cw, ok := up.(interface{ CloseWrite() error }); ok {
+		return cw.CloseWrite()
+	}
+	return up.Close()
+}
+
+// drainTo writes what the peer sends to w, as it arrives, until the
+// peer's END_STREAM (nil) or a reset or write error. Every batch is one
+// writev of the received chunks, and its bytes are then returned to the
+// flow-control windows.
+func (st *stream) drainTo(w io.Writer) (int64, error) {
 	var spare, wbufs [][]byte
+	var total int64
 	defer func() {
 		st.mu.Lock()
 		freeChunks(st.in)
-		st.in = nil
+		st.in, st.off = nil, 0
 		st.mu.Unlock()
 	}()
 	for {
@@ -250,35 +260,31 @@ func (st *stream) copyToUpstream(up io.ReadWriteCloser) error {
 			<-st.wake
 			st.mu.Lock()
 		}
-		if st.reset {
+		if st.reset && !st.inEOF {
+			// Aborted: what arrived is dropped. (A reset after the peer's
+			// END_STREAM still delivers everything: the peer ended cleanly.)
 			st.mu.Unlock()
-			return errStreamReset
+			return total, errStreamReset
 		}
-		bufs, eof := st.in, st.inEOF
-		st.in = spare[:0]
+		bufs, eof, off := st.in, st.inEOF, st.off
+		st.in, st.off = spare[:0], 0
 		st.mu.Unlock()
 		if len(bufs) > 0 {
-			n := 0
-			for _, b := range bufs {
-				n += len(b)
-			}
 			// WriteTo consumes its slice; bufs keeps the chunks to free.
 			wbufs = append(wbufs[:0], bufs...)
+			wbufs[0] = wbufs[0][off:]
 			nb := net.Buffers(wbufs)
-			_, err := nb.WriteTo(up)
+			n, err := nb.WriteTo(w)
+			total += n
 			freeChunks(bufs)
 			if err != nil {
-				_ = up.Close()
-				return err
+				return total, err
 			}
-			st.consumed(int64(n), eof)
+			st.consumed(n, eof)
 		}
 		spare = bufs[:0]
 		if eof {
-			if cw, ok := up.(interface{ CloseWrite() error }); ok {
-				return cw.CloseWrite()
-			}
-			return up.Close()
+			return total, nil
 		}
 	}
 }
@@ -290,7 +296,7 @@ func (st *stream) consumed(n int64, eof bool) {
 	var sinc uint32
 	if !eof {
 		st.ack += n
-		if st.ack >= int64(c.s.cfg.StreamWindow)/4 {
+		if st.ack >= int64(c.cfg.StreamWindow)/4 {
 			sinc = uint32(st.ack)
 			st.mu.Lock()
 			st.recvAvail += st.ack
@@ -338,7 +344,7 @@ func (st *stream) copyFromUpstream(up io.Reader) error {
 
 // writeData sends p as DATA frames within the peer's windows and frame
 // size; end sets END_STREAM on the last one (an empty frame when p is).
-func (c *serverConn) writeData(st *stream, p []byte, end bool) error {
+func (c *h2Conn) writeData(st *stream, p []byte, end bool) error {
 	for {
 		n := len(p)
 		c.mu.Lock()
