@@ -902,8 +902,8 @@ func (c *Conn) finish() {
 		st.c.resetStream(st, http2.ErrCodeCancel)
 	}
 	st.freeIn()
-	c.markSent()
 	c.d.release(c.pc)
+	c.markSent()
 }
 
 // LocalAddr is the outer connection's local address.

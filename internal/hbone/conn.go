@@ -88,17 +88,17 @@ type h2Conn struct {
 	streams map[uint32]*stream // open and half-closed streams
 	// unfinished counts streams that may still write (not done): a draining
 	// connection closes when it reaches 0.
-	unfinished int
-	lastID     uint32 // highest client stream id seen (opened, on the client side)
-	goAway     bool   // GOAWAY sent or received: no new streams
-	closed     bool
-	endCause   error // why the connection ended (client side: streams' error)
-	sendConn   int64 // connection send window
-	peerInit   int64 // peer's SETTINGS_INITIAL_WINDOW_SIZE
-	peerMax    int   // peer's SETTINGS_MAX_FRAME_SIZE
-	peerStreams int    // peer's SETTINGS_MAX_CONCURRENT_STREAMS; -1 until it sent one
-	recvConn   int64 // connection receive window left
-	ackConn    int64 // consumed bytes not yet returned to the connection window
+	unfinished  int
+	lastID      uint32 // highest client stream id seen (opened, on the client side)
+	goAway      bool   // GOAWAY sent or received: no new streams
+	closed      bool
+	endCause    error // why the connection ended (client side: streams' error)
+	sendConn    int64 // connection send window
+	peerInit    int64 // peer's SETTINGS_INITIAL_WINDOW_SIZE
+	peerMax     int   // peer's SETTINGS_MAX_FRAME_SIZE
+	peerStreams int   // peer's SETTINGS_MAX_CONCURRENT_STREAMS; -1 until it sent one
+	recvConn    int64 // connection receive window left
+	ackConn     int64 // consumed bytes not yet returned to the connection window
 
 	lastRead atomic.Int64 // unix nanos of the last frame read (keepalive)
 }
@@ -136,15 +136,15 @@ type stream struct {
 func newH2Conn(ctx context.Context, cfg connConfig, log *slog.Logger, raw net.Conn, rw io.ReadWriter, peer spiffeid.ID, local, remote netip.AddrPort) *h2Conn {
 	c := &h2Conn{
 		cfg: cfg, raw: raw, rw: rw, peer: peer, local: local, remote: remote,
-		log:      log,
-		bw:       bufio.NewWriterSize(rw, writeBufSize),
-		ckick:    make(chan struct{}, 1),
-		streams:  make(map[uint32]*stream),
-		sendConn: 65535,
-		peerInit: 65535,
-		peerMax:  16384,
+		log:         log,
+		bw:          bufio.NewWriterSize(rw, writeBufSize),
+		ckick:       make(chan struct{}, 1),
+		streams:     make(map[uint32]*stream),
+		sendConn:    65535,
+		peerInit:    65535,
+		peerMax:     16384,
 		peerStreams: -1,
-		recvConn: int64(cfg.ConnWindow),
+		recvConn:    int64(cfg.ConnWindow),
 	}
 	c.ctx, c.cancel = context.WithCancel(context.WithoutCancel(ctx))
 	c.cond = sync.NewCond(&c.mu)

@@ -195,9 +195,6 @@ func (p *Proxy) outbound(ctx context.Context, client net.Conn, dst netip.AddrPor
 		err = fmt.Errorf("node proxy: tunnel to %s via %s: %w", addr, hboneAddr, err)
 		p.log.Warn("waypoint pod unreachable, trying the next", "waypoint", wp.GetNamespace()+"/"+wp.GetName(), "pod", target.Key(), "error", err)
 		m.Finish(p.access, telemetry.Result{Err: err, Flags: telemetry.FlagConnectFailure})
-		// The failed stream unblocked its Body by setting a past read
-		// deadline on the client socket (it never read from it).
-		_ = client.SetReadDeadline(time.Time{})
 		target = wpPods[i]
 		labels.Destination = telemetry.PeerFromWorkload(target.Proto, p.opts.Cluster)
 		hboneAddr = netip.AddrPortFrom(target.Addresses[0], p.opts.HBONEPort)
