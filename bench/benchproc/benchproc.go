@@ -85,7 +85,7 @@ func WaitOK(tb testing.TB, what, url string) {
 func BuildAmbit(tb testing.TB, dir string) string {
 	tb.Helper()
 	bin := filepath.Join(dir, "ambit")
-	if out, err := exec.Command("go", "build", "-o", bin, "github.com/ambitmesh/ambit/cmd/ambit").CombinedOutput(); err != nil {
+	if out, err := ReleaseBuild(context.Background(), bin).CombinedOutput(); err != nil {
 		tb.Fatalf("build ambit: %v\n%s", err, out)
 	}
 	return bin

@@ -60,11 +60,54 @@ func TestImports(t *testing.T) {
 			}
 			for _, d := range imports {
 				for _, f := range r.forbidden {
-					if d == f || strings.HasPrefix(d, strings.TrimSuffix(f, "/")+"/") {
+					if within(d, f) {
 						t.Errorf("%s imports %s (forbidden: %s)", pkg, d, r.why)
 					}
 				}
 			}
 		}
 	}
+}
+
+// proxyForbidden are packages with heavy package-level initialisation
+// (Kubernetes schemes and validation tables, Gateway API and Envoy config
+// descriptors, CEL, protobuf reflection) or the control plane's own code.
+// Every package linked into a binary runs its init in every command, so
+// they must stay out of the proxies' import graph: what `ambit node` and
+// `ambit gateway` touch at start-up is what they hold in memory
+// (docs/benchmarks.md, "Memory of the proxies").
+var proxyForbidden = []string{
+	"k8s.io/", "sigs.k8s.io/", "cel.dev/", "github.com/envoyproxy/go-control-plane/pkg/",
+	"google.golang.org/grpc/reflection", "google.golang.org/protobuf/reflect/protodesc",
+	"github.com/spf13/cobra", "go.yaml.in/",
+	module + "internal/control", module + "internal/ca", module + "internal/echo",
+	module + "internal/cli", module + "internal/demo", module + "internal/lab",
+}
+
+// TestProxyDeps checks everything the node proxy and the gateway/waypoint
+// reach, transitively and third-party libraries included (unlike
+// TestImports): one heavy import anywhere below them brings its whole graph.
+func TestProxyDeps(t *testing.T) {
+	for _, pkg := range []string{"internal/node", "internal/waypoint"} {
+		out, err := exec.Command("go", "list", "-deps", "../../"+pkg).CombinedOutput()
+		if err != nil {
+			t.Fatalf("go list -deps %s: %v\n%s", pkg, err, out)
+		}
+		deps := strings.Fields(string(out))
+		if len(deps) < 50 {
+			t.Fatalf("go list -deps %s listed %d packages; has the package moved?", pkg, len(deps))
+		}
+		for _, d := range deps {
+			for _, f := range proxyForbidden {
+				if within(d, f) {
+					t.Errorf("%s depends on %s: keep heavy initialisers and control-plane code out of the proxies' import graph", pkg, d)
+				}
+			}
+		}
+	}
+}
+
+// within reports whether package pkg is prefix or below it.
+func within(pkg, prefix string) bool {
+	return pkg == prefix || strings.HasPrefix(pkg, strings.TrimSuffix(prefix, "/")+"/")
 }

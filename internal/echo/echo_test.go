@@ -282,7 +282,7 @@ func TestHTTPSize(t *testing.T) {
 				if got := int64(len(head)) + rest; got != n || resp.ContentLength != n {
 					t.Errorf("read %d bytes, Content-Length %d; want %d", got, resp.ContentLength, n)
 				}
-				if !bytes.Equal(head, filler[:len(head)]) {
+				if !bytes.Equal(head, filler()[:len(head)]) {
 					t.Errorf("body starts %q, want the filler pattern", head)
 				}
 			})

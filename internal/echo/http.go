@@ -13,6 +13,7 @@ import (
 	"net/http"
 	"strconv"
 	"strings"
+	"sync"
 	"time"
 
 	"golang.org/x/net/websocket"
@@ -241,19 +242,21 @@ func (s *Server) echo(w http.ResponseWriter, r *http.Request) {
 }
 
 // filler is the content of ?size= bodies: one shared read-only chunk, so a
-// body of any size costs no allocation.
-var filler = func() []byte {
+// body of any size costs no allocation. Built on first use: every ambit
+// command links this package, and only the echo serves bodies.
+var filler = sync.OnceValue(func() []byte {
 	const alphabet = "abcdefghijklmnopqrstuvwxyz0123456789\n"
 	b := make([]byte, 64<<10)
 	for i := range b {
 		b[i] = alphabet[i%len(alphabet)]
 	}
 	return b
-}()
+})
 
 func writeFiller(w io.Writer, n int64) {
+	fill := filler()
 	for n > 0 {
-		chunk := filler[:min(n, int64(len(filler)))]
+		chunk := fill[:min(n, int64(len(fill)))]
 		if _, err := w.Write(chunk); err != nil {
 			return
 		}

@@ -21,6 +21,7 @@ import (
 	"syscall"
 	"time"
 
+	"github.com/ambitmesh/ambit/bench/benchproc"
 	"github.com/ambitmesh/ambit/bench/controlplane"
 	"github.com/ambitmesh/ambit/internal/control/translate"
 	"github.com/ambitmesh/ambit/internal/control/xds"
@@ -430,7 +431,7 @@ func build(ctx context.Context, out string) error {
 		return fmt.Errorf("bench: go env GOMOD: %w", err)
 	}
 	root := filepath.Dir(strings.TrimSpace(string(gomod)))
-	cmd := exec.CommandContext(ctx, "go", "build", "-o", out, "./cmd/ambit")
+	cmd := benchproc.ReleaseBuild(ctx, out)
 	cmd.Dir = root
 	if b, err := cmd.CombinedOutput(); err != nil {
 		return fmt.Errorf("bench: go build ./cmd/ambit in %s: %w\n%s", root, err, b)
