@@ -28,7 +28,8 @@ type backendTLS struct {
 	roots  *x509.CertPool
 	// rootsErr says why nothing is trusted (every connection fails).
 	rootsErr error
-	h1, h2   *http.Transport
+	h1, h2   *http.Transport // upgrades, HTTP/2
+	fast     *h1Client       // every other HTTP/1.1 attempt
 }
 
 // upstreamTLSError is a failed TLS handshake with an upstream endpoint:
@@ -65,13 +66,7 @@ func newBackendTLS(spec *gatewayv1.BackendTLS, dial func(ctx context.Context, ne
 	default:
 		b.rootsErr = errors.New("the policy has no valid CA certificate (see its status)")
 	}
-	newTransport := func(alpn string) *http.Transport {
-		var p http.Protocols
-		if alpn == "h2" {
-			p.SetHTTP2(true)
-		} else {
-			p.SetHTTP1(true)
-		}
+	dialTLS := func(alpn string) func(ctx context.Context, network, addr string) (net.Conn, error) {
 		cfg := &tls.Config{
 			ServerName: spec.GetSni(),
 			NextProtos: []string{alpn},
@@ -81,19 +76,28 @@ func newBackendTLS(spec *gatewayv1.BackendTLS, dial func(ctx context.Context, ne
 			VerifyConnection:   b.verify,
 			MinVersion:         tls.VersionTLS12,
 		}
+		return func(ctx context.Context, network, addr string) (net.Conn, error) {
+			raw, err := dial(ctx, network, addr)
+			if err != nil {
+				return nil, err
+			}
+			c := tls.Client(raw, cfg)
+			if err := c.HandshakeContext(ctx); err != nil {
+				_ = raw.Close()
+				return nil, &upstreamTLSError{policy: b.policy, addr: addr, err: err}
+			}
+			return c, nil
+		}
+	}
+	newTransport := func(alpn string) *http.Transport {
+		var p http.Protocols
+		if alpn == "h2" {
+			p.SetHTTP2(true)
+		} else {
+			p.SetHTTP1(true)
+		}
 		return &http.Transport{
-			DialTLSContext: func(ctx context.Context, network, addr string) (net.Conn, error) {
-				raw, err := dial(ctx, network, addr)
-				if err != nil {
-					return nil, err
-				}
-				c := tls.Client(raw, cfg)
-				if err := c.HandshakeContext(ctx); err != nil {
-					_ = raw.Close()
-					return nil, &upstreamTLSError{policy: b.policy, addr: addr, err: err}
-				}
-				return c, nil
-			},
+			DialTLSContext:      dialTLS(alpn),
 			Protocols:           &p,
 			MaxIdleConnsPerHost: 256,
 			IdleConnTimeout:     90 * time.Second,
@@ -101,6 +105,7 @@ func newBackendTLS(spec *gatewayv1.BackendTLS, dial func(ctx context.Context, ne
 		}
 	}
 	b.h1, b.h2 = newTransport("http/1.1"), newTransport("h2")
+	b.fast = newH1Client(dialTLS("http/1.1"))
 	return b
 }
 
@@ -147,6 +152,7 @@ func (b *backendTLS) verify(cs tls.ConnectionState) error {
 func (b *backendTLS) close() {
 	b.h1.CloseIdleConnections()
 	b.h2.CloseIdleConnections()
+	b.fast.Close()
 }
 
 // backendTLSFor returns the TLS origination of a backend port, the one of
@@ -187,10 +193,13 @@ func (e *Engine) retireBackendTLS(c *config) {
 // else the plain (or h2c) pool of the request.
 func (e *Engine) upstreamTransport(ctx context.Context, up *upstream, ep netip.AddrPort, upgrade bool) (http.RoundTripper, string) {
 	if up.tls != nil && (e.cfg.HBONE == nil || !e.cfg.HBONE(ep.Addr())) {
-		if up.h2c && !upgrade {
+		switch {
+		case up.h2c && !upgrade:
 			return up.tls.h2, "https"
+		case upgrade:
+			return up.tls.h1, "https"
 		}
-		return up.tls.h1, "https"
+		return up.tls.fast, "https"
 	}
-	return e.transport(ctx, up.h2c && !upgrade), "http"
+	return e.transport(ctx, up.h2c && !upgrade, upgrade), "http"
 }

@@ -18,7 +18,9 @@
 // hygiene per RFC 9110 §7.6.1, Upgrade/WebSocket switching, trailers,
 // streaming with immediate flushes for bodies of unknown length) over the
 // engine's own RoundTripper, which picks the endpoint, applies
-// timeouts.backendRequest per attempt and retries.
+// timeouts.backendRequest per attempt and retries. HTTP/1.1 attempts go
+// through h1Client, which does the round trip on the request's goroutine;
+// upgrades and HTTP/2 upstreams through http.Transport.
 package proxy
 
 import (
@@ -138,7 +140,8 @@ type Engine struct {
 	tlsUps map[balKey]*backendTLS
 
 	rp      *httputil.ReverseProxy
-	h1, h2c *http.Transport
+	h1, h2c *http.Transport // upgrades, HTTP/2 upstreams
+	fast    *h1Client       // every other HTTP/1.1 attempt
 	// dial opens upstream connections (Config.DialContext or TCP).
 	dial func(ctx context.Context, network, addr string) (net.Conn, error)
 
@@ -245,6 +248,7 @@ func New(cfg Config) (*Engine, error) {
 	// One transport per upstream protocol: http.Transport pools
 	// connections per endpoint address, which is the per-endpoint pool.
 	e.h1, e.h2c = newTransports(dial)
+	e.fast = newH1Client(dial)
 	e.rp = &httputil.ReverseProxy{
 		Rewrite:        e.rewrite,
 		Transport:      (*roundTripper)(e),
@@ -281,7 +285,10 @@ func newTransports(dial func(ctx context.Context, network, addr string) (net.Con
 
 type transportsKey struct{}
 
-type transports struct{ h1, h2c *http.Transport }
+type transports struct {
+	h1, h2c *http.Transport
+	fast    *h1Client
+}
 
 // WithUpstreams gives the requests served under ctx their own upstream
 // connections, dialled with dial, instead of the engine's shared pool;
@@ -291,23 +298,29 @@ type transports struct{ h1, h2c *http.Transport }
 func (e *Engine) WithUpstreams(ctx context.Context, dial func(ctx context.Context, network, addr string) (net.Conn, error)) (context.Context, func()) {
 	t := &transports{}
 	t.h1, t.h2c = newTransports(dial)
+	t.fast = newH1Client(dial)
 	return context.WithValue(ctx, transportsKey{}, t), func() {
 		t.h1.CloseIdleConnections()
 		t.h2c.CloseIdleConnections()
+		t.fast.Close()
 	}
 }
 
-// transport is the round tripper of a request: its WithUpstreams pool or
-// the engine's.
-func (e *Engine) transport(ctx context.Context, h2c bool) *http.Transport {
-	h1, h2 := e.h1, e.h2c
+// transport is the round tripper of an attempt: its request's
+// WithUpstreams pool or the engine's; h1Client unless the attempt is
+// HTTP/2 (h2c) or an upgrade.
+func (e *Engine) transport(ctx context.Context, h2c, upgrade bool) http.RoundTripper {
+	h1, h2, fast := e.h1, e.h2c, e.fast
 	if t, ok := ctx.Value(transportsKey{}).(*transports); ok {
-		h1, h2 = t.h1, t.h2c
+		h1, h2, fast = t.h1, t.h2c, t.fast
 	}
-	if h2c {
+	switch {
+	case h2c:
 		return h2
+	case upgrade:
+		return h1
 	}
-	return h1
+	return fast
 }
 
 // PickEndpoint picks an endpoint of a service port for a TCP connection
@@ -336,6 +349,7 @@ func (e *Engine) Close() {
 	e.mirrors.Wait()
 	e.h1.CloseIdleConnections()
 	e.h2c.CloseIdleConnections()
+	e.fast.Close()
 	e.mu.Lock()
 	for _, t := range e.tlsUps {
 		t.close()
