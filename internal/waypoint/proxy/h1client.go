@@ -300,7 +300,7 @@ func (pc *h1Conn) roundTrip(req *http.Request, noBody bool) (*http.Response, err
 			return fail(errH1Switch)
 		}
 		if code < 100 || code >= 200 {
-			b := &h1Body{pc: pc, body: resp.Body, stop: stop, wrote: wrote, reuse: !resp.Close && !req.Close}
+			b := &h1Body{ctx: ctx, pc: pc, body: resp.Body, stop: stop, wrote: wrote, reuse: !resp.Close && !req.Close}
 			if resp.Body == http.NoBody {
 				b.finish(true)
 			} else {
@@ -324,8 +324,10 @@ func (pc *h1Conn) roundTrip(req *http.Request, noBody bool) (*http.Response, err
 // the response did not ask to close, the request was written whole, and
 // the context did not end. A body closed before its end, or whose request
 // is still uploading when it ends (the server answered early), closes the
-// connection, which stops the upload.
+// connection, which stops the upload (after h1WriteGrace at the end of
+// the body: a server may answer before it reads the last bytes).
 type h1Body struct {
+	ctx   context.Context
 	pc    *h1Conn
 	body  io.ReadCloser
 	stop  func() bool
@@ -344,6 +346,9 @@ func (b *h1Body) Read(p []byte) (int, error) {
 		b.finish(true)
 	case err != nil:
 		b.finish(false)
+		if cerr := b.ctx.Err(); cerr != nil {
+			err = cerr // the deadline that cut the body, not its symptom
+		}
 		err = fmt.Errorf("proxy: upstream %s: response body: %w", b.pc.key, err)
 	}
 	return n, err
@@ -368,27 +373,24 @@ func (b *h1Body) finish(complete bool) {
 		pc.client.put(pc)
 		return
 	}
+	var err error
 	select {
-	case err := <-b.wrote:
-		if err == nil {
-			pc.client.put(pc)
-		}
+	case err = <-b.wrote:
 	default:
-		// Rare: the upload is still going (the server answered early),
-		// or its goroutine has not reported yet. Wait a little off the
-		// request's path, then give the connection up.
-		go func() {
-			t := time.NewTimer(h1WriteGrace)
-			defer t.Stop()
-			select {
-			case err := <-b.wrote:
-				if err == nil {
-					pc.client.put(pc)
-					return
-				}
-			case <-t.C:
-			}
-			_ = pc.conn.Close()
-		}()
+		// The upload is still going (the server answered early), or its
+		// goroutine has not reported yet: wait a little for it, as
+		// http.Transport does before it reuses a connection.
+		t := time.NewTimer(h1WriteGrace)
+		select {
+		case err = <-b.wrote:
+		case <-t.C:
+			err = errors.New("upload unfinished")
+		}
+		t.Stop()
 	}
+	if err != nil {
+		_ = pc.conn.Close()
+		return
+	}
+	pc.client.put(pc)
 }

@@ -1,0 +1,322 @@
+package proxy
+
+import (
+	"bufio"
+	"context"
+	"errors"
+	"fmt"
+	"io"
+	"net"
+	"net/http"
+	"net/http/httptrace"
+	"net/netip"
+	"net/textproto"
+	"strings"
+	"sync/atomic"
+	"testing"
+	"time"
+)
+
+// h1Backend serves raw HTTP/1.1 on real sockets: handle gets each request
+// of a connection (head read, body not) with the connection's index and
+// the request's index on it, and writes what it likes; false closes the
+// connection.
+type h1Backend struct {
+	addr    netip.AddrPort
+	accepts atomic.Int32
+}
+
+func startH1Backend(t *testing.T, handle func(conn, req int, r *http.Request, br *bufio.Reader, c net.Conn) bool) *h1Backend {
+	t.Helper()
+	b := &h1Backend{}
+	b.addr = startRawBackend(t, func(c *net.TCPConn) {
+		defer c.Close()
+		conn := int(b.accepts.Add(1)) - 1
+		br := bufio.NewReader(c)
+		for i := 0; ; i++ {
+			r, err := http.ReadRequest(br)
+			if err != nil {
+				return
+			}
+			if !handle(conn, i, r, br, c) {
+				return
+			}
+		}
+	})
+	return b
+}
+
+func (b *h1Backend) url(path string) string { return "http://" + b.addr.String() + path }
+
+func newTestH1Client(t *testing.T) *h1Client {
+	c := newH1Client((&net.Dialer{}).DialContext)
+	t.Cleanup(c.Close)
+	return c
+}
+
+func h1Get(t *testing.T, c *h1Client, ctx context.Context, method, url string, body io.Reader) (*http.Response, string, error) {
+	t.Helper()
+	req, err := http.NewRequestWithContext(ctx, method, url, body)
+	if err != nil {
+		t.Fatal(err)
+	}
+	resp, err := c.RoundTrip(req)
+	if err != nil {
+		return nil, "", err
+	}
+	b, err := io.ReadAll(resp.Body)
+	_ = resp.Body.Close()
+	return resp, string(b), err
+}
+
+func ok(w net.Conn, extra, body string) bool {
+	_, err := fmt.Fprintf(w, "HTTP/1.1 200 OK\r\n%sContent-Length: %d\r\n\r\n%s", extra, len(body), body)
+	return err == nil
+}
+
+// TestH1ClientPoolsAndFramesResponses: keep-alive connections are reused
+// for Content-Length, chunked (with trailers) and bodiless answers, and a
+// response that says Connection: close, or has no length, is not reused.
+func TestH1ClientPoolsAndFramesResponses(t *testing.T) {
+	b := startH1Backend(t, func(conn, i int, r *http.Request, _ *bufio.Reader, w net.Conn) bool {
+		switch r.URL.Path {
+		case "/chunked":
+			_, err := io.WriteString(w, "HTTP/1.1 200 OK\r\nTrailer: X-Sum\r\nTransfer-Encoding: chunked\r\n\r\n3\r\nabc\r\n2\r\nde\r\n0\r\nX-Sum: 5\r\n\r\n")
+			return err == nil
+		case "/close":
+			ok(w, "Connection: close\r\n", "bye")
+			return false
+		case "/unframed":
+			_, _ = io.WriteString(w, "HTTP/1.1 200 OK\r\n\r\nuntil-eof")
+			return false
+		case "/empty":
+			_, err := io.WriteString(w, "HTTP/1.1 204 No Content\r\n\r\n")
+			return err == nil
+		}
+		if r.Method == "HEAD" {
+			_, err := io.WriteString(w, "HTTP/1.1 200 OK\r\nContent-Length: 5\r\n\r\n")
+			return err == nil
+		}
+		return ok(w, "", fmt.Sprintf("conn %d req %d", conn, i))
+	})
+	c := newTestH1Client(t)
+	ctx := t.Context()
+	for i := range 3 {
+		_, body, err := h1Get(t, c, ctx, "GET", b.url("/"), nil)
+		if want := fmt.Sprintf("conn 0 req %d", i); err != nil || body != want {
+			t.Fatalf("request %d: %q, %v; want %q", i, body, err, want)
+		}
+	}
+	resp, body, err := h1Get(t, c, ctx, "GET", b.url("/chunked"), nil)
+	if err != nil || body != "abcde" || resp.Trailer.Get("X-Sum") != "5" {
+		t.Fatalf("chunked: %q trailer %v, %v", body, resp.Trailer, err)
+	}
+	if _, _, err := h1Get(t, c, ctx, "HEAD", b.url("/"), nil); err != nil {
+		t.Fatal(err)
+	}
+	if resp, _, err := h1Get(t, c, ctx, "GET", b.url("/empty"), nil); err != nil || resp.StatusCode != 204 {
+		t.Fatalf("204: %v", err)
+	}
+	if _, body, _ := h1Get(t, c, ctx, "GET", b.url("/"), nil); body != "conn 0 req 6" {
+		t.Fatalf("after chunked, HEAD and 204 the connection was not reused: %q", body)
+	}
+	if _, body, err := h1Get(t, c, ctx, "GET", b.url("/close"), nil); err != nil || body != "bye" {
+		t.Fatalf("close: %q, %v", body, err)
+	}
+	if _, body, _ := h1Get(t, c, ctx, "GET", b.url("/unframed"), nil); body != "until-eof" {
+		t.Fatalf("unframed: %q", body)
+	}
+	if _, body, _ := h1Get(t, c, ctx, "GET", b.url("/"), nil); body != "conn 2 req 0" {
+		t.Fatalf("after Connection: close and a close-delimited body, want a third connection, got %q", body)
+	}
+}
+
+// TestH1ClientStaleConnection: a pooled connection the server closes
+// without answering is retried once on a new one for a GET, never for a
+// POST; a POST checks a pooled connection first, so one the server closed
+// a while ago costs nothing.
+func TestH1ClientStaleConnection(t *testing.T) {
+	// Every connection answers its first request and drops the second
+	// unanswered.
+	b := startH1Backend(t, func(conn, i int, _ *http.Request, _ *bufio.Reader, w net.Conn) bool {
+		return i == 0 && ok(w, "", fmt.Sprintf("conn %d", conn))
+	})
+	c := newTestH1Client(t)
+	ctx := t.Context()
+	if _, body, err := h1Get(t, c, ctx, "GET", b.url("/"), nil); err != nil || body != "conn 0" {
+		t.Fatalf("%q, %v", body, err)
+	}
+	if _, body, err := h1Get(t, c, ctx, "GET", b.url("/"), nil); err != nil || body != "conn 1" {
+		t.Fatalf("GET on a dropped connection: %q, %v; want it sent again on a new one", body, err)
+	}
+	_, _, err := h1Get(t, c, ctx, "POST", b.url("/"), nil)
+	if err == nil {
+		t.Fatal("POST on a dropped connection succeeded; it must not be sent twice")
+	}
+	if n := b.accepts.Load(); n != 2 {
+		t.Fatalf("%d connections; the POST was sent again", n)
+	}
+
+	// A server that closes right after answering: once the close is
+	// visible, a POST does not pick the dead connection.
+	closing := startH1Backend(t, func(conn, _ int, _ *http.Request, _ *bufio.Reader, w net.Conn) bool {
+		ok(w, "", fmt.Sprintf("conn %d", conn))
+		return false
+	})
+	if _, _, err := h1Get(t, c, ctx, "GET", closing.url("/"), nil); err != nil {
+		t.Fatal(err)
+	}
+	waitClosed(t, c, closing.addr.String())
+	if _, body, err := h1Get(t, c, ctx, "POST", closing.url("/"), strings.NewReader("x")); err != nil || body != "conn 1" {
+		t.Fatalf("POST after the server closed the pooled connection: %q, %v", body, err)
+	}
+}
+
+// waitClosed waits until the peer's close of the idle connection to key
+// is visible to a peek.
+func waitClosed(t *testing.T, c *h1Client, key string) {
+	t.Helper()
+	c.mu.Lock()
+	pc := c.idle[key][0]
+	c.mu.Unlock()
+	deadline := time.Now().Add(5 * time.Second)
+	for connAlive(pc.conn) {
+		if time.Now().After(deadline) {
+			t.Fatal("the server's close never showed")
+		}
+		time.Sleep(time.Millisecond)
+	}
+}
+
+// TestH1ClientEarlyResponse: a server that answers before reading an
+// upload gets its answer through while the upload is still open, and the
+// upload stops: the connection is closed, not reused.
+func TestH1ClientEarlyResponse(t *testing.T) {
+	closed := make(chan struct{})
+	got := make(chan string, 1)
+	b := startH1Backend(t, func(conn, _ int, _ *http.Request, br *bufio.Reader, w net.Conn) bool {
+		if conn > 0 {
+			return ok(w, "", "fresh")
+		}
+		if _, err := io.WriteString(w, "HTTP/1.1 413 Request Entity Too Large\r\nContent-Length: 4\r\n\r\nbig!"); err != nil {
+			return false
+		}
+		// Read what the client uploads until it closes.
+		b, _ := io.ReadAll(br)
+		got <- string(b)
+		close(closed)
+		return false
+	})
+	c := newTestH1Client(t)
+	pr, pw := io.Pipe()
+	t.Cleanup(func() { _ = pw.Close() })
+	req, _ := http.NewRequestWithContext(t.Context(), "POST", b.url("/upload"), pr)
+	go func() { _, _ = pw.Write([]byte("first")) }()
+	resp, err := c.RoundTrip(req)
+	if err != nil {
+		t.Fatal(err)
+	}
+	body, err := io.ReadAll(resp.Body)
+	_ = resp.Body.Close()
+	if resp.StatusCode != 413 || string(body) != "big!" || err != nil {
+		t.Fatalf("early answer: %d %q %v", resp.StatusCode, body, err)
+	}
+	select {
+	case <-closed:
+	case <-time.After(5 * time.Second):
+		t.Fatal("the upload to a server that already answered was not stopped")
+	}
+	if up := <-got; !strings.Contains(up, "first") {
+		t.Fatalf("the server did not get the upload's start: %q", up)
+	}
+	if _, body, err := h1Get(t, c, t.Context(), "GET", b.url("/"), nil); err != nil || body != "fresh" {
+		t.Fatalf("next request: %q, %v; want a new connection", body, err)
+	}
+}
+
+// TestH1ClientUpload: a streamed upload of unknown length goes chunked,
+// and the connection is reused after it.
+func TestH1ClientUpload(t *testing.T) {
+	b := startH1Backend(t, func(conn, _ int, r *http.Request, _ *bufio.Reader, w net.Conn) bool {
+		body, err := io.ReadAll(r.Body)
+		return err == nil && ok(w, "", fmt.Sprintf("conn %d %v %s", conn, r.TransferEncoding, body))
+	})
+	c := newTestH1Client(t)
+	for range 2 {
+		_, body, err := h1Get(t, c, t.Context(), "PUT", b.url("/"), io.MultiReader(strings.NewReader("ab"), strings.NewReader("cd")))
+		if err != nil || body != "conn 0 [chunked] abcd" {
+			t.Fatalf("%q, %v", body, err)
+		}
+	}
+}
+
+// TestH1ClientTimeoutsAndCancel: the context's deadline and cancellation
+// abort a round trip waiting for the head or in the middle of the body;
+// the connection is not reused.
+func TestH1ClientTimeoutsAndCancel(t *testing.T) {
+	b := startH1Backend(t, func(conn, _ int, r *http.Request, _ *bufio.Reader, w net.Conn) bool {
+		switch r.URL.Path {
+		case "/slow-head":
+		case "/slow-body":
+			_, _ = io.WriteString(w, "HTTP/1.1 200 OK\r\nContent-Length: 10\r\n\r\nhalf")
+		default:
+			return ok(w, "", fmt.Sprintf("conn %d", conn))
+		}
+		<-t.Context().Done()
+		return false
+	})
+	c := newTestH1Client(t)
+	ctx, cancel := context.WithTimeout(t.Context(), 100*time.Millisecond)
+	defer cancel()
+	start := time.Now()
+	if _, _, err := h1Get(t, c, ctx, "GET", b.url("/slow-head"), nil); !errors.Is(err, context.DeadlineExceeded) {
+		t.Fatalf("slow head: %v; want a deadline error", err)
+	}
+	if d := time.Since(start); d > 3*time.Second {
+		t.Fatalf("timed out after %v", d)
+	}
+	ctx, cancel = context.WithTimeout(t.Context(), 100*time.Millisecond)
+	defer cancel()
+	resp, body, err := h1Get(t, c, ctx, "GET", b.url("/slow-body"), nil)
+	if resp == nil || body != "half" || !errors.Is(err, context.DeadlineExceeded) {
+		t.Fatalf("slow body: %q, %v; want the half and a deadline error", body, err)
+	}
+	ctx, cancel = context.WithCancel(t.Context())
+	time.AfterFunc(50*time.Millisecond, cancel)
+	if _, _, err := h1Get(t, c, ctx, "GET", b.url("/slow-head"), nil); !errors.Is(err, context.Canceled) {
+		t.Fatalf("cancelled: %v", err)
+	}
+	if _, body, _ := h1Get(t, c, t.Context(), "GET", b.url("/"), nil); body != "conn 3" {
+		t.Fatalf("after three aborted round trips: %q; want a fourth connection", body)
+	}
+}
+
+// TestH1ClientInformational: 1xx answers before the final one reach the
+// client trace (ReverseProxy forwards them downstream), up to a bound.
+func TestH1ClientInformational(t *testing.T) {
+	b := startH1Backend(t, func(_ int, _ int, r *http.Request, _ *bufio.Reader, w net.Conn) bool {
+		n := 1
+		if r.URL.Path == "/many" {
+			n = h1Max1xx + 1
+		}
+		for range n {
+			_, _ = io.WriteString(w, "HTTP/1.1 103 Early Hints\r\nLink: </style.css>; rel=preload\r\n\r\n")
+		}
+		return ok(w, "", "final")
+	})
+	c := newTestH1Client(t)
+	var hints []string
+	ctx := httptrace.WithClientTrace(t.Context(), &httptrace.ClientTrace{
+		Got1xxResponse: func(code int, h textproto.MIMEHeader) error {
+			hints = append(hints, fmt.Sprintf("%d %s", code, h.Get("Link")))
+			return nil
+		},
+	})
+	resp, body, err := h1Get(t, c, ctx, "GET", b.url("/"), nil)
+	if err != nil || resp.StatusCode != 200 || body != "final" || len(hints) != 1 || hints[0] != "103 </style.css>; rel=preload" {
+		t.Fatalf("%v %q %v hints %q", resp, body, err, hints)
+	}
+	if _, _, err := h1Get(t, c, t.Context(), "GET", b.url("/many"), nil); !errors.Is(err, errH1Too1xx) {
+		t.Fatalf("%d informational answers: %v", h1Max1xx+1, err)
+	}
+}
