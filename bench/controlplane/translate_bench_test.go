@@ -181,12 +181,34 @@ func BenchmarkTranslate(b *testing.B) {
 	}
 }
 
+// BenchmarkRetranslate measures what the control plane translates per
+// change: translate.Retranslate from the previous result after one
+// workload's address moved (the patch path; BenchmarkTranslate is the full
+// translation it replaces).
+func BenchmarkRetranslate(b *testing.B) {
+	c := NewConfig(Default)
+	res := c.Resources()
+	prev := mustTranslate(b, res)
+	b.ReportAllocs()
+	i := 0
+	for b.Loop() {
+		i++
+		b.StopTimer()
+		c.SetWorkloadAddress((i*7919)%Default.Workloads, netip.AddrFrom4([4]byte{172, 16, byte(i >> 8), byte(i)}))
+		next := c.Resources()
+		b.StartTimer()
+		prev, res = translate.Retranslate(prev, res, next), next
+	}
+}
+
 // BenchmarkTranslateAndViews is what the control plane does per change
-// after the file source: translate, then compute every proxy view reusing
+// after the file source: Retranslate, then compute every proxy view reusing
 // the previous ones (one workload moved each time).
 func BenchmarkTranslateAndViews(b *testing.B) {
 	c := NewConfig(Default)
-	prev, err := xds.ComputeViews(mustTranslate(b, c.Resources()).Mesh, nil)
+	res := c.Resources()
+	result := mustTranslate(b, res)
+	prev, err := xds.ComputeViews(result.Mesh, nil)
 	if err != nil {
 		b.Fatal(err)
 	}
@@ -196,23 +218,24 @@ func BenchmarkTranslateAndViews(b *testing.B) {
 		i++
 		c.SetWorkloadAddress((i*7919)%Default.Workloads, netip.AddrFrom4([4]byte{172, 16, byte(i >> 8), byte(i)}))
 		b.StopTimer()
-		res := c.Resources()
+		next := c.Resources()
 		b.StartTimer()
-		if prev, err = xds.ComputeViews(translate.Translate(res).Mesh, prev); err != nil {
+		result, res = translate.Retranslate(result, res, next), next
+		if prev, err = xds.ComputeViews(result.Mesh, prev); err != nil {
 			b.Fatal(err)
 		}
 	}
 }
 
 // BenchmarkViewsAfterTranslate measures only the view computation of
-// BenchmarkTranslateAndViews: each iteration translates the edited config
-// with the timer stopped, then times ComputeViews with the previous views.
-// Unlike BenchmarkComputeViews/one-endpoint-change (which shares unchanged
-// model objects with the previous mesh), every model object here is new, as
-// in the control plane.
+// BenchmarkTranslateAndViews: each iteration retranslates the edited config
+// with the timer stopped, then times ComputeViews with the previous views,
+// as the control plane does.
 func BenchmarkViewsAfterTranslate(b *testing.B) {
 	c := NewConfig(Default)
-	prev, err := xds.ComputeViews(mustTranslate(b, c.Resources()).Mesh, nil)
+	res := c.Resources()
+	result := mustTranslate(b, res)
+	prev, err := xds.ComputeViews(result.Mesh, nil)
 	if err != nil {
 		b.Fatal(err)
 	}
@@ -222,9 +245,10 @@ func BenchmarkViewsAfterTranslate(b *testing.B) {
 		i++
 		b.StopTimer()
 		c.SetWorkloadAddress((i*7919)%Default.Workloads, netip.AddrFrom4([4]byte{172, 16, byte(i >> 8), byte(i)}))
-		m := translate.Translate(c.Resources()).Mesh
+		next := c.Resources()
+		result, res = translate.Retranslate(result, res, next), next
 		b.StartTimer()
-		if prev, err = xds.ComputeViews(m, prev); err != nil {
+		if prev, err = xds.ComputeViews(result.Mesh, prev); err != nil {
 			b.Fatal(err)
 		}
 	}

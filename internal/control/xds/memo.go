@@ -3,6 +3,7 @@ package xds
 import (
 	"bytes"
 	"maps"
+	"reflect"
 	"slices"
 
 	"github.com/ambitmesh/ambit/internal/control/model"
@@ -66,14 +67,14 @@ func workloadEqual(a, b *model.Workload) bool {
 	}
 	return a.Ref == b.Ref && a.UID == b.UID && a.ServiceAccount == b.ServiceAccount && a.Identity == b.Identity &&
 		slices.Equal(a.Addresses, b.Addresses) && a.Node == b.Node && a.Network == b.Network &&
-		maps.Equal(a.Labels, b.Labels) && a.Locality == b.Locality && maps.Equal(a.Ports, b.Ports) &&
+		mapsEqual(a.Labels, b.Labels) && a.Locality == b.Locality && mapsEqual(a.Ports, b.Ports) &&
 		waypointEqual(a.Waypoint, b.Waypoint)
 }
 
 func endpointEqual(a, b model.Endpoint) bool {
 	return a.Workload == b.Workload && slices.Equal(a.Addresses, b.Addresses) && a.Node == b.Node &&
 		a.Network == b.Network && a.Identity == b.Identity && a.Locality == b.Locality && slices.Equal(a.Ports, b.Ports) &&
-		maps.Equal(a.Labels, b.Labels)
+		mapsEqual(a.Labels, b.Labels)
 }
 
 func serviceEqual(a, b *model.Service) bool {
@@ -81,7 +82,7 @@ func serviceEqual(a, b *model.Service) bool {
 		return true
 	}
 	return a.Ref == b.Ref && a.Hostname == b.Hostname && slices.Equal(a.VIPs, b.VIPs) && slices.Equal(a.Ports, b.Ports) &&
-		maps.Equal(a.Selector, b.Selector) && maps.Equal(a.Labels, b.Labels) &&
+		mapsEqual(a.Selector, b.Selector) && mapsEqual(a.Labels, b.Labels) &&
 		slices.EqualFunc(a.Endpoints, b.Endpoints, endpointEqual) && waypointEqual(a.Waypoint, b.Waypoint) &&
 		loadBalancerEqual(a.LoadBalancer, b.LoadBalancer) && slices.EqualFunc(a.TLS, b.TLS, backendTLSEqual)
 }
@@ -96,4 +97,10 @@ func loadBalancerEqual(a, b *model.LoadBalancer) bool {
 		return a == b
 	}
 	return a.Policy == b.Policy && (a.Hash == b.Hash || a.Hash != nil && b.Hash != nil && *a.Hash == *b.Hash)
+}
+
+// mapsEqual is maps.Equal, short-cut for the same map: a retranslation
+// shares the maps of unchanged objects with the previous model.
+func mapsEqual[M ~map[K]V, K, V comparable](a, b M) bool {
+	return len(a) == len(b) && (len(a) == 0 || reflect.ValueOf(a).UnsafePointer() == reflect.ValueOf(b).UnsafePointer() || maps.Equal(a, b))
 }

@@ -8,6 +8,7 @@ import (
 	"encoding/hex"
 	"errors"
 	"fmt"
+	"maps"
 	"slices"
 	"strings"
 
@@ -109,9 +110,10 @@ type ResourceSet struct {
 	// system_version_info of responses and what `ambit status` shows.
 	Version string
 	Items   map[string]*Resource
-	// versions is Items' name -> version, ready to be cloned into a
-	// subscription's returned-resources map.
+	// versions is Items' name -> version: what a proxy holding the set has.
 	versions map[string]string
+	// names is Items' names, sorted (the order Version hashes them in).
+	names []string
 	// history says which names changed since earlier versions of the same
 	// view, newest first, so that a proxy one or a few translations behind
 	// gets its delta without a scan of every resource.
@@ -127,14 +129,7 @@ type change struct {
 const maxHistory = 8
 
 // Names returns the resource names, sorted.
-func (s *ResourceSet) Names() []string {
-	names := make([]string, 0, len(s.Items))
-	for n := range s.Items {
-		names = append(names, n)
-	}
-	slices.Sort(names)
-	return names
-}
+func (s *ResourceSet) Names() []string { return slices.Clone(s.names) }
 
 // changesSince returns the names that differ between the set with version
 // `since` and s (changed, added or removed), or ok=false when s does not
@@ -183,6 +178,7 @@ type Views struct {
 	interned  map[internKey]*Resource
 	workloads map[model.Ref]workloadMemo
 	services  map[model.Ref]*serviceMemo
+	gws       map[*model.Gateway]*gatewayMemo
 }
 
 type internKey struct{ typeURL, name, version string }
@@ -285,41 +281,96 @@ func newSet(typeURL string, items []*Resource) *ResourceSet {
 			s.versions[r.Name] = r.Version
 		}
 	}
+	s.names = make([]string, 0, len(s.Items))
+	for n := range s.Items {
+		s.names = append(s.names, n)
+	}
+	slices.Sort(s.names)
+	s.hash()
+	return s
+}
+
+// hash sets Version from names and versions.
+func (s *ResourceSet) hash() {
 	h := sha256.New()
-	for _, n := range s.Names() {
+	for _, n := range s.names {
 		h.Write([]byte(n))
 		h.Write([]byte{0})
 		h.Write([]byte(s.versions[n]))
 		h.Write([]byte{0})
 	}
 	s.Version = hex.EncodeToString(h.Sum(nil)[:8])
-	return s
+}
+
+// patchSet is newSet(prev.TypeURL, items) when items hold the same names as
+// prev (names must be unique in items): it reuses prev when nothing
+// changed, or clones prev's maps and sets the changed resources, instead of
+// building and sorting a set of every item. ok is false when the names
+// differ; diff is the changed names, sorted.
+func patchSet(prev *ResourceSet, items []*Resource) (s *ResourceSet, diff []string, ok bool) {
+	if prev == nil || len(items) != len(prev.Items) {
+		return nil, nil, false
+	}
+	var changed []*Resource
+	for _, r := range items {
+		p, found := prev.Items[r.Name]
+		if !found {
+			return nil, nil, false
+		}
+		if p != r {
+			changed = append(changed, r)
+		}
+	}
+	if len(changed) == 0 {
+		return prev, nil, true
+	}
+	s = &ResourceSet{TypeURL: prev.TypeURL, Items: maps.Clone(prev.Items), versions: maps.Clone(prev.versions), names: prev.names}
+	for _, r := range changed {
+		s.Items[r.Name] = r
+		if s.versions[r.Name] != r.Version {
+			s.versions[r.Name] = r.Version
+			diff = append(diff, r.Name)
+		}
+	}
+	slices.Sort(diff)
+	s.hash()
+	return s, diff, true
 }
 
 // set builds the set of view `key`, linking it to the previous translation's
 // set of the same key: an unchanged set is the previous one (so proxies
-// that hold it get nothing), a changed one records what changed.
-func (b *builder) set(key, typeURL string, items []*Resource) *ResourceSet {
-	s := newSet(typeURL, items)
+// that hold it get nothing), a changed one records what changed. unique
+// says items cannot repeat a name, which lets a large set be patched.
+func (b *builder) set(key, typeURL string, items []*Resource, unique bool) *ResourceSet {
 	var prev *ResourceSet
 	if b.prev != nil {
 		prev = b.prev.sets[key]
 	}
+	var s *ResourceSet
+	var diff []string
+	patched := false
+	if unique && !slices.Contains(items, nil) {
+		s, diff, patched = patchSet(prev, items)
+	}
+	if !patched {
+		s = newSet(typeURL, items)
+		if prev != nil && prev.Version != s.Version {
+			for n, v := range s.versions {
+				if prev.versions[n] != v {
+					diff = append(diff, n)
+				}
+			}
+			for n := range prev.versions {
+				if _, ok := s.versions[n]; !ok {
+					diff = append(diff, n)
+				}
+			}
+			slices.Sort(diff)
+		}
+	}
 	if prev != nil && prev.Version == s.Version {
 		s = prev
 	} else if prev != nil {
-		var diff []string
-		for n, v := range s.versions {
-			if prev.versions[n] != v {
-				diff = append(diff, n)
-			}
-		}
-		for n := range prev.versions {
-			if _, ok := s.versions[n]; !ok {
-				diff = append(diff, n)
-			}
-		}
-		slices.Sort(diff)
 		s.history = append(s.history, change{since: prev.Version, names: diff})
 		for _, c := range prev.history {
 			if len(s.history) == maxHistory {
@@ -370,6 +421,7 @@ func ComputeViews(mesh *model.Mesh, prev *Views) (*Views, error) {
 		interned:  map[internKey]*Resource{},
 		workloads: make(map[model.Ref]workloadMemo, len(mesh.Workloads)),
 		services:  make(map[model.Ref]*serviceMemo, len(mesh.Services)),
+		gws:       make(map[*model.Gateway]*gatewayMemo, len(mesh.Gateways)),
 	}}
 	v := b.next
 	for _, t := range typeOrder {
@@ -382,7 +434,7 @@ func ComputeViews(mesh *model.Mesh, prev *Views) (*Views, error) {
 			TrustDomain: tb.TrustDomain, RootsPem: tb.RootsPEM, Generation: tb.Generation,
 		}))
 	}
-	v.TrustBundle = b.set("trust-bundle", TypeTrustBundle, slices.DeleteFunc(bundle, func(r *Resource) bool { return r == nil }))
+	v.TrustBundle = b.set("trust-bundle", TypeTrustBundle, slices.DeleteFunc(bundle, func(r *Resource) bool { return r == nil }), false)
 
 	// Each workload lists the services it backs, so that an endpoint change
 	// touches one Workload and no Service.
@@ -424,7 +476,7 @@ func ComputeViews(mesh *model.Mesh, prev *Views) (*Views, error) {
 			boundWorkloads[w.Waypoint.Gateway] = append(boundWorkloads[w.Waypoint.Gateway], r)
 		}
 	}
-	v.Workloads = b.set("workloads", TypeWorkload, workloads)
+	v.Workloads = b.set("workloads", TypeWorkload, workloads, true)
 
 	svcs := make([]*Resource, 0, len(mesh.Services))
 	for i := range mesh.Services {
@@ -441,7 +493,7 @@ func ComputeViews(mesh *model.Mesh, prev *Views) (*Views, error) {
 		v.services[s.Ref] = memo
 		svcs = append(svcs, memo.svc)
 	}
-	v.Services = b.set("services", TypeService, svcs)
+	v.Services = b.set("services", TypeService, svcs, true)
 
 	// Authorization: which node proxies / gateways enforce each policy.
 	var meshPolicies []*Resource
@@ -494,9 +546,9 @@ func ComputeViews(mesh *model.Mesh, prev *Views) (*Views, error) {
 			}
 		}
 	}
-	v.meshAuthz = b.set("authz/mesh", TypeAuthorization, meshPolicies)
+	v.meshAuthz = b.set("authz/mesh", TypeAuthorization, meshPolicies, false)
 	for node := range nodeNamespaces {
-		v.nodeAuthz[node] = b.set("authz/node/"+node, TypeAuthorization, slices.Concat(meshPolicies, nodePolicies[node]))
+		v.nodeAuthz[node] = b.set("authz/node/"+node, TypeAuthorization, slices.Concat(meshPolicies, nodePolicies[node]), false)
 	}
 
 	// Gateways: listeners, route tables, the backends they use.
@@ -520,40 +572,12 @@ func ComputeViews(mesh *model.Mesh, prev *Views) (*Views, error) {
 	for i := range mesh.Gateways {
 		g := &mesh.Gateways[i]
 		key := "gateway/" + g.Ref.String() + "/"
-		used := map[model.Ref]bool{}
-		var listeners, tables []*Resource
-		for j := range g.Listeners {
-			l := &g.Listeners[j]
-			m, err := listenerProto(g, l)
-			if err != nil {
-				b.errs = append(b.errs, fmt.Errorf("xds: %w", err))
-				continue
-			}
-			listeners = append(listeners, b.resource(TypeListener, l.Name, m))
-			for _, vh := range l.VirtualHosts {
-				collectBackends(vh.Routes, used)
-			}
-		}
-		for j := range g.MeshRoutes {
-			sr := &g.MeshRoutes[j]
-			m, err := routeTableProto(g, sr)
-			if err != nil {
-				b.errs = append(b.errs, fmt.Errorf("xds: %w", err))
-				continue
-			}
-			tables = append(tables, b.resource(TypeRouteTable, routeTableName(sr), m))
-			collectBackends(sr.Routes, used)
-		}
+		gm := b.gateway(g)
+		used := maps.Clone(gm.routed)
 		if g.Class == model.ClassWaypoint {
 			for _, s := range bound[g.Ref] {
 				used[s] = true
 			}
-		}
-		secrets := make([]*Resource, 0, len(g.Certificates))
-		for _, c := range g.Certificates {
-			secrets = append(secrets, b.resource(TypeSecret, c.Ref.String(), &gatewayv1.Secret{
-				Namespace: c.Namespace, Name: c.Name, CertificateChainPem: c.CertPEM, PrivateKeyPem: c.KeyPEM,
-			}))
 		}
 		var backends []*Resource
 		for ref := range used {
@@ -562,15 +586,78 @@ func ComputeViews(mesh *model.Mesh, prev *Views) (*Views, error) {
 			}
 		}
 		v.gateways[g.Ref] = &GatewayView{
-			Listeners:      b.set(key+"listeners", TypeListener, listeners),
-			RouteTables:    b.set(key+"routetables", TypeRouteTable, tables),
-			Backends:       b.set(key+"backends", TypeBackend, backends),
-			Secrets:        b.set(key+"secrets", TypeSecret, secrets),
-			Authorizations: b.set(key+"authz", TypeAuthorization, gatewayPolicies[g.Ref]),
-			Workloads:      b.set(key+"workloads", TypeWorkload, boundWorkloads[g.Ref]),
+			Listeners:      b.set(key+"listeners", TypeListener, gm.listeners, false),
+			RouteTables:    b.set(key+"routetables", TypeRouteTable, gm.tables, false),
+			Backends:       b.set(key+"backends", TypeBackend, backends, true),
+			Secrets:        b.set(key+"secrets", TypeSecret, gm.secrets, false),
+			Authorizations: b.set(key+"authz", TypeAuthorization, gatewayPolicies[g.Ref], false),
+			Workloads:      b.set(key+"workloads", TypeWorkload, boundWorkloads[g.Ref], true),
 		}
 	}
 	return v, errors.Join(b.errs...)
+}
+
+// gatewayMemo is what a gateway's own model gives: its listener, route
+// table and secret resources, the Services its routes use, and the errors
+// converting it. The model is immutable, so the same *model.Gateway (the
+// translator keeps unchanged slices) gives the same memo.
+type gatewayMemo struct {
+	listeners, tables, secrets []*Resource
+	routed                     map[model.Ref]bool
+	errs                       []error
+}
+
+// gateway returns the memo of g, reusing the previous translation's when g
+// is the same object.
+func (b *builder) gateway(g *model.Gateway) *gatewayMemo {
+	if b.prev != nil {
+		if gm := b.prev.gws[g]; gm != nil {
+			for _, rs := range [][]*Resource{gm.listeners, gm.tables, gm.secrets} {
+				for _, r := range rs {
+					if r == nil {
+						continue
+					}
+					b.next.interned[internKey{r.wire.GetResource().GetTypeUrl(), r.Name, r.Version}] = r
+				}
+			}
+			b.errs = append(b.errs, gm.errs...)
+			b.next.gws[g] = gm
+			return gm
+		}
+	}
+	gm := &gatewayMemo{routed: map[model.Ref]bool{}}
+	errs := len(b.errs)
+	for j := range g.Listeners {
+		l := &g.Listeners[j]
+		m, err := listenerProto(g, l)
+		if err != nil {
+			b.errs = append(b.errs, fmt.Errorf("xds: %w", err))
+			continue
+		}
+		gm.listeners = append(gm.listeners, b.resource(TypeListener, l.Name, m))
+		for _, vh := range l.VirtualHosts {
+			collectBackends(vh.Routes, gm.routed)
+		}
+	}
+	for j := range g.MeshRoutes {
+		sr := &g.MeshRoutes[j]
+		m, err := routeTableProto(g, sr)
+		if err != nil {
+			b.errs = append(b.errs, fmt.Errorf("xds: %w", err))
+			continue
+		}
+		gm.tables = append(gm.tables, b.resource(TypeRouteTable, routeTableName(sr), m))
+		collectBackends(sr.Routes, gm.routed)
+	}
+	gm.secrets = make([]*Resource, 0, len(g.Certificates))
+	for _, c := range g.Certificates {
+		gm.secrets = append(gm.secrets, b.resource(TypeSecret, c.Ref.String(), &gatewayv1.Secret{
+			Namespace: c.Namespace, Name: c.Name, CertificateChainPem: c.CertPEM, PrivateKeyPem: c.KeyPEM,
+		}))
+	}
+	gm.errs = slices.Clone(b.errs[errs:])
+	b.next.gws[g] = gm
+	return gm
 }
 
 // collectBackends adds every Service that routes send or mirror traffic to.
