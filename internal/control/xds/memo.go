@@ -22,17 +22,18 @@ import (
 // backing is one service a workload backs, with its port mapping.
 type backing struct {
 	service string // "ns/name"
+	svc     int    // index in mesh.Services: backings are in that order
 	ports   []model.PortMapping
 }
 
+// workloadMemo and serviceMemo sit at the index of their model object in
+// Views.src.
 type workloadMemo struct {
-	w     *model.Workload
 	backs []backing
 	res   *Resource
 }
 
 type serviceMemo struct {
-	s       *model.Service
 	svc     *Resource
 	backend *Resource // built on first use by a gateway view
 }

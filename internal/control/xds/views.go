@@ -174,11 +174,23 @@ type Views struct {
 	// sets and interned carry state to the next ComputeViews: set
 	// histories by view key, and resources by (type, name, version) so an
 	// unchanged resource keeps its marshaled bytes.
-	sets      map[string]*ResourceSet
-	interned  map[internKey]*Resource
-	workloads map[model.Ref]workloadMemo
-	services  map[model.Ref]*serviceMemo
-	gws       map[*model.Gateway]*gatewayMemo
+	sets     map[string]*ResourceSet
+	interned map[internKey]*Resource
+	gws      map[*model.Gateway]*gatewayMemo
+	// src is the mesh these views were computed from (a shallow copy);
+	// wmemo and smemo are aligned with its Workloads and Services, widx and
+	// sidx index them by Ref. Aligned slices, not maps of pointers into the
+	// model, so that a patched view (patch) keeps no older model alive.
+	src        model.Mesh
+	wmemo      []workloadMemo
+	smemo      []serviceMemo
+	widx, sidx map[model.Ref]int
+	// otherErrs are the conversion errors of policies and gateways, which a
+	// patched view reports again without converting them again.
+	otherErrs []error
+	// incomplete: a workload or service could not be converted (it is
+	// retried, and reported, by the next full computation only).
+	incomplete bool
 }
 
 type internKey struct{ typeURL, name, version string }
@@ -321,20 +333,27 @@ func patchSet(prev *ResourceSet, items []*Resource) (s *ResourceSet, diff []stri
 			changed = append(changed, r)
 		}
 	}
+	s, diff = prev.with(changed)
+	return s, diff, true
+}
+
+// with is s with the resources of changed replacing those of the same
+// names, which s must hold; diff is the names whose version changed, sorted.
+func (s *ResourceSet) with(changed []*Resource) (_ *ResourceSet, diff []string) {
 	if len(changed) == 0 {
-		return prev, nil, true
+		return s, nil
 	}
-	s = &ResourceSet{TypeURL: prev.TypeURL, Items: maps.Clone(prev.Items), versions: maps.Clone(prev.versions), names: prev.names}
+	n := &ResourceSet{TypeURL: s.TypeURL, Items: maps.Clone(s.Items), versions: maps.Clone(s.versions), names: s.names}
 	for _, r := range changed {
-		s.Items[r.Name] = r
-		if s.versions[r.Name] != r.Version {
-			s.versions[r.Name] = r.Version
+		n.Items[r.Name] = r
+		if n.versions[r.Name] != r.Version {
+			n.versions[r.Name] = r.Version
 			diff = append(diff, r.Name)
 		}
 	}
 	slices.Sort(diff)
-	s.hash()
-	return s, diff, true
+	n.hash()
+	return n, diff
 }
 
 // set builds the set of view `key`, linking it to the previous translation's
@@ -368,6 +387,14 @@ func (b *builder) set(key, typeURL string, items []*Resource, unique bool) *Reso
 			slices.Sort(diff)
 		}
 	}
+	s = linked(prev, s, diff)
+	b.next.sets[key] = s
+	return s
+}
+
+// linked returns s, or prev when s holds the same as prev, with the history
+// of what changed since prev's versions; diff is what changed since prev.
+func linked(prev, s *ResourceSet, diff []string) *ResourceSet {
 	if prev != nil && prev.Version == s.Version {
 		s = prev
 	} else if prev != nil {
@@ -381,7 +408,6 @@ func (b *builder) set(key, typeURL string, items []*Resource, unique bool) *Reso
 			s.history = append(s.history, change{since: c.since, names: slices.Compact(names)})
 		}
 	}
-	b.next.sets[key] = s
 	return s
 }
 
@@ -419,33 +445,28 @@ func ComputeViews(mesh *model.Mesh, prev *Views) (*Views, error) {
 		empty:     map[string]*ResourceSet{},
 		sets:      map[string]*ResourceSet{},
 		interned:  map[internKey]*Resource{},
-		workloads: make(map[model.Ref]workloadMemo, len(mesh.Workloads)),
-		services:  make(map[model.Ref]*serviceMemo, len(mesh.Services)),
 		gws:       make(map[*model.Gateway]*gatewayMemo, len(mesh.Gateways)),
+		src:       *mesh,
 	}}
 	v := b.next
+	b.trustBundle(mesh)
+	if b.patch(mesh) {
+		return v, errors.Join(b.errs...)
+	}
 	for _, t := range typeOrder {
 		v.empty[t] = newSet(t, nil)
 	}
 
-	var bundle []*Resource
-	if tb := mesh.TrustBundle; tb != nil {
-		bundle = append(bundle, b.resource(TypeTrustBundle, tb.TrustDomain, &cav1.TrustBundle{
-			TrustDomain: tb.TrustDomain, RootsPem: tb.RootsPEM, Generation: tb.Generation,
-		}))
-	}
-	v.TrustBundle = b.set("trust-bundle", TypeTrustBundle, slices.DeleteFunc(bundle, func(r *Resource) bool { return r == nil }), false)
-
 	// Each workload lists the services it backs, so that an endpoint change
 	// touches one Workload and no Service.
 	backs := map[model.Ref][]backing{}
-	services := make(map[model.Ref]*model.Service, len(mesh.Services))
+	v.sidx = make(map[model.Ref]int, len(mesh.Services))
 	for i := range mesh.Services {
 		s := &mesh.Services[i]
-		services[s.Ref] = s
+		v.sidx[s.Ref] = i
 		key := s.Ref.String()
 		for _, e := range s.Endpoints {
-			backs[e.Workload] = append(backs[e.Workload], backing{service: key, ports: e.Ports})
+			backs[e.Workload] = append(backs[e.Workload], backing{service: key, svc: i, ports: e.Ports})
 		}
 	}
 
@@ -453,19 +474,25 @@ func ComputeViews(mesh *model.Mesh, prev *Views) (*Views, error) {
 	nodeNamespaces := map[string]map[string]bool{}
 	workloadNode := make(map[model.Ref]string, len(mesh.Workloads))
 	boundWorkloads := map[model.Ref][]*Resource{}
+	v.widx = make(map[model.Ref]int, len(mesh.Workloads))
+	v.wmemo = make([]workloadMemo, len(mesh.Workloads))
 	for i := range mesh.Workloads {
 		w := &mesh.Workloads[i]
 		bk := backs[w.Ref]
 		var r *Resource
 		if prev != nil {
-			if pm, ok := prev.workloads[w.Ref]; ok && pm.res != nil && workloadEqual(pm.w, w) && backingsEqual(pm.backs, bk) {
-				r = pm.res
+			if j, ok := prev.widx[w.Ref]; ok {
+				if pm := prev.wmemo[j]; pm.res != nil && workloadEqual(&prev.src.Workloads[j], w) && backingsEqual(pm.backs, bk) {
+					r = pm.res
+				}
 			}
 		}
 		if r == nil {
 			r = b.resource(TypeWorkload, w.Ref.String(), workloadProto(w, portLists(bk)))
 		}
-		v.workloads[w.Ref] = workloadMemo{w: w, backs: bk, res: r}
+		v.widx[w.Ref] = i
+		v.wmemo[i] = workloadMemo{backs: bk, res: r}
+		v.incomplete = v.incomplete || r == nil
 		workloads = append(workloads, r)
 		if nodeNamespaces[w.Node] == nil {
 			nodeNamespaces[w.Node] = map[string]bool{}
@@ -479,21 +506,23 @@ func ComputeViews(mesh *model.Mesh, prev *Views) (*Views, error) {
 	v.Workloads = b.set("workloads", TypeWorkload, workloads, true)
 
 	svcs := make([]*Resource, 0, len(mesh.Services))
+	v.smemo = make([]serviceMemo, len(mesh.Services))
 	for i := range mesh.Services {
 		s := &mesh.Services[i]
-		memo := &serviceMemo{s: s}
+		memo := &v.smemo[i]
 		if prev != nil {
-			if pm := prev.services[s.Ref]; pm != nil && pm.svc != nil && serviceEqual(pm.s, s) {
-				memo.svc, memo.backend = pm.svc, pm.backend
+			if j, ok := prev.sidx[s.Ref]; ok && prev.smemo[j].svc != nil && serviceEqual(&prev.src.Services[j], s) {
+				*memo = prev.smemo[j]
 			}
 		}
 		if memo.svc == nil {
 			memo.svc = b.resource(TypeService, s.Ref.String(), serviceProto(s))
+			v.incomplete = v.incomplete || memo.svc == nil
 		}
-		v.services[s.Ref] = memo
 		svcs = append(svcs, memo.svc)
 	}
 	v.Services = b.set("services", TypeService, svcs, true)
+	errs := len(b.errs)
 
 	// Authorization: which node proxies / gateways enforce each policy.
 	var meshPolicies []*Resource
@@ -533,11 +562,11 @@ func ComputeViews(mesh *model.Mesh, prev *Views) (*Views, error) {
 			for _, t := range p.Targets {
 				gw := t.Ref
 				if t.Kind == "Service" {
-					s := services[t.Ref]
-					if s == nil || s.Waypoint == nil {
+					j, ok := v.sidx[t.Ref]
+					if !ok || mesh.Services[j].Waypoint == nil {
 						continue
 					}
-					gw = s.Waypoint.Gateway
+					gw = mesh.Services[j].Waypoint.Gateway
 				}
 				if !seen[gw] {
 					seen[gw] = true
@@ -552,16 +581,6 @@ func ComputeViews(mesh *model.Mesh, prev *Views) (*Views, error) {
 	}
 
 	// Gateways: listeners, route tables, the backends they use.
-	backend := func(ref model.Ref) *Resource {
-		memo := v.services[ref]
-		if memo == nil {
-			return nil
-		}
-		if memo.backend == nil {
-			memo.backend = b.resource(TypeBackend, ref.String(), backendProto(memo.s))
-		}
-		return memo.backend
-	}
 	bound := map[model.Ref][]model.Ref{}
 	for i := range mesh.Services {
 		s := &mesh.Services[i]
@@ -581,7 +600,7 @@ func ComputeViews(mesh *model.Mesh, prev *Views) (*Views, error) {
 		}
 		var backends []*Resource
 		for ref := range used {
-			if r := backend(ref); r != nil {
+			if r := b.backend(ref); r != nil {
 				backends = append(backends, r)
 			}
 		}
@@ -594,7 +613,32 @@ func ComputeViews(mesh *model.Mesh, prev *Views) (*Views, error) {
 			Workloads:      b.set(key+"workloads", TypeWorkload, boundWorkloads[g.Ref], true),
 		}
 	}
+	v.otherErrs = slices.Clone(b.errs[errs:])
 	return v, errors.Join(b.errs...)
+}
+
+func (b *builder) trustBundle(mesh *model.Mesh) {
+	var bundle []*Resource
+	if tb := mesh.TrustBundle; tb != nil {
+		bundle = append(bundle, b.resource(TypeTrustBundle, tb.TrustDomain, &cav1.TrustBundle{
+			TrustDomain: tb.TrustDomain, RootsPem: tb.RootsPEM, Generation: tb.Generation,
+		}))
+	}
+	b.next.TrustBundle = b.set("trust-bundle", TypeTrustBundle, slices.DeleteFunc(bundle, func(r *Resource) bool { return r == nil }), false)
+}
+
+// backend returns the Backend resource of a Service (nil for an unknown
+// one), built on first use: only gateways that route to it need it.
+func (b *builder) backend(ref model.Ref) *Resource {
+	j, ok := b.next.sidx[ref]
+	if !ok {
+		return nil
+	}
+	memo := &b.next.smemo[j]
+	if memo.backend == nil {
+		memo.backend = b.resource(TypeBackend, ref.String(), backendProto(&b.next.src.Services[j]))
+	}
+	return memo.backend
 }
 
 // gatewayMemo is what a gateway's own model gives: its listener, route
