@@ -112,10 +112,10 @@ func patchWorkloads(prev *Result, prevRes, res *resources.Resources) (_ *Result,
 	// An address the edit frees or takes must be nobody else's: otherwise
 	// which workload owns it (and which is rejected) may change.
 	for i, w := range res.Workloads {
-		if _, ok := changed[model.Ref{Namespace: w.Namespace, Name: w.Name}]; ok {
-			continue
+		if prevRes.Workloads[i] != w {
+			continue // edited
 		}
-		for _, a := range res.Workloads[i].Spec.Addresses {
+		for _, a := range w.Spec.Addresses {
 			if ip, err := netip.ParseAddr(a); err == nil && claimed[netAddr{w.Spec.Network, ip.Unmap()}] {
 				return nil, false
 			}
