@@ -104,6 +104,8 @@ func BenchmarkNodeProxy(b *testing.B) {
 	ambit := *flagAmbit
 	if ambit == "" {
 		ambit = benchproc.BuildAmbit(b, tmp)
+	} else {
+		benchproc.DropPageCache(b, ambit)
 	}
 
 	// The lab: two nodes joined by a veth, a pod behind each (as TestInPodCapture).
