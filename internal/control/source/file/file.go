@@ -194,6 +194,10 @@ type fileState struct {
 	// times cheaper than hashing every file on every rescan.
 	data []byte
 	read bool // data is valid
+	// stat identifies the version data was read from; a rescan that stats
+	// the file the same skips reading it (most rescans change one file of
+	// many). Zero when unknown or too recent to trust (see trustedStat).
+	stat fileStat
 	// good are the objects of the last version that decoded without errors;
 	// nil if there never was one.
 	good     []fileObj
@@ -260,6 +264,7 @@ type state struct {
 	meshErrs []resources.SourceError
 
 	decodes int // documents decoded so far, for tests
+	reads   int // files read so far, for tests
 }
 
 func newState(root string) *state {
@@ -394,8 +399,15 @@ func (st *state) update(path string) bool {
 		fst = &fileState{}
 		st.files[path] = fst
 	}
+	stat, statOK := statFile(path)
+	if statOK && fst.read && stat == fst.stat {
+		return false
+	}
+	readAt := time.Now()
+	st.reads++
 	data, err := os.ReadFile(path)
 	if err != nil {
+		fst.stat = fileStat{}
 		msg := fmt.Sprintf("cannot read file: %v; fix the file or its permissions", unwrapPath(err))
 		if fst.everGood {
 			msg += " (its last good version stays in force)"
@@ -404,6 +416,10 @@ func (st *state) update(path string) bool {
 		changed := !equalErrors(e, fst.errs)
 		fst.errs, fst.read = e, false
 		return changed
+	}
+	fst.stat = fileStat{}
+	if statOK && trustedStat(stat, readAt) {
+		fst.stat = stat
 	}
 	if fst.read && bytes.Equal(data, fst.data) {
 		return false
