@@ -309,6 +309,12 @@ func Run(ctx context.Context, o Options) (rep *Report, err error) {
 	// client, decoded); collect it now so that its GC cycle is neither
 	// counted as nor competing with the changes.
 	runtime.GC()
+	// Likewise the control plane: it still collects the initial push's
+	// garbage (~135 MiB of responses) for a while after the clients hold
+	// everything. Measure changes in its steady state.
+	if err := waitQuiet(ctx, pid, o.Timeout); err != nil {
+		return nil, err
+	}
 	before = after
 	cpuBefore, err := cpuTime(pid)
 	if err != nil {
@@ -655,6 +661,35 @@ func memory(pid int) (rss, hwm int64, err error) {
 
 // cpuTime is a process's user+system time from /proc/<pid>/stat (clock
 // ticks of 10ms on Linux).
+// waitQuiet waits until process pid used less than 10% of a CPU over
+// 200 ms (the clock ticks are 10 ms, so that is at most 2 ticks).
+func waitQuiet(ctx context.Context, pid int, timeout time.Duration) error {
+	const window = 200 * time.Millisecond
+	deadline := time.Now().Add(timeout)
+	last, err := cpuTime(pid)
+	if err != nil {
+		return err
+	}
+	for {
+		select {
+		case <-ctx.Done():
+			return ctx.Err()
+		case <-time.After(window):
+		}
+		now, err := cpuTime(pid)
+		if err != nil {
+			return err
+		}
+		if now-last <= window/10 {
+			return nil
+		}
+		if time.Now().After(deadline) {
+			return fmt.Errorf("bench: control plane (pid %d) still busy %s after the initial sync", pid, timeout)
+		}
+		last = now
+	}
+}
+
 func cpuTime(pid int) (time.Duration, error) {
 	b, err := os.ReadFile(fmt.Sprintf("/proc/%d/stat", pid))
 	if err != nil {
