@@ -10,8 +10,11 @@ import (
 	"net/http"
 	"net/http/httptrace"
 	"net/textproto"
+	"strings"
 	"sync"
 	"time"
+
+	"golang.org/x/net/http/httpguts"
 )
 
 // h1Client is the engine's HTTP/1.1 upstream client for requests that do
@@ -77,6 +80,8 @@ type h1Conn struct {
 	bw     *bufio.Writer
 	idleAt time.Time
 	reused bool
+	// abort cuts the connection's I/O short (a request's context ended).
+	abort func()
 	// headLeft bounds the bytes read while a response head is read (-1:
 	// no bound); nread and nwritten count one round trip's bytes.
 	headLeft        int64
@@ -170,6 +175,7 @@ func (c *h1Client) get(ctx context.Context, key string, retriable bool) (*h1Conn
 		return nil, err
 	}
 	pc := &h1Conn{client: c, key: key, conn: conn, headLeft: -1}
+	pc.abort = func() { _ = conn.SetDeadline(h1Past) }
 	pc.br = bufio.NewReader((*h1Reader)(pc))
 	pc.bw = bufio.NewWriter((*h1Writer)(pc))
 	return pc, nil
@@ -245,7 +251,7 @@ func (c *h1Client) Close() {
 func (pc *h1Conn) roundTrip(req *http.Request, noBody bool) (*http.Response, error) {
 	ctx := req.Context()
 	pc.nread, pc.nwritten = 0, 0
-	stop := context.AfterFunc(ctx, func() { _ = pc.conn.SetDeadline(h1Past) })
+	stop := context.AfterFunc(ctx, pc.abort)
 	fail := func(err error) (*http.Response, error) {
 		stop()
 		_ = pc.conn.Close()
@@ -256,7 +262,7 @@ func (pc *h1Conn) roundTrip(req *http.Request, noBody bool) (*http.Response, err
 	}
 	var wrote chan error
 	if noBody {
-		if err := req.Write(pc.bw); err != nil {
+		if err := writeHead(pc.bw, req); err != nil {
 			return fail(err)
 		}
 		if err := pc.bw.Flush(); err != nil {
@@ -393,4 +399,69 @@ func (b *h1Body) finish(complete bool) {
 		return
 	}
 	pc.client.put(pc)
+}
+
+// writeHead writes the head of a request without a body as
+// http.Request.Write would (Host from req.Host, "Content-Length: 0" for
+// methods other than GET and HEAD, User-Agent only when not empty), but
+// without its allocations and header sorting. Header fields go in map
+// order: the order of fields with different names carries no meaning
+// (RFC 9110 §5.3). Invalid names and values are refused, as
+// http.Transport does: a filter must not smuggle a line break upstream.
+func writeHead(w *bufio.Writer, req *http.Request) error {
+	host := req.Host
+	if host == "" {
+		host = req.URL.Host
+	}
+	if !httpguts.ValidHostHeader(host) {
+		return fmt.Errorf("invalid Host %q", host)
+	}
+	w.WriteString(req.Method)
+	w.WriteByte(' ')
+	if u := req.URL; u.Opaque != "" {
+		w.WriteString(u.RequestURI())
+	} else {
+		p := u.EscapedPath()
+		if p == "" {
+			p = "/"
+		}
+		w.WriteString(p)
+		if u.ForceQuery || u.RawQuery != "" {
+			w.WriteByte('?')
+			w.WriteString(u.RawQuery)
+		}
+	}
+	w.WriteString(" HTTP/1.1\r\nHost: ")
+	w.WriteString(host)
+	w.WriteString("\r\n")
+	for k, vs := range req.Header {
+		switch k {
+		case "Host", "Content-Length", "Transfer-Encoding", "Trailer":
+			continue // framing is the client's; Host is req.Host
+		case "User-Agent":
+			if len(vs) == 0 || vs[0] == "" {
+				continue
+			}
+		}
+		if !httpguts.ValidHeaderFieldName(k) {
+			return fmt.Errorf("invalid header field name %q", k)
+		}
+		for _, v := range vs {
+			if !httpguts.ValidHeaderFieldValue(v) {
+				return fmt.Errorf("invalid value for header field %q", k)
+			}
+			w.WriteString(k)
+			w.WriteString(": ")
+			w.WriteString(strings.TrimSpace(v))
+			w.WriteString("\r\n")
+		}
+	}
+	if req.Method != http.MethodGet && req.Method != http.MethodHead {
+		w.WriteString("Content-Length: 0\r\n")
+	}
+	if req.Close {
+		w.WriteString("Connection: close\r\n")
+	}
+	_, err := w.WriteString("\r\n")
+	return err
 }

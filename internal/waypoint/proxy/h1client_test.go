@@ -320,3 +320,36 @@ func TestH1ClientInformational(t *testing.T) {
 		t.Fatalf("%d informational answers: %v", h1Max1xx+1, err)
 	}
 }
+
+// TestH1WriteHead: a bodiless request's head reads back as sent, with
+// http.Request.Write's framing, and a header a filter could have broken
+// is refused rather than written.
+func TestH1WriteHead(t *testing.T) {
+	req, _ := http.NewRequest("DELETE", "http://10.0.0.1:8080/a%2Fb/c?x=1&y", nil)
+	req.Host = "shop.example.com"
+	req.Header = http.Header{"User-Agent": {""}, "X-Two": {"1", " 2 "}, "Content-Length": {"7"}, "Te": {"trailers"}}
+	var buf strings.Builder
+	w := bufio.NewWriter(&buf)
+	if err := writeHead(w, req); err != nil {
+		t.Fatal(err)
+	}
+	_ = w.Flush()
+	got, err := http.ReadRequest(bufio.NewReader(strings.NewReader(buf.String())))
+	if err != nil {
+		t.Fatalf("%v in %q", err, buf.String())
+	}
+	if got.Method != "DELETE" || got.RequestURI != "/a%2Fb/c?x=1&y" || got.Host != "shop.example.com" ||
+		got.ContentLength != 0 || got.Header.Get("Content-Length") != "0" || strings.Join(got.Header["X-Two"], ",") != "1,2" ||
+		got.Header.Get("Te") != "trailers" || got.Header["User-Agent"] != nil {
+		t.Fatalf("read back %q as %s %s host %q header %v", buf.String(), got.Method, got.RequestURI, got.Host, got.Header)
+	}
+	for name, h := range map[string]http.Header{
+		"value with a line break": {"X-Inject": {"a\r\nEvil: 1"}},
+		"name with a colon":       {"X:Bad": {"1"}},
+	} {
+		req.Header = h
+		if err := writeHead(bufio.NewWriter(io.Discard), req); err == nil {
+			t.Errorf("%s: written", name)
+		}
+	}
+}

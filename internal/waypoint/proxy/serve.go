@@ -568,11 +568,16 @@ func (t *roundTripper) RoundTrip(req *http.Request) (*http.Response, error) {
 		if perTry > 0 && !upgrade {
 			ctx, cancel = context.WithTimeout(ctx, perTry)
 		}
-		areq := req.WithContext(ctx)
 		rt, scheme := e.upstreamTransport(req.Context(), st.up, ep.Addr, upgrade)
-		u := *req.URL
-		u.Scheme, u.Host = scheme, ep.Addr.String()
-		areq.URL = &u
+		// ReverseProxy's outgoing request is the engine's to edit: the
+		// first attempt without its own deadline sends it as it is.
+		areq := req
+		if attempt > 0 || perTry > 0 && !upgrade {
+			areq = req.WithContext(ctx)
+			u := *req.URL
+			areq.URL = &u
+		}
+		areq.URL.Scheme, areq.URL.Host = scheme, ep.Addr.String()
 		if attempt > 0 && req.GetBody != nil {
 			b, err := req.GetBody()
 			if err != nil {
