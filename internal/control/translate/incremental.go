@@ -63,7 +63,7 @@ func patchWorkloads(prev *Result, prevRes, res *resources.Resources) (_ *Result,
 	}
 	mini.meshSettings()
 	mini.translateWorkloads()
-	if len(mini.mesh.Workloads) != len(edited) || mini.mesh.TrustDomain != prev.Mesh.TrustDomain {
+	if len(mini.mesh.Workloads) != len(edited) {
 		return nil, false // one was rejected
 	}
 
