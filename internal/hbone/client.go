@@ -749,7 +749,7 @@ func (c *Conn) Read(p []byte) (int, error) {
 	eof := st.inEOF && len(st.in) == 0
 	st.mu.Unlock()
 	if n > 0 {
-		st.consumed(int64(n), eof)
+		st.consumed(int64(n), eof, false)
 		return n, nil
 	}
 	return 0, io.EOF

@@ -120,8 +120,15 @@ type stream struct {
 	localEnded bool     // END_STREAM about to be sent
 	reset      bool
 	wake       chan struct{}
-	recvAvail  int64 // stream receive window left (reader only)
-	ack        int64 // consumed bytes not yet returned (writer only)
+	recvAvail  int64 // stream receive window left
+	ack        int64 // consumed bytes not yet returned
+	// While the stream's writer waits with nothing buffered, the reader
+	// writes arriving DATA to sink itself when the socket takes it at once
+	// (see drainTo): no hand-off, no wake-up.
+	sink     sink
+	sinkBusy bool  // the reader is writing to sink
+	noSink   bool  // sink turned out unsupported
+	sunk     int64 // bytes the reader wrote, not yet counted by drainTo
 
 	sendWin int64 // stream send window, under c.mu
 
@@ -621,14 +628,37 @@ func (c *h2Conn) onData(f *http2.DataFrame) error {
 		return nil
 	}
 	st.recvAvail -= n
+	sunk := 0
+	if len(st.in) == 0 && st.sink != nil && !st.sinkBusy && len(data) > 0 {
+		sk := st.sink
+		st.sinkBusy = true
+		st.mu.Unlock()
+		k, err := sk.TryWrite(data)
+		st.mu.Lock()
+		st.sinkBusy = false
+		if errors.Is(err, errors.ErrUnsupported) {
+			st.sink, st.noSink = nil, true
+		}
+		// Other errors: the writer's own write meets them too.
+		st.sunk += int64(k)
+		sunk, data = k, data[k:]
+	}
 	st.in = appendChunks(st.in, data)
 	closed := false
-	if f.StreamEnded() {
+	ended := f.StreamEnded()
+	if ended {
 		st.inEOF = true
 		closed = st.localEnded
 	}
+	// The writer has nothing to do only when every byte went out directly.
+	quiet := sunk > 0 && len(data) == 0 && !ended && !st.reset
 	st.mu.Unlock()
-	st.signal()
+	if !quiet {
+		st.signal()
+	}
+	if sunk > 0 {
+		st.consumed(int64(sunk), ended, true)
+	}
 	if closed {
 		c.retire(st)
 	}

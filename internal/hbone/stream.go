@@ -11,6 +11,8 @@ import (
 	"sync"
 
 	"golang.org/x/net/http2"
+
+	"github.com/ambitmesh/ambit/internal/trywrite"
 )
 
 // Received bytes wait for the upstream in pooled chunks of chunkSize: a
@@ -244,7 +246,14 @@ func (st *stream) copyToUpstream(up io.ReadWriteCloser) error {
 // peer's END_STREAM (nil) or a reset or write error. Every batch is one
 // writev of the received chunks, and its bytes are then returned to the
 // flow-control windows.
+//
+// When w is a socket (or has a TryWrite, like telemetry's counted
+// connections), the connection's reader writes what arrives while this
+// loop waits with nothing buffered straight to it, as far as the socket
+// takes it without waiting; the rest is left here. Small exchanges then
+// cost no goroutine hand-off at all.
 func (st *stream) drainTo(w io.Writer) (int64, error) {
+	direct := asSink(w)
 	var spare, wbufs [][]byte
 	var total int64
 	defer func() {
@@ -255,11 +264,17 @@ func (st *stream) drainTo(w io.Writer) (int64, error) {
 	}()
 	for {
 		st.mu.Lock()
-		for len(st.in) == 0 && !st.inEOF && !st.reset {
+		for (len(st.in) == 0 && !st.inEOF && !st.reset) || st.sinkBusy {
+			if direct != nil && !st.noSink {
+				st.sink = direct
+			}
 			st.mu.Unlock()
 			<-st.wake
 			st.mu.Lock()
 		}
+		st.sink = nil
+		total += st.sunk
+		st.sunk = 0
 		if st.reset && !st.inEOF {
 			// Aborted: what arrived is dropped. (A reset after the peer's
 			// END_STREAM still delivers everything: the peer ended cleanly.)
@@ -280,7 +295,7 @@ func (st *stream) drainTo(w io.Writer) (int64, error) {
 			if err != nil {
 				return total, err
 			}
-			st.consumed(n, eof)
+			st.consumed(n, eof, false)
 		}
 		spare = bufs[:0]
 		if eof {
@@ -289,20 +304,22 @@ func (st *stream) drainTo(w io.Writer) (int64, error) {
 	}
 }
 
-// consumed returns n bytes the upstream took to the flow-control windows,
-// in WINDOW_UPDATEs of at least a quarter window each.
-func (st *stream) consumed(n int64, eof bool) {
+// consumed returns n bytes that left (to the upstream, or to the client's
+// reader) to the flow-control windows, in WINDOW_UPDATEs of at least a
+// quarter window each. The connection's reader (fromReader) queues them:
+// it never waits on the socket.
+func (st *stream) consumed(n int64, eof, fromReader bool) {
 	c := st.c
 	var sinc uint32
 	if !eof {
+		st.mu.Lock()
 		st.ack += n
 		if st.ack >= int64(c.cfg.StreamWindow)/4 {
 			sinc = uint32(st.ack)
-			st.mu.Lock()
 			st.recvAvail += st.ack
-			st.mu.Unlock()
 			st.ack = 0
 		}
+		st.mu.Unlock()
 	}
 	c.mu.Lock()
 	cinc := c.consumedConnLocked(n)
@@ -310,7 +327,7 @@ func (st *stream) consumed(n int64, eof bool) {
 	if sinc == 0 && cinc == 0 {
 		return
 	}
-	_ = c.write(func(fr *http2.Framer) error {
+	updates := func(fr *http2.Framer) error {
 		if cinc > 0 {
 			if err := fr.WriteWindowUpdate(0, cinc); err != nil {
 				return err
@@ -320,7 +337,28 @@ func (st *stream) consumed(n int64, eof bool) {
 			return fr.WriteWindowUpdate(st.id, sinc)
 		}
 		return nil
-	})
+	}
+	if fromReader {
+		c.queue(updates)
+		return
+	}
+	_ = c.write(updates)
+}
+
+// sink is a destination the connection's reader may write to without
+// waiting (trywrite.Socket, telemetry's counted connections).
+type sink interface {
+	TryWrite(p []byte) (int, error)
+}
+
+func asSink(w io.Writer) sink {
+	if s, ok := w.(sink); ok {
+		return s
+	}
+	if s := trywrite.For(w); s != nil {
+		return s
+	}
+	return nil
 }
 
 // copyFromUpstream frames what up sends until its EOF or an error.

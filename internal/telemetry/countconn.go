@@ -6,6 +6,8 @@ import (
 	"io"
 	"net"
 	"sync"
+
+	"github.com/ambitmesh/ambit/internal/trywrite"
 )
 
 // ReadDirection says what the bytes read from a counted connection are.
@@ -45,6 +47,7 @@ type countedConn struct {
 	net.Conn
 	m               *ConnMetrics
 	readsAreRequest bool
+	sock            *trywrite.Socket // TryWrite's, set on first use
 }
 
 func (c *countedConn) countRead(n int) {
@@ -71,6 +74,21 @@ func (c *countedConn) Read(p []byte) (int, error) {
 
 func (c *countedConn) Write(p []byte) (int, error) {
 	n, err := c.Conn.Write(p)
+	c.countWrite(n)
+	return n, err
+}
+
+// TryWrite writes what the socket takes without waiting (see
+// internal/trywrite), counted like Write: an HBONE connection's reader
+// hands a stream's bytes over this way. errors.ErrUnsupported when the
+// wrapped connection has no socket.
+func (c *countedConn) TryWrite(p []byte) (int, error) {
+	if c.sock == nil {
+		if c.sock = trywrite.For(c.Conn); c.sock == nil {
+			return 0, errors.ErrUnsupported
+		}
+	}
+	n, err := c.sock.TryWrite(p)
 	c.countWrite(n)
 	return n, err
 }

@@ -152,6 +152,16 @@ func (u *upstream) revoke(d policy.Decision) {
 	}
 }
 
+// TryWrite lets the HBONE connection's reader write to the workload itself
+// when the socket takes the bytes at once (no hand-off to the stream's
+// writer goroutine).
+func (u *upstream) TryWrite(p []byte) (int, error) {
+	if tw, ok := u.Conn.(interface{ TryWrite([]byte) (int, error) }); ok {
+		return tw.TryWrite(p)
+	}
+	return 0, errors.ErrUnsupported
+}
+
 func (u *upstream) CloseWrite() error {
 	if cw, ok := u.Conn.(interface{ CloseWrite() error }); ok {
 		return cw.CloseWrite()
