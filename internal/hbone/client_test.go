@@ -12,6 +12,7 @@ import (
 	"net/netip"
 	"strings"
 	"sync"
+	"syscall"
 	"testing"
 	"time"
 
@@ -398,5 +399,84 @@ func TestCloseResetsAndReleases(t *testing.T) {
 	c2.Close()
 	if n := e.lis.accepts.Load(); n != 1 {
 		t.Fatalf("%d connections, want 1: the closed stream's slot was not released", n)
+	}
+}
+
+// TestDirectWritesKeepOrder: small DATA frames are written to the
+// upstream socket by the connection's reader while the stream's writer
+// idles; once the upstream stops reading, its socket fills, the rest waits
+// in the stream's buffer and the writer takes over. Every byte must
+// arrive once and in order through both paths, in both directions.
+func TestDirectWritesKeepOrder(t *testing.T) {
+	// Small socket buffers towards the upstream, so that they fill.
+	small := func(_, _ string, rc syscall.RawConn) error {
+		return rc.Control(func(fd uintptr) {
+			_ = syscall.SetsockoptInt(int(fd), syscall.SOL_SOCKET, syscall.SO_SNDBUF, 16<<10)
+			_ = syscall.SetsockoptInt(int(fd), syscall.SOL_SOCKET, syscall.SO_RCVBUF, 16<<10)
+		})
+	}
+	e := newEnv(t, envOpts{handler: func(ctx context.Context, req *hbone.Request) (io.ReadWriteCloser, error) {
+		d := net.Dialer{Control: small}
+		return d.DialContext(ctx, "tcp", req.Authority.String())
+	}})
+	start := make(chan struct{})
+	const total = 3 << 20
+	lc := net.ListenConfig{Control: small}
+	l, err := lc.Listen(context.Background(), "tcp", "127.0.0.1:0")
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer l.Close()
+	go func() {
+		c, err := l.Accept()
+		if err != nil {
+			return
+		}
+		defer c.Close()
+		<-start
+		got, _ := io.ReadAll(c)
+		_, _ = c.Write(got) // back through the client's direct path
+	}()
+	upstream := l.Addr().String()
+	c := e.dial(upstream)
+	defer c.Close()
+	want := make([]byte, total)
+	for i := range want {
+		want[i] = byte(i * 7 / 1000)
+	}
+	wrote := make(chan error, 1)
+	go func() {
+		for p := want; len(p) > 0; p = p[min(len(p), 1000):] {
+			if _, err := c.Write(p[:min(len(p), 1000)]); err != nil {
+				wrote <- err
+				return
+			}
+		}
+		wrote <- c.(*hbone.Conn).CloseWrite()
+	}()
+	// Let the upstream read only once its socket is certainly full: the
+	// server's stream buffer holds what did not fit.
+	eventually(t, 10*time.Second, "the client to have written 3 MiB", func() bool { return len(wrote) == 1 })
+	if err := <-wrote; err != nil {
+		t.Fatal(err)
+	}
+	close(start)
+	// The answer goes to a socket, as in the node proxy: io.Copy uses
+	// Conn.WriteTo, whose idle periods the reader fills directly.
+	got := make(chan []byte, 1)
+	sinkAddr := tcpServer(t, func(c net.Conn) {
+		b, _ := io.ReadAll(c)
+		got <- b
+	})
+	sink, err := net.Dial("tcp", sinkAddr)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if _, err := io.Copy(sink, c); err != nil {
+		t.Fatal(err)
+	}
+	_ = sink.Close()
+	if b := <-got; !bytes.Equal(b, want) {
+		t.Fatalf("echoed %d bytes, want %d, equal=false", len(b), total)
 	}
 }

@@ -81,6 +81,15 @@ func TestLab(t *testing.T) {
 	// identity from its certificate. other-a has not talked yet, so its
 	// tunnel needs a fresh handshake the capture can see.
 	t.Run("TunnelIsHBONEmTLSOnTheWire", func(t *testing.T) {
+		// client-a's streams above end after its app got the answer (node 1
+		// sends END_STREAM once the app closed, then logs the connection):
+		// wait for that, so that the capture holds other-a's tunnel only.
+		eventually(t, 5*time.Second, "client-a's 6 connections above to end", func() error {
+			if n := len(l.accessLines(t, "node-1", "direction=outbound", "src.workload=client-a")); n < 6 {
+				return fmt.Errorf("node-1 logged %d of client-a's 6 connections", n)
+			}
+			return nil
+		})
 		capture := sniff(t, l.node2, "eth0")
 		marker := fmt.Sprintf("/wire-marker-%d", time.Now().UnixNano())
 		r, err := l.appGet("other-a", webVIP+":80", marker)
