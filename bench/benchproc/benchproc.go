@@ -94,6 +94,18 @@ func BuildAmbit(tb testing.TB, dir string) string {
 	return bin
 }
 
+// Ambit returns the ambit binary to benchmark: prebuilt when set (to compare
+// builds run by run), else built into dir; either way dropped from the page
+// cache.
+func Ambit(tb testing.TB, dir, prebuilt string) string {
+	tb.Helper()
+	if prebuilt == "" {
+		return BuildAmbit(tb, dir)
+	}
+	DropPageCache(tb, prebuilt)
+	return prebuilt
+}
+
 // DropPageCache writes bin to disk and evicts it from the page cache, so the
 // processes started from it map it as read from disk, as on a node after a
 // pull or a reboot. The file-backed part of RSS depends on the size of the

@@ -34,6 +34,7 @@ var (
 	flagProxyCPU   = flag.Int("gw.proxy-cpu", 1, "CPU the proxy under test is pinned to (taskset)")
 	flagLoadCPU    = flag.Int("gw.load-cpu", 0, "CPU the load generator and the echo backend are pinned to")
 	flagAmbitEnv   = flag.String("gw.ambit-env", "", "extra environment for ambit gateway, comma-separated (e.g. GOGC=200)")
+	flagAmbit      = flag.String("gw.ambit", "", "prebuilt ambit binary (default: build ../../cmd/ambit), to compare builds run by run")
 	flagWrk        = flag.String("gw.wrk", "", "wrk binary (default: wrk in PATH)")
 	flagFortio     = flag.String("gw.fortio", "", "fortio binary (default: PATH, then $GOPATH/bin)")
 )
@@ -102,7 +103,7 @@ func BenchmarkGateway(b *testing.B) {
 		b.Skip("needs taskset (util-linux)")
 	}
 	tmp := b.TempDir()
-	ambit := benchproc.BuildAmbit(b, tmp)
+	ambit := benchproc.Ambit(b, tmp, *flagAmbit)
 	ctx, cancel := context.WithCancel(context.Background())
 	defer cancel()
 	pinProxy := []string{"taskset", "-c", strconv.Itoa(*flagProxyCPU)}

@@ -101,12 +101,7 @@ func BenchmarkNodeProxy(b *testing.B) {
 	netnstest.RequireRoot(b)
 	fortio := findFortio(b)
 	tmp := b.TempDir()
-	ambit := *flagAmbit
-	if ambit == "" {
-		ambit = benchproc.BuildAmbit(b, tmp)
-	} else {
-		benchproc.DropPageCache(b, ambit)
-	}
+	ambit := benchproc.Ambit(b, tmp, *flagAmbit)
 
 	// The lab: two nodes joined by a veth, a pod behind each (as TestInPodCapture).
 	node1, node2 := netnstest.NewNS(b, "bn1"), netnstest.NewNS(b, "bn2")
