@@ -15,6 +15,8 @@ import (
 	"sync/atomic"
 	"testing"
 	"time"
+
+	gatewayv1 "github.com/ambitmesh/ambit/proto/ambit/gateway/v1"
 )
 
 // h1Backend serves raw HTTP/1.1 on real sockets: handle gets each request
@@ -350,6 +352,57 @@ func TestH1WriteHead(t *testing.T) {
 		req.Header = h
 		if err := writeHead(bufio.NewWriter(io.Discard), req); err == nil {
 			t.Errorf("%s: written", name)
+		}
+	}
+}
+
+// TestEarlyAnswerThroughGateway: a backend that refuses an upload before
+// reading it has its answer reach the client through the gateway while
+// the client is still uploading, and its connection is not reused; a
+// pooled connection the backend drops is replaced for the next GET
+// without the client seeing an error.
+func TestEarlyAnswerThroughGateway(t *testing.T) {
+	up := startH1Backend(t, func(conn, i int, r *http.Request, br *bufio.Reader, w net.Conn) bool {
+		if r.Method == "POST" {
+			_, _ = io.WriteString(w, "HTTP/1.1 413 Request Entity Too Large\r\nContent-Length: 9\r\n\r\ntoo large")
+			_, _ = io.Copy(io.Discard, br) // until the gateway gives up the upload
+			return false
+		}
+		// Each connection serves one GET, then drops the next unanswered.
+		return i == 0 && ok(w, "", fmt.Sprintf("conn %d", conn))
+	})
+	g := startGateway(t, Config{},
+		[]*gatewayv1.Listener{listener(map[string][]*gatewayv1.Route{"*": {rt("all", prefix("/"), ref("up", 1))}}, "*")},
+		[]*gatewayv1.Backend{backend("up", up.addr)})
+	c := client(t)
+	pr, pw := io.Pipe()
+	t.Cleanup(func() { _ = pw.Close() })
+	go func() {
+		for {
+			if _, err := pw.Write(make([]byte, 1024)); err != nil {
+				return
+			}
+		}
+	}()
+	req, _ := http.NewRequestWithContext(t.Context(), "POST", "http://"+g.addr+"/upload", pr)
+	resp, err := c.Do(req)
+	if err != nil {
+		t.Fatal(err)
+	}
+	body, _ := io.ReadAll(resp.Body)
+	resp.Body.Close()
+	if resp.StatusCode != 413 || string(body) != "too large" {
+		t.Fatalf("%d %q; want the backend's early 413", resp.StatusCode, body)
+	}
+	for i, want := range []string{"conn 1", "conn 2"} {
+		resp, err := c.Get("http://" + g.addr + "/")
+		if err != nil {
+			t.Fatal(err)
+		}
+		body, _ := io.ReadAll(resp.Body)
+		resp.Body.Close()
+		if resp.StatusCode != 200 || string(body) != want {
+			t.Fatalf("GET %d: %d %q; want %q (a new connection)", i, resp.StatusCode, body, want)
 		}
 	}
 }
