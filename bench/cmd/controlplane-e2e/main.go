@@ -32,7 +32,7 @@ func main() {
 		asJSON  bool
 		targets = controlplane.Default
 	)
-	flag.StringVar(&o.Ambit, "ambit", "", "ambit binary to run (default: go build ./cmd/ambit into the work dir)")
+	flag.StringVar(&o.Ambit, "ambit", "", "ambit binary to run (default: built into the work dir as make build builds it)")
 	flag.IntVar(&o.Clients, "clients", 50, "node-proxy xDS clients (distinct nodes)")
 	flag.IntVar(&o.Changes, "changes", 30, "single-workload address edits to measure")
 	flag.DurationVar(&o.Debounce, "debounce", 10*time.Millisecond, "the control plane's --debounce")
