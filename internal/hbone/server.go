@@ -150,10 +150,9 @@ func (c ServerConfig) withDefaults() ServerConfig {
 // HTTP/2 sizes. The windows are Istio's (ztunnel's window_size and
 // connection_window_size): big enough that one bulk stream is not
 // flow-control bound. The frame size we accept is 64 KiB, not ztunnel's
-// 1 MiB: x/net's client holds a send buffer of min(peer's max frame,
-// 512 KiB) for every open stream, so 1 MiB cost 512 KiB per proxied
-// connection on the sending proxy, while a 64 KiB frame is already four
-// TLS records and the relays move at most 64 KiB per write.
+// 1 MiB: a 64 KiB frame is already four TLS records (written in one
+// syscall, see batch.go) and the relays move at most 64 KiB per read, so
+// larger frames would only let a peer make us buffer more per frame.
 const (
 	DefaultStreamWindow = 4 << 20
 	DefaultConnWindow   = 16 << 20
