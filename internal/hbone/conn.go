@@ -197,6 +197,22 @@ func (c *h2Conn) write(fn func(fr *http2.Framer) error) error {
 	return c.unlockWrite()
 }
 
+// writeFinal is write for the last frames before the connection closes:
+// they are flushed even when another writer waits (it would flush them
+// only after the close).
+func (c *h2Conn) writeFinal(fn func(fr *http2.Framer) error) error {
+	c.lockWrite()
+	if c.werr == nil && fn != nil {
+		c.werr = fn(c.fr)
+	}
+	if c.werr == nil {
+		c.werr = c.bw.Flush()
+	}
+	err := c.werr
+	c.wmu.Unlock()
+	return err
+}
+
 // lockWrite takes the write lock and writes the queued control frames.
 func (c *h2Conn) lockWrite() {
 	c.waiting.Add(1)
@@ -266,7 +282,7 @@ func (c *h2Conn) controlWriter(stop <-chan struct{}) {
 		case <-c.ckick:
 			if c.closing.Load() {
 				_ = c.raw.SetWriteDeadline(time.Now().Add(time.Second))
-				_ = c.write(nil)
+				_ = c.writeFinal(nil)
 				_ = c.raw.Close()
 			} else if c.cpending.Load() {
 				_ = c.write(nil)
@@ -308,7 +324,7 @@ func (c *h2Conn) serve(ctx context.Context) {
 		last := c.lastID
 		c.mu.Unlock()
 		_ = c.raw.SetWriteDeadline(time.Now().Add(time.Second))
-		_ = c.write(func(fr *http2.Framer) error { return fr.WriteGoAway(last, pe.code, []byte(pe.reason)) })
+		_ = c.writeFinal(func(fr *http2.Framer) error { return fr.WriteGoAway(last, pe.code, []byte(pe.reason)) })
 	} else if err != nil && !errors.Is(err, io.EOF) && !errors.Is(err, net.ErrClosed) {
 		c.log.Debug("hbone: connection ended", "peer", c.peer.String(), "remote", c.remote.String(), "reason", err.Error())
 	}
