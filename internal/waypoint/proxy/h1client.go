@@ -175,7 +175,13 @@ func (c *h1Client) get(ctx context.Context, key string, retriable bool) (*h1Conn
 		return nil, err
 	}
 	pc := &h1Conn{client: c, key: key, conn: conn, headLeft: -1}
-	pc.abort = func() { _ = conn.SetDeadline(h1Past) }
+	pc.abort = func() {
+		// Streams without deadlines (HBONE) are closed instead: the
+		// connection is not reused after an abort anyway.
+		if conn.SetDeadline(h1Past) != nil {
+			_ = conn.Close()
+		}
+	}
 	pc.br = bufio.NewReader((*h1Reader)(pc))
 	pc.bw = bufio.NewWriter((*h1Writer)(pc))
 	return pc, nil

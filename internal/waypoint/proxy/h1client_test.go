@@ -11,6 +11,7 @@ import (
 	"net/http/httptrace"
 	"net/netip"
 	"net/textproto"
+	"os"
 	"strings"
 	"sync/atomic"
 	"testing"
@@ -55,6 +56,13 @@ func newTestH1Client(t *testing.T) *h1Client {
 	t.Cleanup(c.Close)
 	return c
 }
+
+// noDeadlineConn is a connection without deadlines, as an HBONE stream.
+type noDeadlineConn struct{ net.Conn }
+
+func (noDeadlineConn) SetDeadline(time.Time) error      { return os.ErrNoDeadline }
+func (noDeadlineConn) SetReadDeadline(time.Time) error  { return os.ErrNoDeadline }
+func (noDeadlineConn) SetWriteDeadline(time.Time) error { return os.ErrNoDeadline }
 
 func h1Get(t *testing.T, c *h1Client, ctx context.Context, method, url string, body io.Reader) (*http.Response, string, error) {
 	t.Helper()
@@ -256,6 +264,18 @@ func TestH1ClientUpload(t *testing.T) {
 // abort a round trip waiting for the head or in the middle of the body;
 // the connection is not reused.
 func TestH1ClientTimeoutsAndCancel(t *testing.T) {
+	t.Run("tcp", func(t *testing.T) { testH1ClientTimeouts(t, newTestH1Client(t)) })
+	t.Run("stream-without-deadlines", func(t *testing.T) {
+		c := newH1Client(func(ctx context.Context, network, addr string) (net.Conn, error) {
+			conn, err := (&net.Dialer{}).DialContext(ctx, network, addr)
+			return noDeadlineConn{conn}, err
+		})
+		t.Cleanup(c.Close)
+		testH1ClientTimeouts(t, c)
+	})
+}
+
+func testH1ClientTimeouts(t *testing.T, c *h1Client) {
 	b := startH1Backend(t, func(conn, _ int, r *http.Request, _ *bufio.Reader, w net.Conn) bool {
 		switch r.URL.Path {
 		case "/slow-head":
@@ -267,7 +287,7 @@ func TestH1ClientTimeoutsAndCancel(t *testing.T) {
 		<-t.Context().Done()
 		return false
 	})
-	c := newTestH1Client(t)
+	t.Cleanup(c.Close) // before the backend's: it waits for the pooled connection to close
 	ctx, cancel := context.WithTimeout(t.Context(), 100*time.Millisecond)
 	defer cancel()
 	start := time.Now()
