@@ -830,8 +830,15 @@ func (c *Conn) sendBody() {
 	st := c.st
 	// A stream that ends (reset, connection lost, Close) stops a Read
 	// waiting on the source: a past read deadline, when it has one.
-	stop := context.AfterFunc(st.ctx, c.stopBody)
-	defer stop()
+	// Sent must not fire while that deadline is still to be set: the caller
+	// may use its source again once Sent is closed.
+	stopped := make(chan struct{})
+	stop := context.AfterFunc(st.ctx, func() { defer close(stopped); c.stopBody() })
+	defer func() {
+		if !stop() {
+			<-stopped
+		}
+	}()
 	err := st.copyFromUpstream(c.body)
 	if errors.Is(err, io.EOF) {
 		st.endLocal()
