@@ -683,11 +683,18 @@ func (st *stream) failure() error {
 	return errStreamReset
 }
 
+// freeIn drops the bytes still buffered (the stream ended: nobody will
+// read them) and gives them back to the connection window.
 func (st *stream) freeIn() {
 	st.mu.Lock()
+	n := -int64(st.off)
+	for _, b := range st.in {
+		n += int64(len(b))
+	}
 	freeChunks(st.in)
 	st.in, st.off = nil, 0
 	st.mu.Unlock()
+	st.c.discarded(n)
 }
 
 // Conn is one HBONE stream. Reads return what the server's upstream sent;

@@ -181,7 +181,10 @@ func (c *h2Conn) writeSettings(fr *http2.Framer, extra ...http2.Setting) error {
 	)...); err != nil {
 		return err
 	}
-	return fr.WriteWindowUpdate(0, uint32(c.cfg.ConnWindow-65535))
+	if inc := c.cfg.ConnWindow - 65535; inc > 0 { // 0 is not a valid increment
+		return fr.WriteWindowUpdate(0, uint32(inc))
+	}
+	return nil
 }
 
 // errConnClosed ends writers once the connection is gone.
@@ -638,16 +641,19 @@ func (c *h2Conn) onData(f *http2.DataFrame) error {
 	st.mu.Lock()
 	if st.reset {
 		st.mu.Unlock()
+		c.discarded(int64(len(data)))
 		return nil
 	}
 	if st.inEOF {
 		st.mu.Unlock()
 		c.resetStream(st, http2.ErrCodeStreamClosed)
+		c.discarded(int64(len(data)))
 		return nil
 	}
 	if n > st.recvAvail {
 		st.mu.Unlock()
 		c.resetStream(st, http2.ErrCodeFlowControl)
+		c.discarded(int64(len(data)))
 		return nil
 	}
 	st.recvAvail -= n
@@ -686,6 +692,21 @@ func (c *h2Conn) onData(f *http2.DataFrame) error {
 		c.retire(st)
 	}
 	return nil
+}
+
+// discarded gives back to the connection window n received bytes nobody
+// will read (their stream ended): the window is shared by every stream,
+// and bytes never returned would shrink it for good.
+func (c *h2Conn) discarded(n int64) {
+	if n <= 0 {
+		return
+	}
+	c.mu.Lock()
+	inc := c.consumedConnLocked(n)
+	c.mu.Unlock()
+	if inc > 0 {
+		c.queue(func(fr *http2.Framer) error { return fr.WriteWindowUpdate(0, inc) })
+	}
 }
 
 // consumedConnLocked records n bytes given back to the connection window

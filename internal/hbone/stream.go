@@ -160,6 +160,7 @@ func (st *stream) run(req *Request) {
 			c.log.Debug("hbone: stream answered", "peer", c.peer.String(), "authority", req.Authority.String(), "status", code, "reason", err.Error())
 		}
 		st.answer(code)
+		st.freeIn()
 		return
 	}
 	defer up.Close()
@@ -201,6 +202,7 @@ func (st *stream) run(req *Request) {
 	c.mu.Lock()
 	c.removeLocked(st)
 	c.mu.Unlock()
+	st.freeIn() // what came after copyToUpstream stopped
 }
 
 // answer ends a stream with a non-200 status.
@@ -256,12 +258,7 @@ func (st *stream) drainTo(w io.Writer) (int64, error) {
 	direct := asSink(w)
 	var spare, wbufs [][]byte
 	var total int64
-	defer func() {
-		st.mu.Lock()
-		freeChunks(st.in)
-		st.in, st.off = nil, 0
-		st.mu.Unlock()
-	}()
+	defer st.freeIn()
 	for {
 		st.mu.Lock()
 		for (len(st.in) == 0 && !st.inEOF && !st.reset) || st.sinkBusy {
@@ -288,11 +285,16 @@ func (st *stream) drainTo(w io.Writer) (int64, error) {
 			// WriteTo consumes its slice; bufs keeps the chunks to free.
 			wbufs = append(wbufs[:0], bufs...)
 			wbufs[0] = wbufs[0][off:]
+			size := int64(-off)
+			for _, b := range bufs {
+				size += int64(len(b))
+			}
 			nb := net.Buffers(wbufs)
 			n, err := nb.WriteTo(w)
 			total += n
 			freeChunks(bufs)
 			if err != nil {
+				st.c.discarded(size - n)
 				return total, err
 			}
 			st.consumed(n, eof, false)
