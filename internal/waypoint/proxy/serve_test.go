@@ -1,9 +1,12 @@
 package proxy
 
 import (
+	"fmt"
 	"io"
 	"strings"
+	"sync/atomic"
 	"testing"
+	"time"
 
 	"github.com/prometheus/client_golang/prometheus"
 
@@ -47,10 +50,14 @@ func TestNormalizePath(t *testing.T) {
 
 // The request and response size histograms count heads and bodies as
 // they crossed the proxy.
+var sizesRuns atomic.Int64
+
 func TestRequestAndResponseBytes(t *testing.T) {
-	sizes := startEcho(t, "sizes")
-	g := startGateway(t, Config{}, []*gatewayv1.Listener{listener(map[string][]*gatewayv1.Route{"*": {rt("all", prefix("/"), ref("sizes", 1))}}, "*")},
-		[]*gatewayv1.Backend{backend("sizes", sizes)})
+	// The histograms are process-wide: a name of its own per run (-count).
+	name := fmt.Sprintf("sizes-%d", sizesRuns.Add(1))
+	sizes := startEcho(t, name)
+	g := startGateway(t, Config{}, []*gatewayv1.Listener{listener(map[string][]*gatewayv1.Route{"*": {rt("all", prefix("/"), ref(name, 1))}}, "*")},
+		[]*gatewayv1.Backend{backend(name, sizes)})
 	const body = 10000
 	resp, err := client(t).Post("http://"+g.addr+"/upload", "application/octet-stream", strings.NewReader(strings.Repeat("x", body)))
 	if err != nil {
@@ -65,17 +72,21 @@ func TestRequestAndResponseBytes(t *testing.T) {
 	if err := Register(reg); err != nil {
 		t.Fatal(err)
 	}
-	mfs, err := reg.Gather()
-	if err != nil {
-		t.Fatal(err)
-	}
+	// The request is recorded when its handler returns, which may be just
+	// after the client read the answer.
 	sum := map[string]float64{}
-	for _, mf := range mfs {
-		for _, m := range mf.GetMetric() {
-			for _, lp := range m.GetLabel() {
-				if lp.GetName() == "destination_service_name" && lp.GetValue() == "sizes" {
-					if h := m.GetHistogram(); h.GetSampleCount() == 1 {
-						sum[mf.GetName()] = h.GetSampleSum()
+	for deadline := time.Now().Add(10 * time.Second); len(sum) < 2 && time.Now().Before(deadline); time.Sleep(5 * time.Millisecond) {
+		mfs, err := reg.Gather()
+		if err != nil {
+			t.Fatal(err)
+		}
+		for _, mf := range mfs {
+			for _, m := range mf.GetMetric() {
+				for _, lp := range m.GetLabel() {
+					if lp.GetName() == "destination_service_name" && lp.GetValue() == name {
+						if h := m.GetHistogram(); h.GetSampleCount() == 1 {
+							sum[mf.GetName()] = h.GetSampleSum()
+						}
 					}
 				}
 			}
