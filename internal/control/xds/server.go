@@ -149,8 +149,32 @@ type typeState struct {
 	// held is the set the last complete wildcard response left the proxy
 	// holding; the subscription's returned-resources map then holds only
 	// markerKey -> held.Version (plus go-control-plane's own edits).
-	held *ResourceSet
+	// prevHeld is the one before: go-control-plane applies a response's
+	// map only when it sends it, so a watch created while the last
+	// response is still queued sees the map of the response before.
+	held, prevHeld *ResourceSet
 }
+
+// holding is the set the proxy holds once the responses computed so far
+// are sent, given the marker of the subscription's map; nil when unknown.
+// With the marker of the set before, the last response is still queued:
+// the proxy will hold what that one leaves (held), or, when that one was
+// not complete, the set before plus some of it (the best base known).
+func (ts *typeState) holding(mark string) *ResourceSet {
+	switch {
+	case ts.held != nil && ts.held.Version == mark:
+		return ts.held
+	case ts.prevHeld == nil || ts.prevHeld.Version != mark:
+		return nil
+	case ts.held != nil:
+		return ts.held
+	}
+	return ts.prevHeld
+}
+
+// hold records the set a response leaves the proxy holding (nil: not a
+// complete wildcard response).
+func (ts *typeState) hold(set *ResourceSet) { ts.prevHeld, ts.held = ts.held, set }
 
 // NewServer returns a server; it does no I/O. Call Register, then Update
 // whenever the mesh model changes. Without an Authenticator every stream
@@ -286,8 +310,8 @@ func (w *watch) returnedResources() map[string]string {
 	}
 	var held *ResourceSet
 	if w.st != nil {
-		if ts := w.st.types[w.req.GetTypeUrl()]; ts != nil && ts.held != nil && ts.held.Version == mark {
-			held = ts.held
+		if ts := w.st.types[w.req.GetTypeUrl()]; ts != nil {
+			held = ts.holding(mark)
 		}
 	}
 	var out map[string]string
@@ -332,13 +356,14 @@ func (s *Server) respond(w *watch) *deltaResponse {
 
 	fast := false
 	if mark, ok := returned[markerKey]; ok && wildcard && !w.subChanged && len(returned) == 1 &&
-		ts != nil && ts.held != nil && ts.held.Version == mark {
-		if mark == set.Version {
+		ts != nil && ts.holding(mark) != nil {
+		base := ts.holding(mark)
+		if base.Version == set.Version {
 			return nil
 		}
-		if names, ok := set.changesSince(mark); ok {
+		if names, ok := set.changesSince(base.Version); ok {
 			fast = true
-			returned = ts.held.versions // what consider() compares against
+			returned = base.versions // what consider() compares against
 			for _, n := range names {
 				consider(n)
 			}
@@ -384,12 +409,12 @@ func (s *Server) respond(w *watch) *deltaResponse {
 	}
 	if wildcard && !resp.partial && ts != nil {
 		// A complete wildcard response leaves the proxy holding exactly set.
-		ts.held = set
+		ts.hold(set)
 		resp.next = map[string]string{markerKey: set.Version}
 		return resp
 	}
 	if ts != nil {
-		ts.held = nil
+		ts.hold(nil)
 	}
 	next := maps.Clone(returned)
 	if next == nil {
