@@ -529,6 +529,7 @@ func (d *Dialer) open(ctx context.Context, pc *poolConn, req *DialRequest) (*Con
 	case <-st.opened:
 	case <-ctx.Done():
 		c.resetStream(st, http2.ErrCodeCancel)
+		st.freeIn() // the answer and some data may have come meanwhile
 		return nil, fail(ctx.Err())
 	}
 	c.mu.Lock()
