@@ -181,6 +181,10 @@ func NewDialer(cfg DialerConfig) (*Dialer, error) {
 	if cfg.MaxFrameSize < 16<<10 || cfg.MaxFrameSize > 1<<24-1 {
 		return nil, fmt.Errorf("hbone: DialerConfig.MaxFrameSize %d outside HTTP/2's 16384..16777215", cfg.MaxFrameSize)
 	}
+	if cfg.ConnWindow < 65535 {
+		// The connection window starts at 65535 and SETTINGS cannot lower it.
+		return nil, fmt.Errorf("hbone: DialerConfig.ConnWindow %d is below HTTP/2's initial connection window 65535; use at least that", cfg.ConnWindow)
+	}
 	return &Dialer{cfg: cfg, log: cfg.Logger, pools: make(map[PoolKey]*keyPool)}, nil
 }
 

@@ -188,6 +188,10 @@ func NewServer(cfg ServerConfig) (*Server, error) {
 	if cfg.MaxFrameSize < 16<<10 || cfg.MaxFrameSize > 1<<24-1 {
 		return nil, fmt.Errorf("hbone: ServerConfig.MaxFrameSize %d outside HTTP/2's 16384..16777215", cfg.MaxFrameSize)
 	}
+	if cfg.ConnWindow < 65535 {
+		// The connection window starts at 65535 and SETTINGS cannot lower it.
+		return nil, fmt.Errorf("hbone: ServerConfig.ConnWindow %d is below HTTP/2's initial connection window 65535; use at least that", cfg.ConnWindow)
+	}
 	return &Server{
 		cfg:   cfg,
 		tls:   tlsCfg,

@@ -1,12 +1,15 @@
 package hbone_test
 
 import (
+	"context"
 	"io"
 	"net"
+	"strings"
 	"testing"
 	"time"
 
 	"github.com/ambitmesh/ambit/internal/hbone"
+	"github.com/ambitmesh/ambit/internal/identity"
 )
 
 // TestClosedStreamsGiveBackConnWindow: bytes a stream had buffered but
@@ -53,4 +56,18 @@ func TestClosedStreamsGiveBackConnWindow(t *testing.T) {
 	c := e.dial(up)
 	defer c.Close()
 	read(c, size)
+}
+
+// A connection window below HTTP/2's initial 65535 cannot be had (SETTINGS
+// does not lower it): the configuration is refused rather than a peer
+// sending within the initial window being treated as a violator.
+func TestConnWindowBelowInitialRefused(t *testing.T) {
+	e := newEnv(t, envOpts{})
+	if _, err := hbone.NewDialer(hbone.DialerConfig{Source: e.src, Bundle: e.bundle, ConnWindow: 1000}); err == nil || !strings.Contains(err.Error(), "ConnWindow") {
+		t.Errorf("NewDialer with ConnWindow 1000: %v; want an error naming ConnWindow", err)
+	}
+	if _, err := hbone.NewServer(hbone.ServerConfig{Source: e.src, Bundle: e.bundle, Identity: identity.FixedIdentity(serverID), ConnWindow: 1000,
+		Handler: hbone.HandlerFunc(func(context.Context, *hbone.Request) (io.ReadWriteCloser, error) { return nil, nil })}); err == nil || !strings.Contains(err.Error(), "ConnWindow") {
+		t.Errorf("NewServer with ConnWindow 1000: %v; want an error naming ConnWindow", err)
+	}
 }
