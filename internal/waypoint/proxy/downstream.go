@@ -76,19 +76,22 @@ func connContext(ctx context.Context, c net.Conn) context.Context {
 	return ctx
 }
 
-// enter marks a handler running on r's connection; the returned func
-// marks it done.
-func enter(r *http.Request) func() {
+// enter marks a handler running on r's connection, and returns the
+// connection (nil when it is not guarded) for leave to mark it done.
+func enter(r *http.Request) *guardConn {
 	gc, _ := r.Context().Value(guardKey{}).(*guardConn)
 	if gc == nil {
-		return func() {}
+		return nil
 	}
 	gc.active.Add(1)
 	gc.headBytes.Store(0)
-	return func() {
-		gc.headBytes.Store(0)
-		gc.active.Add(-1)
-	}
+	return gc
+}
+
+// leave marks the handler entered on c done.
+func (c *guardConn) leave() {
+	c.headBytes.Store(0)
+	c.active.Add(-1)
 }
 
 func (c *guardConn) Read(p []byte) (int, error) {
