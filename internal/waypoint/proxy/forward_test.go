@@ -24,7 +24,7 @@ func TestForwarding(t *testing.T) {
 	}
 	var mu sync.Mutex
 	var requests []seen
-	gotFirst, sendRest := make(chan struct{}), make(chan struct{})
+	gotFirst, sendRest, sendEvent := make(chan struct{}), make(chan struct{}), make(chan struct{})
 	up := startHandler(t, http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
 		mu.Lock()
 		requests = append(requests, seen{r.Header.Clone(), r.RemoteAddr})
@@ -45,6 +45,20 @@ func TestForwarding(t *testing.T) {
 			w.(http.Flusher).Flush()
 			<-sendRest
 			_, _ = io.WriteString(w, "rest")
+		case "/events":
+			w.Header().Set("Content-Type", "text/event-stream")
+			w.WriteHeader(http.StatusOK)
+			w.(http.Flusher).Flush()
+			<-sendEvent
+			_, _ = io.WriteString(w, "data: 1\n\n")
+		case "/hints":
+			w.Header().Set("Link", "</a.css>; rel=preload")
+			w.WriteHeader(http.StatusEarlyHints)
+			w.Header().Del("Link")
+			w.Header().Set("Trailer", "X-Sum")
+			w.Header().Set("X-Query", r.URL.RawQuery)
+			_, _ = io.WriteString(w, "body")
+			w.Header().Set("X-Sum", "4")
 		default:
 			w.Header().Set("Connection", "X-Resp-Hop")
 			w.Header().Set("X-Resp-Hop", "1")
@@ -89,6 +103,47 @@ func TestForwarding(t *testing.T) {
 		}
 		if resp.Header.Get("X-End-To-End") != "1" {
 			t.Errorf("client lost X-End-To-End: %v", resp.Header)
+		}
+	})
+
+	t.Run("1xx, trailers and forwarding fields", func(t *testing.T) {
+		conn, err := net.Dial("tcp", g.addr)
+		if err != nil {
+			t.Fatal(err)
+		}
+		defer conn.Close()
+		// No User-Agent: the upstream must not get Go's.
+		_, _ = io.WriteString(conn, "GET /hints?x=1&y=2;z=3 HTTP/1.1\r\nHost: a\r\nX-Forwarded-For: 10.0.0.9\r\n"+
+			"X-Forwarded-Host: evil\r\nForwarded: for=10.0.0.8\r\n\r\n")
+		br := bufio.NewReader(conn)
+		hints, err := http.ReadResponse(br, nil)
+		if err != nil {
+			t.Fatal(err)
+		}
+		if hints.StatusCode != http.StatusEarlyHints || hints.Header.Get("Link") != "</a.css>; rel=preload" {
+			t.Fatalf("first answer %d %v, want 103 with the Link", hints.StatusCode, hints.Header)
+		}
+		resp, err := http.ReadResponse(br, nil)
+		if err != nil {
+			t.Fatal(err)
+		}
+		body, _ := io.ReadAll(resp.Body)
+		resp.Body.Close()
+		if resp.StatusCode != 200 || string(body) != "body" || resp.Trailer.Get("X-Sum") != "4" || resp.Header.Get("Link") != "" {
+			t.Errorf("answer %d %q, trailer %v, header %v; want 200 body, X-Sum 4 as a trailer, no Link", resp.StatusCode, body, resp.Trailer, resp.Header)
+		}
+		// Go's parser drops "y=2;z=3"; the upstream must see what routing saw.
+		if q := resp.Header.Get("X-Query"); q != "x=1" {
+			t.Errorf("upstream query %q, want x=1", q)
+		}
+		mu.Lock()
+		h := requests[len(requests)-1].header
+		mu.Unlock()
+		if got := h.Values("X-Forwarded-For"); len(got) != 1 || got[0] != "10.0.0.9, 127.0.0.1" {
+			t.Errorf("upstream X-Forwarded-For %q, want the client's list with the peer appended", got)
+		}
+		if h.Get("X-Forwarded-Proto") != "http" || h["X-Forwarded-Host"] != nil || h["Forwarded"] != nil || h["User-Agent"] != nil {
+			t.Errorf("upstream header %v: want X-Forwarded-Proto http, no client X-Forwarded-Host, Forwarded or User-Agent", h)
 		}
 	})
 
@@ -142,6 +197,31 @@ func TestForwarding(t *testing.T) {
 		close(sendRest)
 		if rest, _ := io.ReadAll(resp.Body); string(rest) != "rest" {
 			t.Errorf("then %q, want rest", rest)
+		}
+	})
+
+	t.Run("event stream head before its first event", func(t *testing.T) {
+		defer close(sendEvent)
+		got := make(chan *http.Response, 1)
+		go func() {
+			resp, err := c.Get("http://" + g.addr + "/events")
+			if err != nil {
+				t.Error(err)
+				resp = nil
+			}
+			got <- resp
+		}()
+		select {
+		case resp := <-got:
+			if resp == nil {
+				return
+			}
+			defer resp.Body.Close()
+			if resp.StatusCode != 200 || resp.Header.Get("Content-Type") != "text/event-stream" {
+				t.Errorf("head %d %v, want 200 text/event-stream", resp.StatusCode, resp.Header)
+			}
+		case <-time.After(5 * time.Second):
+			t.Fatal("the head of an event stream did not arrive while the upstream held its first event")
 		}
 	})
 

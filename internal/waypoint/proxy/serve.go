@@ -10,6 +10,7 @@ import (
 	mrand "math/rand/v2"
 	"net"
 	"net/http"
+	"net/http/httptrace"
 	"net/http/httputil"
 	"net/netip"
 	"net/url"
@@ -103,7 +104,12 @@ type reqState struct {
 	trace  [1]string // Traceparent's
 	xff    [1]string // X-Forwarded-For's
 	xfp    [1]string // X-Forwarded-Proto's
+	ua     [1]string // an empty User-Agent's
 	cancel context.CancelFunc
+
+	// The fast path's 1xx trace (forwardH1).
+	trace1xx httptrace.ClientTrace
+	rtGuard
 }
 
 // countingBody counts what is read through it, and records the first read
@@ -415,7 +421,20 @@ func (e *Engine) serveConfig(w http.ResponseWriter, r *http.Request, port uint32
 		e.mirror(c, m, r, fr)
 	}
 
-	out := r.WithContext(context.WithValue(r.Context(), stateKey{}, st))
+	upgrade := isUpgrade(r)
+	// HTTP/1.x that is not an upgrade takes forwardH1, the rest (HTTP/2's
+	// streams and trailers, upgrades) httputil.ReverseProxy.
+	fast := r.ProtoMajor == 1 && !upgrade
+	ctx := context.WithValue(r.Context(), stateKey{}, st)
+	if fast {
+		ctx = st.traceFor(ctx)
+	}
+	if d := rt.Config.GetTimeouts().GetRequest().AsDuration(); d > 0 && !upgrade {
+		var cancel context.CancelFunc
+		ctx, cancel = context.WithTimeout(ctx, d)
+		defer cancel()
+	}
+	out := r.WithContext(ctx)
 	out.Header = hdr
 	out.Host = fr.Host
 	st.url = *r.URL
@@ -423,10 +442,9 @@ func (e *Engine) serveConfig(w http.ResponseWriter, r *http.Request, port uint32
 	setPath(&st.url, fr.Path)
 	out.URL = &st.url
 	st.lbReq = lb.HTTPRequest{Req: out, Source: remoteIP(r)}
-	if d := rt.Config.GetTimeouts().GetRequest().AsDuration(); d > 0 && !isUpgrade(r) {
-		ctx, cancel := context.WithTimeout(out.Context(), d)
-		defer cancel()
-		out = out.WithContext(ctx)
+	if fast {
+		e.forwardH1(rw, r, out, st)
+		return
 	}
 	e.rp.ServeHTTP(rw, out)
 }
@@ -519,13 +537,18 @@ func writeReply(w http.ResponseWriter, rep *filter.Reply) {
 // Proxy-*, TE but "trailers", Transfer-Encoding, Upgrade unless this is
 // an upgrade) and every X-Forwarded-* header.
 func (e *Engine) rewrite(pr *httputil.ProxyRequest) {
-	st := stateFrom(pr.In.Context())
-	pr.Out.URL.Scheme = "http"
-	pr.Out.URL.Host = st.up.backend.GetHostname() // replaced per attempt
 	pr.Out.Host = pr.In.Host
+	e.setForwarded(stateFrom(pr.In.Context()), pr.In, pr.Out)
+}
+
+// setForwarded points out at the backend and sets the forwarding fields
+// from in, the request as the client sent it.
+func (e *Engine) setForwarded(st *reqState, in, out *http.Request) {
+	out.URL.Scheme = "http"
+	out.URL.Host = st.up.backend.GetHostname() // replaced per attempt
 	// Envoy's use_remote_address: append the peer to the client's list.
-	prior := pr.In.Header.Values("X-Forwarded-For")
-	ip := remoteIP(pr.In)
+	prior := in.Header.Values("X-Forwarded-For")
+	ip := remoteIP(in)
 	switch {
 	case !ip.IsValid():
 		st.xff[0] = strings.Join(prior, ", ")
@@ -535,11 +558,11 @@ func (e *Engine) rewrite(pr *httputil.ProxyRequest) {
 		st.xff[0] = strings.Join(prior, ", ") + ", " + ip.String()
 	}
 	if st.xff[0] != "" {
-		pr.Out.Header["X-Forwarded-For"] = st.xff[:]
+		out.Header["X-Forwarded-For"] = st.xff[:]
 	}
 	if st.fr.Scheme != "" {
 		st.xfp[0] = st.fr.Scheme
-		pr.Out.Header["X-Forwarded-Proto"] = st.xfp[:]
+		out.Header["X-Forwarded-Proto"] = st.xfp[:]
 	}
 }
 
