@@ -367,8 +367,8 @@ func (e *Engine) serveConfig(w http.ResponseWriter, r *http.Request, port uint32
 		return
 	}
 	// The filters edit the client's header in place: ReverseProxy copies
-	// it for the upstream request anyway, so a copy here would be the
-	// second one.
+	// it for the upstream request anyway, and forwardH1 does when it has
+	// fields to remove, so a copy here would be one too many.
 	hdr := r.Header
 	if hdr.Get("X-Request-Id") == "" {
 		st.reqID[0] = newRequestID()
