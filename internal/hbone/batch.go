@@ -13,8 +13,10 @@ import (
 // syscall per batchSize bytes instead: bulk streams cost a quarter of the
 // syscalls. Small writes (one record) go straight through.
 
-// batchSize bounds how much ciphertext is held before it is written.
-const batchSize = 64 << 10
+// batchSize bounds how much ciphertext is held before it is written: a
+// full DATA frame (64 KiB, four records) and the control frames queued
+// before it leave in one syscall.
+const batchSize = 80 << 10
 
 // maxRecordPlaintext is crypto/tls's largest record payload: writes up to
 // this size are one record (with dynamic record sizing disabled) and gain
@@ -67,13 +69,19 @@ func (b *batchConn) Write(p []byte) (int, error) {
 	return len(p), nil
 }
 
-func (b *batchConn) begin() {
+// begin opens a batch; it reports false when one was open already (the
+// outer end writes it).
+func (b *batchConn) begin() bool {
 	b.mu.Lock()
+	defer b.mu.Unlock()
+	if b.batching {
+		return false
+	}
 	b.batching = true
 	if b.buf == nil {
 		b.buf = make([]byte, 0, batchSize+maxRecordPlaintext+256)
 	}
-	b.mu.Unlock()
+	return true
 }
 
 // end writes what the batch gathered.
@@ -100,11 +108,11 @@ func (b *batchConn) flushLocked() error {
 }
 
 // batchTLS is the tls.Conn HTTP/2 runs on (ConnectionState and the rest
-// are promoted); only Write differs.
+// are promoted); only Write differs. Its writers are serialized by the
+// HTTP/2 connection's write lock.
 type batchTLS struct {
 	*tls.Conn
 	raw *batchConn
-	wmu sync.Mutex // one batch at a time (HTTP/2 already serializes writes)
 }
 
 func newBatchTLS(tc *tls.Conn, raw *batchConn) *batchTLS {
@@ -115,14 +123,24 @@ func (t *batchTLS) Write(p []byte) (int, error) {
 	if len(p) <= maxRecordPlaintext {
 		return t.Conn.Write(p)
 	}
-	t.wmu.Lock()
-	defer t.wmu.Unlock()
-	t.raw.begin()
-	n, err := t.Conn.Write(p)
-	if ferr := t.raw.end(); err == nil && ferr != nil {
-		// The records were accepted by TLS but never left: report nothing
-		// written, as the stream is broken.
-		return 0, ferr
-	}
+	var n int
+	err := t.batch(func() (err error) {
+		n, err = t.Conn.Write(p)
+		return err
+	})
 	return n, err
+}
+
+// batch runs fn, whose TLS writes leave together when it returns.
+func (t *batchTLS) batch(fn func() error) error {
+	if !t.raw.begin() {
+		return fn()
+	}
+	err := fn()
+	if ferr := t.raw.end(); err == nil && ferr != nil {
+		// The records were accepted by TLS but never left: the stream is
+		// broken.
+		return ferr
+	}
+	return err
 }

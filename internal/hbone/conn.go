@@ -37,13 +37,6 @@ import (
 // (HEADERS plus CONTINUATION) goes far beyond it.
 const maxHeaderListSize = 64 << 10
 
-// maxDirect is the largest DATA payload the reader writes to a stream's
-// socket itself (see stream.sink). Larger frames are a bulk transfer: the
-// hand-off costs little per byte there, and the stream's writer then
-// writes to the socket on one CPU while the reader decrypts the next
-// frames on another.
-const maxDirect = 16 << 10
-
 // writeBufSize is the buffer frames are gathered in before a flush: small
 // frames written while another writer waits leave together.
 const writeBufSize = 16 << 10
@@ -658,7 +651,7 @@ func (c *h2Conn) onData(f *http2.DataFrame) error {
 	}
 	st.recvAvail -= n
 	sunk := 0
-	if len(st.in) == 0 && st.sink != nil && !st.sinkBusy && len(data) > 0 && len(data) <= maxDirect {
+	if len(st.in) == 0 && st.sink != nil && !st.sinkBusy && len(data) > 0 {
 		sk := st.sink
 		st.sinkBusy = true
 		st.mu.Unlock()

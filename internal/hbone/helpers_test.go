@@ -121,7 +121,7 @@ func (c *countedConn) Close() error {
 // env is a CA, an HBONE server on loopback in front of a dialing handler,
 // and a Dialer.
 type env struct {
-	t       *testing.T
+	t       testing.TB
 	ca      *identitytest.CA
 	src     *certs
 	bundle  *identity.Bundle
@@ -144,7 +144,7 @@ type envOpts struct {
 	handler hbone.HandlerFunc
 }
 
-func newEnv(t *testing.T, o envOpts) *env {
+func newEnv(t testing.TB, o envOpts) *env {
 	t.Helper()
 	e := &env{t: t, logs: &logBuf{}, reqs: make(chan *hbone.Request, 256)}
 	e.ca = identitytest.MustNewCA(t, td.Name(), time.Hour)
@@ -255,7 +255,7 @@ func echoServer(t *testing.T) string {
 
 // tcpServer runs serve per accepted connection (then closes it) until the
 // test ends.
-func tcpServer(t *testing.T, serve func(net.Conn)) string {
+func tcpServer(t testing.TB, serve func(net.Conn)) string {
 	t.Helper()
 	l, err := net.Listen("tcp", "127.0.0.1:0")
 	if err != nil {

@@ -321,7 +321,9 @@ func isTimeout(err error) bool {
 // streams carry requests and answers of a few KiB and spend their life
 // blocked in Read holding their buffer, so a stream starts with a small
 // one; the first read that fills it marks a bulk transfer, which moves to
-// a large one so that it travels in few, large DATA frames.
+// a large one so that it travels in few, large DATA frames. The first
+// frameHeaderLen bytes are room for the DATA frame's header: a full large
+// read is one 64 KiB frame, four full TLS records.
 const (
 	smallBufSize = 8 << 10
 	largeBufSize = 64 << 10
@@ -338,9 +340,9 @@ func newRelayBuf() relayBuf { return relayBuf{smallBufs.Get().(*[]byte)} }
 
 func (r *relayBuf) bytes() []byte { return *r.p }
 
-// filled is told how many bytes the last read returned.
+// filled is told how many bytes the last read (into bytes()[frameHeaderLen:]) returned.
 func (r *relayBuf) filled(n int) {
-	if n == len(*r.p) && n < largeBufSize {
+	if n == len(*r.p)-frameHeaderLen && len(*r.p) < largeBufSize {
 		smallBufs.Put(r.p)
 		r.p = largeBufs.Get().(*[]byte)
 	}

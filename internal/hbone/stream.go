@@ -290,7 +290,13 @@ func (st *stream) drainTo(w io.Writer) (int64, error) {
 				size += int64(len(b))
 			}
 			nb := net.Buffers(wbufs)
-			n, err := nb.WriteTo(w)
+			var n int64
+			var err error
+			if bw, ok := w.(buffersWriter); ok {
+				n, err = bw.WriteBuffers(&nb)
+			} else {
+				n, err = nb.WriteTo(w)
+			}
 			total += n
 			freeChunks(bufs)
 			if err != nil {
@@ -347,6 +353,13 @@ func (st *stream) consumed(n int64, eof, fromReader bool) {
 	_ = c.write(updates)
 }
 
+// buffersWriter is a destination that wraps a socket and keeps its writev
+// (telemetry's counted connections): net.Buffers.WriteTo on anything but
+// a net.Conn of the net package writes the buffers one by one.
+type buffersWriter interface {
+	WriteBuffers(bufs *net.Buffers) (int64, error)
+}
+
 // sink is a destination the connection's reader may write to without
 // waiting (trywrite.Socket, telemetry's counted connections).
 type sink interface {
@@ -363,15 +376,17 @@ func asSink(w io.Writer) sink {
 	return nil
 }
 
-// copyFromUpstream frames what up sends until its EOF or an error.
+// copyFromUpstream frames what up sends until its EOF or an error. Reads
+// land after room for a frame header, so that each read leaves as one DATA
+// frame without a copy (see writeFrames).
 func (st *stream) copyFromUpstream(up io.Reader) error {
 	buf := newRelayBuf()
 	defer buf.free()
 	for {
 		b := buf.bytes()
-		n, rerr := up.Read(b)
+		n, rerr := up.Read(b[frameHeaderLen:])
 		if n > 0 {
-			if err := st.c.writeData(st, b[:n], false); err != nil {
+			if err := st.c.writeFrames(st, b[:frameHeaderLen+n]); err != nil {
 				return err
 			}
 			buf.filled(n)
@@ -382,25 +397,17 @@ func (st *stream) copyFromUpstream(up io.Reader) error {
 	}
 }
 
+// frameHeaderLen is the size of an HTTP/2 frame header.
+const frameHeaderLen = 9
+
 // writeData sends p as DATA frames within the peer's windows and frame
 // size; end sets END_STREAM on the last one (an empty frame when p is).
 func (c *h2Conn) writeData(st *stream, p []byte, end bool) error {
 	for {
-		n := len(p)
-		c.mu.Lock()
-		for n > 0 && !st.done.Load() && !c.closed && (st.sendWin <= 0 || c.sendConn <= 0) {
-			c.cond.Wait()
+		n, err := c.reserve(st, len(p), false)
+		if err != nil {
+			return err
 		}
-		if st.done.Load() || c.closed {
-			c.mu.Unlock()
-			return errStreamReset
-		}
-		if n > 0 {
-			n = int(min(int64(n), st.sendWin, c.sendConn, int64(c.peerMax)))
-		}
-		st.sendWin -= int64(n)
-		c.sendConn -= int64(n)
-		c.mu.Unlock()
 		last := end && n == len(p)
 		c.lockWrite()
 		if c.werr == nil && !st.done.Load() {
@@ -414,4 +421,77 @@ func (c *h2Conn) writeData(st *stream, p []byte, end bool) error {
 			return nil
 		}
 	}
+}
+
+// writeFrames is writeData (without END_STREAM) for a buffer the caller
+// lets us write in: b[:frameHeaderLen] is free, the payload follows. Each
+// frame's header is written in the bytes just before its payload (free
+// room, or payload already sent), and header and payload go to TLS in one
+// write, after the queued control frames and in the same syscall: no copy
+// into the Framer's buffer, and a 64 KiB frame is four full TLS records.
+func (c *h2Conn) writeFrames(st *stream, b []byte) error {
+	tb, ok := c.rw.(*batchTLS)
+	if !ok {
+		return c.writeData(st, b[frameHeaderLen:], false)
+	}
+	for off := 0; off < len(b)-frameHeaderLen; {
+		want := len(b) - frameHeaderLen - off
+		n, err := c.reserve(st, want, true)
+		if err != nil {
+			return err
+		}
+		frame := b[off : off+frameHeaderLen+n]
+		putDataHeader(frame, st.id)
+		c.lockWrite()
+		switch {
+		case c.werr != nil || st.done.Load():
+		case c.bw.Buffered() == 0:
+			_, c.werr = tb.Write(frame)
+		default:
+			c.werr = tb.batch(func() error {
+				if err := c.bw.Flush(); err != nil {
+					return err
+				}
+				_, err := tb.Conn.Write(frame)
+				return err
+			})
+		}
+		if err := c.unlockWrite(); err != nil {
+			return err
+		}
+		off += n
+	}
+	return nil
+}
+
+// putDataHeader writes the header of a DATA frame (no flags) carrying
+// frame[frameHeaderLen:].
+func putDataHeader(frame []byte, id uint32) {
+	n := len(frame) - frameHeaderLen
+	frame[0], frame[1], frame[2] = byte(n>>16), byte(n>>8), byte(n)
+	frame[3] = byte(http2.FrameData)
+	frame[4] = 0
+	frame[5], frame[6], frame[7], frame[8] = byte(id>>24)&0x7f, byte(id>>16), byte(id>>8), byte(id)
+}
+
+// reserve waits until the windows allow sending and takes up to want
+// bytes of them (a frame's worth at most); want 0 takes nothing. With
+// align, a frame that cannot carry all of want ends on a TLS record
+// boundary (header included), so that no record is left part-filled.
+func (c *h2Conn) reserve(st *stream, want int, align bool) (int, error) {
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	for want > 0 && !st.done.Load() && !c.closed && (st.sendWin <= 0 || c.sendConn <= 0) {
+		c.cond.Wait()
+	}
+	if st.done.Load() || c.closed {
+		return 0, errStreamReset
+	}
+	n := int(min(int64(want), st.sendWin, c.sendConn, int64(c.peerMax)))
+	if align && n < want && n+frameHeaderLen > maxRecordPlaintext {
+		n = (n+frameHeaderLen)/maxRecordPlaintext*maxRecordPlaintext - frameHeaderLen
+	}
+	st.sendWin -= int64(n)
+	c.sendConn -= int64(n)
+	return n, nil
 }

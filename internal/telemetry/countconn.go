@@ -93,6 +93,16 @@ func (c *countedConn) TryWrite(p []byte) (int, error) {
 	return n, err
 }
 
+// WriteBuffers writes bufs with one writev when the wrapped connection is
+// a socket (net.Buffers.WriteTo on the wrapper would write them one by
+// one), counted like Write. An HBONE stream's writer hands over what
+// arrived this way.
+func (c *countedConn) WriteBuffers(bufs *net.Buffers) (int64, error) {
+	n, err := bufs.WriteTo(c.Conn)
+	c.countWrite(int(n))
+	return n, err
+}
+
 // NetConn returns the wrapped connection (like tls.Conn.NetConn), for
 // socket options and SO_ORIGINAL_DST lookups.
 func (c *countedConn) NetConn() net.Conn { return c.Conn }

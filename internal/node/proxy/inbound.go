@@ -162,6 +162,17 @@ func (u *upstream) TryWrite(p []byte) (int, error) {
 	return 0, errors.ErrUnsupported
 }
 
+// WriteBuffers keeps the counted connection's writev (see
+// telemetry.CountConn) through this wrapper.
+func (u *upstream) WriteBuffers(bufs *net.Buffers) (int64, error) {
+	if bw, ok := u.Conn.(interface {
+		WriteBuffers(*net.Buffers) (int64, error)
+	}); ok {
+		return bw.WriteBuffers(bufs)
+	}
+	return bufs.WriteTo(u.Conn)
+}
+
 func (u *upstream) CloseWrite() error {
 	if cw, ok := u.Conn.(interface{ CloseWrite() error }); ok {
 		return cw.CloseWrite()
