@@ -595,6 +595,7 @@ func (c *h2Conn) onWindowUpdate(f *http2.WindowUpdateFrame) error {
 func (c *h2Conn) onData(f *http2.DataFrame) error {
 	n := int64(f.Header().Length)
 	data := f.Data()
+	pad := n - int64(len(data)) // the Pad Length field and the padding
 	c.mu.Lock()
 	if n > c.recvConn {
 		c.mu.Unlock()
@@ -621,32 +622,24 @@ func (c *h2Conn) onData(f *http2.DataFrame) error {
 		})
 		return nil
 	}
-	// Padding is consumed on arrival.
-	padInc := uint32(0)
-	if pad := n - int64(len(data)); pad > 0 {
-		padInc = c.consumedConnLocked(pad)
-	}
 	c.mu.Unlock()
-	if padInc > 0 {
-		c.queue(func(fr *http2.Framer) error { return fr.WriteWindowUpdate(0, padInc) })
-	}
 
 	st.mu.Lock()
 	if st.reset {
 		st.mu.Unlock()
-		c.discarded(int64(len(data)))
+		c.discarded(n)
 		return nil
 	}
 	if st.inEOF {
 		st.mu.Unlock()
 		c.resetStream(st, http2.ErrCodeStreamClosed)
-		c.discarded(int64(len(data)))
+		c.discarded(n)
 		return nil
 	}
 	if n > st.recvAvail {
 		st.mu.Unlock()
 		c.resetStream(st, http2.ErrCodeFlowControl)
-		c.discarded(int64(len(data)))
+		c.discarded(n)
 		return nil
 	}
 	st.recvAvail -= n
@@ -678,8 +671,9 @@ func (c *h2Conn) onData(f *http2.DataFrame) error {
 	if !quiet {
 		st.signal()
 	}
-	if sunk > 0 {
-		st.consumed(int64(sunk), ended, true)
+	// Padding is consumed on arrival, with what went out directly.
+	if used := int64(sunk) + pad; used > 0 {
+		st.consumed(used, ended, true)
 	}
 	if closed {
 		c.retire(st)

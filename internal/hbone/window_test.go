@@ -2,11 +2,16 @@ package hbone_test
 
 import (
 	"context"
+	"crypto/tls"
+	"fmt"
 	"io"
 	"net"
 	"strings"
+	"sync"
 	"testing"
 	"time"
+
+	"golang.org/x/net/http2"
 
 	"github.com/ambitmesh/ambit/internal/hbone"
 	"github.com/ambitmesh/ambit/internal/identity"
@@ -69,5 +74,89 @@ func TestConnWindowBelowInitialRefused(t *testing.T) {
 	if _, err := hbone.NewServer(hbone.ServerConfig{Source: e.src, Bundle: e.bundle, Identity: identity.FixedIdentity(serverID), ConnWindow: 1000,
 		Handler: hbone.HandlerFunc(func(context.Context, *hbone.Request) (io.ReadWriteCloser, error) { return nil, nil })}); err == nil || !strings.Contains(err.Error(), "ConnWindow") {
 		t.Errorf("NewServer with ConnWindow 1000: %v; want an error naming ConnWindow", err)
+	}
+}
+
+// TestPaddingReturnsToStreamWindow: padding counts against flow control
+// (RFC 9113 §6.1) and nobody reads it: a server that pads its DATA gets
+// the stream window back for the padding too, not only for the data, or
+// the stream stalls once the padding adds up to a window.
+func TestPaddingReturnsToStreamWindow(t *testing.T) {
+	e := newEnv(t, envOpts{dialer: func(c *hbone.DialerConfig) { c.StreamWindow, c.ConnWindow = 65535, 1<<20 }})
+	const frames = 1000 // 1 byte of data, 256 of flow-controlled padding each: 4 stream windows
+	addr := tlsServer(t, e, func(tc *tls.Conn) {
+		s := newRawServer(t, tc)
+		if s == nil {
+			return
+		}
+		h, err := nextFrame[*http2.MetaHeadersFrame](s)
+		if err != nil || s.status(h.StreamID, "200", false) != nil {
+			return
+		}
+		// Send only within the stream window the client gives back.
+		var mu sync.Mutex
+		cond := sync.NewCond(&mu)
+		window, dead := int64(65535), false
+		go func() {
+			for {
+				f, err := s.fr.ReadFrame()
+				mu.Lock()
+				if err != nil {
+					dead = true
+				} else if wu, ok := f.(*http2.WindowUpdateFrame); ok && wu.StreamID == h.StreamID {
+					window += int64(wu.Increment)
+				}
+				cond.Broadcast()
+				mu.Unlock()
+				if err != nil {
+					return
+				}
+			}
+		}()
+		pad := make([]byte, 255)
+		for range frames {
+			mu.Lock()
+			for window < 257 && !dead {
+				cond.Wait()
+			}
+			stop := dead
+			window -= 257
+			mu.Unlock()
+			if stop || s.fr.WriteDataPadded(h.StreamID, false, []byte{'x'}, pad) != nil {
+				return
+			}
+		}
+		_ = s.fr.WriteData(h.StreamID, true, nil)
+		mu.Lock()
+		for !dead {
+			cond.Wait()
+		}
+		mu.Unlock()
+	})
+	req := e.req("10.0.2.5:8080")
+	req.Address = addr
+	ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
+	defer cancel()
+	c, err := e.dialer.Dial(ctx, req)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer c.Close()
+	got := make(chan error, 1)
+	go func() {
+		b, err := io.ReadAll(c)
+		if err == nil && len(b) != frames {
+			err = fmt.Errorf("read %d bytes, want %d", len(b), frames)
+		}
+		got <- err
+	}()
+	select {
+	case err := <-got:
+		if err != nil {
+			t.Fatal(err)
+		}
+	case <-time.After(10 * time.Second):
+		_ = c.Close()
+		t.Fatal("the padded stream stalled: its padding was not returned to the stream window")
 	}
 }
