@@ -487,6 +487,11 @@ func (c *h2Conn) reserve(st *stream, want int, align bool) (int, error) {
 	if st.done.Load() || c.closed {
 		return 0, errStreamReset
 	}
+	if want == 0 {
+		// An empty END_STREAM frame: flow control does not count it, and
+		// a window the peer's SETTINGS made negative must not size it.
+		return 0, nil
+	}
 	n := int(min(int64(want), st.sendWin, c.sendConn, int64(c.peerMax)))
 	if align && n < want && n+frameHeaderLen > maxRecordPlaintext {
 		n = (n+frameHeaderLen)/maxRecordPlaintext*maxRecordPlaintext - frameHeaderLen

@@ -160,3 +160,47 @@ func TestPaddingReturnsToStreamWindow(t *testing.T) {
 		t.Fatal("the padded stream stalled: its padding was not returned to the stream window")
 	}
 }
+
+// TestEndStreamWithNegativeSendWindow: a peer that lowers
+// SETTINGS_INITIAL_WINDOW_SIZE after a stream sent data leaves the stream's
+// send window negative (RFC 9113 §6.9.2). The upstream's EOF must still end
+// the stream with an empty END_STREAM DATA frame (which flow control does
+// not count), not take a negative frame size (a slice panic: one peer
+// crashing the proxy).
+func TestEndStreamWithNegativeSendWindow(t *testing.T) {
+	e := newEnv(t, envOpts{})
+	closeUp := make(chan struct{})
+	upstream := tcpServer(t, func(c net.Conn) {
+		_, _ = c.Write([]byte(strings.Repeat("x", 100)))
+		<-closeUp
+	})
+	r := rawDial(t, e)
+	r.connect(1, upstream)
+	r.wantStatus(1, "200")
+	if got, ended := r.readData(1, 100); len(got) != 100 || ended {
+		t.Fatalf("read %d bytes (ended %v), want 100 and the stream open", len(got), ended)
+	}
+	// The stream has 65435 left of 65535: a window of 0 makes it -100.
+	if err := r.fr.WriteSettings(http2.Setting{ID: http2.SettingInitialWindowSize, Val: 0}); err != nil {
+		t.Fatal(err)
+	}
+	// The server applies SETTINGS before it answers the PING after it.
+	if err := r.fr.WritePing(false, [8]byte{1}); err != nil {
+		t.Fatal(err)
+	}
+	for acked := false; !acked; {
+		_ = r.c.SetReadDeadline(time.Now().Add(10 * time.Second))
+		f, err := r.fr.ReadFrame()
+		if err != nil {
+			t.Fatalf("waiting for the PING ack: %v", err)
+		}
+		p, ok := f.(*http2.PingFrame)
+		acked = ok && p.IsAck()
+	}
+	close(closeUp)
+	f := r.mustNext()
+	d, ok := f.(*http2.DataFrame)
+	if !ok || d.StreamID != 1 || !d.StreamEnded() || len(d.Data()) != 0 {
+		t.Fatalf("got %v, want an empty DATA with END_STREAM on stream 1", describe(f))
+	}
+}
