@@ -300,7 +300,9 @@ func (st *stream) drainTo(w io.Writer) (int64, error) {
 			total += n
 			freeChunks(bufs)
 			if err != nil {
-				st.c.discarded(size - n)
+				// The stream is over: the bytes the upstream took return to
+				// the connection window too, with those it did not.
+				st.c.discarded(size)
 				return total, err
 			}
 			st.consumed(n, eof, false)

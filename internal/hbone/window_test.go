@@ -204,3 +204,90 @@ func TestEndStreamWithNegativeSendWindow(t *testing.T) {
 		t.Fatalf("got %v, want an empty DATA with END_STREAM on stream 1", describe(f))
 	}
 }
+
+// halfWriter is an upstream that takes part of a write and then fails (a
+// workload resetting mid-transfer): its bytes taken came from the
+// connection window like any others.
+type halfWriter struct {
+	budget int
+	closed chan struct{}
+	once   sync.Once
+}
+
+func (w *halfWriter) Write(p []byte) (int, error) {
+	n := min(len(p), w.budget)
+	w.budget -= n
+	if n < len(p) {
+		return n, io.ErrClosedPipe
+	}
+	return n, nil
+}
+
+func (w *halfWriter) Read([]byte) (int, error) { <-w.closed; return 0, io.EOF }
+
+func (w *halfWriter) Close() error { w.once.Do(func() { close(w.closed) }); return nil }
+
+// TestFailedUpstreamWriteGivesBackConnWindow: when the write to a stream's
+// upstream fails part way, the bytes it did take return to the
+// connection's receive window too, not only those it did not: else each
+// such stream shrinks a pooled connection's window for good, and once it
+// is spent every stream on the connection stalls.
+func TestFailedUpstreamWriteGivesBackConnWindow(t *testing.T) {
+	const taken = 8 << 10 // each failing upstream takes this much, then fails
+	got := make(chan int, 1)
+	e := newEnv(t, envOpts{
+		server: func(c *hbone.ServerConfig) { c.ConnWindow, c.StreamWindow = 65535, 65535 },
+		handler: func(_ context.Context, r *hbone.Request) (io.ReadWriteCloser, error) {
+			if r.Authority.Port() == 1 {
+				return &halfWriter{budget: taken, closed: make(chan struct{})}, nil
+			}
+			a, b := net.Pipe()
+			go func() {
+				n, _ := io.Copy(io.Discard, b)
+				got <- int(n)
+				_ = b.Close()
+			}()
+			return a, nil
+		},
+	})
+	// write fails the test when p cannot be sent: the window is spent.
+	write := func(c net.Conn, p []byte) {
+		t.Helper()
+		done := make(chan error, 1)
+		go func() { _, err := c.Write(p); done <- err }()
+		select {
+		case err := <-done:
+			if err != nil {
+				t.Fatal(err)
+			}
+		case <-time.After(10 * time.Second):
+			_ = c.Close()
+			t.Fatalf("a stream stalled: bytes taken by failed upstream writes were not returned to the connection window (conns %v)", e.dialer.Conns())
+		}
+	}
+	for range 65535/taken + 1 {
+		c := e.dial("10.0.0.1:1")
+		write(c, make([]byte, 32<<10))
+		// The stream ends once its upstream failed.
+		_ = c.SetReadDeadline(time.Now().Add(10 * time.Second))
+		if _, err := io.ReadAll(c); err != nil && !strings.Contains(err.Error(), "reset") {
+			t.Fatalf("failing upstream's stream: %v", err)
+		}
+		_ = c.Close()
+	}
+	c := e.dial("10.0.0.1:2")
+	defer c.Close()
+	const size = 65535
+	write(c, make([]byte, size))
+	if err := c.(*hbone.Conn).CloseWrite(); err != nil {
+		t.Fatal(err)
+	}
+	select {
+	case n := <-got:
+		if n != size {
+			t.Fatalf("upstream got %d bytes, want %d", n, size)
+		}
+	case <-time.After(10 * time.Second):
+		t.Fatalf("the stream stalled: bytes taken by failed upstream writes were not returned to the connection window (conns %v)", e.dialer.Conns())
+	}
+}
