@@ -6,6 +6,7 @@ import (
 	"io"
 	"net"
 	"net/http"
+	"strings"
 	"sync"
 	"testing"
 	"time"
@@ -249,4 +250,51 @@ func TestForwarding(t *testing.T) {
 			t.Errorf("20 sequential requests reached the endpoint over %d connections (%d requests), want 1", len(conns), len(requests))
 		}
 	})
+}
+
+// TestClientGoneMidResponse: a client that closes its connection while the
+// response streams is the downstream's doing: the access log says DC, as
+// Envoy's does, not UR (which blames the upstream and counts in its
+// error rate), and the upstream's connection is closed, not reused.
+func TestClientGoneMidResponse(t *testing.T) {
+	upstreamSawClose := make(chan struct{})
+	up := startHandler(t, http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		defer close(upstreamSawClose)
+		for {
+			if _, err := io.WriteString(w, "chunk\n"); err != nil {
+				return
+			}
+			w.(http.Flusher).Flush()
+			select {
+			case <-r.Context().Done():
+				return
+			case <-time.After(10 * time.Millisecond):
+			}
+		}
+	}))
+	routes := map[string][]*gatewayv1.Route{"*": {rt("all", prefix("/"), ref("up", 1))}}
+	g := startGateway(t, Config{}, []*gatewayv1.Listener{listener(routes, "*")}, []*gatewayv1.Backend{backend("up", up)})
+	conn, err := net.Dial("tcp", g.addr)
+	if err != nil {
+		t.Fatal(err)
+	}
+	_ = conn.SetDeadline(time.Now().Add(10 * time.Second))
+	_, _ = io.WriteString(conn, "GET /stream HTTP/1.1\r\nHost: a\r\n\r\n")
+	resp, err := http.ReadResponse(bufio.NewReader(conn), nil)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if _, err := io.ReadFull(resp.Body, make([]byte, len("chunk\n"))); err != nil {
+		t.Fatal(err)
+	}
+	_ = conn.Close()
+	select {
+	case <-upstreamSawClose:
+	case <-time.After(5 * time.Second):
+		t.Fatal("the upstream connection stayed open after the client left")
+	}
+	waitLog(t, g.log, `"path":"/stream"`)
+	if s := g.log.String(); !strings.Contains(s, `"flags":"DC"`) {
+		t.Errorf("access log %s; want flags DC (the client left)", s)
+	}
 }

@@ -733,7 +733,9 @@ type trackedBody struct {
 
 func (b *trackedBody) Read(p []byte) (int, error) {
 	n, err := b.ReadCloser.Read(p)
-	if err != nil && err != io.EOF && b.st.upstreamErr == nil {
+	// A cancelled context (deadlines are not cancellations) is the client
+	// gone: the downstream's doing (DC), not an upstream reset.
+	if err != nil && err != io.EOF && b.st.upstreamErr == nil && !errors.Is(err, context.Canceled) {
 		b.st.upstreamErr = err
 	}
 	return n, err
