@@ -12,6 +12,7 @@ import (
 	"time"
 
 	gatewayv1 "github.com/ambitmesh/ambit/proto/ambit/gateway/v1"
+	"google.golang.org/protobuf/types/known/durationpb"
 )
 
 // TestForwarding: what the engine does to every request through a real
@@ -296,5 +297,35 @@ func TestClientGoneMidResponse(t *testing.T) {
 	waitLog(t, g.log, `"path":"/stream"`)
 	if s := g.log.String(); !strings.Contains(s, `"flags":"DC"`) {
 		t.Errorf("access log %s; want flags DC (the client left)", s)
+	}
+}
+
+// TestTimeoutMidResponse: a route timeout that fires while the response
+// body streams is an upstream timeout: the access log says UT, as it does
+// for a timeout before the head (and as Envoy does), not UR.
+func TestTimeoutMidResponse(t *testing.T) {
+	up := startHandler(t, http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		_, _ = io.WriteString(w, "chunk\n")
+		w.(http.Flusher).Flush()
+		<-r.Context().Done()
+	}))
+	slow := rt("slow", prefix("/"), ref("up", 1))
+	slow.Timeouts = &gatewayv1.Timeouts{Request: durationpb.New(200 * time.Millisecond)}
+	routes := map[string][]*gatewayv1.Route{"*": {slow}}
+	g := startGateway(t, Config{}, []*gatewayv1.Listener{listener(routes, "*")}, []*gatewayv1.Backend{backend("up", up)})
+	resp, err := http.Get("http://" + g.addr + "/stalls")
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer resp.Body.Close()
+	if resp.StatusCode != http.StatusOK {
+		t.Fatalf("status %d; want 200 (the head arrived in time)", resp.StatusCode)
+	}
+	if b, err := io.ReadAll(resp.Body); err == nil {
+		t.Fatalf("body %q read to its end; want it cut short by the timeout", b)
+	}
+	waitLog(t, g.log, `"path":"/stalls"`)
+	if s := g.log.String(); !strings.Contains(s, `"flags":"UT"`) {
+		t.Errorf("access log %s; want flags UT (the route timeout fired mid-body)", s)
 	}
 }

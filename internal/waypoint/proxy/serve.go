@@ -322,7 +322,9 @@ func (e *Engine) serveConfig(w http.ResponseWriter, r *http.Request, port uint32
 		if p != nil {
 			// ReverseProxy aborts with ErrAbortHandler when the body copy
 			// fails after the head was sent.
-			if st.upstreamErr != nil {
+			if isUpstreamTimeout(st.upstreamErr) {
+				st.flag = FlagUpstreamTimeout
+			} else if st.upstreamErr != nil {
 				st.flag = FlagUpstreamReset
 			} else if st.flag == FlagNone {
 				st.flag = FlagDownstreamClose
@@ -717,6 +719,13 @@ func (e *Engine) backoff(ctx context.Context, r *gatewayv1.Retry, n int) bool {
 	}
 }
 
+// isUpstreamTimeout: the route's timeout (request or backendRequest)
+// ended the attempt, before the response head or during its body: Envoy's
+// UT either way.
+func isUpstreamTimeout(err error) bool {
+	return errors.Is(err, context.DeadlineExceeded)
+}
+
 func isDialError(err error) bool {
 	var op *net.OpError
 	return errors.As(err, &op) && op.Op == "dial"
@@ -805,7 +814,7 @@ func (e *Engine) errorHandler(w http.ResponseWriter, r *http.Request, err error)
 	switch {
 	case errors.Is(err, errNoHealthy):
 		flag = FlagNoHealthy
-	case errors.Is(err, context.DeadlineExceeded):
+	case isUpstreamTimeout(err):
 		status, flag = http.StatusGatewayTimeout, FlagUpstreamTimeout
 	case errors.Is(err, context.Canceled) && r.Context().Err() != nil:
 		// The client went away; nobody reads an answer.
