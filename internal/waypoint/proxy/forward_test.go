@@ -6,6 +6,8 @@ import (
 	"io"
 	"net"
 	"net/http"
+	"net/http/httptrace"
+	"net/textproto"
 	"strings"
 	"sync"
 	"testing"
@@ -327,5 +329,57 @@ func TestTimeoutMidResponse(t *testing.T) {
 	waitLog(t, g.log, `"path":"/stalls"`)
 	if s := g.log.String(); !strings.Contains(s, `"flags":"UT"`) {
 		t.Errorf("access log %s; want flags UT (the route timeout fired mid-body)", s)
+	}
+}
+
+// TestExpectContinue: a client that sends "Expect: 100-continue" gets one
+// 100 Continue, as from Envoy (which answers it itself and does not pass
+// the expectation on), not the proxy's own and the backend's relayed;
+// a backend that answers before reading the body still gets its answer
+// through.
+func TestExpectContinue(t *testing.T) {
+	up := startHandler(t, http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		if r.URL.Path == "/refuse" {
+			w.WriteHeader(http.StatusExpectationFailed)
+			return
+		}
+		b, _ := io.ReadAll(r.Body)
+		_, _ = fmt.Fprintf(w, "got %d", len(b))
+	}))
+	routes := map[string][]*gatewayv1.Route{"*": {rt("all", prefix("/"), ref("up", 1))}}
+	g := startGateway(t, Config{}, []*gatewayv1.Listener{listener(routes, "*")}, []*gatewayv1.Backend{backend("up", up)})
+	tr := &http.Transport{ExpectContinueTimeout: 10 * time.Second}
+	t.Cleanup(tr.CloseIdleConnections)
+	for _, tc := range []struct {
+		path   string
+		status int
+		body   string
+	}{{"/upload", http.StatusOK, "got 5"}, {"/refuse", http.StatusExpectationFailed, ""}} {
+		continues := 0
+		ctx := httptrace.WithClientTrace(t.Context(), &httptrace.ClientTrace{
+			Got1xxResponse: func(code int, _ textproto.MIMEHeader) error {
+				if code == http.StatusContinue {
+					continues++
+				}
+				return nil
+			},
+		})
+		req, err := http.NewRequestWithContext(ctx, http.MethodPost, "http://"+g.addr+tc.path, strings.NewReader("hello"))
+		if err != nil {
+			t.Fatal(err)
+		}
+		req.Header.Set("Expect", "100-continue")
+		resp, err := tr.RoundTrip(req)
+		if err != nil {
+			t.Fatalf("%s: %v", tc.path, err)
+		}
+		b, err := io.ReadAll(resp.Body)
+		_ = resp.Body.Close()
+		if err != nil || resp.StatusCode != tc.status || string(b) != tc.body {
+			t.Errorf("%s: %d %q %v; want %d %q", tc.path, resp.StatusCode, b, err, tc.status, tc.body)
+		}
+		if continues > 1 || tc.status == http.StatusOK && continues != 1 {
+			t.Errorf("%s: %d 100 Continue answers; want one", tc.path, continues)
+		}
 	}
 }

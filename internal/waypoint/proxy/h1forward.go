@@ -180,9 +180,11 @@ func (st *reqState) traceFor(ctx context.Context) context.Context {
 }
 
 // hopByHop are the fields that describe one connection (RFC 9110 7.6.1),
-// and the ones ReverseProxy also treats so.
+// and the ones ReverseProxy also treats so. Expect too: net/http's server
+// answers the client's 100-continue itself when the body is first read,
+// as Envoy does, so the backend's 100 would be a second one.
 var hopByHop = []string{"Connection", "Proxy-Connection", "Keep-Alive", "Proxy-Authenticate",
-	"Proxy-Authorization", "Te", "Trailer", "Transfer-Encoding", "Upgrade"}
+	"Proxy-Authorization", "Te", "Trailer", "Transfer-Encoding", "Upgrade", "Expect"}
 
 // forwardingFields are the client's claims about earlier hops, replaced
 // by setForwarded's.
