@@ -62,6 +62,9 @@ var (
 	errH1HeadTooLarge = fmt.Errorf("proxy: upstream response head larger than %d bytes", h1MaxResponseHead)
 	errH1Too1xx       = fmt.Errorf("proxy: upstream sent more than %d informational responses", h1Max1xx)
 	errH1Switch       = errors.New("proxy: upstream switched protocols on a request that asked for no upgrade")
+	// errH1BadHead: the request's own head cannot be sent (a filter set
+	// a field HTTP/1.1 does not allow); no connection is at fault.
+	errH1BadHead = errors.New("proxy: request head not valid HTTP/1.1")
 	// h1Past is a deadline in the past: setting it aborts blocked I/O.
 	h1Past = time.Unix(1, 0)
 )
@@ -132,7 +135,8 @@ func (c *h1Client) RoundTrip(req *http.Request) (*http.Response, error) {
 		}
 		// Stale: the server closed the pooled connection before it saw
 		// the request (nothing came back at all).
-		stale := pc.reused && pc.nread == 0 && ctx.Err() == nil && noBody && (retriable || pc.nwritten == 0)
+		stale := pc.reused && pc.nread == 0 && ctx.Err() == nil && noBody && (retriable || pc.nwritten == 0) &&
+			!errors.Is(err, errH1BadHead)
 		if retried || !stale {
 			return nil, err
 		}
@@ -269,6 +273,12 @@ func (pc *h1Conn) roundTrip(req *http.Request, noBody bool) (*http.Response, err
 	var wrote chan error
 	if noBody {
 		if err := writeHead(pc.bw, req); err != nil {
+			if errors.Is(err, errH1BadHead) && pc.nwritten == 0 && stop() {
+				// Nothing reached the connection: it serves the next request.
+				pc.bw.Reset((*h1Writer)(pc))
+				pc.client.put(pc)
+				return nil, fmt.Errorf("proxy: upstream %s: %w", pc.key, err)
+			}
 			return fail(err)
 		}
 		if err := pc.bw.Flush(); err != nil {
@@ -420,7 +430,7 @@ func writeHead(w *bufio.Writer, req *http.Request) error {
 		host = req.URL.Host
 	}
 	if !httpguts.ValidHostHeader(host) {
-		return fmt.Errorf("invalid Host %q", host)
+		return fmt.Errorf("%w: invalid Host %q", errH1BadHead, host)
 	}
 	w.WriteString(req.Method)
 	w.WriteByte(' ')
@@ -450,11 +460,11 @@ func writeHead(w *bufio.Writer, req *http.Request) error {
 			}
 		}
 		if !httpguts.ValidHeaderFieldName(k) {
-			return fmt.Errorf("invalid header field name %q", k)
+			return fmt.Errorf("%w: invalid header field name %q", errH1BadHead, k)
 		}
 		for _, v := range vs {
 			if !httpguts.ValidHeaderFieldValue(v) {
-				return fmt.Errorf("invalid value for header field %q", k)
+				return fmt.Errorf("%w: invalid value for header field %q", errH1BadHead, k)
 			}
 			w.WriteString(k)
 			w.WriteString(": ")

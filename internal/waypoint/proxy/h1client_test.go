@@ -17,6 +17,7 @@ import (
 	"testing"
 	"time"
 
+	"github.com/ambitmesh/ambit/internal/testkit"
 	gatewayv1 "github.com/ambitmesh/ambit/proto/ambit/gateway/v1"
 )
 
@@ -424,5 +425,49 @@ func TestEarlyAnswerThroughGateway(t *testing.T) {
 		if resp.StatusCode != 200 || string(body) != want {
 			t.Fatalf("GET %d: %d %q; want %q (a new connection)", i, resp.StatusCode, body, want)
 		}
+	}
+}
+
+// TestH1ClientBadHeadKeepsPool: a request whose head cannot be written (a
+// filter set a header value with a control byte) fails at once with 502
+// and a log line naming the field; the pooled connection it was given is
+// not blamed for it: no redial, and the next request reuses it.
+func TestH1ClientBadHeadKeepsPool(t *testing.T) {
+	b := startH1Backend(t, func(_, _ int, _ *http.Request, _ *bufio.Reader, c net.Conn) bool {
+		_, err := io.WriteString(c, "HTTP/1.1 200 OK\r\nContent-Length: 2\r\n\r\nok")
+		return err == nil
+	})
+	bad := rt("bad", prefix("/bad"), ref("up", 1))
+	bad.Filters = []*gatewayv1.Filter{{Kind: &gatewayv1.Filter_RequestHeaderModifier{RequestHeaderModifier: &gatewayv1.HeaderModifier{
+		Set: []*gatewayv1.Header{{Name: "x-bad", Value: "a\x00b"}}}}}}
+	routes := map[string][]*gatewayv1.Route{"*": {bad, rt("good", prefix("/"), ref("up", 1))}}
+	logs := &testkit.LogBuffer{}
+	g := startGateway(t, Config{Logger: testLogger(logs)}, []*gatewayv1.Listener{listener(routes, "*")}, []*gatewayv1.Backend{backend("up", b.addr)})
+	get := func(path string) int {
+		t.Helper()
+		resp, err := http.Get("http://" + g.addr + path)
+		if err != nil {
+			t.Fatal(err)
+		}
+		_, _ = io.Copy(io.Discard, resp.Body)
+		_ = resp.Body.Close()
+		return resp.StatusCode
+	}
+	if s := get("/one"); s != http.StatusOK {
+		t.Fatalf("first request: %d", s)
+	}
+	if s := get("/bad"); s != http.StatusBadGateway {
+		t.Errorf("request with an invalid header: %d; want 502", s)
+	}
+	waitLog(t, g.log, `"path":"/bad"`)
+	if s := logs.String(); !strings.Contains(s, `"msg":"proxy: request not sent upstream","path":"/bad","error":"proxy: upstream `) ||
+		!strings.Contains(s, `invalid value for header field \"X-Bad\"`) {
+		t.Errorf("log %s; want a line naming the invalid field", s)
+	}
+	if s := get("/two"); s != http.StatusOK {
+		t.Fatalf("request after the invalid one: %d", s)
+	}
+	if n := b.accepts.Load(); n != 1 {
+		t.Errorf("backend accepted %d connections; want 1 (the pooled one kept)", n)
 	}
 }

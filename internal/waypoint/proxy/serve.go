@@ -829,6 +829,12 @@ func (e *Engine) errorHandler(w http.ResponseWriter, r *http.Request, err error)
 			"endpoint", tlsErr.addr, "policy", tlsErr.policy, "error", tlsErr.err)
 	case errors.Is(err, syscall.ECONNRESET):
 		flag = FlagUpstreamReset
+	case errors.Is(err, errH1BadHead):
+		// The request's own fault (its filters'), not the upstream's.
+		e.log.Warn("proxy: request not sent upstream", "path", r.URL.Path, "error", err)
+		st.flag = FlagNone
+		http.Error(w, "invalid request header for the upstream", http.StatusBadGateway)
+		return
 	}
 	st.flag = flag
 	if st.retriesUsedUp {
