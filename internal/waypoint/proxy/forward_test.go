@@ -348,13 +348,21 @@ func TestExpectContinue(t *testing.T) {
 	}))
 	routes := map[string][]*gatewayv1.Route{"*": {rt("all", prefix("/"), ref("up", 1))}}
 	g := startGateway(t, Config{}, []*gatewayv1.Listener{listener(routes, "*")}, []*gatewayv1.Backend{backend("up", up)})
-	tr := &http.Transport{ExpectContinueTimeout: 10 * time.Second}
-	t.Cleanup(tr.CloseIdleConnections)
+	h1 := &http.Transport{ExpectContinueTimeout: 10 * time.Second}
+	var p http.Protocols
+	p.SetUnencryptedHTTP2(true)
+	h2c := &http.Transport{ExpectContinueTimeout: 10 * time.Second, Protocols: &p}
+	t.Cleanup(h1.CloseIdleConnections)
+	t.Cleanup(h2c.CloseIdleConnections)
 	for _, tc := range []struct {
+		tr     *http.Transport
 		path   string
 		status int
 		body   string
-	}{{"/upload", http.StatusOK, "got 5"}, {"/refuse", http.StatusExpectationFailed, ""}} {
+	}{
+		{h1, "/upload", http.StatusOK, "got 5"}, {h1, "/refuse", http.StatusExpectationFailed, ""},
+		{h2c, "/upload", http.StatusOK, "got 5"}, {h2c, "/refuse", http.StatusExpectationFailed, ""},
+	} {
 		continues := 0
 		ctx := httptrace.WithClientTrace(t.Context(), &httptrace.ClientTrace{
 			Got1xxResponse: func(code int, _ textproto.MIMEHeader) error {
@@ -369,17 +377,20 @@ func TestExpectContinue(t *testing.T) {
 			t.Fatal(err)
 		}
 		req.Header.Set("Expect", "100-continue")
-		resp, err := tr.RoundTrip(req)
+		resp, err := tc.tr.RoundTrip(req)
 		if err != nil {
 			t.Fatalf("%s: %v", tc.path, err)
+		}
+		if tc.tr == h2c && resp.ProtoMajor != 2 {
+			t.Fatalf("%s over h2c: answered over %s", tc.path, resp.Proto)
 		}
 		b, err := io.ReadAll(resp.Body)
 		_ = resp.Body.Close()
 		if err != nil || resp.StatusCode != tc.status || string(b) != tc.body {
-			t.Errorf("%s: %d %q %v; want %d %q", tc.path, resp.StatusCode, b, err, tc.status, tc.body)
+			t.Errorf("%s %s: %d %q %v; want %d %q", resp.Proto, tc.path, resp.StatusCode, b, err, tc.status, tc.body)
 		}
 		if continues > 1 || tc.status == http.StatusOK && continues != 1 {
-			t.Errorf("%s: %d 100 Continue answers; want one", tc.path, continues)
+			t.Errorf("%s %s: %d 100 Continue answers; want one", resp.Proto, tc.path, continues)
 		}
 	}
 }
