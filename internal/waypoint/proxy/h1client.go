@@ -119,8 +119,12 @@ func (w *h1Writer) Write(p []byte) (int, error) {
 // RoundTrip sends req on a pooled or new connection to req.URL.Host. A
 // request that met a pooled connection the server had closed is sent
 // again, once, on another when that is safe: it has no body and is
-// idempotent, or nothing of it was written.
+// idempotent, or nothing of it was written. A request whose head is not
+// valid HTTP/1.1 takes no connection at all.
 func (c *h1Client) RoundTrip(req *http.Request) (*http.Response, error) {
+	if err := checkHead(req); err != nil {
+		return nil, fmt.Errorf("proxy: upstream %s: %w", req.URL.Host, err)
+	}
 	ctx := req.Context()
 	noBody := req.Body == nil || req.Body == http.NoBody
 	retriable := noBody && idempotent(req)
@@ -135,8 +139,7 @@ func (c *h1Client) RoundTrip(req *http.Request) (*http.Response, error) {
 		}
 		// Stale: the server closed the pooled connection before it saw
 		// the request (nothing came back at all).
-		stale := pc.reused && pc.nread == 0 && ctx.Err() == nil && noBody && (retriable || pc.nwritten == 0) &&
-			!errors.Is(err, errH1BadHead)
+		stale := pc.reused && pc.nread == 0 && ctx.Err() == nil && noBody && (retriable || pc.nwritten == 0)
 		if retried || !stale {
 			return nil, err
 		}
@@ -272,15 +275,7 @@ func (pc *h1Conn) roundTrip(req *http.Request, noBody bool) (*http.Response, err
 	}
 	var wrote chan error
 	if noBody {
-		if err := writeHead(pc.bw, req); err != nil {
-			if errors.Is(err, errH1BadHead) && pc.nwritten == 0 && stop() {
-				// Nothing reached the connection: it serves the next request.
-				pc.bw.Reset((*h1Writer)(pc))
-				pc.client.put(pc)
-				return nil, fmt.Errorf("proxy: upstream %s: %w", pc.key, err)
-			}
-			return fail(err)
-		}
+		writeHead(pc.bw, req)
 		if err := pc.bw.Flush(); err != nil {
 			return fail(err)
 		}
@@ -417,21 +412,57 @@ func (b *h1Body) finish(complete bool) {
 	pc.client.put(pc)
 }
 
-// writeHead writes the head of a request without a body as
-// http.Request.Write would (Host from req.Host, "Content-Length: 0" for
-// methods other than GET and HEAD, User-Agent only when not empty), but
-// without its allocations and header sorting. Header fields go in map
-// order: the order of fields with different names carries no meaning
-// (RFC 9110 §5.3). Invalid names and values are refused, as
-// http.Transport does: a filter must not smuggle a line break upstream.
-func writeHead(w *bufio.Writer, req *http.Request) error {
-	host := req.Host
-	if host == "" {
-		host = req.URL.Host
+// h1Unsent are the header fields neither writeHead nor
+// http.Request.Write copies from req.Header: framing is the client's, Host
+// is req.Host.
+func h1Unsent(name string) bool {
+	switch name {
+	case "Host", "Content-Length", "Transfer-Encoding", "Trailer":
+		return true
 	}
-	if !httpguts.ValidHostHeader(host) {
+	return false
+}
+
+// headHost is the Host a request is sent with.
+func headHost(req *http.Request) string {
+	if req.Host != "" {
+		return req.Host
+	}
+	return req.URL.Host
+}
+
+// checkHead refuses a request head that is not valid HTTP/1.1, for the
+// requests writeHead writes and for those http.Request.Write does (which
+// would send a bad name and only blank a line break in a value), as
+// http.Transport does: a filter must not smuggle a field upstream.
+func checkHead(req *http.Request) error {
+	if host := headHost(req); !httpguts.ValidHostHeader(host) {
 		return fmt.Errorf("%w: invalid Host %q", errH1BadHead, host)
 	}
+	for k, vs := range req.Header {
+		if h1Unsent(k) {
+			continue
+		}
+		if !httpguts.ValidHeaderFieldName(k) {
+			return fmt.Errorf("%w: invalid header field name %q", errH1BadHead, k)
+		}
+		for _, v := range vs {
+			if !httpguts.ValidHeaderFieldValue(v) {
+				return fmt.Errorf("%w: invalid value for header field %q", errH1BadHead, k)
+			}
+		}
+	}
+	return nil
+}
+
+// writeHead writes the head of a request without a body, which checkHead
+// passed, as http.Request.Write would (Host from req.Host,
+// "Content-Length: 0" for methods other than GET and HEAD, User-Agent only
+// when not empty), but without its allocations and header sorting. Header
+// fields go in map order: the order of fields with different names
+// carries no meaning (RFC 9110 §5.3). Write errors surface at Flush.
+func writeHead(w *bufio.Writer, req *http.Request) {
+	host := headHost(req)
 	w.WriteString(req.Method)
 	w.WriteByte(' ')
 	if u := req.URL; u.Opaque != "" {
@@ -451,21 +482,10 @@ func writeHead(w *bufio.Writer, req *http.Request) error {
 	w.WriteString(host)
 	w.WriteString("\r\n")
 	for k, vs := range req.Header {
-		switch k {
-		case "Host", "Content-Length", "Transfer-Encoding", "Trailer":
-			continue // framing is the client's; Host is req.Host
-		case "User-Agent":
-			if len(vs) == 0 || vs[0] == "" {
-				continue
-			}
-		}
-		if !httpguts.ValidHeaderFieldName(k) {
-			return fmt.Errorf("%w: invalid header field name %q", errH1BadHead, k)
+		if h1Unsent(k) || k == "User-Agent" && (len(vs) == 0 || vs[0] == "") {
+			continue
 		}
 		for _, v := range vs {
-			if !httpguts.ValidHeaderFieldValue(v) {
-				return fmt.Errorf("%w: invalid value for header field %q", errH1BadHead, k)
-			}
 			w.WriteString(k)
 			w.WriteString(": ")
 			w.WriteString(strings.TrimSpace(v))
@@ -478,6 +498,5 @@ func writeHead(w *bufio.Writer, req *http.Request) error {
 	if req.Close {
 		w.WriteString("Connection: close\r\n")
 	}
-	_, err := w.WriteString("\r\n")
-	return err
+	w.WriteString("\r\n")
 }

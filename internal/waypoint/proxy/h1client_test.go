@@ -346,16 +346,17 @@ func TestH1ClientInformational(t *testing.T) {
 
 // TestH1WriteHead: a bodiless request's head reads back as sent, with
 // http.Request.Write's framing, and a header a filter could have broken
-// is refused rather than written.
+// is refused by checkHead.
 func TestH1WriteHead(t *testing.T) {
 	req, _ := http.NewRequest("DELETE", "http://10.0.0.1:8080/a%2Fb/c?x=1&y", nil)
 	req.Host = "shop.example.com"
 	req.Header = http.Header{"User-Agent": {""}, "X-Two": {"1", " 2 "}, "Content-Length": {"7"}, "Te": {"trailers"}}
 	var buf strings.Builder
 	w := bufio.NewWriter(&buf)
-	if err := writeHead(w, req); err != nil {
+	if err := checkHead(req); err != nil {
 		t.Fatal(err)
 	}
+	writeHead(w, req)
 	_ = w.Flush()
 	got, err := http.ReadRequest(bufio.NewReader(strings.NewReader(buf.String())))
 	if err != nil {
@@ -371,8 +372,8 @@ func TestH1WriteHead(t *testing.T) {
 		"name with a colon":       {"X:Bad": {"1"}},
 	} {
 		req.Header = h
-		if err := writeHead(bufio.NewWriter(io.Discard), req); err == nil {
-			t.Errorf("%s: written", name)
+		if err := checkHead(req); !errors.Is(err, errH1BadHead) {
+			t.Errorf("%s: %v; want %v", name, err, errH1BadHead)
 		}
 	}
 }
@@ -466,6 +467,79 @@ func TestH1ClientBadHeadKeepsPool(t *testing.T) {
 	}
 	if s := get("/two"); s != http.StatusOK {
 		t.Fatalf("request after the invalid one: %d", s)
+	}
+	if n := b.accepts.Load(); n != 1 {
+		t.Errorf("backend accepted %d connections; want 1 (the pooled one kept)", n)
+	}
+}
+
+// TestH1ClientBadHeadWithBody: a request with a body, written by
+// http.Request.Write rather than writeHead, is held to the same rules: a
+// filter's invalid header name or value gets 502 and a log line naming
+// the field, nothing reaches the backend, and the pooled connection is
+// neither closed nor joined by a new one.
+func TestH1ClientBadHeadWithBody(t *testing.T) {
+	var seen atomic.Int32
+	b := startH1Backend(t, func(_, _ int, r *http.Request, _ *bufio.Reader, c net.Conn) bool {
+		seen.Add(1)
+		if _, err := io.Copy(io.Discard, r.Body); err != nil {
+			return false
+		}
+		_, err := io.WriteString(c, "HTTP/1.1 200 OK\r\nContent-Length: 2\r\n\r\nok")
+		return err == nil
+	})
+	modify := func(name, path, header, value string) *gatewayv1.Route {
+		r := rt(name, prefix(path), ref("up", 1))
+		r.Filters = []*gatewayv1.Filter{{Kind: &gatewayv1.Filter_RequestHeaderModifier{RequestHeaderModifier: &gatewayv1.HeaderModifier{
+			Set: []*gatewayv1.Header{{Name: header, Value: value}}}}}}
+		return r
+	}
+	routes := map[string][]*gatewayv1.Route{"*": {
+		modify("badname", "/badname", "x bad:name", "1"),
+		modify("badvalue", "/badvalue", "x-bad", "a\x00b"),
+		rt("good", prefix("/"), ref("up", 1)),
+	}}
+	logs := &testkit.LogBuffer{}
+	g := startGateway(t, Config{Logger: testLogger(logs)}, []*gatewayv1.Listener{listener(routes, "*")}, []*gatewayv1.Backend{backend("up", b.addr)})
+	post := func(path string) int {
+		t.Helper()
+		resp, err := http.Post("http://"+g.addr+path, "text/plain", strings.NewReader("some body"))
+		if err != nil {
+			t.Fatal(err)
+		}
+		_, _ = io.Copy(io.Discard, resp.Body)
+		_ = resp.Body.Close()
+		return resp.StatusCode
+	}
+	idle := func() int {
+		g.e.fast.mu.Lock()
+		defer g.e.fast.mu.Unlock()
+		return len(g.e.fast.idle[b.addr.String()])
+	}
+	if s := post("/one"); s != http.StatusOK {
+		t.Fatalf("first request: %d", s)
+	}
+	for path, field := range map[string]string{
+		"/badname":  `invalid header field name \"x bad:name\"`,
+		"/badvalue": `invalid value for header field \"X-Bad\"`,
+	} {
+		if s := post(path); s != http.StatusBadGateway {
+			t.Errorf("%s: %d; want 502", path, s)
+		}
+		waitLog(t, g.log, `"path":"`+path+`"`)
+		if s := logs.String(); !strings.Contains(s, `"msg":"proxy: request not sent upstream","path":"`+path+`","error":"proxy: upstream `) ||
+			!strings.Contains(s, field) {
+			t.Errorf("%s: log %s; want a line naming the invalid field", path, s)
+		}
+		if n := idle(); n != 1 {
+			t.Errorf("%s: %d idle connections to the backend; want the 1 pooled before", path, n)
+		}
+	}
+	if n := seen.Load(); n != 1 {
+		t.Errorf("backend saw %d requests; want 1 (the invalid ones not sent)", n)
+	}
+	if s := post("/two"); s != http.StatusOK {
+		t.Fatalf("request after the invalid ones: %d", s)
 	}
 	if n := b.accepts.Load(); n != 1 {
 		t.Errorf("backend accepted %d connections; want 1 (the pooled one kept)", n)
