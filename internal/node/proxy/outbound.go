@@ -34,8 +34,17 @@ func (p *Proxy) serveExplicit(ctx context.Context, lis net.Listener, e Explicit)
 // returns once every connection it accepted is done. The error is why
 // accepting stopped, or nil when ctx ended.
 func acceptLoop(ctx context.Context, lis net.Listener, serve func(net.Conn)) error {
-	stop := context.AfterFunc(ctx, func() { _ = lis.Close() })
-	defer stop()
+	// Close runs on the AfterFunc's goroutine and the socket is only
+	// released when it returns, which may be after Accept has already
+	// failed: wait for it, so that a stopped enrolment's ports are free
+	// when its stop function returns (a re-enrolment binds them again).
+	closed := make(chan struct{})
+	stop := context.AfterFunc(ctx, func() { _ = lis.Close(); close(closed) })
+	defer func() {
+		if !stop() {
+			<-closed
+		}
+	}()
 	var wg sync.WaitGroup
 	defer wg.Wait()
 	for {
