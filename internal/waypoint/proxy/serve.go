@@ -874,9 +874,7 @@ func (e *Engine) mirror(c *config, ref *gatewayv1.BackendRef, r *http.Request, f
 		return
 	}
 	hdr := fr.Header.Clone()
-	for _, h := range []string{"Connection", "Keep-Alive", "Proxy-Connection", "Te", "Transfer-Encoding", "Upgrade"} {
-		hdr.Del(h)
-	}
+	removeHopByHop(hdr)
 	host := fr.Host
 	// Envoy marks shadow traffic by suffixing the host.
 	if h, p, err := net.SplitHostPort(host); err == nil {
