@@ -205,8 +205,16 @@ func NewServer(cfg ServerConfig) (*Server, error) {
 // failed), and returns once all their goroutines have ended. It returns nil
 // after cancellation.
 func (s *Server) Serve(ctx context.Context, lis net.Listener) error {
-	stop := context.AfterFunc(ctx, func() { _ = lis.Close() })
-	defer stop()
+	// A Close already running on the AfterFunc's goroutine makes the one
+	// below return at once, before the socket is released: wait for it, so
+	// the port is free when Serve returns.
+	closed := make(chan struct{})
+	stop := context.AfterFunc(ctx, func() { _ = lis.Close(); close(closed) })
+	defer func() {
+		if !stop() {
+			<-closed
+		}
+	}()
 	var err error
 	for {
 		var c net.Conn
