@@ -5,8 +5,11 @@
 # static, so no libc or dynamic loader is mapped into every proxy (1.7 MB of
 # each process's RSS), and -trimpath for reproducible paths. Symbols stay:
 # they are not loaded into memory, and perf needs them to profile.
+# bin/ambit-node is the node proxy alone (the same command as `ambit node`):
+# what it does not link, it does not map into every node's memory.
 build:
 	CGO_ENABLED=0 go build -trimpath -o bin/ambit ./cmd/ambit
+	CGO_ENABLED=0 go build -trimpath -o bin/ambit-node ./cmd/ambit-node
 
 generate: generate-api generate-proto
 

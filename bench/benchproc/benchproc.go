@@ -86,9 +86,15 @@ func WaitOK(tb testing.TB, what, url string) {
 // benchmarks measure the binary users run, not the code in-process.
 func BuildAmbit(tb testing.TB, dir string) string {
 	tb.Helper()
-	bin := filepath.Join(dir, "ambit")
-	if out, err := ReleaseBuild(context.Background(), bin).CombinedOutput(); err != nil {
-		tb.Fatalf("build ambit: %v\n%s", err, out)
+	return build(tb, dir, "ambit")
+}
+
+// build builds cmd/<binary> into dir, dropped from the page cache.
+func build(tb testing.TB, dir, binary string) string {
+	tb.Helper()
+	bin := filepath.Join(dir, binary)
+	if out, err := ReleaseBuild(context.Background(), bin, binary).CombinedOutput(); err != nil {
+		tb.Fatalf("build %s: %v\n%s", binary, err, out)
 	}
 	DropPageCache(tb, bin)
 	return bin
@@ -99,8 +105,19 @@ func BuildAmbit(tb testing.TB, dir string) string {
 // cache.
 func Ambit(tb testing.TB, dir, prebuilt string) string {
 	tb.Helper()
+	return binary(tb, dir, "ambit", prebuilt)
+}
+
+// AmbitNode is Ambit for the node proxy's own binary, ambit-node.
+func AmbitNode(tb testing.TB, dir, prebuilt string) string {
+	tb.Helper()
+	return binary(tb, dir, "ambit-node", prebuilt)
+}
+
+func binary(tb testing.TB, dir, name, prebuilt string) string {
+	tb.Helper()
 	if prebuilt == "" {
-		return BuildAmbit(tb, dir)
+		return build(tb, dir, name)
 	}
 	DropPageCache(tb, prebuilt)
 	return prebuilt

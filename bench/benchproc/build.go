@@ -6,12 +6,13 @@ import (
 	"os/exec"
 )
 
-// ReleaseBuild is the command that builds ambit into out the way the
-// Makefile's build target does, so the benchmarks measure the binary users
-// run: static (CGO_ENABLED=0, no libc or dynamic loader mapped into every
-// proxy) and path-independent (-trimpath). Run it inside the module.
-func ReleaseBuild(ctx context.Context, out string) *exec.Cmd {
-	cmd := exec.CommandContext(ctx, "go", "build", "-trimpath", "-o", out, "github.com/ambitmesh/ambit/cmd/ambit")
+// ReleaseBuild is the command that builds the binary cmd/<binary> ("ambit"
+// or "ambit-node") into out the way the Makefile's build target does, so the
+// benchmarks measure the binary users run: static (CGO_ENABLED=0, no libc or
+// dynamic loader mapped into every proxy) and path-independent (-trimpath).
+// Run it inside the module.
+func ReleaseBuild(ctx context.Context, out, binary string) *exec.Cmd {
+	cmd := exec.CommandContext(ctx, "go", "build", "-trimpath", "-o", out, "github.com/ambitmesh/ambit/cmd/"+binary)
 	cmd.Env = append(os.Environ(), "CGO_ENABLED=0")
 	return cmd
 }

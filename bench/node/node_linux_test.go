@@ -45,7 +45,8 @@ var (
 	flagHAProxy  = flag.String("node.haproxy", "haproxy", "haproxy binary (Debian's haproxy package)")
 	flagAmbitEnv = flag.String("node.ambit-env", "", "extra environment for the ambit node processes, comma-separated (e.g. GOMEMLIMIT=12MiB,GOGC=50)")
 	flagPaths    = flag.String("node.paths", "direct,haproxy,ambit", "paths to run, in order")
-	flagAmbit    = flag.String("node.ambit", "", "prebuilt ambit binary (default: build ../../cmd/ambit), to compare builds run by run")
+	flagAmbit    = flag.String("node.ambit", "", "prebuilt ambit binary (default: build ../../cmd/ambit), to compare builds run by run; it runs the echo app")
+	flagNode     = flag.String("node.ambit-node", "", "prebuilt ambit-node binary for the node proxies (default: build ../../cmd/ambit-node); \"ambit\" runs `ambit node` from the -node.ambit binary instead")
 	flagProfile  = flag.String("node.profile", "", "directory: after the ambit path, save each node's heap and goroutine profiles, /proc/PID/smaps and status there")
 )
 
@@ -102,6 +103,11 @@ func BenchmarkNodeProxy(b *testing.B) {
 	fortio := findFortio(b)
 	tmp := b.TempDir()
 	ambit := benchproc.Ambit(b, tmp, *flagAmbit)
+	nodeCmd := []string{ambit, "node"}
+	if *flagNode != "ambit" {
+		nodeCmd = []string{benchproc.AmbitNode(b, tmp, *flagNode)}
+	}
+	b.Logf("node proxies: %s", strings.Join(nodeCmd, " "))
 
 	// The lab: two nodes joined by a veth, a pod behind each (as TestInPodCapture).
 	node1, node2 := netnstest.NewNS(b, "bn1"), netnstest.NewNS(b, "bn2")
@@ -150,7 +156,7 @@ func BenchmarkNodeProxy(b *testing.B) {
 			results = append(results, runPath(b, ctx, "HAProxy TLS pair", fortio, pod1, app,
 				node1PodGW+":9000", node1PodGW+":9001", pids, tmp))
 		case "ambit":
-			pids := startAmbit(b, ctx, tmp, ambit, pod1, pod2)
+			pids := startAmbit(b, ctx, tmp, nodeCmd, pod1, pod2)
 			r := runPath(b, ctx, "ambit, 2 node proxies (in-pod capture, HBONE)", fortio, pod1, app,
 				fmt.Sprintf("%s:%d", serverPodIP, echoPort), fmt.Sprintf("%s:%d", serverPodIP, sinkPort), pids, tmp)
 			// fortio's 16 connections and the bulk stream each arrived as
@@ -330,10 +336,11 @@ func memOf(b *testing.B, pid int) memKB {
 	return memKB{rss: m.RSS, anon: m.Anon}
 }
 
-// startAmbit runs the control plane in-process and one `ambit node` process
-// per node (host namespace; the listeners they open for the pods are inside
-// the pods' namespaces), enrols both pods and returns the nodes' pids.
-func startAmbit(b *testing.B, ctx context.Context, tmp, ambit string, pod1, pod2 netnstest.NS) []int {
+// startAmbit runs the control plane in-process and one node proxy process
+// per node (nodeCmd: ambit-node, or ambit node; host namespace, the listeners
+// they open for the pods are inside the pods' namespaces), enrols both pods
+// and returns the nodes' pids.
+func startAmbit(b *testing.B, ctx context.Context, tmp string, nodeCmd []string, pod1, pod2 netnstest.NS) []int {
 	b.Helper()
 	cfgDir := filepath.Join(tmp, "mesh")
 	if err := os.MkdirAll(cfgDir, 0o755); err != nil {
@@ -358,9 +365,10 @@ func startAmbit(b *testing.B, ctx context.Context, tmp, ambit string, pod1, pod2
 	}{{"node-a", "shop/client-1", pod1}, {"node-b", "shop/web-1", pod2}} {
 		tok := controltest.Token(b, cp, "node/"+n.name)
 		ep := nodeEP{admin: benchproc.FreeAddr(b, "127.0.0.1"), ready: benchproc.FreeAddr(b, "127.0.0.1"), metrics: benchproc.FreeAddr(b, "127.0.0.1")}
-		cmd := benchproc.Start(b, ctx, tmp, n.name, ambitEnv, ambit, "node", "--control-plane", cp.XDSAddr().String(), "--node", n.name,
+		argv := append(nodeCmd[:len(nodeCmd):len(nodeCmd)], "--control-plane", cp.XDSAddr().String(), "--node", n.name,
 			"--token", tok.Token, "--ca-pin", tok.CAPin, "--trust-domain", tok.TrustDomain, "--log-level", "warn",
 			"--admin-address", ep.admin, "--readiness-address", ep.ready, "--metrics-address", ep.metrics)
+		cmd := benchproc.Start(b, ctx, tmp, n.name, ambitEnv, argv...)
 		pids = append(pids, cmd.Process.Pid)
 		eps = append(eps, ep)
 		benchproc.WaitOK(b, n.name+" ready", "http://"+ep.ready+"/healthz/ready")

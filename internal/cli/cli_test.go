@@ -15,6 +15,7 @@ import (
 
 	"sigs.k8s.io/yaml"
 
+	"github.com/ambitmesh/ambit/internal/cmdutil"
 	"github.com/ambitmesh/ambit/internal/control"
 )
 
@@ -124,7 +125,7 @@ func TestVersionJSON(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	var info Info
+	var info cmdutil.Info
 	if err := json.Unmarshal([]byte(out), &info); err != nil || info.Version == "" || info.GoVersion == "" {
 		t.Fatalf("version -o json = %q (%v)", out, err)
 	}

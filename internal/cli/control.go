@@ -12,6 +12,7 @@ import (
 	"github.com/spf13/cobra"
 	"k8s.io/apimachinery/pkg/api/resource"
 
+	"github.com/ambitmesh/ambit/internal/cmdutil"
 	"github.com/ambitmesh/ambit/internal/control"
 )
 
@@ -111,10 +112,4 @@ func defaultStateDir() string {
 	return ".ambit"
 }
 
-func parseLogLevel(s string) (slog.Level, error) {
-	var l slog.Level
-	if err := l.UnmarshalText([]byte(strings.ToUpper(s))); err != nil {
-		return 0, fmt.Errorf("--log-level %q: use debug, info, warn or error", s)
-	}
-	return l, nil
-}
+var parseLogLevel = cmdutil.ParseLogLevel

@@ -6,6 +6,8 @@ import (
 	"os"
 
 	"github.com/spf13/cobra"
+
+	"github.com/ambitmesh/ambit/internal/nodecmd"
 )
 
 // exitError carries a specific process exit code through cobra.
@@ -46,7 +48,7 @@ It runs the same way on Kubernetes and on plain Linux hosts.`,
 		newTokenCmd(),
 		newCACmd(),
 		newEchoCmd(),
-		newNodeCmd(),
+		nodecmd.New("ambit node"),
 		newGatewayCmd(), newWaypointCmd(),
 		newDemoCmd(),
 	)

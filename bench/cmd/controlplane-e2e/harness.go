@@ -442,7 +442,7 @@ func build(ctx context.Context, out string) error {
 		return fmt.Errorf("bench: go env GOMOD: %w", err)
 	}
 	root := filepath.Dir(strings.TrimSpace(string(gomod)))
-	cmd := benchproc.ReleaseBuild(ctx, out)
+	cmd := benchproc.ReleaseBuild(ctx, out, "ambit")
 	cmd.Dir = root
 	if b, err := cmd.CombinedOutput(); err != nil {
 		return fmt.Errorf("bench: go build ./cmd/ambit in %s: %w\n%s", root, err, b)

@@ -1,4 +1,11 @@
-package cli
+// Package nodecmd is the node proxy's command line: the one constructor
+// behind both `ambit node` and the standalone `ambit-node` binary, so the two
+// take the same flags and run the same code. The node proxy ships as its own
+// binary because every package linked into a Go binary runs its init and is
+// mapped around what it touches in every command (docs/benchmarks.md, "Memory
+// of the proxies"): `ambit-node` links only this package's graph, not the
+// control plane, Kubernetes, CEL or the CLI.
+package nodecmd
 
 import (
 	"fmt"
@@ -7,11 +14,15 @@ import (
 
 	"github.com/spf13/cobra"
 
+	"github.com/ambitmesh/ambit/internal/cmdutil"
 	"github.com/ambitmesh/ambit/internal/node"
 	"github.com/ambitmesh/ambit/internal/node/proxy"
 )
 
-func newNodeCmd() *cobra.Command {
+// New returns the node proxy command. invocation is how users start it,
+// "ambit node" or "ambit-node": its last word names the command and the
+// whole of it the examples.
+func New(invocation string) *cobra.Command {
 	var (
 		opts     node.Options
 		explicit []string
@@ -21,9 +32,9 @@ func newNodeCmd() *cobra.Command {
 		hbone    uint16
 	)
 	cmd := &cobra.Command{
-		Use:   "node --control-plane ADDR --node NAME --token T --ca-pin P",
+		Use:   invocation[strings.LastIndexByte(invocation, ' ')+1:] + " --control-plane ADDR --node NAME --token T --ca-pin P",
 		Short: "Run the node proxy: HBONE mTLS tunnels, L4 policy and TCP telemetry for this node's workloads",
-		Long: `node joins the mesh with a token from 'ambit token create --node NAME',
+		Long: invocation + ` joins the mesh with a token from 'ambit token create --node NAME',
 obtains certificates for the workloads the control plane places on this node,
 and carries their traffic as HBONE (HTTP/2 CONNECT over mutual TLS).
 
@@ -55,11 +66,11 @@ on --metrics-address (/metrics), readiness on --readiness-address
 (/healthz/ready, 200 once the first complete configuration arrived and the
 workloads of --enroll and --capture-host are enrolled).`,
 		Example: `  ambit token create --node worker-1
-  ambit node --control-plane 10.0.0.1:15010 --node worker-1 --token TOKEN --ca-pin sha256:... \
+  ` + invocation + ` --control-plane 10.0.0.1:15010 --node worker-1 --token TOKEN --ca-pin sha256:... \
       --explicit 127.0.0.1:9080=10.96.0.10:80`,
 		Args: cobra.NoArgs,
 		RunE: func(cmd *cobra.Command, _ []string) error {
-			level, err := parseLogLevel(logLevel)
+			level, err := cmdutil.ParseLogLevel(logLevel)
 			if err != nil {
 				return err
 			}
