@@ -13,9 +13,6 @@ import (
 	"sync/atomic"
 	"time"
 
-	core "github.com/envoyproxy/go-control-plane/envoy/config/core/v3"
-	discovery "github.com/envoyproxy/go-control-plane/envoy/service/discovery/v3"
-	rpcstatus "google.golang.org/genproto/googleapis/rpc/status"
 	"google.golang.org/grpc"
 	"google.golang.org/grpc/codes"
 	"google.golang.org/grpc/credentials"
@@ -23,6 +20,8 @@ import (
 	"google.golang.org/grpc/metadata"
 	"google.golang.org/protobuf/reflect/protoregistry"
 	"google.golang.org/protobuf/types/known/structpb"
+
+	discovery "github.com/ambitmesh/ambit/proto/ambit/xds/v1"
 )
 
 // ErrInvalidConfig is wrapped by every error New returns for a bad Config.
@@ -268,7 +267,7 @@ func (c *Client) runStream(ctx context.Context) (served time.Duration, err error
 		sctx = metadata.AppendToOutgoingContext(sctx, "authorization", "Bearer "+token)
 	}
 
-	stream, err := discovery.NewAggregatedDiscoveryServiceClient(conn).DeltaAggregatedResources(sctx)
+	stream, err := openDeltaADS(sctx, conn)
 	if err != nil {
 		return 0, fmt.Errorf("xdsclient: open delta ADS stream to %s: %w", c.cfg.Address, err)
 	}
@@ -283,7 +282,7 @@ func (c *Client) runStream(ctx context.Context) (served time.Duration, err error
 		return nil
 	}
 
-	node := &core.Node{Id: c.cfg.NodeID, Metadata: c.cfg.NodeMetadata, UserAgentName: "ambit"}
+	node := &discovery.Node{Id: c.cfg.NodeID, Metadata: c.cfg.NodeMetadata, UserAgentName: "ambit"}
 	held := c.Current()
 	for _, t := range c.typeURLs {
 		req := &discovery.DeltaDiscoveryRequest{
@@ -321,6 +320,23 @@ func (c *Client) runStream(ctx context.Context) (served time.Duration, err error
 	}
 }
 
+// deltaADSMethod is Envoy's aggregated delta xDS method, which ambit's
+// control plane serves with go-control-plane. The messages are ambit's
+// wire-identical subset (proto/ambit/xds/v1), so the stream is opened by
+// name here rather than through go-control-plane's generated client.
+const deltaADSMethod = "/envoy.service.discovery.v3.AggregatedDiscoveryService/DeltaAggregatedResources"
+
+type deltaADSStream = grpc.BidiStreamingClient[discovery.DeltaDiscoveryRequest, discovery.DeltaDiscoveryResponse]
+
+func openDeltaADS(ctx context.Context, conn *grpc.ClientConn) (deltaADSStream, error) {
+	desc := &grpc.StreamDesc{StreamName: "DeltaAggregatedResources", ServerStreams: true, ClientStreams: true}
+	s, err := conn.NewStream(ctx, desc, deltaADSMethod)
+	if err != nil {
+		return nil, err
+	}
+	return &grpc.GenericClientStream[discovery.DeltaDiscoveryRequest, discovery.DeltaDiscoveryResponse]{ClientStream: s}, nil
+}
+
 // handle applies one response and returns the ACK or NACK to send.
 func (c *Client) handle(resp *discovery.DeltaDiscoveryResponse) *discovery.DeltaDiscoveryRequest {
 	typeURL := resp.GetTypeUrl()
@@ -329,7 +345,7 @@ func (c *Client) handle(resp *discovery.DeltaDiscoveryResponse) *discovery.Delta
 	// Only this goroutine writes c.current, so Load+Store cannot lose an update.
 	next, err := applyDelta(c.Current(), resp, c.cfg.Validate)
 	if err != nil {
-		ack.ErrorDetail = &rpcstatus.Status{Code: int32(codes.InvalidArgument), Message: err.Error()}
+		ack.ErrorDetail = &discovery.Status{Code: int32(codes.InvalidArgument), Message: err.Error()}
 		c.recordNACK(resp, err)
 		c.log.Warn("rejected config (NACK), keeping the last good one",
 			"type", typeURL, "nonce", resp.GetNonce(), "version", resp.GetSystemVersionInfo(), "error", err)

@@ -2,7 +2,10 @@
 // (node proxy, waypoint, gateway). It speaks the aggregated delta protocol
 // (envoy.service.discovery.v3.AggregatedDiscoveryService/DeltaAggregatedResources)
 // to ambit's control plane and turns the stream of deltas into a sequence of
-// immutable, validated snapshots.
+// immutable, validated snapshots. Its messages are ambit's wire-identical
+// subset of Envoy's (proto/ambit/xds/v1), not go-control-plane's generated
+// packages: those register the descriptors of Envoy's config and annotation
+// protos at init, megabytes of every proxy's memory.
 //
 // Guarantees:
 //

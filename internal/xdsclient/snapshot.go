@@ -8,12 +8,12 @@ import (
 	"slices"
 	"strings"
 
-	discovery "github.com/envoyproxy/go-control-plane/envoy/service/discovery/v3"
 	"google.golang.org/protobuf/proto"
 	"google.golang.org/protobuf/reflect/protoregistry"
 	"google.golang.org/protobuf/types/known/anypb"
 
 	"github.com/ambitmesh/ambit/internal/xdsclient/internal/pmap"
+	discovery "github.com/ambitmesh/ambit/proto/ambit/xds/v1"
 )
 
 // typeURLPrefix is the prefix every ambit (and Envoy) resource type URL uses.

@@ -5,10 +5,10 @@ import (
 	"net/netip"
 	"testing"
 
-	discovery "github.com/envoyproxy/go-control-plane/envoy/service/discovery/v3"
 	"google.golang.org/protobuf/types/known/anypb"
 
 	workloadv1 "github.com/ambitmesh/ambit/proto/ambit/workload/v1"
+	discovery "github.com/ambitmesh/ambit/proto/ambit/xds/v1"
 )
 
 // benchWorkloads is the size of the synthetic mesh in bench/controlplane
