@@ -7,32 +7,37 @@ import (
 	"testing"
 )
 
-// ambit-node is the node command at the root, with version and completion
-// beside it; the node's required flags must not block them.
-func TestRootCommands(t *testing.T) {
+// ambit-node answers version and --help, and refuses a command line the
+// node proxy cannot start with before doing anything.
+func TestCommandLine(t *testing.T) {
 	for _, tc := range []struct {
 		args    []string
-		wantOut string
+		wantOut []string
 		wantErr string
 	}{
-		{[]string{"version"}, "ambit-node dev (go", ""},
-		{[]string{"completion", "bash"}, "bash completion V2 for ambit-node", ""},
-		{nil, "", `required flag(s) "ca-pin", "control-plane", "node", "token" not set`},
+		{[]string{"version"}, []string{"ambit-node dev (go"}, ""},
+		{[]string{"--help"}, []string{"ambit-node joins the mesh", "ambit-node --control-plane 10.0.0.1:15010", "--explicit stringArray", "--log-level string"}, ""},
+		{nil, nil, `required flag(s) "ca-pin", "control-plane", "node", "token" not set`},
+		{[]string{"--node", "n", "--token", "t"}, nil, `required flag(s) "ca-pin", "control-plane" not set`},
+		{[]string{"--nodes", "n"}, nil, "unknown flag: --nodes (see ambit-node --help)"},
+		{[]string{"node", "--node", "n"}, nil, `unexpected argument "node"`},
+		{[]string{"--control-plane", "127.0.0.1:1", "--node", "n", "--token", "t", "--ca-pin", "sha256:00", "--log-level", "loud"}, nil, "use debug, info, warn or error"},
 	} {
-		root := newRoot()
-		var out, errOut bytes.Buffer
-		root.SetOut(&out)
-		root.SetErr(&errOut)
-		root.SetArgs(tc.args)
-		err := root.ExecuteContext(context.Background())
+		var out, logs bytes.Buffer
+		err := run(context.Background(), tc.args, &out, &logs)
 		if tc.wantErr != "" {
 			if err == nil || !strings.Contains(err.Error(), tc.wantErr) {
-				t.Errorf("ambit-node %v: err = %v, want one containing %q", tc.args, err, tc.wantErr)
+				t.Errorf("ambit-node %q: err = %v, want one containing %q", tc.args, err, tc.wantErr)
 			}
 			continue
 		}
-		if err != nil || !strings.Contains(out.String(), tc.wantOut) {
-			t.Errorf("ambit-node %v: out %q, err %v; want output containing %q", tc.args, out.String(), err, tc.wantOut)
+		if err != nil {
+			t.Errorf("ambit-node %q: %v", tc.args, err)
+		}
+		for _, want := range tc.wantOut {
+			if !strings.Contains(out.String(), want) {
+				t.Errorf("ambit-node %q: output does not contain %q:\n%s", tc.args, want, out.String())
+			}
 		}
 	}
 }

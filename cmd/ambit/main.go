@@ -9,5 +9,5 @@ import (
 )
 
 func main() {
-	cmdutil.Main(cli.NewRoot(), cli.ExitCode)
+	cmdutil.Main(cli.NewRoot().ExecuteContext, cli.ExitCode)
 }

@@ -6,8 +6,6 @@ import (
 	"os"
 
 	"github.com/spf13/cobra"
-
-	"github.com/ambitmesh/ambit/internal/nodecmd"
 )
 
 // exitError carries a specific process exit code through cobra.
@@ -48,7 +46,7 @@ It runs the same way on Kubernetes and on plain Linux hosts.`,
 		newTokenCmd(),
 		newCACmd(),
 		newEchoCmd(),
-		nodecmd.New("ambit node"),
+		newNodeCmd(),
 		newGatewayCmd(), newWaypointCmd(),
 		newDemoCmd(),
 	)

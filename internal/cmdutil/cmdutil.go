@@ -1,7 +1,8 @@
 // Package cmdutil holds what ambit's command binaries share besides their
 // commands: the process entry point, the --log-level flag's parsing and the
-// build's version. It is deliberately tiny: the node proxy's own binary links
-// it, and everything linked there is mapped into every node's memory.
+// build's version. It is deliberately tiny and free of cobra: the node proxy's
+// own binary links it, and everything linked there is mapped into every
+// node's memory.
 package cmdutil
 
 import (
@@ -13,15 +14,13 @@ import (
 	"runtime/debug"
 	"strings"
 	"syscall"
-
-	"github.com/spf13/cobra"
 )
 
-// Main runs root until it returns or SIGINT/SIGTERM cancels its context, and
+// Main runs run until it returns or SIGINT/SIGTERM cancels its context, and
 // exits with exitCode(err) on an error (1 when exitCode is nil).
-func Main(root *cobra.Command, exitCode func(error) int) {
+func Main(run func(context.Context) error, exitCode func(error) int) {
 	ctx, stop := signal.NotifyContext(context.Background(), os.Interrupt, syscall.SIGTERM)
-	err := root.ExecuteContext(ctx)
+	err := run(ctx)
 	stop()
 	if err == nil {
 		return

@@ -1,10 +1,12 @@
 package nodecmd
 
 import (
-	"bytes"
 	"context"
+	"io"
 	"strings"
 	"testing"
+
+	"github.com/spf13/pflag"
 )
 
 // Workload flags are checked before anything runs: NAMESPACE/NAME has
@@ -20,27 +22,31 @@ func TestNodeRefusesBadWorkloadKeys(t *testing.T) {
 		{"--http-proxy", "127.0.0.1:15080@a/b/c", "want <namespace>/<name>"},
 		{"--log-level", "loud", "use debug, info, warn or error"},
 	} {
-		cmd := New("ambit-node")
-		cmd.SetOut(&bytes.Buffer{})
-		cmd.SetErr(&bytes.Buffer{})
-		cmd.SetArgs(append(base, tc.flag, tc.value))
-		err := cmd.ExecuteContext(context.Background())
+		var c Command
+		f := pflag.NewFlagSet("test", pflag.ContinueOnError)
+		c.Flags(f)
+		if err := f.Parse(append(base, tc.flag, tc.value)); err != nil {
+			t.Fatal(err)
+		}
+		if err := CheckRequired(f); err != nil {
+			t.Fatal(err)
+		}
+		err := c.Run(context.Background(), io.Discard)
 		if err == nil || !strings.Contains(err.Error(), tc.want) {
 			t.Errorf("%s %s: err = %v; want one mentioning %q", tc.flag, tc.value, err, tc.want)
 		}
 	}
 }
 
-// The invocation names the command and its examples, so `ambit node --help`
-// and `ambit-node --help` each show a command line that works.
-func TestInvocationNamesTheCommand(t *testing.T) {
-	for inv, name := range map[string]string{"ambit node": "node", "ambit-node": "ambit-node"} {
-		cmd := New(inv)
-		if cmd.Name() != name {
-			t.Errorf("New(%q).Name() = %q, want %q", inv, cmd.Name(), name)
+// The invocation names the examples, so `ambit node --help` and
+// `ambit-node --help` each show a command line that works.
+func TestHelpNamesTheInvocation(t *testing.T) {
+	for _, inv := range []string{"ambit node", "ambit-node"} {
+		if !strings.Contains(Example(inv), "\n  "+inv+" --control-plane") {
+			t.Errorf("Example(%q) does not start the proxy with %q:\n%s", inv, inv, Example(inv))
 		}
-		if !strings.Contains(cmd.Example, "\n  "+inv+" --control-plane") {
-			t.Errorf("New(%q).Example does not start the proxy with %q:\n%s", inv, inv, cmd.Example)
+		if !strings.HasPrefix(Long(inv), inv+" joins the mesh") {
+			t.Errorf("Long(%q) = %q...", inv, Long(inv)[:40])
 		}
 	}
 }
