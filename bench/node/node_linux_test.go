@@ -91,6 +91,7 @@ type result struct {
 	cpuPerReqA, cpuPerB time.Duration // per proxy, per request
 	switchesPerReq      []float64     // per proxy: context switches of all its threads per request
 	bulkCPUPerGiB       time.Duration
+	bulkSwitchesPerMiB  []float64 // per proxy: context switches during the bulk stream per MiB
 	// Per proxy: before the first request, after the fortio run, after
 	// the bulk stream.
 	idle, fortio, bulk []memKB
@@ -269,13 +270,14 @@ func runPath(b *testing.B, ctx context.Context, name, fortio string, pod netnste
 		r.cpuPerB = (cpu1[len(pids)-1] - cpu0[len(pids)-1]) / time.Duration(r.requests)
 	}
 	var err error
-	cpu2 := cpuOf(b, pids)
+	cpu2, sw2 := cpuOf(b, pids), switchesOf(b, pids)
 	if r.bulkMBps, err = bulk(ctx, app, sinkAddr, *flagBulk); err != nil {
 		b.Fatalf("%s: %v", name, err)
 	}
-	cpu3 := cpuOf(b, pids)
+	cpu3, sw3 := cpuOf(b, pids), switchesOf(b, pids)
 	for i := range pids {
 		r.bulkCPUPerGiB += time.Duration(float64(cpu3[i]-cpu2[i]) * float64(1<<30) / float64(*flagBulk))
+		r.bulkSwitchesPerMiB = append(r.bulkSwitchesPerMiB, float64(sw3[i]-sw2[i])*float64(1<<20)/float64(*flagBulk))
 	}
 	for _, pid := range pids {
 		r.bulk = append(r.bulk, memOf(b, pid))
@@ -574,24 +576,25 @@ func writeCerts(b *testing.B, dir string) {
 func printTable(w io.Writer, rs []result) {
 	ms := func(d time.Duration) string { return fmt.Sprintf("%.3f", float64(d)/float64(time.Millisecond)) }
 	tw := tabwriter.NewWriter(w, 0, 0, 2, ' ', 0)
-	fmt.Fprintf(tw, "path\trequests\tqps\tnon-200\tp50 ms\tp90 ms\tp99 ms\tadded p99 ms\tbulk MB/s\tproxy CPU µs/req (sum = a + b)\tcontext switches/req (a + b)\tproxy CPU s/GiB bulk\tRSS MB idle / fortio / bulk (a; b)\tof which anon MB (a; b)\n")
+	fmt.Fprintf(tw, "path\trequests\tqps\tnon-200\tp50 ms\tp90 ms\tp99 ms\tadded p99 ms\tbulk MB/s\tproxy CPU µs/req (sum = a + b)\tcontext switches/req (a + b)\tproxy CPU s/GiB bulk\tbulk context switches/MiB (a + b)\tRSS MB idle / fortio / bulk (a; b)\tof which anon MB (a; b)\n")
 	var base time.Duration
 	for i, r := range rs {
 		if i == 0 {
 			base = r.p99
 		}
-		cpu, bulkCPU, switches := "-", "-", "-"
+		cpu, bulkCPU, switches, bulkSwitches := "-", "-", "-", "-"
 		rss, anon := "-", "-"
 		if len(r.bulk) > 0 {
 			perReq := r.proxyCPU / time.Duration(max(r.requests, 1))
 			cpu = fmt.Sprintf("%.1f = %.1f + %.1f", us(perReq), us(r.cpuPerReqA), us(r.cpuPerB))
 			bulkCPU = fmt.Sprintf("%.2f", r.bulkCPUPerGiB.Seconds())
 			switches = fmt.Sprintf("%.1f + %.1f", r.switchesPerReq[0], r.switchesPerReq[len(r.switchesPerReq)-1])
+			bulkSwitches = fmt.Sprintf("%.1f + %.1f", r.bulkSwitchesPerMiB[0], r.bulkSwitchesPerMiB[len(r.bulkSwitchesPerMiB)-1])
 			rss = memColumn(r, func(m memKB) int64 { return m.rss })
 			anon = memColumn(r, func(m memKB) int64 { return m.anon })
 		}
-		fmt.Fprintf(tw, "%s\t%d\t%.0f\t%d\t%s\t%s\t%s\t%s\t%.0f\t%s\t%s\t%s\t%s\t%s\n", r.path, r.requests, r.qps, r.errors,
-			ms(r.p50), ms(r.p90), ms(r.p99), ms(r.p99-base), r.bulkMBps, cpu, switches, bulkCPU, rss, anon)
+		fmt.Fprintf(tw, "%s\t%d\t%.0f\t%d\t%s\t%s\t%s\t%s\t%.0f\t%s\t%s\t%s\t%s\t%s\t%s\n", r.path, r.requests, r.qps, r.errors,
+			ms(r.p50), ms(r.p90), ms(r.p99), ms(r.p99-base), r.bulkMBps, cpu, switches, bulkCPU, bulkSwitches, rss, anon)
 	}
 	_ = tw.Flush()
 }

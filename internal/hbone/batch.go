@@ -10,13 +10,14 @@ import (
 // crypto/tls writes every record (at most 16 KiB of plaintext) with its own
 // write syscall. A large HTTP/2 DATA frame is one tls.Conn.Write, so the
 // records it turns into are gathered under the TLS layer and leave in one
-// syscall per batchSize bytes instead: bulk streams cost a quarter of the
-// syscalls. Small writes (one record) go straight through.
+// syscall per batch instead: a bulk stream's 256 KiB read (four 64 KiB
+// frames, sixteen records) is one syscall, not sixteen. Small writes (one
+// record) go straight through.
 
-// batchSize bounds how much ciphertext is held before it is written: a
-// full DATA frame (64 KiB, four records) and the control frames queued
-// before it leave in one syscall.
-const batchSize = 80 << 10
+// batchSize bounds how much ciphertext is held before it is written: the
+// frames of a full bulk read (256 KiB) and the control frames queued
+// before them leave in one syscall.
+const batchSize = 272 << 10
 
 // maxRecordPlaintext is crypto/tls's largest record payload: writes up to
 // this size are one record (with dynamic record sizing disabled) and gain

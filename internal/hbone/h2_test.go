@@ -234,6 +234,54 @@ func TestSendFlowControl(t *testing.T) {
 	}
 }
 
+// TestBulkFramesWithinPeerLimits: a bulk upstream's reads (up to 256 KiB)
+// leave as several DATA frames per write, each within the peer's
+// SETTINGS_MAX_FRAME_SIZE (16 KiB by default), within the windows, in
+// order.
+func TestBulkFramesWithinPeerLimits(t *testing.T) {
+	e := newEnv(t, envOpts{})
+	const size = 3 << 20
+	payload := make([]byte, size)
+	for i := range payload {
+		payload[i] = byte(i * 7 / 5)
+	}
+	upstream := tcpServer(t, func(c net.Conn) { _, _ = c.Write(payload) })
+	const window = 1 << 20
+	r := rawDial(t, e, http2.Setting{ID: http2.SettingInitialWindowSize, Val: window})
+	if err := r.fr.WriteWindowUpdate(0, window); err != nil {
+		t.Fatal(err)
+	}
+	r.connect(1, upstream)
+	r.wantStatus(1, "200")
+	var got []byte
+	frames, granted := 0, window
+	for {
+		d, ok := r.mustNext().(*http2.DataFrame)
+		if !ok || d.StreamID != 1 {
+			t.Fatal("want DATA on stream 1")
+		}
+		frames++
+		if n := len(d.Data()); n > 16384 {
+			t.Fatalf("DATA frame of %d bytes; the client allows 16384", n)
+		}
+		got = append(got, d.Data()...)
+		if len(got) > granted {
+			t.Fatalf("received %d bytes with %d granted", len(got), granted)
+		}
+		if d.StreamEnded() {
+			break
+		}
+		if n := len(d.Data()); n > 0 {
+			_ = r.fr.WriteWindowUpdate(1, uint32(n))
+			_ = r.fr.WriteWindowUpdate(0, uint32(n))
+			granted += n
+		}
+	}
+	if !bytes.Equal(got, payload) {
+		t.Fatalf("received %d bytes in %d frames, not the %d-byte payload in order", len(got), frames, size)
+	}
+}
+
 // blockedUpstream never reads what it is sent: nothing is consumed, so no
 // window returns to the client.
 func blockedUpstream(t *testing.T) hbone.HandlerFunc {

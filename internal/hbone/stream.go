@@ -406,7 +406,7 @@ const frameHeaderLen = 9
 // size; end sets END_STREAM on the last one (an empty frame when p is).
 func (c *h2Conn) writeData(st *stream, p []byte, end bool) error {
 	for {
-		n, err := c.reserve(st, len(p), false)
+		n, err := c.reserve(st, len(p), false, false)
 		if err != nil {
 			return err
 		}
@@ -431,40 +431,60 @@ func (c *h2Conn) writeData(st *stream, p []byte, end bool) error {
 // room, or payload already sent), and header and payload go to TLS in one
 // write, after the queued control frames and in the same syscall: no copy
 // into the Framer's buffer, and a 64 KiB frame is four full TLS records.
+// The frames the windows allow at once (a bulk read is several) leave
+// together, in one syscall.
 func (c *h2Conn) writeFrames(st *stream, b []byte) error {
 	tb, ok := c.rw.(*batchTLS)
 	if !ok {
 		return c.writeData(st, b[frameHeaderLen:], false)
 	}
+	var sizes [maxBatchFrames]int
 	for off := 0; off < len(b)-frameHeaderLen; {
-		want := len(b) - frameHeaderLen - off
-		n, err := c.reserve(st, want, true)
-		if err != nil {
-			return err
-		}
-		frame := b[off : off+frameHeaderLen+n]
-		putDataHeader(frame, st.id)
-		c.lockWrite()
-		switch {
-		case c.werr != nil || st.done.Load():
-		case c.bw.Buffered() == 0:
-			_, c.werr = tb.Write(frame)
-		default:
-			c.werr = tb.batch(func() error {
-				if err := c.bw.Flush(); err != nil {
-					return err
-				}
-				_, err := tb.Conn.Write(frame)
+		// The first frame waits for the windows; the others are taken
+		// only when the windows allow them now.
+		k, left := 0, len(b)-frameHeaderLen-off
+		for k < len(sizes) && left > 0 {
+			n, err := c.reserve(st, left, true, k > 0)
+			if err != nil {
 				return err
+			}
+			if n == 0 {
+				break
+			}
+			sizes[k], left, k = n, left-n, k+1
+		}
+		c.lockWrite()
+		if c.werr == nil && !st.done.Load() {
+			c.werr = tb.batch(func() error {
+				if c.bw.Buffered() > 0 {
+					if err := c.bw.Flush(); err != nil {
+						return err
+					}
+				}
+				for _, n := range sizes[:k] {
+					frame := b[off : off+frameHeaderLen+n]
+					putDataHeader(frame, st.id)
+					if _, err := tb.Conn.Write(frame); err != nil {
+						return err
+					}
+					off += n
+				}
+				return nil
 			})
 		}
 		if err := c.unlockWrite(); err != nil {
 			return err
 		}
-		off += n
+		if st.done.Load() {
+			return errStreamReset
+		}
 	}
 	return nil
 }
+
+// maxBatchFrames bounds the DATA frames of one write syscall (a bulk
+// relay read is four 64 KiB frames).
+const maxBatchFrames = 8
 
 // putDataHeader writes the header of a DATA frame (no flags) carrying
 // frame[frameHeaderLen:].
@@ -479,17 +499,18 @@ func putDataHeader(frame []byte, id uint32) {
 // reserve waits until the windows allow sending and takes up to want
 // bytes of them (a frame's worth at most); want 0 takes nothing. With
 // align, a frame that cannot carry all of want ends on a TLS record
-// boundary (header included), so that no record is left part-filled.
-func (c *h2Conn) reserve(st *stream, want int, align bool) (int, error) {
+// boundary (header included), so that no record is left part-filled. With
+// noWait it takes what the windows allow now, possibly 0.
+func (c *h2Conn) reserve(st *stream, want int, align, noWait bool) (int, error) {
 	c.mu.Lock()
 	defer c.mu.Unlock()
-	for want > 0 && !st.done.Load() && !c.closed && (st.sendWin <= 0 || c.sendConn <= 0) {
+	for want > 0 && !noWait && !st.done.Load() && !c.closed && (st.sendWin <= 0 || c.sendConn <= 0) {
 		c.cond.Wait()
 	}
 	if st.done.Load() || c.closed {
 		return 0, errStreamReset
 	}
-	if want == 0 {
+	if want == 0 || st.sendWin <= 0 || c.sendConn <= 0 {
 		// An empty END_STREAM frame: flow control does not count it, and
 		// a window the peer's SETTINGS made negative must not size it.
 		return 0, nil
