@@ -3,8 +3,11 @@ package hbone
 import (
 	"bufio"
 	"crypto/tls"
+	"io"
 	"net"
 	"sync"
+
+	"github.com/ambitmesh/ambit/internal/sockio"
 )
 
 // crypto/tls writes every record (at most 16 KiB of plaintext) with its own
@@ -34,7 +37,8 @@ const readBufSize = 32 << 10
 // Reads are buffered.
 type batchConn struct {
 	net.Conn
-	r *bufio.Reader // only crypto/tls reads, under its own lock
+	r    *bufio.Reader // only crypto/tls reads, under its own lock
+	sock io.ReadWriter // the socket's raw reads and writes (sockio.Socket), or Conn
 
 	mu       sync.Mutex
 	batching bool
@@ -43,7 +47,11 @@ type batchConn struct {
 }
 
 func newBatchConn(c net.Conn) *batchConn {
-	return &batchConn{Conn: c, r: bufio.NewReaderSize(c, readBufSize)}
+	var sock io.ReadWriter = c
+	if s := sockio.For(c); s != nil {
+		sock = s
+	}
+	return &batchConn{Conn: c, sock: sock, r: bufio.NewReaderSize(sock, readBufSize)}
 }
 
 func (b *batchConn) Read(p []byte) (int, error) { return b.r.Read(p) }
@@ -55,7 +63,7 @@ func (b *batchConn) Write(p []byte) (int, error) {
 		return 0, b.err
 	}
 	if !b.batching {
-		n, err := b.Conn.Write(p)
+		n, err := b.sock.Write(p)
 		if err != nil {
 			b.err = err
 		}
@@ -100,7 +108,7 @@ func (b *batchConn) flushLocked() error {
 	if len(b.buf) == 0 {
 		return nil
 	}
-	_, err := b.Conn.Write(b.buf)
+	_, err := b.sock.Write(b.buf)
 	b.buf = b.buf[:0]
 	if err != nil {
 		b.err = err

@@ -12,7 +12,7 @@ import (
 
 	"golang.org/x/net/http2"
 
-	"github.com/ambitmesh/ambit/internal/trywrite"
+	"github.com/ambitmesh/ambit/internal/sockio"
 )
 
 // Received bytes wait for the upstream in pooled chunks of chunkSize: a
@@ -363,7 +363,7 @@ type buffersWriter interface {
 }
 
 // sink is a destination the connection's reader may write to without
-// waiting (trywrite.Socket, telemetry's counted connections).
+// waiting (sockio.Socket, telemetry's counted connections).
 type sink interface {
 	TryWrite(p []byte) (int, error)
 }
@@ -372,7 +372,7 @@ func asSink(w io.Writer) sink {
 	if s, ok := w.(sink); ok {
 		return s
 	}
-	if s := trywrite.For(w); s != nil {
+	if s := sockio.For(w); s != nil {
 		return s
 	}
 	return nil

@@ -7,7 +7,7 @@ import (
 	"net"
 	"sync"
 
-	"github.com/ambitmesh/ambit/internal/trywrite"
+	"github.com/ambitmesh/ambit/internal/sockio"
 )
 
 // ReadDirection says what the bytes read from a counted connection are.
@@ -40,14 +40,14 @@ var copyBufs = sync.Pool{New: func() any { b := make([]byte, copyBufSize); retur
 // splice, in chunks of 64 KiB (the counting granularity on that path);
 // otherwise reads and writes are counted per call, with no allocation.
 func CountConn(c net.Conn, m *ConnMetrics, reads ReadDirection) net.Conn {
-	return &countedConn{Conn: c, m: m, readsAreRequest: reads == ReadsAreRequest}
+	return &countedConn{Conn: c, m: m, readsAreRequest: reads == ReadsAreRequest, sock: sockio.For(c)}
 }
 
 type countedConn struct {
 	net.Conn
 	m               *ConnMetrics
 	readsAreRequest bool
-	sock            *trywrite.Socket // TryWrite's, set on first use
+	sock            *sockio.Socket // c's socket (raw reads, TryWrite); nil without one
 }
 
 func (c *countedConn) countRead(n int) {
@@ -66,8 +66,16 @@ func (c *countedConn) countWrite(n int) {
 	}
 }
 
+// Read reads from the socket itself when c has one (sockio: the same
+// waits and errors, without waking Go's sysmon on every busy period).
 func (c *countedConn) Read(p []byte) (int, error) {
-	n, err := c.Conn.Read(p)
+	var n int
+	var err error
+	if c.sock != nil {
+		n, err = c.sock.Read(p)
+	} else {
+		n, err = c.Conn.Read(p)
+	}
 	c.countRead(n)
 	return n, err
 }
@@ -79,14 +87,12 @@ func (c *countedConn) Write(p []byte) (int, error) {
 }
 
 // TryWrite writes what the socket takes without waiting (see
-// internal/trywrite), counted like Write: an HBONE connection's reader
+// internal/sockio), counted like Write: an HBONE connection's reader
 // hands a stream's bytes over this way. errors.ErrUnsupported when the
 // wrapped connection has no socket.
 func (c *countedConn) TryWrite(p []byte) (int, error) {
 	if c.sock == nil {
-		if c.sock = trywrite.For(c.Conn); c.sock == nil {
-			return 0, errors.ErrUnsupported
-		}
+		return 0, errors.ErrUnsupported
 	}
 	n, err := c.sock.TryWrite(p)
 	c.countWrite(n)

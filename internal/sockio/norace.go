@@ -1,0 +1,6 @@
+//go:build !race
+
+package sockio
+
+func raceWrite([]byte) {}
+func raceRead([]byte)  {}

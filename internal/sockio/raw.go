@@ -1,0 +1,104 @@
+package sockio
+
+import (
+	"io"
+	"os"
+	"syscall"
+	"unsafe"
+)
+
+// The net package's sockets are non-blocking, so a read or write syscall
+// on them never sleeps in the kernel: it does what it can or returns
+// EAGAIN, and the wait for readiness is the netpoller's (RawConn.Read and
+// Write). Such calls are made here with RawSyscall, without the runtime's
+// syscall bookkeeping (entersyscall/exitsyscall) that syscall.Read and
+// Write do. That bookkeeping is for calls that may block: it wakes Go's
+// sysmon thread whenever sysmon sleeps because every P is idle — i.e. at
+// the first syscall of every busy period, once per request for a proxy at
+// 1000 requests/s, more than half of its context switches (node lab: 1.2
+// -> 0.7-0.8 per request per proxy) — and lets sysmon hand the P to
+// another thread while the call runs. A non-blocking socket call lasts
+// microseconds (a large write over a veth some tens, as the kernel also
+// runs the receiving side), not a span the scheduler needs to reclaim.
+
+func rawRead(fd uintptr, p []byte) (int, syscall.Errno) {
+	if len(p) == 0 {
+		return 0, 0
+	}
+	for {
+		n, _, e := syscall.RawSyscall(syscall.SYS_READ, fd, uintptr(unsafe.Pointer(&p[0])), uintptr(len(p)))
+		if e == syscall.EINTR {
+			continue
+		}
+		if e == 0 {
+			raceRead(p[:n])
+		}
+		return int(n), e
+	}
+}
+
+func rawWrite(fd uintptr, p []byte) (int, syscall.Errno) {
+	if len(p) == 0 {
+		return 0, 0
+	}
+	raceWrite(p)
+	for {
+		n, _, e := syscall.RawSyscall(syscall.SYS_WRITE, fd, uintptr(unsafe.Pointer(&p[0])), uintptr(len(p)))
+		if e != syscall.EINTR {
+			return int(n), e
+		}
+	}
+}
+
+// Read is net.Conn's Read: it waits (in the netpoller, honouring the read
+// deadline) until the socket has bytes, and returns io.EOF after the
+// peer's FIN.
+func (s *Socket) Read(p []byte) (int, error) {
+	if len(p) == 0 {
+		return 0, nil
+	}
+	var n int
+	var errno syscall.Errno
+	err := s.rc.Read(func(fd uintptr) bool {
+		n, errno = rawRead(fd, p)
+		return errno != syscall.EAGAIN
+	})
+	switch {
+	case err != nil:
+		return 0, s.opError("read", err)
+	case errno != 0:
+		return 0, s.opError("read", os.NewSyscallError("read", errno))
+	case n == 0:
+		return 0, io.EOF
+	}
+	return n, nil
+}
+
+// Write is net.Conn's Write: all of p, waiting (in the netpoller,
+// honouring the write deadline) while the send buffer is full.
+func (s *Socket) Write(p []byte) (int, error) {
+	var n int
+	var errno syscall.Errno
+	err := s.rc.Write(func(fd uintptr) bool {
+		for n < len(p) {
+			k, e := rawWrite(fd, p[n:])
+			switch e {
+			case 0:
+				n += k
+			case syscall.EAGAIN:
+				return false
+			default:
+				errno = e
+				return true
+			}
+		}
+		return true
+	})
+	if err != nil {
+		return n, s.opError("write", err)
+	}
+	if errno != 0 {
+		return n, s.opError("write", os.NewSyscallError("write", errno))
+	}
+	return n, nil
+}

@@ -1,0 +1,149 @@
+package sockio_test
+
+import (
+	"bytes"
+	"errors"
+	"io"
+	"net"
+	"os"
+	"testing"
+	"time"
+
+	"github.com/ambitmesh/ambit/internal/sockio"
+)
+
+func TestWriteNeverWaits(t *testing.T) {
+	l, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer l.Close()
+	c, err := net.Dial("tcp", l.Addr().String())
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer c.Close()
+	peer, err := l.Accept()
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer peer.Close()
+
+	s := sockio.For(c)
+	if s == nil {
+		t.Fatal("For(*net.TCPConn) = nil")
+	}
+	if n, err := s.TryWrite([]byte("hello")); n != 5 || err != nil {
+		t.Fatalf("TryWrite = %d, %v; want 5, nil", n, err)
+	}
+	got := make([]byte, 5)
+	if _, err := io.ReadFull(peer, got); err != nil || string(got) != "hello" {
+		t.Fatalf("peer read %q, %v", got, err)
+	}
+	// Nobody reads: the buffers fill and Write returns short, then 0,
+	// without blocking (the test would hang otherwise).
+	chunk := bytes.Repeat([]byte("x"), 1<<20)
+	total, zero := 0, false
+	for range 1000 {
+		n, err := s.TryWrite(chunk)
+		if err != nil {
+			t.Fatal(err)
+		}
+		total += n
+		if n == 0 {
+			zero = true
+			break
+		}
+	}
+	if !zero {
+		t.Fatalf("wrote %d bytes to a peer that never reads without a full buffer", total)
+	}
+	if sockio.For(struct{ io.Writer }{c}) != nil {
+		t.Fatal("For(a wrapper) != nil")
+	}
+}
+
+func tcpPair(t *testing.T) (net.Conn, net.Conn) {
+	t.Helper()
+	l, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer l.Close()
+	c, err := net.Dial("tcp", l.Addr().String())
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { _ = c.Close() })
+	peer, err := l.Accept()
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { _ = peer.Close() })
+	return c, peer
+}
+
+// TestReadWriteAsNetConn: Read and Write behave as the net.Conn's own:
+// a large Write waits for a slow reader and delivers every byte in order,
+// Read returns io.EOF after the peer's FIN, deadlines and Close end a
+// waiting Read with the net package's errors.
+func TestReadWriteAsNetConn(t *testing.T) {
+	c, peer := tcpPair(t)
+	s := sockio.For(c)
+	payload := make([]byte, 8<<20)
+	for i := range payload {
+		payload[i] = byte(i % 251)
+	}
+	got := make(chan []byte, 1)
+	go func() {
+		var b bytes.Buffer
+		buf := make([]byte, 1000) // slow: many small reads
+		for {
+			n, err := peer.Read(buf)
+			b.Write(buf[:n])
+			if err != nil {
+				break
+			}
+		}
+		got <- b.Bytes()
+	}()
+	if n, err := s.Write(payload); n != len(payload) || err != nil {
+		t.Fatalf("Write = %d, %v; want %d, nil", n, err, len(payload))
+	}
+	_ = c.(*net.TCPConn).CloseWrite()
+	if b := <-got; !bytes.Equal(b, payload) {
+		t.Fatalf("peer got %d bytes, not the %d written in order", len(b), len(payload))
+	}
+
+	go func() {
+		_, _ = peer.Write([]byte("answer"))
+		_ = peer.Close()
+	}()
+	all, err := io.ReadAll(s)
+	if err != nil || string(all) != "answer" {
+		t.Fatalf("ReadAll = %q, %v; want \"answer\" and EOF", all, err)
+	}
+
+	c2, _ := tcpPair(t)
+	s2 := sockio.For(c2)
+	_ = c2.SetReadDeadline(time.Now().Add(20 * time.Millisecond))
+	_, err = s2.Read(make([]byte, 10))
+	var ne net.Error
+	if !errors.As(err, &ne) || !ne.Timeout() || !errors.Is(err, os.ErrDeadlineExceeded) {
+		t.Fatalf("Read past the deadline = %v; want a timeout net.Error", err)
+	}
+	_ = c2.SetReadDeadline(time.Time{})
+	done := make(chan error, 1)
+	go func() {
+		_, err := s2.Read(make([]byte, 10))
+		done <- err
+	}()
+	_ = c2.Close()
+	if err := <-done; !errors.Is(err, net.ErrClosed) {
+		t.Fatalf("Read on a closed conn = %v; want net.ErrClosed", err)
+	}
+	var oe *net.OpError
+	if _, err := s2.Write([]byte("x")); !errors.As(err, &oe) || oe.Op != "write" {
+		t.Fatalf("Write on a closed conn = %v; want a *net.OpError", err)
+	}
+}
