@@ -127,6 +127,11 @@ func TestMalformedHTTP1(t *testing.T) {
 		{"chunked then identity", "POST / HTTP/1.1\r\nHost: a\r\nTransfer-Encoding: chunked, identity\r\n\r\n0\r\n\r\n", 501, "unsupported_transfer_encoding"},
 		{"two Transfer-Encoding headers", "POST / HTTP/1.1\r\nHost: a\r\nTransfer-Encoding: chunked\r\nTransfer-Encoding: identity\r\n\r\n0\r\n\r\n", 501, "unsupported_transfer_encoding"},
 		{"unknown HTTP version", "GET / HTTP/9.9\r\nHost: a\r\n\r\n", 505, "unsupported_version"},
+		{"obs-fold", "GET / HTTP/1.1\r\nHost: a\r\nX-A: 1\r\n folded\r\n\r\n", 400, "bad_request"},
+		{"HTTP/2.0 request line", "GET / HTTP/2.0\r\nHost: a\r\n\r\n", 505, "unsupported_version"},
+		{"HTTP/0.9 request line", "GET /\r\n\r\n", 400, "bad_request"},
+		{"invalid Host", "GET / HTTP/1.1\r\nHost: a b\r\n\r\n", 400, "bad_request"},
+		{"empty Content-Length", "POST / HTTP/1.1\r\nHost: a\r\nContent-Length:\r\n\r\n", 400, "bad_request"},
 		{"oversized header", "GET / HTTP/1.1\r\nHost: a\r\nX-Big: " + big + "\r\n\r\n", 431, "header_too_large"},
 		{"oversized request line", "GET /" + big + " HTTP/1.1\r\nHost: a\r\n\r\n", 431, "header_too_large"},
 	} {
@@ -448,7 +453,7 @@ func rejected(reason string) float64 {
 }
 
 // startRawBackend accepts TCP connections and hands each to handle.
-func startRawBackend(t *testing.T, handle func(*net.TCPConn)) netip.AddrPort {
+func startRawBackend(t testing.TB, handle func(*net.TCPConn)) netip.AddrPort {
 	t.Helper()
 	ln, err := net.Listen("tcp", "127.0.0.1:0")
 	if err != nil {

@@ -91,8 +91,8 @@ func (e *Engine) forwardH1(rw *respWriter, in, out *http.Request, st *reqState) 
 
 	if err := e.copyBody(rw, res); err != nil {
 		_ = res.Body.Close()
-		if in.Context().Value(http.ServerContextKey) == nil {
-			return // not under an http.Server: nobody to abort
+		if in.Context().Value(http.ServerContextKey) == nil && in.Context().Value(downConnKey{}) == nil {
+			return // not under a server: nobody to abort
 		}
 		panic(http.ErrAbortHandler)
 	}

@@ -241,7 +241,9 @@ func (e *Engine) authorize(w http.ResponseWriter, r *http.Request, st *reqState,
 }
 
 // Server returns an http.Server for the listener port serving HTTP/1.1
-// and h2c (prior knowledge) with the engine's timeouts and limits.
+// and h2c (prior knowledge) with the engine's timeouts and limits: the
+// waypoint's HBONE streams and HTTPS connections negotiating h2 go
+// through it. A plain HTTP listener is served by Serve.
 func (e *Engine) Server(port uint32) *http.Server {
 	var p http.Protocols
 	p.SetHTTP1(true)
@@ -263,33 +265,16 @@ func (e *Engine) Server(port uint32) *http.Server {
 			// FRAME_SIZE_ERROR, as with Envoy.
 			MaxReadFrameSize: 16 << 10,
 		},
-		ConnContext: connContext,
-		ErrorLog:    slog.NewLogLogger(e.log.Handler(), slog.LevelDebug),
+		ErrorLog: slog.NewLogLogger(e.log.Handler(), slog.LevelDebug),
 	}
 }
 
-// Serve serves ln as the listener with the given port until ctx is
-// cancelled, then shuts the server down (in-flight requests get
-// shutdownGrace to finish).
+// Serve serves ln as the plain HTTP listener with the given port until
+// ctx is cancelled: HTTP/1.x with the engine's own server (h1server.go),
+// h2c with net/http's. Then idle connections close at once, and requests
+// in flight get shutdownGrace to finish.
 func (e *Engine) Serve(ctx context.Context, ln net.Listener, port uint32, shutdownGrace time.Duration) error {
-	srv := e.Server(port)
-	srv.BaseContext = func(net.Listener) context.Context { return ctx }
-	done := make(chan struct{})
-	go func() {
-		defer close(done)
-		<-ctx.Done()
-		sctx, cancel := context.WithTimeout(context.Background(), shutdownGrace)
-		defer cancel()
-		if srv.Shutdown(sctx) != nil {
-			_ = srv.Close()
-		}
-	}()
-	err := srv.Serve(&guardListener{Listener: ln, e: e, port: port})
-	<-done
-	if errors.Is(err, http.ErrServerClosed) {
-		return nil
-	}
-	return err
+	return e.serveConns(ctx, ln, port, FamilyHTTP, shutdownGrace)
 }
 
 // misdirected is the table an HTTPS request gets when its Host belongs to
@@ -310,9 +295,6 @@ func (e *Engine) serveConfig(w http.ResponseWriter, r *http.Request, port uint32
 	st.reqHead = headSize(len(r.Method)+1+len(r.RequestURI)+1+len(r.Proto), r.Header)
 	st.rw.ResponseWriter = w
 	rw := &st.rw
-	if gc := enter(r); gc != nil {
-		defer gc.leave()
-	}
 	if r.Body != nil && r.Body != http.NoBody {
 		st.reqBody.ReadCloser = r.Body
 		r.Body = &st.reqBody

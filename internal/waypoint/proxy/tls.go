@@ -22,26 +22,33 @@ import (
 // without the port closing or an established connection dropping.
 func (e *Engine) ServeListener(ctx context.Context, ln net.Listener, port uint32, family string, shutdownGrace time.Duration) error {
 	switch family {
-	case FamilyHTTP:
-		return e.Serve(ctx, ln, port, shutdownGrace)
-	case FamilyTLS, FamilyTCP:
+	case FamilyHTTP, FamilyTLS, FamilyTCP:
 		return e.serveConns(ctx, ln, port, family, shutdownGrace)
 	}
 	_ = ln.Close()
 	return errors.New("proxy: listener family " + family + " is not served; use http, tls or tcp")
 }
 
-// serveConns accepts the connections of a TLS or TCP port. Terminated
-// HTTPS goes to one http.Server per port (HTTP/1.1, and HTTP/2 chosen by
-// ALPN); everything else is forwarded as bytes.
+// serveConns accepts the connections of a port. Plain HTTP/1.x is served
+// by serveH1, h2c by an http.Server; terminated HTTPS goes to one
+// http.Server per port (HTTP/1.1, and HTTP/2 chosen by ALPN); TLS and
+// TCP listeners' connections are forwarded as bytes.
 func (e *Engine) serveConns(ctx context.Context, ln net.Listener, port uint32, family string, grace time.Duration) error {
 	var conns connSet
 	var srv *http.Server
 	var https *connQueue
+	var h1 http.Handler
 	srvDone := make(chan struct{})
-	if family == FamilyTLS {
+	switch family {
+	case FamilyTLS:
 		https = newConnQueue(ln.Addr())
 		srv = e.httpsServer(port)
+	case FamilyHTTP:
+		https = newConnQueue(ln.Addr())
+		srv = e.h2cServer(port)
+		h1 = srv.Handler
+	}
+	if srv != nil {
 		go func() {
 			defer close(srvDone)
 			_ = srv.Serve(https)
@@ -81,6 +88,10 @@ func (e *Engine) serveConns(ctx context.Context, ln net.Listener, port uint32, f
 		untrack := conns.start(c)
 		go func() {
 			defer untrack()
+			if family == FamilyHTTP {
+				e.serveH1(ctx, c, port, h1, nil, https)
+				return
+			}
 			if family == FamilyTCP {
 				e.serveTCP(ctx, c, port, &conns)
 				return
@@ -101,6 +112,16 @@ func (e *Engine) serveConns(ctx context.Context, ln net.Listener, port uint32, f
 		return nil
 	}
 	return err
+}
+
+// h2cServer serves the h2c (prior knowledge) connections of a plain HTTP
+// port, which serveH1 recognises by their preface.
+func (e *Engine) h2cServer(port uint32) *http.Server {
+	srv := e.Server(port)
+	var p http.Protocols
+	p.SetUnencryptedHTTP2(true)
+	srv.Protocols = &p
+	return srv
 }
 
 // httpsServer serves the terminated HTTPS connections of a port, with the
