@@ -17,7 +17,7 @@ func TestCommandLine(t *testing.T) {
 	}{
 		{[]string{"version"}, []string{"ambit-node dev (go"}, ""},
 		{[]string{"--help"}, []string{"ambit-node joins the mesh", "ambit-node --control-plane 10.0.0.1:15010", "--explicit stringArray", "--log-level string"}, ""},
-		{nil, nil, `required flag(s) "ca-pin", "control-plane", "node", "token" not set`},
+		{nil, nil, `required flag(s) "ca-pin", "control-plane", "node", "token" not set: 'ambit token create --node NAME' on the control plane prints the --token, --ca-pin`},
 		{[]string{"--node", "n", "--token", "t"}, nil, `required flag(s) "ca-pin", "control-plane" not set`},
 		{[]string{"--nodes", "n"}, nil, "unknown flag: --nodes (see ambit-node --help)"},
 		{[]string{"node", "--node", "n"}, nil, `unexpected argument "node"`},

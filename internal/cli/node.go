@@ -17,12 +17,14 @@ func newNodeCmd() *cobra.Command {
 		Example: nodecmd.Example("ambit node"),
 		Args:    cobra.NoArgs,
 		RunE: func(cmd *cobra.Command, _ []string) error {
+			// nodecmd's check rather than cobra's MarkFlagRequired: its
+			// error says where the values come from, in both binaries.
+			if err := nodecmd.CheckRequired(cmd.Flags()); err != nil {
+				return err
+			}
 			return c.Run(cmd.Context(), cmd.ErrOrStderr())
 		},
 	}
 	c.Flags(cmd.Flags())
-	for _, name := range nodecmd.Required {
-		_ = cmd.MarkFlagRequired(name)
-	}
 	return cmd
 }

@@ -108,7 +108,7 @@ func (c *Command) Flags(f *pflag.FlagSet) {
 }
 
 // CheckRequired returns an error naming every Required flag that was not
-// set, as cobra words it.
+// set, as cobra words it, and where their values come from.
 func CheckRequired(f *pflag.FlagSet) error {
 	var missing []string
 	for _, name := range Required {
@@ -120,7 +120,7 @@ func CheckRequired(f *pflag.FlagSet) error {
 		return nil
 	}
 	slices.Sort(missing)
-	return fmt.Errorf("required flag(s) %s not set", strings.Join(missing, ", "))
+	return fmt.Errorf("required flag(s) %s not set: 'ambit token create --node NAME' on the control plane prints the --token, --ca-pin and --trust-domain to use; --control-plane is its xDS address (port 15010)", strings.Join(missing, ", "))
 }
 
 // Run checks the flags' values and runs the node proxy until ctx ends,
