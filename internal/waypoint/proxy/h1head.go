@@ -152,11 +152,11 @@ func splitField(line string) (name, value string, err *h1Refusal) {
 	}
 	name, value, ok := strings.Cut(line, ":")
 	if !ok || !validToken(name) {
-		return "", "", badRequest("malformed header field name")
+		return "", "", badRequest("invalid header name")
 	}
 	value = strings.Trim(value, " \t") // OWS only: a CR is an error
 	if !httpguts.ValidHeaderFieldValue(value) {
-		return "", "", badRequest("invalid byte in the value of header field " + name)
+		return "", "", badRequest("invalid byte in the value of header " + name)
 	}
 	return name, value, nil
 }

@@ -194,6 +194,7 @@ func (c *downConn) readHead(ctx context.Context) (head string, ok bool) {
 				}
 				head = string(c.buf[c.r : c.r+end])
 				c.consume(end)
+				c.idle.Store(false)
 				return head, true
 			}
 			c.scanned = max(c.w-c.r-3, 0)
@@ -257,6 +258,9 @@ func (c *downConn) serveOne(ctx context.Context) (closing bool) {
 	req.ContentLength = h.contentLength
 	var body *downBody
 	if h.chunked || h.contentLength > 0 {
+		// The head's deadline (or the idle one) is still armed: a body
+		// has no time limit, as with net/http's server.
+		_ = c.nc.SetReadDeadline(time.Time{})
 		body = &downBody{c: c, remaining: h.contentLength, chunked: h.chunked, req: req, expectContinue: h.expectContinue}
 		req.Body = body
 		if h.chunked {
@@ -324,11 +328,12 @@ func (c *downConn) close() {
 // status and its DPE flag in the access log and metrics (recorded first:
 // whoever reads the answer may look for them).
 func (c *downConn) refuse(r *h1Refusal) {
-	body := http.StatusText(r.status) + ": " + r.msg
-	resp := "HTTP/1.1 " + strconv.Itoa(r.status) + " " + http.StatusText(r.status) +
+	status := strconv.Itoa(r.status) + " " + http.StatusText(r.status)
+	body := status + ": " + r.msg
+	resp := "HTTP/1.1 " + status +
 		"\r\nContent-Type: text/plain; charset=utf-8\r\nContent-Length: " + strconv.Itoa(len(body)) +
 		"\r\nConnection: close\r\n\r\n" + body
-	c.e.refused(c.nc, r.status, r.msg, len(resp))
+	c.e.refused(c.nc, r.status, body, len(resp))
 	_ = c.nc.SetWriteDeadline(time.Now().Add(c.e.cfg.ReadHeaderTimeout))
 	_, _ = io.WriteString(c.nc, resp)
 }

@@ -3,6 +3,7 @@ package proxy
 import (
 	"bufio"
 	"context"
+	"encoding/json"
 	"io"
 	"net"
 	"net/http"
@@ -13,6 +14,7 @@ import (
 	"testing"
 	"time"
 
+	"github.com/ambitmesh/ambit/internal/echo"
 	"github.com/ambitmesh/ambit/internal/testkit"
 	gatewayv1 "github.com/ambitmesh/ambit/proto/ambit/gateway/v1"
 )
@@ -383,5 +385,49 @@ func TestH1Shutdown(t *testing.T) {
 		}
 	case <-time.After(5 * time.Second):
 		t.Error("Serve did not return after the last connection closed")
+	}
+}
+
+// HTTPS connections that negotiate HTTP/1.1 are served by the same loop,
+// with the connection's TLS state: the backend is told the scheme was
+// https.
+func TestH1OverHTTPS(t *testing.T) {
+	ca := newTestCA(t)
+	sec, _ := ca.secret(t, "web", "web.example.com")
+	ls := []*gatewayv1.Listener{tlsListenerProto("web", "HTTPS", "Terminate", "web.example.com", "web", "web")}
+	g := startPort(t, FamilyTLS, 443, ls, []*gatewayv1.Backend{backend("web", startEcho(t, "web-pod"))}, sec)
+	c := httpsClient(t, g.addr, "web.example.com", ca.Pool, false)
+	for range 2 { // the second on the kept-alive connection
+		resp, err := c.Get("https://web.example.com/tls")
+		if err != nil {
+			t.Fatal(err)
+		}
+		var body echo.Response
+		err = json.NewDecoder(resp.Body).Decode(&body)
+		resp.Body.Close()
+		if err != nil || resp.StatusCode != 200 || resp.ProtoMajor != 1 {
+			t.Fatalf("%s %d, %v", resp.Proto, resp.StatusCode, err)
+		}
+		if got := body.Headers["X-Forwarded-Proto"]; len(got) != 1 || got[0] != "https" {
+			t.Errorf("backend saw X-Forwarded-Proto %q; want https", got)
+		}
+	}
+}
+
+// The read header timeout bounds the head only: a body may take longer.
+func TestH1SlowBodyOutlivesHeaderTimeout(t *testing.T) {
+	g, rec := recorderGateway(t, Config{ReadHeaderTimeout: 200 * time.Millisecond})
+	c := dialRaw(t, g.addr)
+	c.send(t, "POST /slow HTTP/1.1\r\nHost: a\r\nContent-Length: 10\r\n\r\nhello")
+	// The client pauses mid-body for longer than the header timeout: the
+	// pause is the scenario, not a synchronisation.
+	<-time.After(500 * time.Millisecond)
+	c.send(t, "world")
+	resp, body := c.response(t, "POST")
+	if resp.StatusCode != 200 || body != "path=/slow" {
+		t.Fatalf("%d %q", resp.StatusCode, body)
+	}
+	if got := rec.take(); len(got) != 1 || got[0].body != "helloworld" {
+		t.Errorf("backend saw %+v", got)
 	}
 }

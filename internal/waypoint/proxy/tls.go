@@ -29,10 +29,10 @@ func (e *Engine) ServeListener(ctx context.Context, ln net.Listener, port uint32
 	return errors.New("proxy: listener family " + family + " is not served; use http, tls or tcp")
 }
 
-// serveConns accepts the connections of a port. Plain HTTP/1.x is served
-// by serveH1, h2c by an http.Server; terminated HTTPS goes to one
-// http.Server per port (HTTP/1.1, and HTTP/2 chosen by ALPN); TLS and
-// TCP listeners' connections are forwarded as bytes.
+// serveConns accepts the connections of a port. HTTP/1.x, plain or
+// terminated HTTPS, is served by serveH1; h2c and HTTP/2 chosen by ALPN
+// by an http.Server per port; TLS and TCP listeners' connections are
+// forwarded as bytes.
 func (e *Engine) serveConns(ctx context.Context, ln net.Listener, port uint32, family string, grace time.Duration) error {
 	var conns connSet
 	var srv *http.Server
@@ -43,6 +43,7 @@ func (e *Engine) serveConns(ctx context.Context, ln net.Listener, port uint32, f
 	case FamilyTLS:
 		https = newConnQueue(ln.Addr())
 		srv = e.httpsServer(port)
+		h1 = srv.Handler
 	case FamilyHTTP:
 		https = newConnQueue(ln.Addr())
 		srv = e.h2cServer(port)
@@ -96,7 +97,7 @@ func (e *Engine) serveConns(ctx context.Context, ln net.Listener, port uint32, f
 				e.serveTCP(ctx, c, port, &conns)
 				return
 			}
-			e.serveTLSConn(ctx, c, port, https, &conns)
+			e.serveTLSConn(ctx, c, port, https, h1, &conns)
 		}()
 	}
 	close(acceptDone)
@@ -170,7 +171,7 @@ type listenerKey struct{}
 // whose hostname best matches the server name (exact, then the longest
 // wildcard, then the listener without hostname), and terminates or passes
 // the connection through.
-func (e *Engine) serveTLSConn(ctx context.Context, c net.Conn, port uint32, https *connQueue, conns *connSet) {
+func (e *Engine) serveTLSConn(ctx context.Context, c net.Conn, port uint32, https *connQueue, h1 http.Handler, conns *connSet) {
 	_ = c.SetDeadline(time.Now().Add(e.cfg.ReadHeaderTimeout))
 	sni, hello, err := peekClientHello(c)
 	if err != nil {
@@ -205,8 +206,12 @@ func (e *Engine) serveTLSConn(ctx context.Context, c net.Conn, port uint32, http
 	}
 	_ = c.SetDeadline(time.Time{})
 	if tl.https {
-		// The HTTP server picks HTTP/2 or HTTP/1.1 from the negotiated
-		// ALPN protocol.
+		// HTTP/2 (by ALPN) goes to net/http's server, HTTP/1.x to the
+		// engine's; the listener travels in the context either way.
+		if state := tc.ConnectionState(); state.NegotiatedProtocol != "h2" {
+			e.serveH1(context.WithValue(ctx, listenerKey{}, tl.name), tc, port, h1, &state, nil)
+			return
+		}
 		if !https.put(tc) {
 			_ = tc.Close()
 		}
