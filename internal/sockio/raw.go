@@ -57,12 +57,12 @@ func (s *Socket) Read(p []byte) (int, error) {
 	if len(p) == 0 {
 		return 0, nil
 	}
-	var n int
-	var errno syscall.Errno
-	err := s.rc.Read(func(fd uintptr) bool {
-		n, errno = rawRead(fd, p)
-		return errno != syscall.EAGAIN
-	})
+	s.rmu.Lock()
+	defer s.rmu.Unlock()
+	s.rp, s.rn, s.rerrno = p, 0, 0
+	err := s.rc.Read(s.readFn)
+	n, errno := s.rn, s.rerrno
+	s.rp = nil
 	switch {
 	case err != nil:
 		return 0, s.opError("read", err)
@@ -74,26 +74,24 @@ func (s *Socket) Read(p []byte) (int, error) {
 	return n, nil
 }
 
+func (s *Socket) read(fd uintptr) bool {
+	n, errno := rawRead(fd, s.rp)
+	if errno == 0 {
+		s.rn = n
+	}
+	s.rerrno = errno
+	return errno != syscall.EAGAIN
+}
+
 // Write is net.Conn's Write: all of p, waiting (in the netpoller,
 // honouring the write deadline) while the send buffer is full.
 func (s *Socket) Write(p []byte) (int, error) {
-	var n int
-	var errno syscall.Errno
-	err := s.rc.Write(func(fd uintptr) bool {
-		for n < len(p) {
-			k, e := rawWrite(fd, p[n:])
-			switch e {
-			case 0:
-				n += k
-			case syscall.EAGAIN:
-				return false
-			default:
-				errno = e
-				return true
-			}
-		}
-		return true
-	})
+	s.wmu.Lock()
+	defer s.wmu.Unlock()
+	s.wp, s.wn, s.werrno = p, 0, 0
+	err := s.rc.Write(s.writeFn)
+	n, errno := s.wn, s.werrno
+	s.wp = nil
 	if err != nil {
 		return n, s.opError("write", err)
 	}
@@ -101,4 +99,20 @@ func (s *Socket) Write(p []byte) (int, error) {
 		return n, s.opError("write", os.NewSyscallError("write", errno))
 	}
 	return n, nil
+}
+
+func (s *Socket) write(fd uintptr) bool {
+	for s.wn < len(s.wp) {
+		k, e := rawWrite(fd, s.wp[s.wn:])
+		switch e {
+		case 0:
+			s.wn += k
+		case syscall.EAGAIN:
+			return false
+		default:
+			s.werrno = e
+			return true
+		}
+	}
+	return true
 }

@@ -17,13 +17,30 @@ package sockio
 import (
 	"net"
 	"os"
+	"sync"
 	"syscall"
 )
 
 // Socket is a connection whose descriptor is read and written directly.
+// Its calls do not allocate: the functions RawConn runs are made once, and
+// their arguments and results live in the Socket (one read and one write
+// at a time, as the descriptor's own locks would order them anyway).
 type Socket struct {
 	rc syscall.RawConn
 	c  net.Conn // for the addresses in errors; nil when not a net.Conn
+
+	rmu    sync.Mutex
+	rp     []byte
+	rn     int
+	rerrno syscall.Errno
+	readFn func(fd uintptr) bool
+
+	wmu     sync.Mutex
+	wp      []byte
+	wn      int
+	werrno  syscall.Errno
+	writeFn func(fd uintptr) bool // Write: all of wp, waiting while full
+	tryFn   func(fd uintptr) bool // TryWrite: what fits now
 }
 
 // For returns c's socket, or nil when c has no descriptor (a pipe, a TLS
@@ -38,7 +55,9 @@ func For(c any) *Socket {
 		return nil
 	}
 	nc, _ := c.(net.Conn)
-	return &Socket{rc: rc, c: nc}
+	s := &Socket{rc: rc, c: nc}
+	s.readFn, s.writeFn, s.tryFn = s.read, s.write, s.try
+	return s
 }
 
 // TryWrite writes what the socket takes without waiting and returns how much
@@ -46,15 +65,12 @@ func For(c any) *Socket {
 // the socket's only writer at the time (a concurrent write holding the
 // descriptor's write lock would make this one wait for it).
 func (s *Socket) TryWrite(p []byte) (int, error) {
-	var n int
-	var errno syscall.Errno
-	err := s.rc.Write(func(fd uintptr) bool {
-		n, errno = rawWrite(fd, p)
-		return true // never wait for writability
-	})
-	if errno != 0 {
-		n = 0
-	}
+	s.wmu.Lock()
+	defer s.wmu.Unlock()
+	s.wp, s.wn, s.werrno = p, 0, 0
+	err := s.rc.Write(s.tryFn)
+	n, errno := s.wn, s.werrno
+	s.wp = nil
 	if err != nil {
 		return n, s.opError("write", err)
 	}
@@ -62,6 +78,15 @@ func (s *Socket) TryWrite(p []byte) (int, error) {
 		return n, s.opError("write", os.NewSyscallError("write", errno))
 	}
 	return n, nil
+}
+
+func (s *Socket) try(fd uintptr) bool {
+	n, errno := rawWrite(fd, s.wp)
+	if errno == 0 {
+		s.wn = n
+	}
+	s.werrno = errno
+	return true // never wait for writability
 }
 
 // opError wraps err as the net package does (*net.OpError), so callers

@@ -147,3 +147,37 @@ func TestReadWriteAsNetConn(t *testing.T) {
 		t.Fatalf("Write on a closed conn = %v; want a *net.OpError", err)
 	}
 }
+
+// TestNoAllocations: the proxies read and write through a Socket for
+// every chunk they relay; a per-call allocation would be garbage per
+// request (and a larger heap between collections).
+func TestNoAllocations(t *testing.T) {
+	if testing.Short() {
+		t.Skip("allocation counts")
+	}
+	c, peer := tcpPair(t)
+	s := sockio.For(c)
+	buf := make([]byte, 64)
+	allocs := testing.AllocsPerRun(200, func() {
+		if _, err := s.Write(buf); err != nil {
+			t.Fatal(err)
+		}
+		if _, err := s.TryWrite(buf); err != nil {
+			t.Fatal(err)
+		}
+		if _, err := io.ReadFull(peer, buf[:32]); err != nil { // 128 written, 32 read: the peer's buffer fills slowly
+			t.Fatal(err)
+		}
+		if _, err := peer.Write(buf); err != nil {
+			t.Fatal(err)
+		}
+		if _, err := io.ReadFull(s, buf); err != nil {
+			t.Fatal(err)
+		}
+	})
+	// The peer's calls are the net package's (no allocations); ours must
+	// add none.
+	if allocs != 0 {
+		t.Fatalf("%v allocations per Write + TryWrite + Read; want 0", allocs)
+	}
+}
