@@ -15,8 +15,8 @@ import (
 // Write do. That bookkeeping is for calls that may block: it wakes Go's
 // sysmon thread whenever sysmon sleeps because every P is idle — i.e. at
 // the first syscall of every busy period, once per request for a proxy at
-// 1000 requests/s, more than half of its context switches (node lab: 1.2
-// -> 0.7-0.8 per request per proxy) — and lets sysmon hand the P to
+// 1000 requests/s, more than a third of its context switches (node lab: 1.2
+// -> 0.6-0.8 per request per proxy) — and lets sysmon hand the P to
 // another thread while the call runs. A non-blocking socket call lasts
 // microseconds (a large write over a veth some tens, as the kernel also
 // runs the receiving side), not a span the scheduler needs to reclaim.
