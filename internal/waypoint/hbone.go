@@ -177,7 +177,8 @@ func (g *Gateway) upstreamDialer(d *hbone.Dialer, ds *downstream) func(ctx conte
 
 // startHBONE binds the HBONE port and serves it: each CONNECT names a
 // bound service's VIP:port; the tunnelled bytes are HTTP, served by the
-// engine's handler for that service through an in-memory listener.
+// engine's handler for that service: HTTP/1.x by the engine's own loop,
+// h2c (by its preface) by an http.Server through an in-memory listener.
 func (g *Gateway) startHBONE(ctx context.Context, wg *sync.WaitGroup) error {
 	addr := net.JoinHostPort(g.opts.HBONEAddress, strconv.FormatUint(uint64(g.opts.HBONEPort), 10))
 	ln, err := net.Listen("tcp", addr)
@@ -189,7 +190,11 @@ func (g *Gateway) startHBONE(ctx context.Context, wg *sync.WaitGroup) error {
 	g.mu.Unlock()
 
 	tunnels := newConnListener(ln.Addr())
+	var streams streamSet
 	srv := g.engine.Server(0)
+	var h2only http.Protocols
+	h2only.SetUnencryptedHTTP2(true)
+	srv.Protocols = &h2only
 	// The stream's handler is built once per connection (ConnContext), not
 	// per request.
 	srv.Handler = http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
@@ -221,6 +226,7 @@ func (g *Gateway) startHBONE(ctx context.Context, wg *sync.WaitGroup) error {
 		}
 	}
 	self := g.sess.ID
+	gctx := ctx // the streams' HTTP outlives each CONNECT's handler call
 	hs, err := hbone.NewServer(hbone.ServerConfig{
 		Source:   g.sess.Certs,
 		Bundle:   g.sess.Bundle,
@@ -250,7 +256,7 @@ func (g *Gateway) startHBONE(ctx context.Context, wg *sync.WaitGroup) error {
 				// HBONE server, which copies the stream into it.
 				a, b := net.Pipe()
 				tc := &tunnelConn{Conn: b, target: t, ds: ds, remote: net.TCPAddrFromAddrPort(remote), local: net.TCPAddrFromAddrPort(req.Authority), peer: peer}
-				if !tunnels.push(tc) {
+				if !streams.start(tc, func() { g.serveTunnel(gctx, tc, tunnels) }) {
 					_ = a.Close()
 					_ = b.Close()
 					return nil, fmt.Errorf("waypoint: shutting down")
@@ -288,8 +294,82 @@ func (g *Gateway) startHBONE(ctx context.Context, wg *sync.WaitGroup) error {
 		if srv.Shutdown(sctx) != nil {
 			_ = srv.Close()
 		}
+		streams.drain(sctx)
 	})
 	return nil
+}
+
+// serveTunnel serves the HTTP/1.x of one stream with the engine's loop,
+// the stream's peer and upstream dialer in its requests' context; a
+// stream starting with the HTTP/2 preface goes to the h2c server.
+func (g *Gateway) serveTunnel(ctx context.Context, tc *tunnelConn, h2c *connListener) {
+	ctx = proxy.WithPeer(ctx, tc.peer)
+	if g.dialer != nil {
+		var release func()
+		ctx, release = g.engine.WithUpstreams(ctx, g.upstreamDialer(g.dialer, &tc.ds))
+		defer release()
+	}
+	g.engine.ServeConn(ctx, tc, g.targetHandler(tc.target), func(c net.Conn) bool {
+		h2 := &tunnelConn{Conn: c, target: tc.target, ds: tc.ds, peer: tc.peer, remote: tc.remote, local: tc.local}
+		return h2c.push(h2)
+	})
+}
+
+// streamSet tracks the streams served by the engine's HTTP/1.x loop, so
+// that shutdown waits for their requests (up to the grace period) and
+// then closes what is left.
+type streamSet struct {
+	mu     sync.Mutex
+	wg     sync.WaitGroup
+	conns  map[*tunnelConn]struct{}
+	closed bool
+}
+
+// start runs serve for tc unless shutdown began.
+func (s *streamSet) start(tc *tunnelConn, serve func()) bool {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	if s.closed {
+		return false
+	}
+	if s.conns == nil {
+		s.conns = map[*tunnelConn]struct{}{}
+	}
+	s.conns[tc] = struct{}{}
+	s.wg.Go(func() {
+		// The loop closes the stream itself, unless it handed it to the
+		// h2c server.
+		defer func() {
+			s.mu.Lock()
+			delete(s.conns, tc)
+			s.mu.Unlock()
+		}()
+		serve()
+	})
+	return true
+}
+
+// drain waits for the streams until ctx ends, then closes those left.
+func (s *streamSet) drain(ctx context.Context) {
+	s.mu.Lock()
+	s.closed = true
+	s.mu.Unlock()
+	done := make(chan struct{})
+	go func() {
+		s.wg.Wait()
+		close(done)
+	}()
+	select {
+	case <-done:
+		return
+	case <-ctx.Done():
+	}
+	s.mu.Lock()
+	for tc := range s.conns {
+		_ = tc.Close()
+	}
+	s.mu.Unlock()
+	<-done
 }
 
 type targetKey struct{}

@@ -1,14 +1,19 @@
 package waypoint_test
 
 import (
+	"context"
+	"crypto/tls"
 	"encoding/json"
 	"errors"
 	"fmt"
+	"net"
+	"net/http"
 	"net/netip"
 	"path/filepath"
 	"testing"
 
 	"github.com/spiffe/go-spiffe/v2/spiffeid"
+	"golang.org/x/net/http2"
 
 	"github.com/ambitmesh/ambit/internal/control/controltest"
 	"github.com/ambitmesh/ambit/internal/echo"
@@ -79,4 +84,30 @@ func TestWaypointServesHBONE(t *testing.T) {
 			}
 		})
 	}
+
+	// A stream opening with the HTTP/2 preface is served as h2c, kept
+	// alive for several requests.
+	t.Run("h2c", func(t *testing.T) {
+		conn, err := d.Dial(ctx, &hbone.DialRequest{Address: hboneAddr, Authority: wmVIP + ":80", Source: nodeID, Destination: []spiffeid.ID{wpID}})
+		if err != nil {
+			t.Fatal(err)
+		}
+		defer conn.Close()
+		tr := &http2.Transport{AllowHTTP: true, DialTLSContext: func(context.Context, string, string, *tls.Config) (net.Conn, error) { return conn, nil }}
+		defer tr.CloseIdleConnections()
+		for range 2 {
+			req, _ := http.NewRequestWithContext(ctx, "GET", "http://web.shop.svc.cluster.local/", nil)
+			req.Header.Set("X-Region", "eu")
+			resp, err := tr.RoundTrip(req)
+			if err != nil {
+				t.Fatal(err)
+			}
+			var e echo.Response
+			err = json.NewDecoder(resp.Body).Decode(&e)
+			resp.Body.Close()
+			if err != nil || resp.StatusCode != 200 || resp.ProtoMajor != 2 || e.Pod != "v2" {
+				t.Fatalf("%s %d from %q, %v; want HTTP/2 200 from v2", resp.Proto, resp.StatusCode, e.Pod, err)
+			}
+		}
+	})
 }

@@ -81,10 +81,18 @@ type downConn struct {
 	watch watcher
 }
 
-// serveH1 serves HTTP/1.x on nc until the client closes it, the idle
-// timeout, an error, or ctx's end (after the request in flight). h2c,
-// when set, takes connections starting with the HTTP/2 preface.
-func (e *Engine) serveH1(ctx context.Context, nc net.Conn, port uint32, handler http.Handler, state *tls.ConnectionState, h2c *connQueue) {
+// ServeConn serves HTTP/1.x on c with h until the client closes it, the
+// idle timeout, an error, or ctx's end (after the request in flight);
+// the requests' contexts carry ctx's values. h2c, when not nil, is given
+// a connection that starts with the HTTP/2 preface (the bytes read
+// replayed); false from it closes the connection.
+func (e *Engine) ServeConn(ctx context.Context, c net.Conn, h http.Handler, h2c func(net.Conn) bool) {
+	e.serveH1(ctx, c, 0, h, nil, h2c)
+}
+
+// serveH1 is ServeConn for a listener port, with the TLS state of a
+// terminated connection.
+func (e *Engine) serveH1(ctx context.Context, nc net.Conn, port uint32, handler http.Handler, state *tls.ConnectionState, h2c func(net.Conn) bool) {
 	c := &downConn{e: e, port: port, handler: handler, nc: nc, tls: state, remote: nc.RemoteAddr().String(),
 		buf: make([]byte, h1ReadBuffer)}
 	c.ctx = context.WithValue(context.WithoutCancel(ctx), downConnKey{}, c)
@@ -102,7 +110,7 @@ func (e *Engine) serveH1(ctx context.Context, nc net.Conn, port uint32, handler 
 	if h2c != nil && c.h2Preface() {
 		// net/http's HTTP/2 server reads the preface again.
 		_ = nc.SetReadDeadline(time.Time{})
-		if !h2c.put(&helloConn{Conn: nc, hello: c.buf[c.r:c.w]}) {
+		if !h2c(&helloConn{Conn: nc, hello: c.buf[c.r:c.w]}) {
 			_ = nc.Close()
 		}
 		return

@@ -90,7 +90,7 @@ func (e *Engine) serveConns(ctx context.Context, ln net.Listener, port uint32, f
 		go func() {
 			defer untrack()
 			if family == FamilyHTTP {
-				e.serveH1(ctx, c, port, h1, nil, https)
+				e.serveH1(ctx, c, port, h1, nil, https.put)
 				return
 			}
 			if family == FamilyTCP {
