@@ -35,8 +35,9 @@ const (
 	// h1BufferedBody is how much of a response body is held back to send
 	// with its head, and to give a length to a response without one.
 	h1BufferedBody = 8 << 10
-	// h1DrainBody is how much of an unread request body is read after
-	// the response to keep the connection (net/http's figure).
+	// h1DrainBody is how much of a request body the handler left unread
+	// is read when the response head is written, to keep the connection
+	// (net/http's figure).
 	h1DrainBody = 256 << 10
 	// h1WatchDelay is how long a request waits for its upstream before
 	// the connection is watched for the client leaving (which cancels
@@ -135,6 +136,7 @@ var aLongTimeAgo = time.Unix(1, 0)
 func (c *downConn) h2Preface() bool {
 	const preface = "PRI * HTTP/2.0\r\n\r\nSM\r\n\r\n"
 	_ = c.nc.SetReadDeadline(time.Now().Add(c.e.cfg.ReadHeaderTimeout))
+	c.idle.Store(true) // nothing received yet: shutdown closes it
 	for c.w < len(preface) {
 		if string(c.buf[:c.w]) != preface[:c.w] {
 			return false

@@ -241,9 +241,10 @@ func (e *Engine) authorize(w http.ResponseWriter, r *http.Request, st *reqState,
 }
 
 // Server returns an http.Server for the listener port serving HTTP/1.1
-// and h2c (prior knowledge) with the engine's timeouts and limits: the
-// waypoint's HBONE streams and HTTPS connections negotiating h2 go
-// through it. A plain HTTP listener is served by Serve.
+// and h2c (prior knowledge) with the engine's timeouts and limits. The
+// engine uses it for HTTP/2 only (h2c streams, h2 by ALPN; see
+// serveConns and the waypoint's HBONE server); HTTP/1.x goes to
+// ServeConn's loop.
 func (e *Engine) Server(port uint32) *http.Server {
 	var p http.Protocols
 	p.SetHTTP1(true)
