@@ -27,7 +27,7 @@ import (
 // at a time, as the descriptor's own locks would order them anyway).
 type Socket struct {
 	rc syscall.RawConn
-	c  net.Conn // for the addresses in errors; nil when not a net.Conn
+	c  net.Conn // for the addresses in errors
 
 	rmu    sync.Mutex
 	rp     []byte
@@ -43,19 +43,29 @@ type Socket struct {
 	tryFn   func(fd uintptr) bool // TryWrite: what fits now
 }
 
-// For returns c's socket, or nil when c has no descriptor (a pipe, a TLS
-// connection, a wrapper).
+// For returns c's socket, or nil when c is not a stream socket of the net
+// package (a pipe, a TLS connection, a wrapper, a file, a datagram socket).
+// Only those are certain to be non-blocking, which the raw syscalls rely on
+// (a raw write to a blocking pipe would hold its thread and P in the
+// kernel), and to mean EOF by an empty read.
 func For(c any) *Socket {
-	sc, ok := c.(syscall.Conn)
-	if !ok {
+	var sc syscall.Conn
+	switch c := c.(type) {
+	case *net.TCPConn:
+		sc = c
+	case *net.UnixConn:
+		if c.LocalAddr().Network() != "unix" { // unixgram, unixpacket
+			return nil
+		}
+		sc = c
+	default:
 		return nil
 	}
 	rc, err := sc.SyscallConn()
 	if err != nil {
 		return nil
 	}
-	nc, _ := c.(net.Conn)
-	s := &Socket{rc: rc, c: nc}
+	s := &Socket{rc: rc, c: c.(net.Conn)}
 	s.readFn, s.writeFn, s.tryFn = s.read, s.write, s.try
 	return s
 }
@@ -92,10 +102,8 @@ func (s *Socket) try(fd uintptr) bool {
 // opError wraps err as the net package does (*net.OpError), so callers
 // and logs see the same errors as from the net.Conn itself.
 func (s *Socket) opError(op string, err error) error {
-	oe := &net.OpError{Op: op, Err: err}
-	if s.c != nil {
-		oe.Net = s.c.LocalAddr().Network()
-		oe.Source, oe.Addr = s.c.LocalAddr(), s.c.RemoteAddr()
+	if re, ok := err.(*net.OpError); ok { // RawConn's "raw-read"/"raw-write" one
+		err = re.Err
 	}
-	return oe
+	return &net.OpError{Op: op, Net: s.c.LocalAddr().Network(), Source: s.c.LocalAddr(), Addr: s.c.RemoteAddr(), Err: err}
 }

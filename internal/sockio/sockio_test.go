@@ -6,6 +6,7 @@ import (
 	"io"
 	"net"
 	"os"
+	"syscall"
 	"testing"
 	"time"
 
@@ -179,5 +180,91 @@ func TestNoAllocations(t *testing.T) {
 	// add none.
 	if allocs != 0 {
 		t.Fatalf("%v allocations per Write + TryWrite + Read; want 0", allocs)
+	}
+}
+
+// TestOnlyNonBlockingStreamSockets: the raw syscalls never wait in the
+// kernel only on the net package's stream sockets, which are non-blocking.
+// A file (a pipe, a terminal — an hbone.Conn copied to os.Stdout) may be
+// blocking: a raw write to a full blocking pipe would hold the thread and
+// its P until the reader drains it (and TryWrite, run by an HTTP/2
+// connection's reader, would stall every stream of the connection), so For
+// must not take it. A datagram socket's empty read is not EOF.
+func TestOnlyNonBlockingStreamSockets(t *testing.T) {
+	var p [2]int
+	if err := syscall.Pipe2(p[:], syscall.O_CLOEXEC); err != nil { // blocking, as a shell's pipe
+		t.Fatal(err)
+	}
+	r, w := os.NewFile(uintptr(p[0]), "r"), os.NewFile(uintptr(p[1]), "w")
+	defer r.Close()
+	defer w.Close()
+	if s := sockio.For(w); s != nil {
+		// Show the harm: fill the pipe; TryWrite must return at once.
+		done := make(chan struct{})
+		go func() {
+			defer close(done)
+			for {
+				if n, err := s.TryWrite(make([]byte, 4096)); n == 0 || err != nil {
+					return
+				}
+			}
+		}()
+		select {
+		case <-done:
+			t.Fatal("For(*os.File) != nil")
+		case <-time.After(2 * time.Second):
+			_ = r.Close() // ends the blocked write (EPIPE)
+			<-done
+			t.Fatal("For(a blocking pipe) returned a Socket whose TryWrite blocked in the kernel")
+		}
+	}
+	u, err := net.ListenUDP("udp", &net.UDPAddr{IP: net.IPv4(127, 0, 0, 1)})
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer u.Close()
+	if sockio.For(u) != nil {
+		t.Fatal("For(*net.UDPConn) != nil")
+	}
+	c, _ := tcpPair(t)
+	if sockio.For(c) == nil {
+		t.Fatal("For(*net.TCPConn) = nil")
+	}
+	ul, err := net.Listen("unix", t.TempDir()+"/s")
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer ul.Close()
+	uc, err := net.Dial("unix", ul.Addr().String())
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer uc.Close()
+	if sockio.For(uc) == nil {
+		t.Fatal("For(a unix stream socket) = nil")
+	}
+}
+
+// TestErrorsAsNetConn: errors read as the net.Conn's own (one
+// *net.OpError, not net's "raw-read" one inside ours), in logs too.
+func TestErrorsAsNetConn(t *testing.T) {
+	c, _ := tcpPair(t)
+	s := sockio.For(c)
+	_ = c.SetReadDeadline(time.Now().Add(-time.Second))
+	_, want := c.Read(make([]byte, 1))
+	_, got := s.Read(make([]byte, 1))
+	if got == nil || want == nil || got.Error() != want.Error() {
+		t.Fatalf("Read past the deadline = %v; want %v", got, want)
+	}
+	_ = c.Close()
+	_, want = c.Read(make([]byte, 1))
+	_, got = s.Read(make([]byte, 1))
+	if got == nil || want == nil || got.Error() != want.Error() {
+		t.Fatalf("Read after Close = %v; want %v", got, want)
+	}
+	_, want = c.Write([]byte("x"))
+	_, got = s.Write([]byte("x"))
+	if got == nil || want == nil || got.Error() != want.Error() {
+		t.Fatalf("Write after Close = %v; want %v", got, want)
 	}
 }
