@@ -412,10 +412,16 @@ func (c *h2Conn) writeData(st *stream, p []byte, end bool) error {
 		}
 		last := end && n == len(p)
 		c.lockWrite()
+		sent := false
 		if c.werr == nil && !st.done.Load() {
 			c.werr = c.fr.WriteData(st.id, last, p[:n])
+			sent = true
 		}
-		if err := c.unlockWrite(); err != nil {
+		err = c.unlockWrite()
+		if !sent {
+			c.unreserve(n)
+		}
+		if err != nil {
 			return err
 		}
 		p = p[n:]
@@ -442,10 +448,11 @@ func (c *h2Conn) writeFrames(st *stream, b []byte) error {
 	for off := 0; off < len(b)-frameHeaderLen; {
 		// The first frame waits for the windows; the others are taken
 		// only when the windows allow them now.
-		k, left := 0, len(b)-frameHeaderLen-off
+		k, left, start := 0, len(b)-frameHeaderLen-off, off
 		for k < len(sizes) && left > 0 {
 			n, err := c.reserve(st, left, true, k > 0)
 			if err != nil {
+				c.unreserve(len(b) - frameHeaderLen - start - left)
 				return err
 			}
 			if n == 0 {
@@ -472,7 +479,11 @@ func (c *h2Conn) writeFrames(st *stream, b []byte) error {
 				return nil
 			})
 		}
-		if err := c.unlockWrite(); err != nil {
+		err := c.unlockWrite()
+		// Frames not written (the stream was reset while they waited for
+		// the lock, or the write failed) give their window back.
+		c.unreserve(len(b) - frameHeaderLen - start - left - (off - start))
+		if err != nil {
 			return err
 		}
 		if st.done.Load() {
@@ -480,6 +491,18 @@ func (c *h2Conn) writeFrames(st *stream, b []byte) error {
 		}
 	}
 	return nil
+}
+
+// unreserve returns n bytes that reserve took for DATA never sent to the
+// connection send window (the stream's is moot: it is over).
+func (c *h2Conn) unreserve(n int) {
+	if n <= 0 {
+		return
+	}
+	c.mu.Lock()
+	c.sendConn += int64(n)
+	c.mu.Unlock()
+	c.cond.Broadcast()
 }
 
 // maxBatchFrames bounds the DATA frames of one write syscall (a bulk
