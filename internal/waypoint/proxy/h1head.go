@@ -246,14 +246,23 @@ func (h *h1Head) framing() *h1Refusal {
 			h.header["Content-Length"] = cls[:1:1]
 		}
 	}
-	// Transfer-Encoding means nothing before HTTP/1.1 (RFC 9112 §6.1).
-	if te, ok := h.header["Transfer-Encoding"]; ok && h.minor >= 1 {
+	te, hasTE := h.header["Transfer-Encoding"]
+	if hasTE && h.minor == 0 {
+		// Transfer-Encoding means nothing before HTTP/1.1, but a sender
+		// may have framed the body by it: the framing is faulty and the
+		// connection closes after the answer (RFC 9112 §6.1).
+		delete(h.header, "Transfer-Encoding")
+		h.close = true
+	} else if hasTE {
 		if len(te) != 1 || !strings.EqualFold(te[0], "chunked") {
 			return &h1Refusal{status: http.StatusNotImplemented, msg: "unsupported transfer encoding " + strings.Join(te, ", ")}
 		}
 		// It overrides Content-Length (RFC 9112 §6.3): the body is
-		// re-framed upstream, so both sides agree where it ends.
-		h.chunked, h.contentLength = true, -1
+		// re-framed upstream, so both sides agree where it ends. With
+		// both, a parser in front may have split the stream elsewhere:
+		// what follows is not served (the connection closes, §6.1).
+		_, hasCL := h.header["Content-Length"]
+		h.chunked, h.contentLength, h.close = true, -1, hasCL
 		delete(h.header, "Content-Length")
 		delete(h.header, "Transfer-Encoding")
 		for _, v := range h.header["Trailer"] {
@@ -269,9 +278,9 @@ func (h *h1Head) framing() *h1Refusal {
 	}
 	conn := h.header["Connection"]
 	if h.minor >= 1 {
-		h.close = httpguts.HeaderValuesContainsToken(conn, "close")
+		h.close = h.close || httpguts.HeaderValuesContainsToken(conn, "close")
 	} else {
-		h.close = !httpguts.HeaderValuesContainsToken(conn, "keep-alive")
+		h.close = h.close || !httpguts.HeaderValuesContainsToken(conn, "keep-alive")
 	}
 	if e, ok := h.header["Expect"]; ok && h.minor >= 1 {
 		if len(e) != 1 || !strings.EqualFold(e[0], "100-continue") {

@@ -174,7 +174,9 @@ func (w *h1Response) commit(final bool) {
 	default:
 		w.closeAfter = true // an HTTP/1.0 body ends with the connection
 	}
-	if w.req.Close {
+	if w.req.Close || w.c.serve.Err() != nil {
+		// Shutting down: the client is told not to send another
+		// request on the connection, which closes after this one.
 		w.closeAfter = true
 	}
 	if w.body != nil && !w.closeAfter && !w.body.drain() {

@@ -11,6 +11,7 @@ import (
 	"os"
 	"runtime"
 	"strconv"
+	"strings"
 	"sync"
 	"sync/atomic"
 	"time"
@@ -60,6 +61,7 @@ type downConn struct {
 	nc      net.Conn
 	tls     *tls.ConnectionState
 	ctx     context.Context // values common to the connection's requests
+	serve   context.Context // ends on shutdown
 	remote  string
 
 	buf     []byte // buf[r:w] is read and not yet consumed
@@ -94,7 +96,7 @@ func (e *Engine) ServeConn(ctx context.Context, c net.Conn, h http.Handler, h2c 
 // serveH1 is ServeConn for a listener port, with the TLS state of a
 // terminated connection.
 func (e *Engine) serveH1(ctx context.Context, nc net.Conn, port uint32, handler http.Handler, state *tls.ConnectionState, h2c func(net.Conn) bool) {
-	c := &downConn{e: e, port: port, handler: handler, nc: nc, tls: state, remote: nc.RemoteAddr().String(),
+	c := &downConn{e: e, port: port, handler: handler, nc: nc, tls: state, serve: ctx, remote: nc.RemoteAddr().String(),
 		buf: make([]byte, h1ReadBuffer)}
 	c.ctx = context.WithValue(context.WithoutCancel(ctx), downConnKey{}, c)
 	c.rw.c = c
@@ -526,19 +528,36 @@ func (b *downBody) readTrailer() error {
 	}
 }
 
-// parseChunkSize parses a chunk size line, extensions ignored.
+// parseChunkSize parses a chunk size line: hex digits only (no sign or
+// prefix, which another parser may read differently), then optional
+// whitespace and extensions, ignored (RFC 9112 §7.1).
 func parseChunkSize(line string) (int64, bool) {
-	for i := 0; i < len(line); i++ {
-		if line[i] == ';' || line[i] == ' ' || line[i] == '\t' {
-			line = line[:i]
+	var n int64
+	i := 0
+	for ; i < len(line); i++ {
+		d := unhex(line[i])
+		if d < 0 {
 			break
 		}
+		n = n<<4 | int64(d)
 	}
-	if line == "" || len(line) > 15 {
+	if i == 0 || i > 15 {
 		return 0, false
 	}
-	n, err := strconv.ParseInt(line, 16, 64)
-	return n, err == nil && n >= 0
+	rest := strings.TrimLeft(line[i:], " \t")
+	return n, rest == "" || rest[0] == ';'
+}
+
+func unhex(c byte) int {
+	switch {
+	case '0' <= c && c <= '9':
+		return int(c - '0')
+	case 'a' <= c && c <= 'f':
+		return int(c-'a') + 10
+	case 'A' <= c && c <= 'F':
+		return int(c-'A') + 10
+	}
+	return -1
 }
 
 func unexpectedEOF(err error) error {

@@ -375,6 +375,9 @@ func TestH1Shutdown(t *testing.T) {
 	if resp.StatusCode != 200 || body != "done" {
 		t.Errorf("the request in flight at shutdown: %d %q; want it finished", resp.StatusCode, body)
 	}
+	if !resp.Close {
+		t.Error("the response finished during shutdown did not say Connection: close (the client would reuse the connection)")
+	}
 	if !busy.closed() {
 		t.Error("the busy connection stayed open after its response")
 	}
