@@ -297,8 +297,12 @@ func (pc *h1Conn) roundTrip(req *http.Request, noBody bool) (*http.Response, err
 	trace := httptrace.ContextClientTrace(ctx)
 	for n1xx := 0; ; n1xx++ {
 		pc.headLeft = h1MaxResponseHead
-		resp, err := http.ReadResponse(pc.br, req)
+		head, err := readResponseHead(pc.br)
 		pc.headLeft = -1
+		var resp *http.Response
+		if err == nil {
+			resp, err = parseResponseHead(head, req.Method)
+		}
 		if err != nil {
 			// A failed body write explains a failed read best.
 			if wrote != nil {
@@ -317,11 +321,13 @@ func (pc *h1Conn) roundTrip(req *http.Request, noBody bool) (*http.Response, err
 			return fail(errH1Switch)
 		}
 		if code < 100 || code >= 200 {
-			b := &h1Body{ctx: ctx, pc: pc, body: resp.Body, stop: stop, wrote: wrote, reuse: !resp.Close && !req.Close}
-			if resp.Body == http.NoBody {
-				b.finish(true)
-			} else {
+			resp.Request = req
+			b := &h1Body{ctx: ctx, pc: pc, stop: stop, wrote: wrote, reuse: !resp.Close && !req.Close}
+			if b.framed(resp, req.Method) {
 				resp.Body = b
+			} else {
+				resp.Body = http.NoBody
+				b.finish(true)
 			}
 			return resp, nil
 		}
@@ -346,18 +352,22 @@ func (pc *h1Conn) roundTrip(req *http.Request, noBody bool) (*http.Response, err
 type h1Body struct {
 	ctx   context.Context
 	pc    *h1Conn
-	body  io.ReadCloser
 	stop  func() bool
 	wrote chan error
 	reuse bool
 	done  bool
+	// The framing (see framed): chunks or, when nil, left bytes (-1: to
+	// the connection's end); resp receives the trailers.
+	chunks io.Reader
+	left   int64
+	resp   *http.Response
 }
 
 func (b *h1Body) Read(p []byte) (int, error) {
 	if b.done {
 		return 0, io.EOF
 	}
-	n, err := b.body.Read(p)
+	n, err := b.readFrame(p)
 	switch {
 	case err == io.EOF:
 		b.finish(true)

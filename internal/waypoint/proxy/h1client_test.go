@@ -545,3 +545,56 @@ func TestH1ClientBadHeadWithBody(t *testing.T) {
 		t.Errorf("backend accepted %d connections; want 1 (the pooled one kept)", n)
 	}
 }
+
+// TestH1ClientResponseFraming: heads longer than the read buffer are read
+// whole and bounded, an HTTP/1.0 keep-alive answer keeps its connection, a
+// body cut short and a malformed trailer are errors and cost the
+// connection.
+func TestH1ClientResponseFraming(t *testing.T) {
+	long := strings.Repeat("v", 64<<10)
+	b := startH1Backend(t, func(conn, i int, r *http.Request, _ *bufio.Reader, w net.Conn) bool {
+		var err error
+		switch r.URL.Path {
+		case "/long":
+			return ok(w, "X-Long: "+long+"\r\nX-After: 1\r\n", fmt.Sprintf("conn %d", conn))
+		case "/huge":
+			_, _ = io.WriteString(w, "HTTP/1.1 200 OK\r\n")
+			for range 20 {
+				_, _ = io.WriteString(w, "X-Long: "+long+"\r\n")
+			}
+			return false
+		case "/http10":
+			_, err = fmt.Fprintf(w, "HTTP/1.0 200 OK\r\nConnection: keep-alive\r\nContent-Length: 6\r\n\r\nconn %d", conn)
+		case "/short":
+			_, _ = io.WriteString(w, "HTTP/1.1 200 OK\r\nContent-Length: 10\r\n\r\nabc")
+			return false
+		case "/badtrailer":
+			_, err = io.WriteString(w, "HTTP/1.1 200 OK\r\nTransfer-Encoding: chunked\r\n\r\n1\r\na\r\n0\r\nBad Trailer: x\r\n\r\n")
+		}
+		return err == nil
+	})
+	c := newTestH1Client(t)
+	ctx := t.Context()
+	resp, body, err := h1Get(t, c, ctx, "GET", b.url("/long"), nil)
+	if err != nil || body != "conn 0" || resp.Header.Get("X-Long") != long || resp.Header.Get("X-After") != "1" {
+		t.Fatalf("64 KiB field: %q, %v", body, err)
+	}
+	if _, body, err := h1Get(t, c, ctx, "GET", b.url("/http10"), nil); err != nil || body != "conn 0" {
+		t.Fatalf("HTTP/1.0 keep-alive after a long head: %q, %v; want the same connection", body, err)
+	}
+	if _, body, err := h1Get(t, c, ctx, "GET", b.url("/http10"), nil); err != nil || body != "conn 0" {
+		t.Fatalf("after HTTP/1.0 keep-alive: %q, %v; want the same connection", body, err)
+	}
+	if _, _, err := h1Get(t, c, ctx, "GET", b.url("/huge"), nil); !errors.Is(err, errH1HeadTooLarge) {
+		t.Fatalf("head over %d bytes: %v", h1MaxResponseHead, err)
+	}
+	if _, body, err := h1Get(t, c, ctx, "GET", b.url("/short"), nil); !errors.Is(err, io.ErrUnexpectedEOF) || body != "abc" {
+		t.Fatalf("body cut short: %q, %v", body, err)
+	}
+	if _, body, err := h1Get(t, c, ctx, "GET", b.url("/badtrailer"), nil); err == nil || body != "a" {
+		t.Fatalf("malformed trailer: %q, %v", body, err)
+	}
+	if _, body, err := h1Get(t, c, ctx, "GET", b.url("/http10"), nil); err != nil || body == "conn 0" {
+		t.Fatalf("after a malformed trailer: %q, %v; want a new connection", body, err)
+	}
+}

@@ -117,32 +117,44 @@ func parseHead(s string) (*h1Head, *h1Refusal) {
 	if err := h.parseTarget(); err != nil {
 		return nil, err
 	}
+	header, err := parseFields(rest)
+	if err != nil {
+		return nil, err
+	}
+	h.header = header
+	if err := h.framing(); err != nil {
+		return nil, err
+	}
+	return h, nil
+}
+
+// parseFields parses the field lines of a head, through the empty line
+// ending them: the requests' heads, and the responses' and trailers the
+// upstream client reads.
+func parseFields(rest string) (http.Header, *h1Refusal) {
 	n := strings.Count(rest, "\n")
-	h.header = make(http.Header, n)
+	header := make(http.Header, n)
 	// One backing array for the values; each key's slice is capped so an
 	// append by a filter copies instead of overwriting its neighbour.
 	vals := make([]string, 0, n)
 	for {
+		var line string
 		line, rest = nextLine(rest)
 		if line == "" {
-			break
+			return header, nil
 		}
 		name, value, err := splitField(line)
 		if err != nil {
 			return nil, err
 		}
 		key := textproto.CanonicalMIMEHeaderKey(name)
-		if cur, ok := h.header[key]; ok {
-			h.header[key] = append(cur, value)
+		if cur, ok := header[key]; ok {
+			header[key] = append(cur, value)
 			continue
 		}
 		vals = append(vals, value)
-		h.header[key] = vals[len(vals)-1 : len(vals) : len(vals)]
+		header[key] = vals[len(vals)-1 : len(vals) : len(vals)]
 	}
-	if err := h.framing(); err != nil {
-		return nil, err
-	}
-	return h, nil
 }
 
 // splitField splits and checks a header field line.
@@ -265,16 +277,7 @@ func (h *h1Head) framing() *h1Refusal {
 		h.chunked, h.contentLength, h.close = true, -1, hasCL
 		delete(h.header, "Content-Length")
 		delete(h.header, "Transfer-Encoding")
-		for _, v := range h.header["Trailer"] {
-			for k := range strings.SplitSeq(v, ",") {
-				if k = textproto.TrimString(k); k != "" {
-					if h.trailer == nil {
-						h.trailer = http.Header{}
-					}
-					h.trailer[textproto.CanonicalMIMEHeaderKey(k)] = nil
-				}
-			}
-		}
+		h.trailer = announcedTrailers(h.header["Trailer"])
 	}
 	conn := h.header["Connection"]
 	if h.minor >= 1 {
@@ -290,6 +293,23 @@ func (h *h1Head) framing() *h1Refusal {
 		delete(h.header, "Expect")
 	}
 	return nil
+}
+
+// announcedTrailers are the keys a Trailer field announces, nil values;
+// nil when none.
+func announcedTrailers(vv []string) http.Header {
+	var trailer http.Header
+	for _, v := range vv {
+		for k := range strings.SplitSeq(v, ",") {
+			if k = textproto.TrimString(k); k != "" {
+				if trailer == nil {
+					trailer = http.Header{}
+				}
+				trailer[textproto.CanonicalMIMEHeaderKey(k)] = nil
+			}
+		}
+	}
+	return trailer
 }
 
 // parseLength parses a Content-Length: digits only.
