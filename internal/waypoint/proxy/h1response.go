@@ -112,7 +112,7 @@ func (w *h1Response) write1xx(code int) {
 	b = appendHeader(b, w.header)
 	b = append(b, "\r\n"...)
 	// A failure shows in the response's own writes.
-	_, _ = w.c.nc.Write(b)
+	_ = w.c.writeLocked(b)
 }
 
 // sentContinue sends 100 Continue when the handler first reads a body
@@ -124,8 +124,7 @@ func (w *h1Response) sentContinue() bool {
 		return true
 	}
 	w.sent100 = true
-	_, err := w.c.nc.Write([]byte("HTTP/1.1 100 Continue\r\n\r\n"))
-	return err == nil
+	return w.c.writeLocked([]byte("HTTP/1.1 100 Continue\r\n\r\n")) == nil
 }
 
 func (w *h1Response) Write(p []byte) (int, error) {

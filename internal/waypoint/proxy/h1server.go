@@ -354,6 +354,14 @@ func (c *downConn) refuse(r *h1Refusal) {
 func (c *downConn) writeRaw(b []byte) error {
 	c.wmu.Lock()
 	defer c.wmu.Unlock()
+	return c.writeLocked(b)
+}
+
+// writeLocked writes b, the write lock held. A client that takes none of
+// it for the idle timeout is gone (Envoy's stream idle timeout): else it
+// would hold the request and its upstream connection forever.
+func (c *downConn) writeLocked(b []byte) error {
+	_ = c.nc.SetWriteDeadline(time.Now().Add(c.e.cfg.IdleTimeout))
 	_, err := c.nc.Write(b)
 	return err
 }

@@ -434,3 +434,22 @@ func TestH1SlowBodyOutlivesHeaderTimeout(t *testing.T) {
 		t.Errorf("backend saw %+v", got)
 	}
 }
+
+// A client that stops reading its response does not hold the request
+// (its goroutine and upstream connection) forever: a write that makes no
+// progress for the idle timeout ends it, as Envoy's stream idle timeout.
+func TestH1ClientNotReadingTimesOut(t *testing.T) {
+	big := strings.Repeat("x", 32<<20) // beyond any socket buffers
+	up := startH1Backend(t, func(_, _ int, r *http.Request, _ *bufio.Reader, w net.Conn) bool {
+		return ok(w, "", big)
+	})
+	g := startGateway(t, Config{IdleTimeout: 300 * time.Millisecond},
+		[]*gatewayv1.Listener{listener(map[string][]*gatewayv1.Route{"*": {rt("all", prefix("/"), ref("up", 1))}}, "*")},
+		[]*gatewayv1.Backend{backend("up", up.addr)})
+	c := dialRaw(t, g.addr)
+	c.send(t, "GET /big HTTP/1.1\r\nHost: a\r\n\r\n")
+	// Never read: the request must still end, and be logged.
+	testkit.Eventually(t, 10*time.Second, "a DC access log line for /big", func() bool {
+		return strings.Contains(g.log.String(), `"path":"/big","protocol":"HTTP/1.1","status":200,"flags":"DC"`)
+	})
+}
