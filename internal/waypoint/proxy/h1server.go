@@ -74,6 +74,8 @@ type downConn struct {
 	// wmu serialises writes to nc: 1xx answers and 100 Continue may come
 	// from the goroutines of the upstream round trip.
 	wmu sync.Mutex
+	// wrearm: when the write deadline is next moved (under wmu).
+	wrearm time.Time
 
 	// idle is set while waiting for a request head, when shutdown may
 	// close the connection.
@@ -360,8 +362,13 @@ func (c *downConn) writeRaw(b []byte) error {
 // writeLocked writes b, the write lock held. A client that takes none of
 // it for the idle timeout is gone (Envoy's stream idle timeout): else it
 // would hold the request and its upstream connection forever.
+// The deadline is moved at most every eighth of the timeout (keep-alive
+// responses come faster), so a client gets 7/8 of it at least.
 func (c *downConn) writeLocked(b []byte) error {
-	_ = c.nc.SetWriteDeadline(time.Now().Add(c.e.cfg.IdleTimeout))
+	if now := time.Now(); now.After(c.wrearm) {
+		_ = c.nc.SetWriteDeadline(now.Add(c.e.cfg.IdleTimeout))
+		c.wrearm = now.Add(c.e.cfg.IdleTimeout / 8)
+	}
 	_, err := c.nc.Write(b)
 	return err
 }
