@@ -22,6 +22,13 @@ import (
 // before them leave in one syscall.
 const batchSize = 272 << 10
 
+// Batch buffers are taken for one batch only: a connection that once sent
+// in bulk keeps no ~288 KiB buffer while it idles.
+var batchBufs = sync.Pool{New: func() any {
+	b := make([]byte, 0, batchSize+maxRecordPlaintext+256)
+	return &b
+}}
+
 // maxRecordPlaintext is crypto/tls's largest record payload: writes up to
 // this size are one record (with dynamic record sizing disabled) and gain
 // nothing from batching.
@@ -42,8 +49,8 @@ type batchConn struct {
 
 	mu       sync.Mutex
 	batching bool
-	buf      []byte
-	err      error // sticky: once a buffered write failed, the TLS stream is broken
+	bp       *[]byte // the open batch's buffer (pooled: an idle connection holds none)
+	err      error   // sticky: once a buffered write failed, the TLS stream is broken
 }
 
 func newBatchConn(c net.Conn) *batchConn {
@@ -69,12 +76,12 @@ func (b *batchConn) Write(p []byte) (int, error) {
 		}
 		return n, err
 	}
-	if len(b.buf)+len(p) > batchSize && len(b.buf) > 0 {
+	if len(*b.bp)+len(p) > batchSize && len(*b.bp) > 0 {
 		if err := b.flushLocked(); err != nil {
 			return 0, err
 		}
 	}
-	b.buf = append(b.buf, p...)
+	*b.bp = append(*b.bp, p...)
 	return len(p), nil
 }
 
@@ -87,9 +94,7 @@ func (b *batchConn) begin() bool {
 		return false
 	}
 	b.batching = true
-	if b.buf == nil {
-		b.buf = make([]byte, 0, batchSize+maxRecordPlaintext+256)
-	}
+	b.bp = batchBufs.Get().(*[]byte)
 	return true
 }
 
@@ -98,18 +103,22 @@ func (b *batchConn) end() error {
 	b.mu.Lock()
 	defer b.mu.Unlock()
 	b.batching = false
-	if b.err != nil {
-		return b.err
+	err := b.err
+	if err == nil {
+		err = b.flushLocked()
 	}
-	return b.flushLocked()
+	*b.bp = (*b.bp)[:0]
+	batchBufs.Put(b.bp)
+	b.bp = nil
+	return err
 }
 
 func (b *batchConn) flushLocked() error {
-	if len(b.buf) == 0 {
+	if len(*b.bp) == 0 {
 		return nil
 	}
-	_, err := b.sock.Write(b.buf)
-	b.buf = b.buf[:0]
+	_, err := b.sock.Write(*b.bp)
+	*b.bp = (*b.bp)[:0]
 	if err != nil {
 		b.err = err
 	}

@@ -34,14 +34,7 @@ func BenchmarkBulk(b *testing.B) {
 	b.ReportAllocs()
 	b.ResetTimer()
 	for range b.N {
-		app, err := net.Dial("tcp", l.Addr().String())
-		if err != nil {
-			b.Fatal(err)
-		}
-		body, err := l.Accept()
-		if err != nil {
-			b.Fatal(err)
-		}
+		app, body := socketPair(b, l)
 		req := e.req(sink)
 		req.Body = body
 		ctx, cancel := context.WithTimeout(context.Background(), time.Minute)

@@ -132,6 +132,8 @@ type stream struct {
 
 	sendWin int64 // stream send window, under c.mu
 
+	relay relayBuf // us -> peer: copyFromUpstream's (here: no allocation per stream)
+
 	// Client side: the response. opened is closed by the reader on the
 	// final status (status set) or when the stream ended before one.
 	opened     chan struct{}

@@ -295,6 +295,21 @@ func tcpServer(t testing.TB, serve func(net.Conn)) string {
 	return l.Addr().String()
 }
 
+// socketPair dials l and accepts: app is the application's end, body the
+// end a tunnel reads (DialRequest.Body).
+func socketPair(tb testing.TB, l net.Listener) (app, body net.Conn) {
+	tb.Helper()
+	app, err := net.Dial("tcp", l.Addr().String())
+	if err != nil {
+		tb.Fatal(err)
+	}
+	body, err = l.Accept()
+	if err != nil {
+		tb.Fatal(err)
+	}
+	return app, body
+}
+
 // closedPort is a loopback port nobody listens on.
 func closedPort(t *testing.T) string {
 	t.Helper()

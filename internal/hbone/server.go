@@ -351,35 +351,59 @@ var (
 	bulkBufs  = sync.Pool{New: func() any { b := make([]byte, bulkBufSize); return &b }}
 )
 
-type relayBuf struct{ p *[]byte }
+// relayBuf is a stream's relay buffer: its size class, and the pooled
+// buffer while the stream holds one. A read from a socket (sockio
+// ReadInto) holds it only while there are bytes to read, so an idle
+// stream holds none, whatever size it grew to; the class stays, so a bulk
+// stream that drains its source keeps reading 256 KiB at a time.
+type relayBuf struct {
+	size int
+	p    *[]byte // nil while released
+}
 
-func newRelayBuf() relayBuf { return relayBuf{smallBufs.Get().(*[]byte)} }
-
-func (r *relayBuf) bytes() []byte { return *r.p }
-
-// filled is told how many bytes the last read (into bytes()[frameHeaderLen:]) returned.
-func (r *relayBuf) filled(n int) {
-	if n != len(*r.p)-frameHeaderLen {
-		return
-	}
-	switch len(*r.p) {
-	case smallBufSize:
-		smallBufs.Put(r.p)
-		r.p = largeBufs.Get().(*[]byte)
+func (r *relayBuf) pool() *sync.Pool {
+	switch r.size {
+	case bulkBufSize:
+		return &bulkBufs
 	case largeBufSize:
-		largeBufs.Put(r.p)
-		r.p = bulkBufs.Get().(*[]byte)
+		return &largeBufs
+	}
+	return &smallBufs
+}
+
+// bytes returns the whole buffer (frame header room included).
+func (r *relayBuf) bytes() []byte {
+	if r.p == nil {
+		if r.size == 0 {
+			r.size = smallBufSize
+		}
+		r.p = r.pool().Get().(*[]byte)
+	}
+	return *r.p
+}
+
+// Bytes is the space a read fills (sockio.Buffer).
+func (r *relayBuf) Bytes() []byte { return r.bytes()[frameHeaderLen:] }
+
+// Release returns the buffer to its pool (sockio.Buffer).
+func (r *relayBuf) Release() {
+	if r.p != nil {
+		r.pool().Put(r.p)
+		r.p = nil
 	}
 }
 
-func (r *relayBuf) free() {
-	switch len(*r.p) {
-	case bulkBufSize:
-		bulkBufs.Put(r.p)
-	case largeBufSize:
-		largeBufs.Put(r.p)
-	default:
-		smallBufs.Put(r.p)
+// filled is told how many bytes the last read (into Bytes) returned.
+func (r *relayBuf) filled(n int) {
+	if n != r.size-frameHeaderLen {
+		return
 	}
-	r.p = nil
+	switch r.size {
+	case smallBufSize:
+		r.Release()
+		r.size = largeBufSize
+	case largeBufSize:
+		r.Release()
+		r.size = bulkBufSize
+	}
 }

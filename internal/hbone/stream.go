@@ -382,13 +382,19 @@ func asSink(w io.Writer) sink {
 // land after room for a frame header, so that each read leaves as one DATA
 // frame without a copy (see writeFrames).
 func (st *stream) copyFromUpstream(up io.Reader) error {
-	buf := newRelayBuf()
-	defer buf.free()
+	buf := &st.relay
+	defer buf.Release()
+	src := asBufferReader(up)
 	for {
-		b := buf.bytes()
-		n, rerr := up.Read(b[frameHeaderLen:])
+		var n int
+		var rerr error
+		if src != nil {
+			n, rerr = src.ReadInto(buf)
+		} else {
+			n, rerr = up.Read(buf.Bytes())
+		}
 		if n > 0 {
-			if err := st.c.writeFrames(st, b[:frameHeaderLen+n]); err != nil {
+			if err := st.c.writeFrames(st, buf.bytes()[:frameHeaderLen+n]); err != nil {
 				return err
 			}
 			buf.filled(n)
@@ -397,6 +403,22 @@ func (st *stream) copyFromUpstream(up io.Reader) error {
 			return rerr
 		}
 	}
+}
+
+// bufferReader is a source that holds a read's buffer only while it has
+// bytes to read (sockio.Socket, telemetry's counted connections).
+type bufferReader interface {
+	ReadInto(b sockio.Buffer) (int, error)
+}
+
+func asBufferReader(r io.Reader) bufferReader {
+	if br, ok := r.(bufferReader); ok {
+		return br
+	}
+	if s := sockio.For(r); s != nil {
+		return s
+	}
+	return nil
 }
 
 // frameHeaderLen is the size of an HTTP/2 frame header.

@@ -60,7 +60,48 @@ func (s *Socket) Read(p []byte) (int, error) {
 	s.rmu.Lock()
 	defer s.rmu.Unlock()
 	s.rp, s.rn, s.rerrno = p, 0, 0
-	err := s.rc.Read(s.readFn)
+	return s.readResult(s.rc.Read(s.readFn))
+}
+
+// Buffer is the space of a ReadInto, held by the reader only while the
+// socket has bytes to read.
+type Buffer interface {
+	// Bytes returns the space to read into (not empty).
+	Bytes() []byte
+	// Release is called when the socket has nothing to read, before the
+	// read waits: the space may go back to a pool (Bytes is asked again
+	// once the socket is readable).
+	Release()
+}
+
+// ReadInto is Read into b.Bytes(), for a relay that reads in large buffers
+// and spends most of its life waiting: when the socket has nothing to read
+// the buffer is released before the wait, so an idle connection holds
+// none, and a busy one reads without an extra syscall (the read that
+// found nothing is the one Read makes before it waits anyway).
+func (s *Socket) ReadInto(b Buffer) (int, error) {
+	s.rmu.Lock()
+	defer s.rmu.Unlock()
+	s.rbuf, s.rp, s.rn, s.rerrno = b, nil, 0, 0
+	n, err := s.readResult(s.rc.Read(s.readIntoFn))
+	s.rbuf = nil
+	return n, err
+}
+
+func (s *Socket) readInto(fd uintptr) bool {
+	if s.rp == nil {
+		s.rp = s.rbuf.Bytes()
+	}
+	if s.read(fd) {
+		return true
+	}
+	s.rbuf.Release()
+	s.rp = nil
+	return false
+}
+
+// readResult turns a raw read's outcome into Read's results.
+func (s *Socket) readResult(err error) (int, error) {
 	n, errno := s.rn, s.rerrno
 	s.rp = nil
 	switch {

@@ -12,6 +12,9 @@
 //     but their syscalls skip the runtime's syscall bookkeeping (see raw.go):
 //     that bookkeeping wakes Go's sysmon thread at the start of every busy
 //     period of an idle proxy, once per request at 1000 requests/s.
+//   - ReadInto is Read into a buffer the caller lends only while the
+//     socket has bytes: it is released before the read waits, so an idle
+//     relay holds no (possibly large, pooled) buffer.
 package sockio
 
 import (
@@ -29,11 +32,13 @@ type Socket struct {
 	rc syscall.RawConn
 	c  net.Conn // for the addresses in errors
 
-	rmu    sync.Mutex
-	rp     []byte
-	rn     int
-	rerrno syscall.Errno
-	readFn func(fd uintptr) bool
+	rmu        sync.Mutex
+	rp         []byte
+	rbuf       Buffer // ReadInto's
+	rn         int
+	rerrno     syscall.Errno
+	readFn     func(fd uintptr) bool
+	readIntoFn func(fd uintptr) bool
 
 	wmu     sync.Mutex
 	wp      []byte
@@ -66,7 +71,7 @@ func For(c any) *Socket {
 		return nil
 	}
 	s := &Socket{rc: rc, c: c.(net.Conn)}
-	s.readFn, s.writeFn, s.tryFn = s.read, s.write, s.try
+	s.readFn, s.readIntoFn, s.writeFn, s.tryFn = s.read, s.readInto, s.write, s.try
 	return s
 }
 

@@ -268,3 +268,70 @@ func TestErrorsAsNetConn(t *testing.T) {
 		t.Fatalf("Write after Close = %v; want %v", got, want)
 	}
 }
+
+// lentBuf is a sockio.Buffer that records whether the read holds it.
+type lentBuf struct {
+	b        []byte
+	held     bool
+	releases int
+	released chan struct{} // told of each release
+}
+
+func (l *lentBuf) Bytes() []byte { l.held = true; return l.b }
+
+func (l *lentBuf) Release() {
+	l.held = false
+	l.releases++
+	l.released <- struct{}{}
+}
+
+// TestReadIntoReleasesWhileWaiting: ReadInto gives its buffer back when the
+// socket has nothing to read (an idle relay holds none) and takes it again
+// for the bytes that arrive; with bytes ready it reads without releasing
+// (a bulk relay keeps its buffer); EOF as Read.
+func TestReadIntoReleasesWhileWaiting(t *testing.T) {
+	c, peer := tcpPair(t)
+	s := sockio.For(c)
+	l := &lentBuf{b: make([]byte, 64), released: make(chan struct{}, 16)}
+	if _, err := peer.Write([]byte("ready")); err != nil {
+		t.Fatal(err)
+	}
+	// Wait until the bytes are in c's receive buffer (a peek, no sleep).
+	rc, err := c.(*net.TCPConn).SyscallConn()
+	if err != nil {
+		t.Fatal(err)
+	}
+	_ = rc.Read(func(fd uintptr) bool {
+		_, _, err := syscall.Recvfrom(int(fd), make([]byte, 1), syscall.MSG_PEEK|syscall.MSG_DONTWAIT)
+		return err != syscall.EAGAIN
+	})
+	if n, err := s.ReadInto(l); err != nil || string(l.b[:n]) != "ready" || l.releases != 0 {
+		t.Fatalf("ReadInto with bytes ready = %q, %v, %d releases; want \"ready\", nil, 0", l.b[:n], err, l.releases)
+	}
+
+	done := make(chan struct{})
+	var n int
+	go func() {
+		defer close(done)
+		n, err = s.ReadInto(l)
+	}()
+	// The read finds nothing and releases the buffer before it waits; the
+	// peer writes only then, so the buffer must be taken again.
+	select {
+	case <-l.released:
+	case <-time.After(10 * time.Second):
+		t.Fatal("ReadInto on a socket with nothing to read did not release its buffer")
+	}
+	if _, werr := peer.Write([]byte("later")); werr != nil {
+		t.Fatal(werr)
+	}
+	<-done
+	if err != nil || string(l.b[:n]) != "later" || !l.held {
+		t.Fatalf("ReadInto after a wait = %q, %v, held %v; want \"later\", nil, held", l.b[:n], err, l.held)
+	}
+
+	_ = peer.Close()
+	if _, err := s.ReadInto(l); err != io.EOF {
+		t.Fatalf("ReadInto after the peer's FIN = %v; want io.EOF", err)
+	}
+}

@@ -80,6 +80,21 @@ func (c *countedConn) Read(p []byte) (int, error) {
 	return n, err
 }
 
+// ReadInto is Read into a buffer held only while the socket has bytes to
+// read (see internal/sockio), counted like Read: an HBONE stream reads its
+// source this way, so that an idle stream holds no relay buffer.
+func (c *countedConn) ReadInto(b sockio.Buffer) (int, error) {
+	var n int
+	var err error
+	if c.sock != nil {
+		n, err = c.sock.ReadInto(b)
+	} else {
+		n, err = c.Conn.Read(b.Bytes())
+	}
+	c.countRead(n)
+	return n, err
+}
+
 func (c *countedConn) Write(p []byte) (int, error) {
 	n, err := c.Conn.Write(p)
 	c.countWrite(n)

@@ -15,6 +15,7 @@ import (
 
 	"github.com/ambitmesh/ambit/internal/hbone"
 	"github.com/ambitmesh/ambit/internal/node/policy"
+	"github.com/ambitmesh/ambit/internal/sockio"
 	"github.com/ambitmesh/ambit/internal/telemetry"
 )
 
@@ -160,6 +161,18 @@ func (u *upstream) TryWrite(p []byte) (int, error) {
 		return tw.TryWrite(p)
 	}
 	return 0, errors.ErrUnsupported
+}
+
+// ReadInto keeps the counted connection's buffer release (see
+// telemetry.CountConn) through this wrapper: an idle stream holds no relay
+// buffer.
+func (u *upstream) ReadInto(b sockio.Buffer) (int, error) {
+	if br, ok := u.Conn.(interface {
+		ReadInto(sockio.Buffer) (int, error)
+	}); ok {
+		return br.ReadInto(b)
+	}
+	return u.Conn.Read(b.Bytes())
 }
 
 // WriteBuffers keeps the counted connection's writev (see
