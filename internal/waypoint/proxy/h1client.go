@@ -299,9 +299,14 @@ func (pc *h1Conn) roundTrip(req *http.Request, noBody bool) (*http.Response, err
 		pc.headLeft = h1MaxResponseHead
 		head, err := readResponseHead(pc.br)
 		pc.headLeft = -1
-		var resp *http.Response
+		// The response and its body in one allocation.
+		rb := &struct {
+			resp http.Response
+			body h1Body
+		}{}
+		resp := &rb.resp
 		if err == nil {
-			resp, err = parseResponseHead(head, req.Method)
+			err = parseResponseHead(resp, head, req.Method)
 		}
 		if err != nil {
 			// A failed body write explains a failed read best.
@@ -322,7 +327,8 @@ func (pc *h1Conn) roundTrip(req *http.Request, noBody bool) (*http.Response, err
 		}
 		if code < 100 || code >= 200 {
 			resp.Request = req
-			b := &h1Body{ctx: ctx, pc: pc, stop: stop, wrote: wrote, reuse: !resp.Close && !req.Close}
+			b := &rb.body
+			*b = h1Body{ctx: ctx, pc: pc, stop: stop, wrote: wrote, reuse: !resp.Close && !req.Close}
 			if b.framed(resp, req.Method) {
 				resp.Body = b
 			} else {

@@ -66,29 +66,29 @@ func readLongHead(br *bufio.Reader, buf []byte) (string, error) {
 	}
 }
 
-// parseResponseHead parses a response head to a request with the given
-// method, as http.ReadResponse would: framing (Content-Length,
+// parseResponseHead parses into resp a response head to a request with
+// the given method, as http.ReadResponse would: framing (Content-Length,
 // Transfer-Encoding, no body for HEAD, 1xx, 204 and 304), Connection,
 // announced trailers. The body is the caller's to set.
-func parseResponseHead(head, method string) (*http.Response, error) {
+func parseResponseHead(resp *http.Response, head, method string) error {
 	line, rest := nextLine(head)
 	proto, status, ok := strings.Cut(line, " ")
 	if !ok {
-		return nil, fmt.Errorf("malformed HTTP response %q", line)
+		return fmt.Errorf("malformed HTTP response %q", line)
 	}
 	if len(proto) != 8 || !strings.HasPrefix(proto, "HTTP/1.") || !isDigit(proto[7]) {
-		return nil, fmt.Errorf("malformed or unsupported HTTP version %q", proto)
+		return fmt.Errorf("malformed or unsupported HTTP version %q", proto)
 	}
 	status = strings.TrimLeft(status, " ")
 	code, _, _ := strings.Cut(status, " ")
 	if len(code) != 3 || !isDigit(code[0]) || !isDigit(code[1]) || !isDigit(code[2]) {
-		return nil, fmt.Errorf("malformed HTTP status code %q", code)
+		return fmt.Errorf("malformed HTTP status code %q", code)
 	}
 	header, refusal := parseFields(rest)
 	if refusal != nil {
-		return nil, refusal
+		return refusal
 	}
-	resp := &http.Response{
+	*resp = http.Response{
 		Status:        status,
 		StatusCode:    int(code[0]-'0')*100 + int(code[1]-'0')*10 + int(code[2]-'0'),
 		Proto:         proto,
@@ -113,7 +113,7 @@ func parseResponseHead(head, method string) (*http.Response, error) {
 		delete(header, "Transfer-Encoding")
 		if resp.ProtoMinor >= 1 {
 			if len(te) != 1 || !strings.EqualFold(te[0], "chunked") {
-				return nil, fmt.Errorf("unsupported transfer encoding %q", te)
+				return fmt.Errorf("unsupported transfer encoding %q", te)
 			}
 			chunked = true
 			resp.TransferEncoding = chunkedTE
@@ -123,12 +123,12 @@ func parseResponseHead(head, method string) (*http.Response, error) {
 	if cls := header["Content-Length"]; len(cls) > 0 {
 		for _, v := range cls[1:] {
 			if v != cls[0] {
-				return nil, fmt.Errorf("conflicting Content-Length headers %q", cls)
+				return fmt.Errorf("conflicting Content-Length headers %q", cls)
 			}
 		}
 		n, ok := parseLength(cls[0])
 		if !ok {
-			return nil, fmt.Errorf("invalid Content-Length %q", cls[0])
+			return fmt.Errorf("invalid Content-Length %q", cls[0])
 		}
 		length = n
 		header["Content-Length"] = cls[:1:1]
@@ -152,11 +152,11 @@ func parseResponseHead(head, method string) (*http.Response, error) {
 		resp.Trailer = announcedTrailers(vv)
 		for _, k := range [...]string{"Transfer-Encoding", "Trailer", "Content-Length"} {
 			if _, ok := resp.Trailer[k]; ok {
-				return nil, fmt.Errorf("bad trailer key %q", k)
+				return fmt.Errorf("bad trailer key %q", k)
 			}
 		}
 	}
-	return resp, nil
+	return nil
 }
 
 // framed says how a response body is read; false: it has none.
