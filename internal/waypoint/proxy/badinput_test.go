@@ -525,6 +525,12 @@ func TestUpstreamFailures(t *testing.T) {
 		_ = c.SetLinger(0)
 		_ = c.Close()
 	})
+	// Answers a head with obsolete line folding.
+	folds := startRawBackend(t, func(c *net.TCPConn) {
+		_, _ = http.ReadRequest(bufio.NewReader(c))
+		_, _ = io.WriteString(c, "HTTP/1.1 200 OK\r\nX: a\r\n b\r\nContent-Length: 0\r\n\r\n")
+		_ = c.Close()
+	})
 	unavailable := startHandler(t, http.HandlerFunc(func(w http.ResponseWriter, _ *http.Request) { w.WriteHeader(503) }))
 	// Answers 503 once, then resets: a retry that fails otherwise.
 	var flakyConns atomic.Int32
@@ -546,13 +552,14 @@ func TestUpstreamFailures(t *testing.T) {
 	routes := []*gatewayv1.Route{
 		rt("closes", prefix("/closes"), ref("closes", 1)),
 		rt("resets", prefix("/resets"), ref("resets", 1)),
+		rt("folds", prefix("/folds"), ref("folds", 1)),
 		rt("refused", prefix("/refused"), ref("refused", 1)),
 		retried("retried-refused", "refused"),
 		retried("retried-503", "unavailable"),
 		retried("retried-then-reset", "flaky"),
 	}
 	g := startGateway(t, Config{}, []*gatewayv1.Listener{listener(map[string][]*gatewayv1.Route{"*": routes}, "*")},
-		[]*gatewayv1.Backend{backend("closes", closes), backend("resets", resets), backend("refused", refused), backend("unavailable", unavailable), backend("flaky", flaky)})
+		[]*gatewayv1.Backend{backend("closes", closes), backend("resets", resets), backend("folds", folds), backend("refused", refused), backend("unavailable", unavailable), backend("flaky", flaky)})
 	c := client(t)
 	for _, tc := range []struct {
 		path   string
@@ -561,6 +568,7 @@ func TestUpstreamFailures(t *testing.T) {
 	}{
 		{"/closes", 503, "UC"},
 		{"/resets", 503, "UR"},
+		{"/folds", 503, "UC"},
 		{"/refused", 503, "UF"},
 		{"/retried-refused", 503, "UF,URX"},
 		{"/retried-503", 503, "URX"},

@@ -548,8 +548,8 @@ func TestH1ClientBadHeadWithBody(t *testing.T) {
 
 // TestH1ClientResponseFraming: heads longer than the read buffer are read
 // whole and bounded, an HTTP/1.0 keep-alive answer keeps its connection, a
-// body cut short and a malformed trailer are errors and cost the
-// connection.
+// folded head, a body cut short and a malformed trailer are errors and
+// cost the connection.
 func TestH1ClientResponseFraming(t *testing.T) {
 	long := strings.Repeat("v", 64<<10)
 	b := startH1Backend(t, func(conn, i int, r *http.Request, _ *bufio.Reader, w net.Conn) bool {
@@ -567,6 +567,9 @@ func TestH1ClientResponseFraming(t *testing.T) {
 			_, err = fmt.Fprintf(w, "HTTP/1.0 200 OK\r\nConnection: keep-alive\r\nContent-Length: 6\r\n\r\nconn %d", conn)
 		case "/short":
 			_, _ = io.WriteString(w, "HTTP/1.1 200 OK\r\nContent-Length: 10\r\n\r\nabc")
+			return false
+		case "/folded":
+			_, _ = io.WriteString(w, "HTTP/1.1 200 OK\r\nX: a\r\n b\r\nContent-Length: 0\r\n\r\n")
 			return false
 		case "/badtrailer":
 			_, err = io.WriteString(w, "HTTP/1.1 200 OK\r\nTransfer-Encoding: chunked\r\n\r\n1\r\na\r\n0\r\nBad Trailer: x\r\n\r\n")
@@ -590,6 +593,9 @@ func TestH1ClientResponseFraming(t *testing.T) {
 	}
 	if _, body, err := h1Get(t, c, ctx, "GET", b.url("/short"), nil); !errors.Is(err, io.ErrUnexpectedEOF) || body != "abc" {
 		t.Fatalf("body cut short: %q, %v", body, err)
+	}
+	if _, _, err := h1Get(t, c, ctx, "GET", b.url("/folded"), nil); err == nil || !strings.Contains(err.Error(), "obsolete line folding") {
+		t.Fatalf("obs-fold in a response head: %v", err)
 	}
 	if _, body, err := h1Get(t, c, ctx, "GET", b.url("/badtrailer"), nil); err == nil || body != "a" {
 		t.Fatalf("malformed trailer: %q, %v", body, err)

@@ -19,8 +19,8 @@ import (
 // proxy answer 502), a space in a field name (which net/http keeps for
 // old servers, go.dev/issue/34540, and RFC 9112 §5.1 does not allow), a
 // protocol other than HTTP/1.x, a status code with a sign ("+20") and a
-// Content-Length of more than 18 digits: the client answers 502, as
-// Envoy does.
+// Content-Length of more than 18 digits. A refused head fails the round
+// trip as any broken response does (503, UC).
 
 var errH1TrailerTooLarge = errors.New("trailer section larger than the read buffer")
 
