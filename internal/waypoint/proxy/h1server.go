@@ -40,6 +40,9 @@ const (
 	// is read when the response head is written, to keep the connection
 	// (net/http's figure).
 	h1DrainBody = 256 << 10
+	// h1DrainWait bounds that read in time: a client that stops sending
+	// (waiting for the answer) gets it then, and the connection closes.
+	h1DrainWait = 100 * time.Millisecond
 	// h1WatchDelay is how long a request waits for its upstream before
 	// the connection is watched for the client leaving (which cancels
 	// the request, as Envoy resets the upstream stream): most requests
@@ -597,7 +600,15 @@ func (b *downBody) drain() bool {
 		// A client waiting for 100 Continue sends no body.
 		return false
 	}
+	c := b.c
+	_ = c.nc.SetReadDeadline(time.Now().Add(h1DrainWait))
 	_, err := io.CopyN(io.Discard, b, h1DrainBody)
+	_ = c.nc.SetReadDeadline(time.Time{})
+	if errors.Is(err, os.ErrDeadlineExceeded) {
+		// Not the client's end: close lingers for what it still sends,
+		// so the answer is not lost to a reset.
+		c.rerr = nil
+	}
 	return err == io.EOF
 }
 

@@ -453,3 +453,20 @@ func TestH1ClientNotReadingTimesOut(t *testing.T) {
 		return strings.Contains(g.log.String(), `"path":"/big","protocol":"HTTP/1.1","status":200,"flags":"DC"`)
 	})
 }
+
+// An answer that needs none of the request body (here a 404) is not held
+// back until the client has sent all of it: a client that waits gets it,
+// with Connection: close, after a bounded drain.
+func TestH1AnswerBeforeBodyComplete(t *testing.T) {
+	g := startGateway(t, Config{}, []*gatewayv1.Listener{listener(map[string][]*gatewayv1.Route{"*": {rt("all", prefix("/only"), ref("x", 1))}}, "*")}, nil)
+	c := dialRaw(t, g.addr)
+	c.send(t, "POST /nomatch HTTP/1.1\r\nHost: a\r\nContent-Length: 100\r\n\r\n0123456789")
+	_ = c.SetReadDeadline(time.Now().Add(5 * time.Second))
+	resp, body := c.response(t, "POST")
+	if resp.StatusCode != http.StatusNotFound || !resp.Close {
+		t.Fatalf("answer %d %q close=%v; want 404 and Connection: close", resp.StatusCode, body, resp.Close)
+	}
+	if !c.closed() {
+		t.Error("the connection stayed open with the request body unfinished")
+	}
+}
