@@ -231,6 +231,10 @@ func TestForwarding(t *testing.T) {
 
 	t.Run("upstream connections pooled per endpoint", func(t *testing.T) {
 		mu.Lock()
+		earlier := map[string]bool{}
+		for _, r := range requests {
+			earlier[r.remote] = true
+		}
 		requests = nil
 		mu.Unlock()
 		for range 20 {
@@ -243,14 +247,18 @@ func TestForwarding(t *testing.T) {
 		}
 		mu.Lock()
 		defer mu.Unlock()
-		conns := map[string]bool{}
+		opened := map[string]bool{}
 		for _, r := range requests {
-			conns[r.remote] = true
+			if !earlier[r.remote] {
+				opened[r.remote] = true
+			}
 		}
-		// The earlier subtests' connections may be reused too: what
-		// matters is that 20 sequential requests did not open 20.
-		if len(requests) != 20 || len(conns) != 1 {
-			t.Errorf("20 sequential requests reached the endpoint over %d connections (%d requests), want 1", len(conns), len(requests))
+		// The earlier subtests' pooled connections may serve some of them
+		// (one returning to the pool late, after its body was drained, is
+		// taken next): what matters is that 20 sequential requests opened
+		// at most one connection, not 20.
+		if len(requests) != 20 || len(opened) > 1 {
+			t.Errorf("20 sequential requests opened %d new connections to the endpoint (%d requests), want at most 1", len(opened), len(requests))
 		}
 	})
 }
