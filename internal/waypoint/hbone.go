@@ -14,6 +14,7 @@ import (
 
 	"github.com/spiffe/go-spiffe/v2/spiffeid"
 
+	"github.com/ambitmesh/ambit/internal/connset"
 	"github.com/ambitmesh/ambit/internal/hbone"
 	"github.com/ambitmesh/ambit/internal/telemetry"
 	"github.com/ambitmesh/ambit/internal/waypoint/proxy"
@@ -190,7 +191,7 @@ func (g *Gateway) startHBONE(ctx context.Context, wg *sync.WaitGroup) error {
 	g.mu.Unlock()
 
 	tunnels := newConnListener(ln.Addr())
-	var streams streamSet
+	var streams connset.Set
 	srv := g.engine.Server(0)
 	var h2only http.Protocols
 	h2only.SetUnencryptedHTTP2(true)
@@ -256,11 +257,18 @@ func (g *Gateway) startHBONE(ctx context.Context, wg *sync.WaitGroup) error {
 				// HBONE server, which copies the stream into it.
 				a, b := net.Pipe()
 				tc := &tunnelConn{Conn: b, target: t, ds: ds, remote: net.TCPAddrFromAddrPort(remote), local: net.TCPAddrFromAddrPort(req.Authority), peer: peer}
-				if !streams.start(tc, func() { g.serveTunnel(gctx, tc, tunnels) }) {
+				done, ok := streams.Start(tc)
+				if !ok {
 					_ = a.Close()
 					_ = b.Close()
 					return nil, fmt.Errorf("waypoint: shutting down")
 				}
+				// The loop closes the stream itself, unless it hands it
+				// to the h2c server.
+				go func() {
+					defer done()
+					g.serveTunnel(gctx, tc, tunnels)
+				}()
 				return a, nil
 			}
 			switch {
@@ -294,7 +302,7 @@ func (g *Gateway) startHBONE(ctx context.Context, wg *sync.WaitGroup) error {
 		if srv.Shutdown(sctx) != nil {
 			_ = srv.Close()
 		}
-		streams.drain(sctx)
+		streams.Drain(sctx)
 	})
 	return nil
 }
@@ -313,63 +321,6 @@ func (g *Gateway) serveTunnel(ctx context.Context, tc *tunnelConn, h2c *connList
 		h2 := &tunnelConn{Conn: c, target: tc.target, ds: tc.ds, peer: tc.peer, remote: tc.remote, local: tc.local}
 		return h2c.push(h2)
 	})
-}
-
-// streamSet tracks the streams served by the engine's HTTP/1.x loop, so
-// that shutdown waits for their requests (up to the grace period) and
-// then closes what is left.
-type streamSet struct {
-	mu     sync.Mutex
-	wg     sync.WaitGroup
-	conns  map[*tunnelConn]struct{}
-	closed bool
-}
-
-// start runs serve for tc unless shutdown began.
-func (s *streamSet) start(tc *tunnelConn, serve func()) bool {
-	s.mu.Lock()
-	defer s.mu.Unlock()
-	if s.closed {
-		return false
-	}
-	if s.conns == nil {
-		s.conns = map[*tunnelConn]struct{}{}
-	}
-	s.conns[tc] = struct{}{}
-	s.wg.Go(func() {
-		// The loop closes the stream itself, unless it handed it to the
-		// h2c server.
-		defer func() {
-			s.mu.Lock()
-			delete(s.conns, tc)
-			s.mu.Unlock()
-		}()
-		serve()
-	})
-	return true
-}
-
-// drain waits for the streams until ctx ends, then closes those left.
-func (s *streamSet) drain(ctx context.Context) {
-	s.mu.Lock()
-	s.closed = true
-	s.mu.Unlock()
-	done := make(chan struct{})
-	go func() {
-		s.wg.Wait()
-		close(done)
-	}()
-	select {
-	case <-done:
-		return
-	case <-ctx.Done():
-	}
-	s.mu.Lock()
-	for tc := range s.conns {
-		_ = tc.Close()
-	}
-	s.mu.Unlock()
-	<-done
 }
 
 type targetKey struct{}

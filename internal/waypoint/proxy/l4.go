@@ -8,12 +8,13 @@ import (
 	"net/http"
 	"net/netip"
 
+	"github.com/ambitmesh/ambit/internal/connset"
 	"github.com/ambitmesh/ambit/internal/telemetry"
 	"github.com/ambitmesh/ambit/internal/waypoint/route"
 )
 
 // serveTCP forwards a connection of a TCP listener to its TCPRoute.
-func (e *Engine) serveTCP(ctx context.Context, c net.Conn, port uint32, conns *connSet) {
+func (e *Engine) serveTCP(ctx context.Context, c net.Conn, port uint32, conns *connset.Set) {
 	tl := e.cur.Load().tcp[port]
 	if tl == nil {
 		e.log.Info("proxy: TCP connection refused: the port has no TCP listener any more", "port", port, "client", c.RemoteAddr().String())
@@ -28,7 +29,7 @@ func (e *Engine) serveTCP(ctx context.Context, c net.Conn, port uint32, conns *c
 // by weight, and relays both ways until both sides are done or the
 // connection is idle for TCPIdleTimeout. Failures
 // close the connection with one access log line and the Envoy flag.
-func (e *Engine) forward(ctx context.Context, down net.Conn, port uint32, listener string, table *route.Table, host string, conns *connSet) {
+func (e *Engine) forward(ctx context.Context, down net.Conn, port uint32, listener string, table *route.Table, host string, conns *connset.Set) {
 	defer down.Close()
 	src, _ := netip.ParseAddrPort(down.RemoteAddr().String())
 	labels := telemetry.Labels{Reporter: e.cfg.Reporter, Source: e.cfg.Self, RequestProtocol: telemetry.ProtocolTCP,
@@ -76,7 +77,7 @@ func (e *Engine) forward(ctx context.Context, down net.Conn, port uint32, listen
 		m.Finish(e.cfg.AccessLog, telemetry.Result{Flags: FlagConnectFailure, Err: err})
 		return
 	}
-	untrackUp := conns.track(upc)
+	untrackUp := conns.Track(upc)
 	defer untrackUp()
 	defer upc.Close()
 	if telemetry.RelayIdle(telemetry.CountConn(down, m, telemetry.ReadsAreRequest), upc, max(e.cfg.TCPIdleTimeout, 0)) {

@@ -12,6 +12,7 @@ import (
 	"sync"
 	"time"
 
+	"github.com/ambitmesh/ambit/internal/connset"
 	"github.com/ambitmesh/ambit/internal/waypoint/route"
 )
 
@@ -34,7 +35,7 @@ func (e *Engine) ServeListener(ctx context.Context, ln net.Listener, port uint32
 // by an http.Server per port; TLS and TCP listeners' connections are
 // forwarded as bytes.
 func (e *Engine) serveConns(ctx context.Context, ln net.Listener, port uint32, family string, grace time.Duration) error {
-	var conns connSet
+	var conns connset.Set
 	var srv *http.Server
 	var https *connQueue
 	var h1 http.Handler
@@ -86,9 +87,13 @@ func (e *Engine) serveConns(ctx context.Context, ln net.Listener, port uint32, f
 			continue
 		}
 		delay = 0
-		untrack := conns.start(c)
+		done, ok := conns.Start(c)
+		if !ok {
+			_ = c.Close()
+			continue
+		}
 		go func() {
-			defer untrack()
+			defer done()
 			if family == FamilyHTTP {
 				e.serveH1(ctx, c, port, h1, nil, https.put)
 				return
@@ -108,7 +113,7 @@ func (e *Engine) serveConns(ctx context.Context, ln net.Listener, port uint32, f
 		_ = srv.Close()
 	}
 	<-srvDone
-	conns.drain(sctx)
+	conns.Drain(sctx)
 	if ctx.Err() != nil {
 		return nil
 	}
@@ -171,7 +176,7 @@ type listenerKey struct{}
 // whose hostname best matches the server name (exact, then the longest
 // wildcard, then the listener without hostname), and terminates or passes
 // the connection through.
-func (e *Engine) serveTLSConn(ctx context.Context, c net.Conn, port uint32, https *connQueue, h1 http.Handler, conns *connSet) {
+func (e *Engine) serveTLSConn(ctx context.Context, c net.Conn, port uint32, https *connQueue, h1 http.Handler, conns *connset.Set) {
 	_ = c.SetDeadline(time.Now().Add(e.cfg.ReadHeaderTimeout))
 	sni, hello, err := peekClientHello(c)
 	if err != nil {
@@ -335,60 +340,3 @@ func (q *connQueue) Close() error {
 }
 
 func (q *connQueue) Addr() net.Addr { return q.addr }
-
-// connSet tracks the connections of a TLS or TCP port, so that shutdown
-// waits for their handlers (up to the grace period) and then closes what
-// is left.
-type connSet struct {
-	handlers sync.WaitGroup
-	mu       sync.Mutex
-	conns    map[net.Conn]struct{}
-}
-
-// start registers an accepted connection and its handler; the returned
-// func marks the handler done.
-func (s *connSet) start(c net.Conn) (done func()) {
-	s.handlers.Add(1)
-	untrack := s.track(c)
-	return func() {
-		untrack()
-		s.handlers.Done()
-	}
-}
-
-// track registers c (an upstream connection, say) until the returned func
-// is called.
-func (s *connSet) track(c net.Conn) (untrack func()) {
-	s.mu.Lock()
-	defer s.mu.Unlock()
-	if s.conns == nil {
-		s.conns = map[net.Conn]struct{}{}
-	}
-	s.conns[c] = struct{}{}
-	return func() {
-		s.mu.Lock()
-		delete(s.conns, c)
-		s.mu.Unlock()
-	}
-}
-
-// drain waits for every handler until ctx ends, then closes the
-// connections left, which ends their handlers, and waits for those.
-func (s *connSet) drain(ctx context.Context) {
-	done := make(chan struct{})
-	go func() {
-		s.handlers.Wait()
-		close(done)
-	}()
-	select {
-	case <-done:
-		return
-	case <-ctx.Done():
-	}
-	s.mu.Lock()
-	for c := range s.conns {
-		_ = c.Close()
-	}
-	s.mu.Unlock()
-	<-done
-}
